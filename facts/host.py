@@ -1,0 +1,53 @@
+"""Host fact: the few things preflight weighs (init system, disk, memory, Python)."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from pyinfra.api import FactBase
+from pyinfra.api.exceptions import FactProcessError
+
+_INT_KEYS = ("disk_free_kib", "mem_total_kib", "mem_available_kib")
+
+
+class PodHost(FactBase[dict[str, Any]]):
+    """
+    Init system (from PID 1), free disk under ``models_dir`` (or its nearest existing
+    parent), memory and the system Python, in one command.
+
+    .. code:: python
+
+        {"init": "tini", "systemd": False, "disk_path": "/workspace",
+         "disk_free_kib": 52428800, "mem_total_kib": 65536000,
+         "mem_available_kib": 60000000, "python": (3, 11, 2)}
+    """
+
+    def command(self, models_dir: str) -> str:
+        return "; ".join(
+            [
+                'echo "init=$(cat /proc/1/comm)"',
+                f"d={shlex.quote(models_dir)}",
+                'while [ ! -d "$d" ]; do d=$(dirname "$d"); done',
+                'echo "disk_path=$d"',
+                """df -Pk "$d" | awk 'NR==2 {print "disk_free_kib=" $4}'""",
+                "awk '/^MemTotal:/ {print \"mem_total_kib=\" $2} "
+                "/^MemAvailable:/ {print \"mem_available_kib=\" $2}' /proc/meminfo",
+                "if command -v python3 >/dev/null; then python3 -c "
+                "'import sys; print(\"python=%d.%d.%d\" % sys.version_info[:3])'; "
+                "else echo python=; fi",
+            ]
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        values = dict(line.split("=", 1) for line in output if "=" in line)
+        missing = {"init", "disk_path", *_INT_KEYS, "python"} - values.keys()
+        if missing:
+            raise FactProcessError(f"host probe is missing {', '.join(sorted(missing))}")
+        info: dict[str, Any] = {key: int(values[key]) for key in _INT_KEYS}
+        info["init"] = values["init"].strip()
+        info["systemd"] = info["init"] == "systemd"
+        info["disk_path"] = values["disk_path"]
+        python = values["python"].strip()
+        info["python"] = tuple(int(part) for part in python.split(".")) if python else None
+        return info

@@ -1,0 +1,1 @@
+"""podforge: idempotent ComfyUI GPU pod provisioning (shared library + pod-side tools)."""

@@ -1,0 +1,3 @@
+from podforge.cli import main
+
+raise SystemExit(main())

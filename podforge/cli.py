@@ -1,0 +1,51 @@
+"""Pod-side command line: ``python -m podforge plan`` (more verbs come with later tools).
+
+Runs on the pod itself, without pyinfra: settings come from the environment and
+``--data key=value``, GPUs from the nvidia-smi on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from podforge.config import SettingsError, load_settings
+from podforge.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
+from podforge.plan import PlanError, build_plan
+
+
+def _data_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    data = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SettingsError(f"--data {pair!r} is not accepted: expected key=value")
+        data[key] = value
+    return data
+
+
+def _plan(args: argparse.Namespace) -> int:
+    settings = load_settings(_data_pairs(args.data), os.environ)
+    probe = subprocess.run(["sh", "-c", PROBE_COMMAND], capture_output=True, text=True, check=True)
+    plan = build_plan(settings, parse_probe(probe.stdout.splitlines()))
+    json.dump(plan.model_dump(mode="json"), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m podforge")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    plan = verbs.add_parser("plan", help="print this machine's Plan as JSON")
+    plan.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="a setting")
+    plan.set_defaults(run=_plan)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (SettingsError, PlanError, GpuProbeError) as error:
+        print(f"podforge: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,213 @@
+"""The one config model: everything a pod can be told.
+
+Sources, lowest to highest precedence:
+group_data defaults < inventory host data < ``--data`` < environment variables.
+pyinfra already merges the first three into ``host.data``; ``load_settings`` adds the
+environment on top (that is what makes ``ENV``/``-e`` work in Docker and RunPod templates).
+
+Each field's environment variable is its name in upper case (``steadydancer_variant`` ->
+``STEADYDANCER_VARIANT``). A bad value raises ``SettingsError`` with one line naming the
+variable, the value and what it accepts; secrets are ``SecretStr`` and never printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from podforge.comfyui import ComfyArgsError, parse_comfyui_args
+
+Phase = Literal["image", "pod", "boot"]
+Precision = Literal["auto", "fp16", "fp8", "gguf"]
+GgufQuant = Literal["auto", "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0"]
+Tier = Literal["auto", "consumer", "prosumer", "datacenter"]
+MemoryMode = Literal["auto", "full", "model_cpu_offload", "sequential_cpu_offload"]
+QwenModel = Literal["fp8", "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0"]
+StackProfileName = Literal["auto", "torch25-cu124", "torch27-cu128"]
+
+SECRET_FIELDS = frozenset({"hf_token", "r2_access_key_id", "r2_secret_access_key"})
+
+
+class CustomModel(BaseModel):
+    """A user's own model file, same schema as the catalog's (group_data: custom_models)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repo: str
+    path: str
+    dest: str
+    revision: str = "main"
+    bytes: int | None = None
+    sha256: str | None = None
+
+
+class Settings(BaseModel):
+    """Desired state of one pod. Defaults are documented once, in group_data/all.py."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    phase: Phase = "pod"
+
+    # Paths
+    workspace_dir: str = "/workspace"
+    comfyui_dir: str = "/workspace/ComfyUI"
+    models_dir: str = "/workspace/ComfyUI/models"
+    venv_dir: str = "/workspace/venv"
+    podforge_dir: str = "/opt/podforge"
+
+    # Features
+    enable_steadydancer: bool = False
+    enable_turbodiffusion: bool = False
+    enable_qwen_edit: bool = False
+    enable_wan22: bool = False
+    enable_dwpose: bool = False
+    enable_r2_sync: bool = False
+    enable_openmmlab: bool = False
+
+    # SteadyDancer
+    steadydancer_variant: Precision = "auto"
+    steadydancer_gguf_model: GgufQuant = "auto"
+    steadydancer_gpu_memory_mode: MemoryMode = "auto"
+    steadydancer_guide_scale: Annotated[float, Field(ge=1.0, le=10.0)] = 5.0
+    steadydancer_condition_guide: Annotated[float, Field(ge=0.1, le=2.0)] = 1.0
+    steadydancer_end_cfg: Annotated[float, Field(ge=0.1, le=1.0)] = 0.4
+    steadydancer_seed: Annotated[int, Field(ge=-1, le=2**63 - 1)] = -1
+
+    qwen_edit_model: QwenModel = "fp8"
+
+    # GPU policy overrides ("auto" = from the threshold table)
+    gpu_tier: Tier = "auto"
+    gpu_memory_mode: MemoryMode = "auto"
+
+    # ComfyUI
+    comfyui_args: list[str] = Field(default_factory=list)
+    comfyui_listen: str = "0.0.0.0"
+    comfyui_port: Annotated[int, Field(ge=1024, le=65000)] = 8188
+
+    # Python stack
+    stack_profile: StackProfileName = "auto"
+    install_python_stack: bool = True
+
+    # Models
+    custom_models: list[CustomModel] = Field(default_factory=list)
+    hf_token: SecretStr | None = None
+
+    # R2 (outputs sync)
+    r2_endpoint: str | None = None
+    r2_bucket: str | None = None
+    r2_access_key_id: SecretStr | None = None
+    r2_secret_access_key: SecretStr | None = None
+
+    @field_validator("comfyui_args", mode="before")
+    @classmethod
+    def _check_comfyui_args(cls, value: Any) -> list[str]:
+        if value is None:
+            return []
+        if not isinstance(value, (str, list, tuple)):
+            raise ValueError("expected a string of ComfyUI flags")
+        try:
+            return parse_comfyui_args(value)
+        except ComfyArgsError as error:
+            raise ValueError(str(error)) from None
+
+    @field_validator("qwen_edit_model", "steadydancer_gguf_model", mode="before")
+    @classmethod
+    def _lower_quant(cls, value: Any) -> Any:
+        # The seeds write quants in upper case (QWEN_EDIT_MODEL="Q4_K_M").
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("r2_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("expected a URL such as https://<ACCOUNT_ID>.r2.cloudflarestorage.com")
+        return value
+
+
+SETTING_NAMES: frozenset[str] = frozenset(Settings.model_fields)
+
+
+class SettingsError(ValueError):
+    """A setting podforge cannot accept. The message is one line, safe to print."""
+
+
+def env_name(field: str) -> str:
+    return field.upper()
+
+
+def load_settings(data: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Validate host data with the environment layered on top.
+
+    ``data`` is pyinfra's merged host data (group_data < inventory < --data); keys that
+    are not settings (ssh_user, ...) belong to pyinfra and are ignored.
+    """
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for key, value in data.items():
+        if key in SETTING_NAMES:
+            values[key] = value
+            source[key] = f"{key} (host data)"
+    for key in SETTING_NAMES:
+        name = env_name(key)
+        if name in environ and environ[name] != "":
+            values[key] = environ[name]
+            source[key] = name
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        raise SettingsError(_one_line(error, values, source)) from None
+
+
+def _one_line(error: ValidationError, values: Mapping[str, Any], source: Mapping[str, str]) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    where = source.get(field, field)
+    if field in SECRET_FIELDS:
+        shown = "<hidden>"
+    else:
+        shown = repr(values.get(field, first.get("input")))
+    return f"{where}={shown} is not accepted: {_accepts(field, first)}"
+
+
+def _bounds(field: str) -> tuple[Any, Any]:
+    info = Settings.model_fields.get(field)
+    lower = upper = None
+    for rule in info.metadata if info else ():
+        lower = getattr(rule, "ge", lower)
+        upper = getattr(rule, "le", upper)
+    return lower, upper
+
+
+def _accepts(field: str, error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "literal_error":
+        return f"expected one of {ctx['expected'].replace(chr(39), '')}"
+    if kind in {"greater_than_equal", "less_than_equal", "int_parsing", "float_parsing"}:
+        lower, upper = _bounds(field)
+        if lower is not None and upper is not None:
+            return f"expected a number from {lower} to {upper}"
+    if kind == "bool_parsing":
+        return "expected true or false (also 1/0, yes/no, on/off)"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "extra_forbidden":
+        return "not a known key (see the CustomModel schema in podforge/config.py)"
+    return error["msg"].lower()
+
+
+def public_view(settings: Settings) -> dict[str, Any]:
+    """Settings as plain data with secrets reduced to whether they are set."""
+    view = settings.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+    for name in sorted(SECRET_FIELDS):
+        view[f"{name}_set"] = getattr(settings, name) is not None
+    return view

@@ -1,0 +1,342 @@
+"""settings + facts -> Plan. Pure: no I/O, tested on tables (tests/unit/test_plan.py).
+
+The one threshold table lives here (``VRAM_POLICY``), keyed on each device's usable VRAM.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from podforge.catalog import files_for, nearest_quant, published_quants, published_variants
+from podforge.comfyui import has_vram_mode
+from podforge.config import Settings
+from podforge.gpu import GpuDevice, GpuReport
+from podforge.stacks import (
+    DEFAULT_STACK,
+    OPENMMLAB_STACK,
+    STACK_PROFILES,
+    TURBODIFFUSION_MIN_TORCH,
+)
+
+
+class PlanError(ValueError):
+    """The settings ask for something this pod cannot have; the message says why."""
+
+
+@dataclass(frozen=True)
+class VramPolicy:
+    min_mib: int
+    tier: str
+    memory_mode: str
+    comfyui_args: tuple[str, ...]
+
+
+# Usable VRAM (MiB) -> tier, memory mode, ComfyUI VRAM args. First row whose min fits wins.
+VRAM_POLICY: tuple[VramPolicy, ...] = (
+    VramPolicy(48000, "datacenter", "full", ("--highvram",)),
+    VramPolicy(24000, "prosumer", "model_cpu_offload", ()),
+    VramPolicy(20000, "prosumer", "sequential_cpu_offload", ("--normalvram",)),
+    VramPolicy(12000, "consumer", "sequential_cpu_offload", ("--normalvram",)),
+    VramPolicy(8000, "consumer", "sequential_cpu_offload", ("--lowvram",)),
+    VramPolicy(0, "consumer", "sequential_cpu_offload", ("--lowvram", "--cpu-vae")),
+)
+
+# SteadyDancer precision for "auto": (min MiB, precision, GGUF quant).
+STEADYDANCER_PRECISION: tuple[tuple[int, str, str | None], ...] = (
+    (40000, "fp16", None),
+    (20000, "fp8", None),
+    (15000, "gguf", "q4_k_m"),
+    (11000, "gguf", "q3_k_m"),
+    (6000, "gguf", "q2_k"),
+)
+STEADYDANCER_MIN_MIB = 6000
+
+# WAN 2.2 I2V experts for "auto": fp8 from 20000 MiB, else the published GGUF.
+WAN22_FP8_MIN_MIB = 20000
+
+# A variant chosen at boot, on the GPU the pod really has.
+DEFERRED = "deferred"
+
+
+MIN_PYTHON = (3, 10)
+# RAM the pod needs beside the GPU: offloading keeps model weights in host memory.
+MIN_MEMORY_MIB: dict[str, int] = {
+    "full": 8_000,
+    "model_cpu_offload": 16_000,
+    "sequential_cpu_offload": 16_000,
+    "none": 2_000,
+}
+
+
+class ComfyInstance(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    device: int
+    port: int
+    cuda_visible_devices: str | None
+    tier: str
+    memory_mode: str
+    args: list[str]
+
+
+class PlannedModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    feature: str
+    repo: str
+    revision: str
+    path: str
+    dest: str  # absolute path on the pod
+    bytes: int | None  # exact size when known (verified)
+    planned_bytes: int  # exact or estimated, for disk planning
+    sha256: str | None
+
+
+class Requirements(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    disk_bytes: int  # free space needed under the models dir if nothing is there yet
+    memory_mib: int
+    python: tuple[int, int]
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    phase: str
+    gpus: list[GpuDevice]
+    tier: str
+    memory_mode: str
+    comfyui: list[ComfyInstance]
+    variants: dict[str, Any]
+    stack: str
+    models: list[PlannedModel]
+    total_bytes: int
+    requirements: Requirements
+    warnings: list[str]
+
+
+def policy_for(vram_mib: int) -> VramPolicy:
+    return next(row for row in VRAM_POLICY if vram_mib >= row.min_mib)
+
+
+def build_plan(settings: Settings, gpus: GpuReport) -> Plan:
+    """The whole desired state of one pod, or PlanError saying why it cannot be had."""
+    warnings = list(gpus.warnings)
+    devices = list(gpus.devices)
+    smallest = min(devices, key=lambda d: d.vram_mib) if devices else None
+
+    instances = [_instance(settings, device) for device in devices]
+    if smallest is None:
+        tier = "none" if settings.gpu_tier == "auto" else settings.gpu_tier
+        memory_mode = "none" if settings.gpu_memory_mode == "auto" else settings.gpu_memory_mode
+    else:
+        tier, memory_mode = _tier_and_mode(settings, smallest)
+
+    variants: dict[str, Any] = {}
+    if settings.enable_steadydancer:
+        variants["steadydancer"] = _steadydancer_variant(settings, smallest, warnings)
+        if variants["steadydancer"] != DEFERRED:
+            variants["steadydancer"]["memory_mode"] = (
+                memory_mode
+                if settings.steadydancer_gpu_memory_mode == "auto"
+                else settings.steadydancer_gpu_memory_mode
+            )
+    if settings.enable_wan22:
+        variants["wan22"] = _wan22_variant(smallest)
+    if settings.enable_qwen_edit:
+        variants["qwen_edit"] = _qwen_variant(settings, warnings)
+
+    stack = _stack(settings)
+    models = [] if settings.phase == "image" else _models(settings, variants)
+    total = sum(m.planned_bytes for m in models)
+    stack_bytes = STACK_PROFILES[stack].approx_bytes if settings.install_python_stack else 0
+    return Plan(
+        phase=settings.phase,
+        gpus=devices,
+        tier=tier,
+        memory_mode=memory_mode,
+        comfyui=instances,
+        variants=variants,
+        stack=stack,
+        models=models,
+        total_bytes=total,
+        requirements=Requirements(
+            disk_bytes=total + stack_bytes,
+            memory_mib=MIN_MEMORY_MIB[memory_mode] if devices else MIN_MEMORY_MIB["none"],
+            python=MIN_PYTHON,
+        ),
+        warnings=warnings,
+    )
+
+
+def _tier_and_mode(settings: Settings, device: GpuDevice) -> tuple[str, str]:
+    row = policy_for(device.vram_mib)
+    tier = row.tier if settings.gpu_tier == "auto" else settings.gpu_tier
+    mode = row.memory_mode if settings.gpu_memory_mode == "auto" else settings.gpu_memory_mode
+    return tier, mode
+
+
+def _instance(settings: Settings, device: GpuDevice) -> ComfyInstance:
+    tier, mode = _tier_and_mode(settings, device)
+    port = settings.comfyui_port + device.index
+    user_args = list(settings.comfyui_args)
+    # A VRAM mode in COMFYUI_ARGS replaces the table's VRAM args (they are exclusive).
+    vram_args = [] if has_vram_mode(user_args) else list(policy_for(device.vram_mib).comfyui_args)
+    return ComfyInstance(
+        device=device.index,
+        port=port,
+        cuda_visible_devices=device.uuid or str(device.gpu_index),
+        tier=tier,
+        memory_mode=mode,
+        args=[*vram_args, *user_args, "--listen", settings.comfyui_listen, "--port", str(port)],
+    )
+
+
+def _steadydancer_variant(
+    settings: Settings, smallest: GpuDevice | None, warnings: list[str]
+) -> dict[str, Any] | str:
+    if smallest is not None and smallest.vram_mib < STEADYDANCER_MIN_MIB:
+        raise PlanError(
+            f"SteadyDancer needs at least {STEADYDANCER_MIN_MIB} MiB of VRAM per device; "
+            f"{smallest.name} has {smallest.vram_mib} MiB. Use a larger GPU or MIG slice, "
+            "or set ENABLE_STEADYDANCER=false."
+        )
+    precision: str = settings.steadydancer_variant
+    quant: str | None = None
+    if precision == "auto":
+        if smallest is None:
+            return DEFERRED
+        _, precision, quant = next(
+            row for row in STEADYDANCER_PRECISION if smallest.vram_mib >= row[0]
+        )
+    if precision == "gguf":
+        if settings.steadydancer_gguf_model != "auto":
+            quant = settings.steadydancer_gguf_model
+        elif smallest is None:
+            return {"precision": "gguf", "quant": DEFERRED}
+        else:
+            quant = _auto_quant(smallest.vram_mib)
+        published = published_quants("steadydancer")
+        if quant not in published:
+            nearest = nearest_quant(quant, published)
+            warnings.append(
+                f"SteadyDancer GGUF quant {quant} is not published in the catalog "
+                f"(published: {', '.join(published)}); using the nearest, {nearest}."
+            )
+            quant = nearest
+    return {"precision": precision, "quant": quant}
+
+
+def _auto_quant(vram_mib: int) -> str:
+    """The table's GGUF quant for this VRAM; above the GGUF rows, the largest of them."""
+    gguf_rows = [(floor, quant) for floor, _, quant in STEADYDANCER_PRECISION if quant]
+    return next((quant for floor, quant in gguf_rows if vram_mib >= floor), gguf_rows[-1][1])
+
+
+def _wan22_variant(smallest: GpuDevice | None) -> dict[str, Any] | str:
+    if smallest is None:
+        return DEFERRED
+    if smallest.vram_mib >= WAN22_FP8_MIN_MIB:
+        return {"precision": "fp8", "quant": None}
+    return {"precision": "gguf", "quant": published_quants("wan22")[0]}
+
+
+def _qwen_variant(settings: Settings, warnings: list[str]) -> dict[str, Any]:
+    published = published_variants("qwen_edit")
+    if settings.qwen_edit_model in published:
+        return {"precision": settings.qwen_edit_model, "quant": None}
+    warnings.append(
+        f"QWEN_EDIT_MODEL={settings.qwen_edit_model} is not published in the catalog "
+        f"(published: {', '.join(published)}); using {published[0]}."
+    )
+    return {"precision": published[0], "quant": None}
+
+
+def _stack(settings: Settings) -> str:
+    if settings.enable_turbodiffusion and settings.enable_openmmlab:
+        raise PlanError(
+            "TurboDiffusion needs torch >= 2.7 but OpenMMLab (mmcv 2.1.0) only builds against "
+            "the torch 2.5.1 stack; enable one of ENABLE_TURBODIFFUSION / ENABLE_OPENMMLAB."
+        )
+    wanted = settings.stack_profile
+    if settings.enable_turbodiffusion:
+        if wanted == "auto":
+            return _first_stack_with_torch(TURBODIFFUSION_MIN_TORCH)
+        if STACK_PROFILES[wanted].torch_major_minor < TURBODIFFUSION_MIN_TORCH:
+            raise PlanError(
+                f"STACK_PROFILE={wanted} has torch {STACK_PROFILES[wanted].torch} but "
+                "TurboDiffusion needs torch >= 2.7; set STACK_PROFILE=auto or "
+                f"{_first_stack_with_torch(TURBODIFFUSION_MIN_TORCH)}."
+            )
+        return wanted
+    if settings.enable_openmmlab:
+        if wanted not in ("auto", OPENMMLAB_STACK):
+            raise PlanError(
+                f"STACK_PROFILE={wanted} cannot carry OpenMMLab: mmcv 2.1.0 only builds against "
+                f"torch 2.5.1; set STACK_PROFILE=auto or {OPENMMLAB_STACK}."
+            )
+        return OPENMMLAB_STACK
+    return DEFAULT_STACK if wanted == "auto" else wanted
+
+
+def _first_stack_with_torch(minimum: tuple[int, int]) -> str:
+    return next(p.name for p in STACK_PROFILES.values() if p.torch_major_minor >= minimum)
+
+
+def _variant_key(variant: dict[str, Any] | None) -> str | None:
+    """Catalog key of a chosen variant; None when the choice is deferred to boot."""
+    if not isinstance(variant, dict) or variant["quant"] == DEFERRED:
+        return None
+    if variant["precision"] == "gguf":
+        return f"gguf:{variant['quant']}"
+    return str(variant["precision"])
+
+
+FEATURES: tuple[tuple[str, str], ...] = (
+    ("steadydancer", "enable_steadydancer"),
+    ("wan22", "enable_wan22"),
+    ("turbodiffusion", "enable_turbodiffusion"),
+    ("qwen_edit", "enable_qwen_edit"),
+    ("dwpose", "enable_dwpose"),
+)
+
+
+def _models(settings: Settings, variants: dict[str, Any]) -> list[PlannedModel]:
+    """The manifest: every file the enabled features need, each destination once."""
+    chosen: dict[str, PlannedModel] = {}
+    for feature, flag in FEATURES:
+        if not getattr(settings, flag):
+            continue
+        for entry in files_for(feature, _variant_key(variants.get(feature))):
+            dest = posixpath.join(settings.models_dir, entry.dest)
+            chosen.setdefault(
+                dest,
+                PlannedModel(
+                    feature=feature,
+                    repo=entry.repo,
+                    revision=entry.revision,
+                    path=entry.path,
+                    dest=dest,
+                    bytes=entry.bytes,
+                    planned_bytes=entry.planned_bytes,
+                    sha256=entry.sha256,
+                ),
+            )
+    for custom in settings.custom_models:
+        dest = posixpath.join(settings.models_dir, custom.dest)
+        chosen[dest] = PlannedModel(
+            feature="custom",
+            repo=custom.repo,
+            revision=custom.revision,
+            path=custom.path,
+            dest=dest,
+            bytes=custom.bytes,
+            planned_bytes=custom.bytes or 0,
+            sha256=custom.sha256,
+        )
+    return list(chosen.values())
