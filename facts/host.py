@@ -31,8 +31,8 @@ class PodHost(FactBase[dict[str, Any]]):
                 'while [ ! -d "$d" ]; do d=$(dirname "$d"); done',
                 'echo "disk_path=$d"',
                 """df -Pk "$d" | awk 'NR==2 {print "disk_free_kib=" $4}'""",
-                "awk '/^MemTotal:/ {print \"mem_total_kib=\" $2} "
-                "/^MemAvailable:/ {print \"mem_available_kib=\" $2}' /proc/meminfo",
+                'awk \'/^MemTotal:/ {print "mem_total_kib=" $2} '
+                '/^MemAvailable:/ {print "mem_available_kib=" $2}\' /proc/meminfo',
                 "if command -v python3 >/dev/null; then python3 -c "
                 "'import sys; print(\"python=%d.%d.%d\" % sys.version_info[:3])'; "
                 "else echo python=; fi",

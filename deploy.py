@@ -1,0 +1,20 @@
+"""The recipe of a ComfyUI GPU pod.
+
+    pyinfra inventories/runpod.py deploy.py          # pods over SSH
+    pyinfra @local deploy.py -y --data phase=image   # inside docker build
+
+Settings come from group_data, the inventory, --data and the environment (podforge/config.py);
+the GPUs from nvidia-smi; the Plan (podforge/plan.py) decides the rest.
+"""
+
+from tasks import comfyui, desired, models, preflight, python_stack, services, system
+
+settings = desired.settings()
+plan = desired.plan(settings)
+
+if preflight.passes(settings, plan):
+    system.install(settings, plan)
+    python_stack.install(settings, plan)
+    comfyui.install(settings, plan)
+    models.install(settings, plan)
+    services.install(settings, plan)
