@@ -31,13 +31,13 @@ class NvidiaGpus(FactBase[dict[str, Any]]):
 
     @staticmethod
     def default() -> dict[str, Any]:
-        return GpuReport().model_dump()
+        return GpuReport().model_dump(mode="json")
 
     def command(self) -> str:
         return PROBE_COMMAND
 
     def process(self, output: list[str]) -> dict[str, Any]:
         try:
-            return parse_probe(list(output)).model_dump()
+            return parse_probe(list(output)).model_dump(mode="json")
         except GpuProbeError as error:
             raise FactProcessError(str(error)) from error

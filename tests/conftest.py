@@ -1,0 +1,45 @@
+"""Shared test helpers: recorded nvidia-smi profiles and a fake nvidia-smi on PATH."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+GPU_PROFILES = REPO / "sandbox" / "gpus"
+FAKE_NVIDIA_SMI = REPO / "sandbox" / "fake-nvidia-smi"
+
+
+@pytest.fixture
+def fake_gpu_path(tmp_path: Path):
+    """Return f(profile) -> environment with a fake nvidia-smi replaying that profile."""
+
+    def environment(profile: str | None) -> dict[str, str]:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        link = bin_dir / "nvidia-smi"
+        if profile is not None and not link.exists():
+            link.symlink_to(FAKE_NVIDIA_SMI)
+        env = {k: v for k, v in os.environ.items() if not k.isupper() or k in KEEP_ENV}
+        env["PATH"] = f"{bin_dir}:/usr/bin:/bin"
+        if profile is not None:
+            env["PODFORGE_FAKE_GPU"] = str(GPU_PROFILES / profile)
+        return env
+
+    return environment
+
+
+# The test process's own variables that podforge must not read as settings are dropped.
+KEEP_ENV = {"HOME", "LANG", "LC_ALL", "TMPDIR", "USER"}
+
+
+def run_probe(env: dict[str, str]) -> list[str]:
+    from podforge.gpu import PROBE_COMMAND
+
+    result = subprocess.run(
+        ["sh", "-c", PROBE_COMMAND], env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout.splitlines()

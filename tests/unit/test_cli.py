@@ -1,0 +1,81 @@
+"""`python -m podforge plan` on this machine with a fake nvidia-smi first on PATH."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def run_plan(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "podforge", "plan", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_plan_for_a_4080_super(fake_gpu_path):
+    env = fake_gpu_path("rtx-4080-super") | {"ENABLE_STEADYDANCER": "true"}
+    result = run_plan(env)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["phase"] == "pod"
+    assert [(g["index"], g["name"], g["vram_mib"], g["mig"]) for g in plan["gpus"]] == [
+        (0, "NVIDIA GeForce RTX 4080 SUPER", 16376, None)
+    ]
+    assert (plan["tier"], plan["memory_mode"]) == ("consumer", "sequential_cpu_offload")
+    assert plan["comfyui"][0]["device"] == 0 and plan["comfyui"][0]["port"] == 8188
+    assert plan["comfyui"][0]["args"] == ["--normalvram", "--listen", "0.0.0.0", "--port", "8188"]
+    assert plan["variants"]["steadydancer"]["precision"] == "gguf"
+    assert plan["total_bytes"] == sum(m["planned_bytes"] for m in plan["models"]) > 0
+    assert {"repo", "path", "dest", "bytes"} <= plan["models"][0].keys()
+
+
+def test_plan_for_an_h100_mig_slice(fake_gpu_path):
+    result = run_plan(fake_gpu_path("h100-mig-1g10gb"))
+    plan = json.loads(result.stdout)
+    assert [(g["vram_mib"], g["mig"]) for g in plan["gpus"]] == [(9536, "1g.10gb")]
+    assert plan["comfyui"][0]["args"][0] == "--lowvram"
+
+
+def test_plan_for_two_gpus_gives_two_instances(fake_gpu_path):
+    plan = json.loads(run_plan(fake_gpu_path("2x-a40")).stdout)
+    assert [c["port"] for c in plan["comfyui"]] == [8188, 8189]
+
+
+def test_data_option_sets_a_setting(fake_gpu_path):
+    plan = json.loads(run_plan(fake_gpu_path("h100"), "--data", "comfyui_port=9000").stdout)
+    assert plan["comfyui"][0]["port"] == 9000
+
+
+def test_no_gpu(fake_gpu_path):
+    plan = json.loads(run_plan(fake_gpu_path(None), "--data", "enable_steadydancer=1").stdout)
+    assert (plan["gpus"], plan["tier"]) == ([], "none")
+    assert plan["variants"]["steadydancer"] == "deferred"
+
+
+def test_driver_not_loaded_warns(fake_gpu_path):
+    plan = json.loads(run_plan(fake_gpu_path("no-driver")).stdout)
+    assert plan["gpus"] == [] and "NVIDIA driver" in plan["warnings"][0]
+
+
+def test_bad_setting_exits_non_zero_with_one_line(fake_gpu_path):
+    result = run_plan(fake_gpu_path("rtx-4090") | {"STEADYDANCER_VARIANT": "fp32"})
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "podforge: STEADYDANCER_VARIANT='fp32' is not accepted: "
+        "expected one of auto, fp16, fp8 or gguf"
+    ]
+
+
+def test_plan_refusal_exits_non_zero(fake_gpu_path):
+    env = fake_gpu_path("a100-mig-mixed") | {"ENABLE_STEADYDANCER": "true"}
+    result = run_plan(env)
+    assert result.returncode != 0
+    assert "needs at least 6000 MiB" in result.stderr

@@ -1,0 +1,253 @@
+"""The plan on plain tables: thresholds at every boundary, overrides, multi-GPU, MIG, no GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from podforge.comfyui import KNOWN_FLAGS
+from podforge.config import load_settings
+from podforge.gpu import GpuDevice, GpuReport
+from podforge.plan import PlanError, build_plan
+
+
+def gpu(vram_mib: int, index: int = 0, mig: str | None = None) -> GpuDevice:
+    return GpuDevice(
+        index=index,
+        gpu_index=index,
+        name=f"GPU with {vram_mib} MiB",
+        vram_mib=vram_mib,
+        mig=mig,
+        uuid=f"GPU-{index}",
+        driver_version="550.54.15",
+        compute_cap="8.9",
+    )
+
+
+def plan_for(*vrams: int, **settings):
+    wanted = load_settings({k: v for k, v in settings.items()}, {})
+    return build_plan(wanted, GpuReport(devices=tuple(gpu(v, i) for i, v in enumerate(vrams))))
+
+
+LISTEN = ["--listen", "0.0.0.0", "--port", "8188"]
+
+
+@pytest.mark.parametrize(
+    ("vram", "tier", "memory_mode", "vram_args"),
+    [
+        (81559, "datacenter", "full", ["--highvram"]),
+        (48000, "datacenter", "full", ["--highvram"]),
+        (47999, "prosumer", "model_cpu_offload", []),
+        (24000, "prosumer", "model_cpu_offload", []),
+        (23999, "prosumer", "sequential_cpu_offload", ["--normalvram"]),
+        (20000, "prosumer", "sequential_cpu_offload", ["--normalvram"]),
+        (19999, "consumer", "sequential_cpu_offload", ["--normalvram"]),
+        (12000, "consumer", "sequential_cpu_offload", ["--normalvram"]),
+        (11999, "consumer", "sequential_cpu_offload", ["--lowvram"]),
+        (8000, "consumer", "sequential_cpu_offload", ["--lowvram"]),
+        (7999, "consumer", "sequential_cpu_offload", ["--lowvram", "--cpu-vae"]),
+        (4096, "consumer", "sequential_cpu_offload", ["--lowvram", "--cpu-vae"]),
+    ],
+)
+def test_vram_threshold_table(vram, tier, memory_mode, vram_args):
+    plan = plan_for(vram)
+    assert (plan.tier, plan.memory_mode) == (tier, memory_mode)
+    (instance,) = plan.comfyui
+    assert instance.args == [*vram_args, *LISTEN]
+    assert (instance.tier, instance.memory_mode, instance.port) == (tier, memory_mode, 8188)
+
+
+@pytest.mark.parametrize(
+    ("vram", "precision", "quant"),
+    [
+        (81559, "fp16", None),
+        (40000, "fp16", None),
+        (39999, "fp8", None),
+        (20000, "fp8", None),
+        # The table's q4_k_m / q3_k_m / q2_k are not published: the nearest is q5_k_m.
+        (19999, "gguf", "q5_k_m"),
+        (15000, "gguf", "q5_k_m"),
+        (6000, "gguf", "q5_k_m"),
+    ],
+)
+def test_steadydancer_precision_table(vram, precision, quant):
+    variant = plan_for(vram, enable_steadydancer=True).variants["steadydancer"]
+    assert (variant["precision"], variant["quant"]) == (precision, quant)
+
+
+@pytest.mark.parametrize(
+    ("vram", "table_quant"),
+    [
+        (19999, "q4_k_m"),
+        (15000, "q4_k_m"),
+        (14999, "q3_k_m"),
+        (11000, "q3_k_m"),
+        (10999, "q2_k"),
+        (6000, "q2_k"),
+    ],
+)
+def test_gguf_quant_boundaries_are_named_in_the_warning(vram, table_quant):
+    plan = plan_for(vram, enable_steadydancer=True)
+    assert any(f"quant {table_quant} is not published" in w for w in plan.warnings)
+
+
+def test_steadydancer_is_refused_below_6000_mib():
+    with pytest.raises(PlanError, match="at least 6000 MiB.*has 5999 MiB"):
+        plan_for(5999, enable_steadydancer=True)
+    assert plan_for(5999).comfyui[0].args[:2] == ["--lowvram", "--cpu-vae"]
+
+
+def test_published_quant_is_taken_without_warning():
+    plan = plan_for(16376, enable_steadydancer=True, steadydancer_gguf_model="q6_k")
+    assert plan.variants["steadydancer"]["quant"] == "q6_k"
+    assert plan.warnings == []
+    assert any(
+        m.dest.endswith("Q6_K_fix_5d_tensor_from_fp8_e4m3fn_scaled_KJ.gguf") for m in plan.models
+    )
+
+
+def test_explicit_variant_overrides_the_table():
+    variant = plan_for(16376, enable_steadydancer=True, steadydancer_variant="fp8")
+    assert variant.variants["steadydancer"]["precision"] == "fp8"
+    assert any("fp8_e4m3fn_scaled_KJ" in m.dest for m in variant.models)
+    gguf_on_big = plan_for(81559, enable_steadydancer=True, steadydancer_variant="gguf")
+    assert gguf_on_big.variants["steadydancer"]["precision"] == "gguf"
+
+
+def test_tier_and_memory_mode_overrides():
+    plan = plan_for(
+        16376,
+        enable_steadydancer=True,
+        gpu_tier="datacenter",
+        gpu_memory_mode="full",
+        steadydancer_gpu_memory_mode="model_cpu_offload",
+    )
+    assert (plan.tier, plan.memory_mode) == ("datacenter", "full")
+    assert plan.variants["steadydancer"]["memory_mode"] == "model_cpu_offload"
+    # The VRAM flags still follow the table unless COMFYUI_ARGS names a VRAM mode.
+    assert plan.comfyui[0].args[0] == "--normalvram"
+
+
+def test_comfyui_args_vram_mode_replaces_the_table():
+    plan = plan_for(7000, comfyui_args="--highvram --use-sage-attention")
+    assert plan.comfyui[0].args == ["--highvram", "--use-sage-attention", *LISTEN]
+
+
+def test_comfyui_args_without_vram_mode_add_to_the_table():
+    plan = plan_for(16376, comfyui_args="--reserve-vram 1.5")
+    assert plan.comfyui[0].args == ["--normalvram", "--reserve-vram", "1.5", *LISTEN]
+
+
+def test_listen_and_port_are_always_set():
+    plan = plan_for(24564, comfyui_listen="127.0.0.5", comfyui_port=9000)
+    assert plan.comfyui[0].args == ["--listen", "127.0.0.5", "--port", "9000"]
+
+
+def test_multi_gpu_one_instance_each_and_variants_for_the_smallest():
+    plan = plan_for(81559, 16376, enable_steadydancer=True)
+    assert [(c.device, c.port, c.cuda_visible_devices) for c in plan.comfyui] == [
+        (0, 8188, "GPU-0"),
+        (1, 8189, "GPU-1"),
+    ]
+    assert plan.comfyui[0].args[0] == "--highvram"
+    assert plan.comfyui[1].args[0] == "--normalvram"
+    assert plan.variants["steadydancer"]["precision"] == "gguf"  # the 16 GB card decides
+    assert plan.tier == "consumer"
+
+
+def test_mig_slice_plans_as_its_own_device():
+    slice_ = gpu(9536, mig="1g.10gb").model_copy(update={"uuid": "MIG-abc"})
+    plan = build_plan(
+        load_settings({"enable_steadydancer": True}, {}), GpuReport(devices=(slice_,))
+    )
+    assert plan.comfyui[0].cuda_visible_devices == "MIG-abc"
+    assert plan.comfyui[0].args[0] == "--lowvram"
+    assert plan.tier == "consumer"
+
+
+def test_no_gpu_defers_variants_to_boot():
+    report = GpuReport(warnings=("nvidia-smi is installed but cannot talk to the driver",))
+    plan = build_plan(
+        load_settings({"enable_steadydancer": True, "enable_wan22": True}, {}), report
+    )
+    assert (plan.gpus, plan.tier, plan.comfyui) == ([], "none", [])
+    assert plan.variants == {"steadydancer": "deferred", "wan22": "deferred"}
+    # Only the files every variant needs are planned now.
+    assert {m.dest.rsplit("/", 2)[-2] for m in plan.models} == {
+        "text_encoders",
+        "vae",
+        "clip_vision",
+        "loras",
+    }
+    assert plan.warnings == list(report.warnings)
+
+
+def test_image_phase_plans_no_models():
+    plan = build_plan(
+        load_settings({"phase": "image", "enable_steadydancer": True}, {}), GpuReport()
+    )
+    assert plan.models == [] and plan.total_bytes == 0
+
+
+def test_shared_files_are_planned_once_and_sized():
+    plan = plan_for(24564, enable_steadydancer=True, enable_wan22=True)
+    dests = [m.dest for m in plan.models]
+    assert len(dests) == len(set(dests))
+    assert "/workspace/ComfyUI/models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors" in dests
+    assert plan.total_bytes == sum(m.planned_bytes for m in plan.models)
+    umt5 = next(m for m in plan.models if "umt5" in m.dest)
+    assert umt5.bytes == 6_735_906_897
+
+
+def test_models_dir_setting_moves_every_destination():
+    plan = plan_for(24564, enable_dwpose=True, models_dir="/runpod-volume/models")
+    assert plan.models and all(m.dest.startswith("/runpod-volume/models/") for m in plan.models)
+
+
+def test_custom_models_join_the_manifest():
+    custom = {
+        "repo": "me/loras",
+        "path": "a.safetensors",
+        "dest": "loras/a.safetensors",
+        "bytes": 123,
+    }
+    plan = plan_for(24564, custom_models=[custom])
+    (model,) = plan.models
+    assert (model.feature, model.repo, model.bytes) == ("custom", "me/loras", 123)
+
+
+@pytest.mark.parametrize("vram", [4000, 7999, 8000, 12000, 20000, 24000, 48000, 81559])
+@pytest.mark.parametrize("user_args", ["", "--use-flash-attention --disable-smart-memory"])
+def test_only_real_comfyui_flags_are_ever_emitted(vram, user_args):
+    for instance in plan_for(vram, comfyui_args=user_args).comfyui:
+        flags = [a for a in instance.args if a.startswith("--")]
+        assert set(flags) <= set(KNOWN_FLAGS)
+
+
+# TurboDiffusion needs torch >= 2.7: never on the torch 2.5.1 stack.
+def test_turbodiffusion_picks_a_torch27_stack():
+    assert plan_for(81559, enable_turbodiffusion=True).stack == "torch27-cu128"
+    assert plan_for(81559).stack == "torch25-cu124"
+
+
+def test_turbodiffusion_on_torch25_is_refused_with_the_reason():
+    with pytest.raises(PlanError, match="torch 2.5.1 but TurboDiffusion needs torch >= 2.7"):
+        plan_for(81559, enable_turbodiffusion=True, stack_profile="torch25-cu124")
+
+
+def test_turbodiffusion_with_openmmlab_is_refused():
+    with pytest.raises(PlanError, match="OpenMMLab"):
+        plan_for(81559, enable_turbodiffusion=True, enable_openmmlab=True)
+
+
+def test_openmmlab_keeps_the_torch25_stack():
+    assert plan_for(24564, enable_openmmlab=True).stack == "torch25-cu124"
+    with pytest.raises(PlanError, match="mmcv 2.1.0"):
+        plan_for(24564, enable_openmmlab=True, stack_profile="torch27-cu128")
+
+
+def test_requirements_follow_models_and_stack():
+    with_stack = plan_for(24564, enable_dwpose=True)
+    without = plan_for(24564, enable_dwpose=True, install_python_stack=False)
+    assert without.requirements.disk_bytes == without.total_bytes
+    assert with_stack.requirements.disk_bytes > without.requirements.disk_bytes
+    assert with_stack.requirements.python == (3, 10)

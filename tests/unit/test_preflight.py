@@ -1,0 +1,68 @@
+"""Preflight weighs the host fact against the plan and says by how much it falls short."""
+
+from __future__ import annotations
+
+import pytest
+
+from facts.host import PodHost
+from podforge.config import load_settings
+from podforge.gpu import GpuReport
+from podforge.plan import build_plan
+from podforge.preflight import shortfalls
+
+HOST_OUTPUT = [
+    "init=tini",
+    "disk_path=/workspace",
+    "disk_free_kib=10485760",  # 10 GiB
+    "mem_total_kib=65536000",
+    "mem_available_kib=60000000",
+    "python=3.11.2",
+]
+
+
+def test_host_fact_parses_its_one_command():
+    fact = PodHost().process(HOST_OUTPUT)
+    assert fact == {
+        "init": "tini",
+        "systemd": False,
+        "disk_path": "/workspace",
+        "disk_free_kib": 10485760,
+        "mem_total_kib": 65536000,
+        "mem_available_kib": 60000000,
+        "python": (3, 11, 2),
+    }
+    assert PodHost().process([*HOST_OUTPUT[1:], "init=systemd"])["systemd"] is True
+
+
+def test_host_fact_without_python():
+    assert PodHost().process([*HOST_OUTPUT[:-1], "python="])["python"] is None
+
+
+def plan(**data):
+    return build_plan(load_settings(data, {}), GpuReport())
+
+
+def test_enough_of_everything_passes():
+    assert shortfalls(plan(install_python_stack=False), PodHost().process(HOST_OUTPUT)) == []
+
+
+def test_disk_shortfall_says_by_how_much():
+    host = PodHost().process(HOST_OUTPUT)
+    (problem,) = shortfalls(plan(install_python_stack=False, enable_qwen_edit=True), host)
+    assert problem.startswith("disk: ") and "10.0 GiB free" in problem and "short" in problem
+    # Bytes already in place are not needed again.
+    assert shortfalls(plan(enable_qwen_edit=True, install_python_stack=False), host, 10**11) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("mem_total_kib=1024000", "memory: 2000 MiB needed for memory mode none, 1000 MiB"),
+        ("python=3.8.10", "python: python3 >= 3.10 needed, found 3.8.10"),
+    ],
+)
+def test_memory_and_python_shortfalls(line, message):
+    key = line.split("=")[0]
+    output = [row for row in HOST_OUTPUT if not row.startswith(key)] + [line]
+    problems = shortfalls(plan(install_python_stack=False), PodHost().process(output))
+    assert any(message in p for p in problems), problems
