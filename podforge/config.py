@@ -99,6 +99,7 @@ class Settings(BaseModel):
 
     # Models
     custom_models: list[CustomModel] = Field(default_factory=list)
+    hf_endpoint: str = "https://huggingface.co"
     hf_token: SecretStr | None = None
 
     # R2 (outputs sync)
@@ -125,11 +126,11 @@ class Settings(BaseModel):
         # The seeds write quants in upper case (QWEN_EDIT_MODEL="Q4_K_M").
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("r2_endpoint")
+    @field_validator("r2_endpoint", "hf_endpoint")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("expected a URL such as https://<ACCOUNT_ID>.r2.cloudflarestorage.com")
+            raise ValueError("expected an http:// or https:// URL")
         return value
 
 

@@ -1,0 +1,13 @@
+# Sandbox pods (inventories/sandbox.py): models from the local hub, outputs to the local S3.
+from sandbox.control import load_state
+
+_state = load_state()
+
+hf_endpoint = _state["hub"]["url"]
+r2_endpoint = _state["s3"]["url"]
+r2_bucket = _state["s3"]["bucket"]
+# The CUDA wheels are gigabytes and there is no GPU: the sandbox skips the ML stack.
+install_python_stack = False
+# Features whose files depend on the GPU, so the two demo pods get different plans.
+enable_wan22 = True
+enable_dwpose = True

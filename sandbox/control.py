@@ -1,0 +1,252 @@
+"""Start and stop the whole sandbox: pods, the hub, the S3 server. State in one 0600 file.
+
+python -m sandbox up --gpus rtx-4080-super,h100 [--file-size BYTES]
+python -m sandbox status
+python -m sandbox down
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from sandbox.pods import Pod, is_alive, start_pod, stop_pod, wait_for_ssh
+from sandbox.rootfs import ensure_rootfs
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_BASE = Path(os.environ.get("PODFORGE_SANDBOX_DIR", REPO / ".sandbox"))
+STATE_NAME = "state.json"
+S3_BUCKET = "podforge-outputs"
+
+
+def state_path(base: Path = DEFAULT_BASE) -> Path:
+    return base / STATE_NAME
+
+
+def load_state(base: Path = DEFAULT_BASE) -> dict[str, Any]:
+    path = state_path(base)
+    if not path.exists():
+        raise FileNotFoundError(f"no sandbox is running ({path} is missing): python -m sandbox up")
+    return json.loads(path.read_text())
+
+
+def _save_state(base: Path, state: dict[str, Any]) -> None:
+    path = state_path(base)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(state, out, indent=2)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_for_port(port: int, pid: int, what: str, log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"{what} exited during start: {' / '.join(tail)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port}")
+
+
+def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+            cwd=REPO,
+        )
+    return process.pid
+
+
+def _ssh_key(base: Path) -> Path:
+    key = base / "ssh" / "id_ed25519"
+    if not key.exists():
+        key.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "podforge-sandbox",
+                "-f",
+                str(key),
+            ],
+            check=True,
+        )
+    return key
+
+
+def up(
+    gpus: list[str],
+    base: Path = DEFAULT_BASE,
+    file_size: int = 64 * 1024,
+    sizes: dict[str, int] | None = None,
+    hub_token: str | None = None,
+    gated: list[str] | None = None,
+) -> dict[str, Any]:
+    """Start pods (one per GPU profile), the hub and S3; return the state. All or nothing."""
+    base.mkdir(parents=True, exist_ok=True)
+    if state_path(base).exists():
+        raise RuntimeError(f"a sandbox is already up in {base}: python -m sandbox down first")
+    rootfs = ensure_rootfs()
+    logs = base / "logs"
+    logs.mkdir(exist_ok=True)
+    key = _ssh_key(base)
+    state: dict[str, Any] = {"base": str(base), "ssh_key": str(key), "pods": []}
+    _save_state(base, state)  # from here on, `down` can clean up whatever did start
+    try:
+        public_key = key.with_suffix(".pub").read_text()
+        pods = [
+            start_pod(i, gpu, rootfs, base / "pods", public_key, logs) for i, gpu in enumerate(gpus)
+        ]
+        state["pods"] = [pod.as_dict() for pod in pods]
+        _save_state(base, state)
+        state["hub"] = _start_hub(base, logs, file_size, sizes or {}, hub_token, gated or [])
+        _save_state(base, state)
+        state["s3"] = _start_s3(base, logs)
+        _save_state(base, state)
+        for pod in pods:
+            wait_for_ssh(pod)
+    except BaseException:
+        down(base)
+        raise
+    return state
+
+
+def _start_hub(
+    base: Path,
+    logs: Path,
+    file_size: int,
+    sizes: dict[str, int],
+    token: str | None,
+    gated: list[str],
+) -> dict[str, Any]:
+    port = _free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "sandbox.hub",
+        "--port",
+        str(port),
+        "--dir",
+        str(base / "hub"),
+        "--file-size",
+        str(file_size),
+        "--sizes",
+        json.dumps(sizes),
+    ]
+    for repo in gated:
+        argv += ["--gated", repo]
+    env = dict(os.environ)
+    if token:
+        # The token travels in the environment, not on the command line.
+        env["PODFORGE_HUB_TOKEN"] = token
+    pid = _spawn(argv, logs / "hub.log", env)
+    # Generating large sandbox files takes a while before the port opens.
+    _wait_for_port(port, pid, "the hub", logs / "hub.log", timeout=600)
+    return {"url": f"http://127.0.0.1:{port}", "port": port, "pid": pid, "gated": gated}
+
+
+def _start_s3(base: Path, logs: Path) -> dict[str, Any]:
+    port = _free_port()
+    data = base / "s3"
+    (data / S3_BUCKET).mkdir(parents=True, exist_ok=True)
+    access_key = "podforge-sandbox"
+    secret_key = secrets.token_hex(16)
+    rclone = str(Path(sys.executable).parent / "rclone")
+    # In the environment, not on the command line; rclone reads list flags as CSV.
+    env = dict(
+        os.environ, RCLONE_AUTH_KEY=f'"{access_key},{secret_key}"', RCLONE_CONFIG="/dev/null"
+    )
+    argv = [rclone, "serve", "s3", "--addr", f"127.0.0.1:{port}", str(data)]
+    pid = _spawn(argv, logs / "s3.log", env)
+    _wait_for_port(port, pid, "the S3 server", logs / "s3.log")
+    return {
+        "url": f"http://127.0.0.1:{port}",
+        "port": port,
+        "pid": pid,
+        "bucket": S3_BUCKET,
+        "access_key": access_key,
+        "secret_key": secret_key,
+        "dir": str(data),
+    }
+
+
+def _stop_process(pid: int) -> None:
+    if not is_alive(pid):
+        return
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if is_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # started by another process: it is gone, which is all we need
+
+
+def stop_one_pod(name: str, base: Path = DEFAULT_BASE) -> None:
+    """Kill one pod (fleet tests: a pod that dies mid-run); it stays in the state as dead."""
+    state = load_state(base)
+    pod = next(p for p in state["pods"] if p["name"] == name)
+    os.kill(pod["pid"], signal.SIGKILL)
+
+
+def down(base: Path = DEFAULT_BASE) -> None:
+    """Stop everything the state names, by PID, and remove the sandbox's files."""
+    path = state_path(base)
+    if not path.exists():
+        return
+    state = json.loads(path.read_text())
+    for pod in state.get("pods", []):
+        stop_pod(Pod(**pod))
+    for service in ("hub", "s3"):
+        if service in state:
+            _stop_process(state[service]["pid"])
+    for sub in ("pods", "hub", "s3", "logs"):
+        target = base / sub
+        if target.exists():
+            subprocess.run(["rm", "-rf", "--one-file-system", str(target)], check=True)
+    path.unlink()
+
+
+def status(base: Path = DEFAULT_BASE) -> str:
+    state = load_state(base)
+    lines = []
+    for pod in state["pods"]:
+        alive = "up" if is_alive(pod["pid"]) else "DOWN"
+        lines.append(
+            f"{pod['name']}  root@{pod['address']}:{pod['port']}  gpu={pod['gpu']}  {alive}"
+        )
+    for service in ("hub", "s3"):
+        if service in state:
+            alive = "up" if is_alive(state[service]["pid"]) else "DOWN"
+            lines.append(f"{service}  {state[service]['url']}  {alive}")
+    return "\n".join(lines)

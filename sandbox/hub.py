@@ -1,0 +1,355 @@
+"""A stand-in for the Hugging Face Hub that huggingface_hub really downloads from.
+
+Serves the catalog's repo ids and paths with deterministic content of configurable size:
+``HEAD/GET /{repo}/resolve/{rev}/{path}`` (X-Repo-Commit, X-Linked-Etag = sha256,
+X-Linked-Size, Range -> 206), ``/api/models/{repo}[/revision/{rev}]`` and
+``/api/models/{repo}/tree/{rev}``. Optional bearer token for gated repos. Faults for tests
+are switched at run time: ``POST /_control/faults`` with JSON, e.g.
+``{"throttle_bps": 1000000, "reset_after": 65536, "errors_5xx": 3, "truncate_after": 1000,
+"wrong_bytes": true}``; ``GET /_control/log`` returns the request log (method, path, Range).
+
+Run: ``python -m sandbox.hub --port 8555 --dir DIR [--file-size 1048576] [--gated REPO]``
+with the gated repos' token in ``PODFORGE_HUB_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from podforge.catalog import CATALOG
+
+CHUNK = 1 << 20
+_RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+_API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")
+
+
+@dataclass
+class RepoFile:
+    path: str
+    disk: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class Repo:
+    id: str
+    commit: str
+    files: dict[str, RepoFile] = field(default_factory=dict)
+    gated: bool = False
+
+
+def _content_block(key: str) -> bytes:
+    """1 MiB of bytes derived from ``key``: distinct per file, cheap to repeat for GBs."""
+    seed = hashlib.sha256(key.encode()).digest()
+    block = bytearray()
+    counter = 0
+    while len(block) < CHUNK:
+        block += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+        counter += 1
+    return bytes(block[:CHUNK])
+
+
+def generate_repos(
+    directory: Path,
+    file_size: int,
+    sizes: dict[str, int] | None = None,
+    gated: frozenset[str] = frozenset(),
+) -> dict[str, Repo]:
+    """Write every catalog file (deterministic content) under ``directory``; return the index.
+
+    ``sizes`` overrides the size of single files by their path in the repo.
+    """
+    repos: dict[str, Repo] = {}
+    for entry in CATALOG:
+        repo = repos.setdefault(
+            entry.repo,
+            Repo(
+                id=entry.repo,
+                commit=hashlib.sha1(entry.repo.encode()).hexdigest(),
+                gated=entry.repo in gated,
+            ),
+        )
+        if entry.path in repo.files:
+            continue
+        size = (sizes or {}).get(entry.path, file_size)
+        disk = directory / entry.repo / entry.path
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        digest = _write_file(disk, f"{entry.repo}/{entry.path}", size)
+        repo.files[entry.path] = RepoFile(entry.path, disk, size, digest)
+    return repos
+
+
+def _write_file(disk: Path, key: str, size: int) -> str:
+    block = _content_block(key)
+    digest = hashlib.sha256()
+    if disk.exists() and disk.stat().st_size == size and disk.with_suffix(".sha256").exists():
+        return disk.with_suffix(".sha256").read_text().strip()
+    with open(disk, "wb") as out:
+        remaining = size
+        while remaining:
+            piece = block[: min(remaining, CHUNK)]
+            out.write(piece)
+            digest.update(piece)
+            remaining -= len(piece)
+    disk.with_suffix(".sha256").write_text(digest.hexdigest() + "\n")
+    return digest.hexdigest()
+
+
+@dataclass
+class Faults:
+    throttle_bps: int = 0  # bytes per second per response, 0 = unlimited
+    reset_after: int = 0  # close the connection after this many body bytes (once each)
+    resets: int = 0  # how many responses get reset
+    errors_5xx: int = 0  # the next N requests get 503
+    truncate_after: int = 0  # send only this many body bytes, then close (once each)
+    truncations: int = 0
+    wrong_bytes: bool = False  # flip one byte of every body
+
+
+class Hub:
+    def __init__(self, repos: dict[str, Repo], token: str | None = None) -> None:
+        self.repos = repos
+        self.token = token
+        self.faults = Faults()
+        self.log: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def take_fault(self, name: str) -> bool:
+        """Consume one unit of a counted fault."""
+        with self.lock:
+            left = getattr(self.faults, name)
+            if left > 0:
+                setattr(self.faults, name, left - 1)
+                return True
+            return False
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: HubServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        return  # the request log is kept in memory, served at /_control/log
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _error(self, status: int, message: str, code: str | None = None) -> None:
+        headers = {"X-Error-Message": message}
+        if code:
+            headers["X-Error-Code"] = code
+        self._json(status, {"error": message}, headers)
+
+    def _record(self) -> None:
+        hub = self.server.hub
+        with hub.lock:
+            hub.log.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "range": self.headers.get("Range"),
+                    "time": time.time(),
+                }
+            )
+
+    def _authorised(self, repo: Repo) -> bool:
+        if not repo.gated:
+            return True
+        expected = f"Bearer {self.server.hub.token}"
+        return self.headers.get("Authorization") == expected
+
+    # -- verbs ------------------------------------------------------------------------------
+    def do_HEAD(self) -> None:
+        self._serve()
+
+    def do_GET(self) -> None:
+        if self.path == "/_control/log":
+            with self.server.hub.lock:
+                self._json(200, list(self.server.hub.log))
+            return
+        self._serve()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        hub = self.server.hub
+        if self.path == "/_control/faults":
+            with hub.lock:
+                hub.faults = Faults(**body)
+            self._json(200, {"ok": True})
+        elif self.path == "/_control/log/clear":
+            with hub.lock:
+                hub.log.clear()
+            self._json(200, {"ok": True})
+        else:
+            self._error(404, "no such control endpoint")
+
+    def _serve(self) -> None:
+        self._record()
+        hub = self.server.hub
+        path = self.path.split("?", 1)[0]
+        if hub.take_fault("errors_5xx"):
+            self._error(503, "Service Unavailable (sandbox fault)")
+            return
+        if match := _RESOLVE.match(path):
+            self._resolve(match["repo"], match["rev"], match["path"])
+        elif match := _TREE.match(path):
+            self._tree(match["repo"], match["path"] or "")
+        elif match := _API.match(path):
+            self._info(match["repo"])
+        else:
+            self._error(404, f"no route for {path}")
+
+    def _repo(self, repo_id: str) -> Repo | None:
+        repo = self.server.hub.repos.get(repo_id)
+        if repo is None:
+            self._error(404, "Repository not found", "RepoNotFound")
+            return None
+        if not self._authorised(repo):
+            self._error(401, "Access to this gated repo is restricted", "GatedRepo")
+            return None
+        return repo
+
+    def _info(self, repo_id: str) -> None:
+        if repo := self._repo(repo_id):
+            self._json(
+                200,
+                {
+                    "id": repo.id,
+                    "modelId": repo.id,
+                    "sha": repo.commit,
+                    "private": False,
+                    "gated": "manual" if repo.gated else False,
+                    "siblings": [{"rfilename": p} for p in sorted(repo.files)],
+                },
+            )
+
+    def _tree(self, repo_id: str, prefix: str) -> None:
+        if repo := self._repo(repo_id):
+            entries = [
+                {
+                    "type": "file",
+                    "path": f.path,
+                    "size": f.size,
+                    "oid": hashlib.sha1(f.sha256.encode()).hexdigest(),
+                    "lfs": {"oid": f.sha256, "size": f.size, "pointerSize": 134},
+                }
+                for f in sorted(repo.files.values(), key=lambda f: f.path)
+                if f.path.startswith(prefix)
+            ]
+            self._json(200, entries)
+
+    def _resolve(self, repo_id: str, revision: str, path: str) -> None:
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        entry = repo.files.get(path)
+        if entry is None or revision not in ("main", repo.commit):
+            self._error(404, "Entry not found", "EntryNotFound")
+            return
+        start, end = 0, entry.size - 1
+        status = 200
+        if (wanted := self.headers.get("Range")) and (
+            m := re.fullmatch(r"bytes=(\d+)-(\d*)", wanted.strip())
+        ):
+            start = int(m[1])
+            end = min(int(m[2]), entry.size - 1) if m[2] else entry.size - 1
+            if start >= entry.size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{entry.size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            status = 206
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{entry.sha256}"')
+        self.send_header("X-Repo-Commit", repo.commit)
+        self.send_header("X-Linked-Etag", f'"{entry.sha256}"')
+        self.send_header("X-Linked-Size", str(entry.size))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{entry.size}")
+        self.end_headers()
+        if self.command == "GET":
+            self._body(entry.disk, start, end - start + 1)
+
+    def _body(self, disk: Path, start: int, length: int) -> None:
+        hub = self.server.hub
+        faults = hub.faults
+        cut = None
+        if faults.reset_after and hub.take_fault("resets"):
+            cut = faults.reset_after
+        elif faults.truncate_after and hub.take_fault("truncations"):
+            cut = faults.truncate_after
+        sent = 0
+        began = time.monotonic()
+        with open(disk, "rb") as source:
+            source.seek(start)
+            while sent < length:
+                piece = source.read(min(CHUNK // 4, length - sent))
+                if cut is not None and sent + len(piece) > cut:
+                    piece = piece[: cut - sent]
+                if faults.wrong_bytes and sent == 0 and piece:
+                    piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
+                self.wfile.write(piece)
+                sent += len(piece)
+                if cut is not None and sent >= cut:
+                    self.close_connection = True
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                if faults.throttle_bps:
+                    ahead = sent / faults.throttle_bps - (time.monotonic() - began)
+                    if ahead > 0:
+                        time.sleep(ahead)
+
+
+class HubServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], hub: Hub) -> None:
+        super().__init__(address, Handler)
+        self.hub = hub
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.hub")
+    parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--file-size", type=int, default=64 * 1024)
+    parser.add_argument("--sizes", type=json.loads, default={}, help='JSON {"path": bytes}')
+    parser.add_argument("--gated", action="append", default=[], help="a gated repo id")
+    args = parser.parse_args()
+    repos = generate_repos(args.dir, args.file_size, args.sizes, frozenset(args.gated))
+    # The gated repos' bearer token comes from the environment, never the command line.
+    server = HubServer((args.address, args.port), Hub(repos, os.environ.get("PODFORGE_HUB_TOKEN")))
+    print(f"hub: serving {len(repos)} repos on http://{args.address}:{args.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
