@@ -22,16 +22,24 @@ from sandbox.pods import Pod, is_alive, start_pod, stop_pod, wait_for_ssh
 from sandbox.rootfs import ensure_rootfs
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_BASE = Path(os.environ.get("PODFORGE_SANDBOX_DIR", REPO / ".sandbox"))
+
+
+def default_base() -> Path:
+    """Where the sandbox lives: $PODFORGE_SANDBOX_DIR, else .sandbox/ in the repo."""
+    return Path(os.environ.get("PODFORGE_SANDBOX_DIR", REPO / ".sandbox"))
+
+
 STATE_NAME = "state.json"
 S3_BUCKET = "podforge-outputs"
 
 
-def state_path(base: Path = DEFAULT_BASE) -> Path:
+def state_path(base: Path | None = None) -> Path:
+    base = base or default_base()
     return base / STATE_NAME
 
 
-def load_state(base: Path = DEFAULT_BASE) -> dict[str, Any]:
+def load_state(base: Path | None = None) -> dict[str, Any]:
+    base = base or default_base()
     path = state_path(base)
     if not path.exists():
         raise FileNotFoundError(f"no sandbox is running ({path} is missing): python -m sandbox up")
@@ -103,13 +111,18 @@ def _ssh_key(base: Path) -> Path:
 
 def up(
     gpus: list[str],
-    base: Path = DEFAULT_BASE,
+    base: Path | None = None,
+    first_address: int = 2,
     file_size: int = 64 * 1024,
     sizes: dict[str, int] | None = None,
     hub_token: str | None = None,
     gated: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Start pods (one per GPU profile), the hub and S3; return the state. All or nothing."""
+    """Start pods (one per GPU profile), the hub and S3; return the state. All or nothing.
+
+    Pod i listens on 127.0.0.{first_address + i}.
+    """
+    base = base or default_base()
     base.mkdir(parents=True, exist_ok=True)
     if state_path(base).exists():
         raise RuntimeError(f"a sandbox is already up in {base}: python -m sandbox down first")
@@ -122,7 +135,8 @@ def up(
     try:
         public_key = key.with_suffix(".pub").read_text()
         pods = [
-            start_pod(i, gpu, rootfs, base / "pods", public_key, logs) for i, gpu in enumerate(gpus)
+            start_pod(i, first_address + i, gpu, rootfs, base / "pods", public_key, logs)
+            for i, gpu in enumerate(gpus)
         ]
         state["pods"] = [pod.as_dict() for pod in pods]
         _save_state(base, state)
@@ -212,15 +226,17 @@ def _stop_process(pid: int) -> None:
         pass  # started by another process: it is gone, which is all we need
 
 
-def stop_one_pod(name: str, base: Path = DEFAULT_BASE) -> None:
+def stop_one_pod(name: str, base: Path | None = None) -> None:
     """Kill one pod (fleet tests: a pod that dies mid-run); it stays in the state as dead."""
+    base = base or default_base()
     state = load_state(base)
     pod = next(p for p in state["pods"] if p["name"] == name)
     os.kill(pod["pid"], signal.SIGKILL)
 
 
-def down(base: Path = DEFAULT_BASE) -> None:
+def down(base: Path | None = None) -> None:
     """Stop everything the state names, by PID, and remove the sandbox's files."""
+    base = base or default_base()
     path = state_path(base)
     if not path.exists():
         return
@@ -237,7 +253,8 @@ def down(base: Path = DEFAULT_BASE) -> None:
     path.unlink()
 
 
-def status(base: Path = DEFAULT_BASE) -> str:
+def status(base: Path | None = None) -> str:
+    base = base or default_base()
     state = load_state(base)
     lines = []
     for pod in state["pods"]:

@@ -63,9 +63,15 @@ class Pod:
 
 
 def start_pod(
-    index: int, gpu: str, rootfs: Path, base: Path, public_key: str, log_dir: Path
+    index: int,
+    address_octet: int,
+    gpu: str,
+    rootfs: Path,
+    base: Path,
+    public_key: str,
+    log_dir: Path,
 ) -> Pod:
-    """Start pod number ``index`` (address 127.0.0.{index + 2}) with a GPU profile."""
+    """Start pod number ``index`` on 127.0.0.{address_octet} with a GPU profile."""
     if gpu != NO_GPU and not (GPU_PROFILES / gpu).is_dir():
         known = ", ".join(sorted(p.name for p in GPU_PROFILES.iterdir()))
         raise ValueError(f"unknown GPU profile {gpu!r}; known: {known}, {NO_GPU}")
@@ -76,7 +82,7 @@ def start_pod(
     for sub in ("upper", "work", "root"):
         (pod_dir / sub).mkdir(parents=True)
     _prepare_upper(pod_dir / "upper", name, gpu, public_key)
-    address = f"127.0.0.{index + 2}"
+    address = f"127.0.0.{address_octet}"
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
         [

@@ -41,7 +41,10 @@ from podforge.config import Settings, SettingsError, load_settings, public_view
         ({"COMFYUI_ARGS": "--reserve-vram"}, "needs a value"),
         ({"COMFYUI_ARGS": "--reserve-vram lots"}, "takes a number of GB"),
         ({"COMFYUI_PORT": "80"}, "expected a number from 1024 to 65000"),
-        ({"R2_ENDPOINT": "r2.example"}, "R2_ENDPOINT='r2.example' is not accepted: expected an http:// or https:// URL"),
+        (
+            {"R2_ENDPOINT": "r2.example"},
+            "R2_ENDPOINT='r2.example' is not accepted: expected an http:// or https:// URL",
+        ),
         ({"STACK_PROFILE": "torch24"}, "expected one of auto, torch25-cu124 or torch27-cu128"),
         ({"PHASE": "build"}, "PHASE='build'"),
     ],

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_probe
 
+from conftest import run_probe
 from facts.gpu import NvidiaGpus
 from podforge.gpu import PROBE_COMMAND, GpuProbeError, mig_memory_mib, parse_probe
 

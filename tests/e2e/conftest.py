@@ -1,0 +1,71 @@
+"""One sandbox for the e2e session: three pods, the hub and S3, torn down even on failure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GPUS = ["rtx-4080-super", "h100", "rtx-4090"]
+# Away from 127.0.0.2.., where a developer's own `python -m sandbox up` pods listen.
+FIRST_ADDRESS = 40
+GATED_REPO = "lightx2v/Qwen-Image-Lightning"
+HUB_TOKEN = "hf_sandbox_e2e_token"
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root (namespaces, mounts)")
+    from sandbox import control
+
+    base = tmp_path_factory.mktemp("sandbox")
+    previous = os.environ.get("PODFORGE_SANDBOX_DIR")
+    os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
+    try:
+        state = control.up(
+            GPUS, base, first_address=FIRST_ADDRESS, hub_token=HUB_TOKEN, gated=[GATED_REPO]
+        )
+        yield state
+    finally:
+        control.down(base)
+        if previous is None:
+            os.environ.pop("PODFORGE_SANDBOX_DIR", None)
+        else:
+            os.environ["PODFORGE_SANDBOX_DIR"] = previous
+
+
+def pod_shell(state: dict[str, Any], pod: dict[str, Any], command: str) -> str:
+    """Run a command on a sandbox pod over its real SSH; its stdout."""
+    result = subprocess.run(
+        [
+            "ssh",
+            "-q",
+            "-i",
+            state["ssh_key"],
+            "-p",
+            str(pod["port"]),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            f"root@{pod['address']}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def sandbox_dir(sandbox: dict[str, Any]) -> Path:
+    return Path(sandbox["base"])

@@ -1,0 +1,72 @@
+"""converge -> idempotence -> verify, on real sshd pods; then a pod whose SSH is down."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from e2e.conftest import pod_shell
+from sandbox.converge import converge
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def first_run(sandbox):
+    return converge()
+
+
+def test_fresh_pods_converge(first_run, sandbox):
+    assert set(first_run) == {pod["address"] for pod in sandbox["pods"]}
+    for result in first_run.values():
+        assert not result.failed and result.errors == []
+        assert result.changed, f"{result.name}: a fresh pod must need changes"
+
+
+def test_second_run_changes_nothing(first_run):
+    second = converge()
+    for result in second.values():
+        assert not result.failed and result.errors == []
+        assert result.changed == [], f"{result.name} changed on the second run"
+        assert result.unchanged
+
+
+def test_pods_hold_their_plan_and_tools(first_run, sandbox):
+    for pod in sandbox["pods"]:
+        plan = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
+        live = json.loads(pod_shell(sandbox, pod, "/workspace/venv/bin/podforge plan"))
+        assert live["gpus"] == plan["gpus"]
+        assert pod_shell(sandbox, pod, "cat /proc/1/comm").strip() == "tini"
+        env = pod_shell(sandbox, pod, "cat /opt/podforge/comfyui-0.env")
+        assert f'COMFYUI_ARGS="{" ".join(plan["comfyui"][0]["args"])}"' in env
+        manifest = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/manifest.json"))
+        assert sorted(m["dest"] for m in manifest) == sorted(m["dest"] for m in plan["models"])
+
+
+def test_different_gpus_get_different_plans(first_run, sandbox):
+    plans = {
+        pod["gpu"]: json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
+        for pod in sandbox["pods"]
+    }
+    small, big = plans["rtx-4080-super"], plans["h100"]
+    assert (small["tier"], big["tier"]) == ("consumer", "datacenter")
+    assert small["comfyui"][0]["args"][0] == "--normalvram"
+    assert big["comfyui"][0]["args"][0] == "--highvram"
+    assert (small["variants"]["wan22"]["precision"], big["variants"]["wan22"]["precision"]) == (
+        "gguf",
+        "fp8",
+    )
+    assert {m["dest"] for m in small["models"]} != {m["dest"] for m in big["models"]}
+
+
+def test_a_pod_with_ssh_down_fails_alone(first_run, sandbox):
+    from sandbox import control
+
+    victim = sandbox["pods"][-1]
+    control.stop_one_pod(victim["name"])
+    results = converge()
+    assert results[victim["address"]].failed
+    others = [r for name, r in results.items() if name != victim["address"]]
+    assert others and all(not r.failed and r.errors == [] for r in others)
+    assert all(r.changed == [] for r in others)
