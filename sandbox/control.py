@@ -134,12 +134,13 @@ def up(
     _save_state(base, state)  # from here on, `down` can clean up whatever did start
     try:
         public_key = key.with_suffix(".pub").read_text()
-        pods = [
-            start_pod(i, first_address + i, gpu, rootfs, base / "pods", public_key, logs)
-            for i, gpu in enumerate(gpus)
-        ]
-        state["pods"] = [pod.as_dict() for pod in pods]
-        _save_state(base, state)
+        pods = []
+        for i, gpu in enumerate(gpus):
+            pods.append(
+                start_pod(i, first_address + i, gpu, rootfs, base / "pods", public_key, logs)
+            )
+            state["pods"] = [pod.as_dict() for pod in pods]
+            _save_state(base, state)
         state["hub"] = _start_hub(base, logs, file_size, sizes or {}, hub_token, gated or [])
         _save_state(base, state)
         state["s3"] = _start_s3(base, logs)
