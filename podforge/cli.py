@@ -1,4 +1,4 @@
-"""Pod-side command line: ``python -m podforge plan`` (more verbs come with later tools).
+"""Pod-side command line: ``python -m podforge plan`` and ``python -m podforge fetch``.
 
 Runs on the pod itself, without pyinfra: settings come from the environment and
 ``--data key=value``, GPUs from the nvidia-smi on PATH.
@@ -12,8 +12,10 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from podforge.config import SettingsError, load_settings
+from podforge.fetch import FetchError, Hub, fetch_all
 from podforge.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
 from podforge.plan import PlanError, build_plan
 
@@ -37,15 +39,38 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(args: argparse.Namespace) -> int:
+    manifest = json.loads(Path(args.manifest).read_text())
+    hub = Hub(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), os.environ.get("HF_TOKEN"))
+    staging = Path(args.staging) if args.staging else None
+    results = fetch_all(manifest, hub, concurrency=args.concurrency, staging=staging)
+    fetched = sorted(dest for dest, how in results.items() if how == "fetched")
+    for dest in fetched:
+        print(f"fetched {dest}")
+    print(f"fetch: {len(fetched)} fetched, {len(results) - len(fetched)} already in place")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m podforge")
     verbs = parser.add_subparsers(dest="verb", required=True)
     plan = verbs.add_parser("plan", help="print this machine's Plan as JSON")
     plan.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="a setting")
     plan.set_defaults(run=_plan)
+    fetch = verbs.add_parser("fetch", help="download the manifest's missing model files")
+    fetch.add_argument("manifest", help="JSON list of {repo, revision, path, dest, bytes, sha256}")
+    fetch.add_argument("--concurrency", type=int, default=4, help="files at once (default 4)")
+    fetch.add_argument(
+        "--staging", help="download here (local disk), then publish to the models dir"
+    )
+    fetch.set_defaults(run=_fetch)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
+    except FetchError as error:
+        for failure in str(error).split("; "):
+            print(f"podforge fetch: FAILED {failure}", file=sys.stderr)
+        return 1
     except (SettingsError, PlanError, GpuProbeError) as error:
         print(f"podforge: {error}", file=sys.stderr)
         return 2

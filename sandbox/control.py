@@ -141,7 +141,7 @@ def up(
             )
             state["pods"] = [pod.as_dict() for pod in pods]
             _save_state(base, state)
-        state["hub"] = _start_hub(base, logs, file_size, sizes or {}, hub_token, gated or [])
+        state["hub"] = start_hub(base, logs, file_size, sizes or {}, hub_token, gated or [])
         _save_state(base, state)
         state["s3"] = _start_s3(base, logs)
         _save_state(base, state)
@@ -153,7 +153,7 @@ def up(
     return state
 
 
-def _start_hub(
+def start_hub(
     base: Path,
     logs: Path,
     file_size: int,
@@ -212,7 +212,7 @@ def _start_s3(base: Path, logs: Path) -> dict[str, Any]:
     }
 
 
-def _stop_process(pid: int) -> None:
+def stop_process(pid: int) -> None:
     if not is_alive(pid):
         return
     os.killpg(pid, signal.SIGTERM)
@@ -246,7 +246,7 @@ def down(base: Path | None = None) -> None:
         stop_pod(Pod(**pod))
     for service in ("hub", "s3"):
         if service in state:
-            _stop_process(state[service]["pid"])
+            stop_process(state[service]["pid"])
     for sub in ("pods", "hub", "s3", "logs"):
         target = base / sub
         if target.exists():
