@@ -1,0 +1,208 @@
+"""The pod-side fetcher against the sandbox hub: exact bytes, resume, faults, disk, locks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from podforge.fetch import FetchError, Hub, fetch_all, stamp_path
+from sandbox import control
+
+pytestmark = pytest.mark.e2e
+
+BIG = ("Kijai/WanVideo_comfy", "SteadyDancer/Wan21_I2V_SteadyDancer_fp16.safetensors")
+BIG_SIZE = 48 * 2**20
+SMALL = [
+    ("yzd-v/DWPose", "dw-ll_ucoco_384.onnx"),
+    ("yzd-v/DWPose", "yolox_l.onnx"),
+    ("Comfy-Org/Wan_2.1_ComfyUI_repackaged", "split_files/vae/wan_2.1_vae.safetensors"),
+]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    base = tmp_path_factory.mktemp("hub")
+    (base / "logs").mkdir()
+    info = control.start_hub(base, base / "logs", 3 * 2**20, {BIG[1]: BIG_SIZE}, None, [])
+    yield info
+    control.stop_process(info["pid"])
+
+
+def _post(hub, path, body):
+    request = urllib.request.Request(
+        hub["url"] + path, data=json.dumps(body).encode(), method="POST"
+    )
+    urllib.request.urlopen(request).read()
+
+
+@pytest.fixture(autouse=True)
+def clean_hub(hub):
+    _post(hub, "/_control/faults", {})
+    _post(hub, "/_control/log/clear", {})
+    yield
+    _post(hub, "/_control/faults", {})
+
+
+def _log(hub):
+    return json.load(urllib.request.urlopen(hub["url"] + "/_control/log"))
+
+
+def _gets(hub, path):
+    return [e for e in _log(hub) if e["method"] == "GET" and e["path"].endswith(path)]
+
+
+def _hub_sha(hub, repo, path):
+    request = urllib.request.Request(f"{hub['url']}/{repo}/resolve/main/{path}", method="HEAD")
+    return urllib.request.urlopen(request).headers["X-Linked-Etag"].strip('"')
+
+
+def _manifest(models: Path, files):
+    return [
+        {
+            "repo": repo,
+            "revision": "main",
+            "path": path,
+            "dest": str(models / Path(path).name),
+            "bytes": None,
+            "sha256": None,
+        }
+        for repo, path in files
+    ]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fetch(hub, manifest, **options):
+    return fetch_all(manifest, Hub(hub["url"], None), backoff=0.01, **options)
+
+
+def test_fresh_fetch_is_byte_exact_and_stamped(hub, tmp_path):
+    manifest = _manifest(tmp_path, SMALL)
+    results = _fetch(hub, manifest)
+    assert set(results.values()) == {"fetched"}
+    for entry, (repo, path) in zip(manifest, SMALL, strict=True):
+        dest = Path(entry["dest"])
+        assert _sha(dest) == _hub_sha(hub, repo, path)
+        assert json.loads(stamp_path(dest).read_text())["sha256"] == _sha(dest)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_second_fetch_downloads_nothing(hub, tmp_path):
+    manifest = _manifest(tmp_path, SMALL)
+    _fetch(hub, manifest)
+    _post(hub, "/_control/log/clear", {})
+    assert set(_fetch(hub, manifest).values()) == {"present"}
+    assert _log(hub) == []
+
+
+def test_a_changed_file_is_fetched_again(hub, tmp_path):
+    manifest = _manifest(tmp_path, SMALL[:1])
+    _fetch(hub, manifest)
+    dest = Path(manifest[0]["dest"])
+    dest.write_bytes(b"damaged")
+    assert _fetch(hub, manifest)[str(dest)] == "fetched"
+    assert _sha(dest) == _hub_sha(hub, *SMALL[0])
+
+
+def _cli_fetch(hub, manifest_file: Path) -> subprocess.Popen[str]:
+    env = dict(os.environ, HF_ENDPOINT=hub["url"], PYTHONPATH=str(REPO_ROOT))
+    return subprocess.Popen(
+        [sys.executable, "-m", "podforge", "fetch", str(manifest_file)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_killed_fetch_resumes_with_range(hub, tmp_path):
+    manifest_file = tmp_path / "manifest.json"
+    manifest = _manifest(tmp_path / "models", [BIG])
+    manifest_file.write_text(json.dumps(manifest))
+    partial = tmp_path / "models" / (Path(BIG[1]).name + ".partial")
+    _post(hub, "/_control/faults", {"throttle_bps": 16 * 2**20})
+    first = _cli_fetch(hub, manifest_file)
+    deadline = time.monotonic() + 60
+    while (not partial.exists() or partial.stat().st_size < BIG_SIZE // 2) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    kept = partial.stat().st_size
+    assert 0 < kept < BIG_SIZE
+    _post(hub, "/_control/faults", {})
+    second = _cli_fetch(hub, manifest_file)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    ranges = [e["range"] for e in _gets(hub, BIG[1]) if e["range"]]
+    assert ranges and int(ranges[-1].removeprefix("bytes=").rstrip("-")) >= kept
+    assert _sha(Path(manifest[0]["dest"])) == _hub_sha(hub, *BIG)
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        {"reset_after": 1_000_000, "resets": 2},
+        {"errors_5xx": 3},
+        {"truncate_after": 500_000, "truncations": 2},
+    ],
+    ids=["resets", "5xx", "truncation"],
+)
+def test_transient_faults_end_byte_exact(hub, tmp_path, faults):
+    _post(hub, "/_control/faults", faults)
+    manifest = _manifest(tmp_path, SMALL[:2])
+    _fetch(hub, manifest, concurrency=1)
+    for entry, file in zip(manifest, SMALL[:2], strict=True):
+        assert _sha(Path(entry["dest"])) == _hub_sha(hub, *file)
+
+
+def test_wrong_bytes_fail_naming_the_file_and_leave_nothing_in_place(hub, tmp_path):
+    manifest = _manifest(tmp_path, SMALL[:1])
+    _post(hub, "/_control/faults", {"wrong_bytes": True})
+    with pytest.raises(FetchError) as failure:
+        _fetch(hub, manifest, retries=2)
+    assert manifest[0]["dest"] in str(failure.value)
+    assert "sha256" in str(failure.value)
+    assert not Path(manifest[0]["dest"]).exists()
+
+
+def test_disk_full_is_refused_before_writing(hub, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(FetchError, match=r"not enough disk space: .* GB needed .* GB free"):
+            _fetch(hub, _manifest(small, SMALL))
+        assert [p.name for p in small.iterdir()] == []
+        assert _gets(hub, SMALL[0][1]) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_two_fetchers_on_one_shared_dir_download_each_file_once(hub, tmp_path):
+    manifest_file = tmp_path / "manifest.json"
+    manifest = _manifest(tmp_path / "shared", SMALL)
+    manifest_file.write_text(json.dumps(manifest))
+    _post(hub, "/_control/faults", {"throttle_bps": 8 * 2**20})
+    fetchers = [_cli_fetch(hub, manifest_file) for _ in range(2)]
+    for fetcher in fetchers:
+        _, err = fetcher.communicate(timeout=120)
+        assert fetcher.returncode == 0, err
+    for repo, path in SMALL:
+        assert len(_gets(hub, path)) == 1
+        assert _sha(tmp_path / "shared" / Path(path).name) == _hub_sha(hub, repo, path)
