@@ -11,10 +11,11 @@ from tasks import comfyui, desired, models, preflight, python_stack, services, s
 
 settings = desired.settings()
 plan = desired.plan(settings)
+model_files = desired.model_files(plan)
 
-if preflight.passes(settings, plan):
+if preflight.passes(settings, plan, model_files):
     system.install(settings, plan)
     python_stack.install(settings, plan)
     comfyui.install(settings, plan)
-    models.install(settings, plan)
+    models.install(settings, plan, model_files)
     services.install(settings, plan)

@@ -11,3 +11,5 @@ install_python_stack = False
 # Features whose files depend on the GPU, so the two demo pods get different plans.
 enable_wan22 = True
 enable_dwpose = True
+# The hub serves small stand-ins, not the real multi-GB files: sizes come from the hub.
+verify_catalog_sizes = False

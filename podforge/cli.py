@@ -39,9 +39,17 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hf_token() -> str | None:
+    """HF_TOKEN, or the 0600 file HF_TOKEN_FILE names (how the deploy hands it over)."""
+    token_file = os.environ.get("HF_TOKEN_FILE")
+    if token_file and Path(token_file).exists():
+        return Path(token_file).read_text().strip()
+    return os.environ.get("HF_TOKEN") or None
+
+
 def _fetch(args: argparse.Namespace) -> int:
     manifest = json.loads(Path(args.manifest).read_text())
-    hub = Hub(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), os.environ.get("HF_TOKEN"))
+    hub = Hub(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), _hf_token())
     staging = Path(args.staging) if args.staging else None
     results = fetch_all(manifest, hub, concurrency=args.concurrency, staging=staging)
     fetched = sorted(dest for dest, how in results.items() if how == "fetched")

@@ -100,6 +100,10 @@ class Settings(BaseModel):
     # Models
     custom_models: list[CustomModel] = Field(default_factory=list)
     hf_endpoint: str = "https://huggingface.co"
+    fetch_concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    # Check downloads against the catalog's exact sizes; the sandbox hub serves small
+    # stand-in files and turns this off (the hub's own size and sha256 are still checked).
+    verify_catalog_sizes: bool = True
     hf_token: SecretStr | None = None
 
     # R2 (outputs sync)

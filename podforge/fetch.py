@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import http.client
-import json
 import os
 import shutil
 import sys
@@ -28,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from podforge import stamps
+
 CHUNK = 1 << 20
-STAMP_DIR = ".podforge-verified"
 
 
 class FetchError(RuntimeError):
@@ -61,36 +61,9 @@ class Wanted:
         )
 
 
-# -- verification stamps ---------------------------------------------------------------------
-
-
-def stamp_path(dest: Path) -> Path:
-    return dest.parent / STAMP_DIR / (dest.name + ".json")
-
-
-def write_stamp(dest: Path, sha256: str) -> None:
-    info = dest.stat()
-    record = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": sha256}
-    stamp = stamp_path(dest)
-    stamp.parent.mkdir(exist_ok=True)
-    tmp = stamp.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, stamp)
-
-
 def is_current(wanted: Wanted) -> bool:
-    """The file is in place and its stamp still describes it (size and mtime unchanged)."""
-    try:
-        info = wanted.dest.stat()
-        stamp = json.loads(stamp_path(wanted.dest).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
-    return (
-        stamp["size"] == info.st_size
-        and stamp["mtime_ns"] == info.st_mtime_ns
-        and (wanted.bytes is None or wanted.bytes == info.st_size)
-        and (wanted.sha256 is None or wanted.sha256 == stamp["sha256"])
-    )
+    """In place, stamped, and the stamp still describes the file and what is wanted."""
+    return stamps.is_current(stamps.file_status(str(wanted.dest)), wanted.bytes, wanted.sha256)
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -212,7 +185,7 @@ def fetch_one(
                 progress.say(f"fetch: {wanted.dest.name}: sha256 mismatch; fetching again")
                 continue
             _publish(partial, wanted.dest)
-            write_stamp(wanted.dest, digest)
+            stamps.write_stamp(str(wanted.dest), digest)
             return "fetched"
     raise AssertionError("unreachable")
 

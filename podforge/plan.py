@@ -322,7 +322,7 @@ def _models(settings: Settings, variants: dict[str, Any]) -> list[PlannedModel]:
                     revision=entry.revision,
                     path=entry.path,
                     dest=dest,
-                    bytes=entry.bytes,
+                    bytes=entry.bytes if settings.verify_catalog_sizes else None,
                     planned_bytes=entry.planned_bytes,
                     sha256=entry.sha256,
                 ),

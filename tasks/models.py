@@ -1,22 +1,47 @@
-"""Model files: the manifest the pod-side fetcher works from."""
+"""Model files: the manifest, and the pod-side fetcher when the fact says files are missing."""
 
 from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
+from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files
+from pyinfra.operations import files, server
 
+from podforge import stamps
 from podforge.config import Settings
 from podforge.plan import Plan
 
 
 @deploy("Models")
-def install(settings: Settings, plan: Plan) -> None:
+def install(settings: Settings, plan: Plan, present: dict[str, dict[str, Any]]) -> None:
+    manifest_path = f"{settings.podforge_dir}/manifest.json"
     manifest = [model.model_dump(mode="json") for model in plan.models]
     files.put(
-        name=f"Model manifest ({len(manifest)} files, {plan.total_bytes / 1e9:.1f} GB)",
+        name=f"Model manifest ({len(manifest)} files, {plan.total_bytes / 1e9:.1f} GB planned)",
         src=io.StringIO(json.dumps(manifest, indent=2, sort_keys=True) + "\n"),
-        dest=f"{settings.podforge_dir}/manifest.json",
+        dest=manifest_path,
+    )
+    token_file = f"{settings.podforge_dir}/hf_token"
+    if settings.hf_token is not None:
+        files.put(
+            name="Hugging Face token (0600)",
+            src=io.StringIO(settings.hf_token.get_secret_value()),
+            dest=token_file,
+            mode="600",
+        )
+    missing = [m for m in plan.models if not stamps.is_current(present[m.dest], m.bytes, m.sha256)]
+    if not missing:
+        host.noop(f"all {len(plan.models)} model files are in place and verified")
+        return
+    server.shell(
+        name=f"Fetch {len(missing)} missing model files",
+        commands=[
+            f"HF_ENDPOINT={settings.hf_endpoint}"
+            f" HF_TOKEN_FILE={token_file}"
+            f" {settings.venv_dir}/bin/podforge fetch {manifest_path}"
+            f" --concurrency {settings.fetch_concurrency}"
+        ],
     )

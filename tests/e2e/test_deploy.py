@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import pytest
 
@@ -24,8 +25,27 @@ def test_fresh_pods_converge(first_run, sandbox):
         assert result.changed, f"{result.name}: a fresh pod must need changes"
 
 
-def test_second_run_changes_nothing(first_run):
+def _hub_gets(sandbox):
+    log = json.load(urllib.request.urlopen(sandbox["hub"]["url"] + "/_control/log"))
+    return [entry for entry in log if entry["method"] == "GET"]
+
+
+def test_models_are_in_place_byte_exact(first_run, sandbox):
+    for pod in sandbox["pods"]:
+        manifest = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/manifest.json"))
+        assert manifest
+        sums = pod_shell(sandbox, pod, "sha256sum " + " ".join(m["dest"] for m in manifest))
+        got = {line.split()[1]: line.split()[0] for line in sums.splitlines()}
+        for model in manifest:
+            url = f"{sandbox['hub']['url']}/{model['repo']}/resolve/main/{model['path']}"
+            head = urllib.request.urlopen(urllib.request.Request(url, method="HEAD"))
+            assert got[model["dest"]] == head.headers["X-Linked-Etag"].strip('"')
+
+
+def test_second_run_changes_nothing(first_run, sandbox):
+    before = len(_hub_gets(sandbox))
     second = converge()
+    assert len(_hub_gets(sandbox)) == before, "the second run downloaded model files"
     for result in second.values():
         assert not result.failed and result.errors == []
         assert result.changed == [], f"{result.name} changed on the second run"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from podforge.fetch import FetchError, Hub, fetch_all, stamp_path
+from podforge.fetch import FetchError, Hub, fetch_all
+from podforge.stamps import stamp_path
 from sandbox import control
 
 pytestmark = pytest.mark.e2e
@@ -95,7 +96,7 @@ def test_fresh_fetch_is_byte_exact_and_stamped(hub, tmp_path):
     for entry, (repo, path) in zip(manifest, SMALL, strict=True):
         dest = Path(entry["dest"])
         assert _sha(dest) == _hub_sha(hub, repo, path)
-        assert json.loads(stamp_path(dest).read_text())["sha256"] == _sha(dest)
+        assert json.loads(Path(stamp_path(str(dest))).read_text())["sha256"] == _sha(dest)
     assert not list(tmp_path.glob("*.partial"))
 
 

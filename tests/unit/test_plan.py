@@ -251,3 +251,11 @@ def test_requirements_follow_models_and_stack():
     assert without.requirements.disk_bytes == without.total_bytes
     assert with_stack.requirements.disk_bytes > without.requirements.disk_bytes
     assert with_stack.requirements.python == (3, 10)
+
+
+def test_catalog_sizes_can_be_left_to_the_hub():
+    exact = plan_for(24564, enable_dwpose=True)
+    hub_sized = plan_for(24564, enable_dwpose=True, verify_catalog_sizes=False)
+    assert 134_399_116 in [m.bytes for m in exact.models]
+    assert [m.bytes for m in hub_sized.models] == [None, None]
+    assert hub_sized.total_bytes == exact.total_bytes
