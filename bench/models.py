@@ -1,0 +1,167 @@
+"""Model-fetch benchmark on the sandbox hub (not part of the test run). Prints figures.
+
+    .venv/bin/python -m bench.models [--total-mib 1024] [--skip-noop]
+
+(a) aggregate throughput of the fetcher vs curl on the same files (ratio, target >= 0.9),
+(b) bytes transferred after killing the fetcher at ~50 % of a large file (target <= 0.55),
+(c) wall time and remote command count of a no-op deploy with 5 vs 50 model files
+    (target: equal command counts), against sandbox pods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from podforge.catalog import CATALOG
+from podforge.fetch import Hub, fetch_all
+from sandbox import control
+
+REPO = Path(__file__).resolve().parent.parent
+MIB = 2**20
+
+
+def _post(url: str, body: dict) -> None:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    urllib.request.urlopen(request).read()
+
+
+def throughput(base: Path, total_mib: int) -> None:
+    files = [(e.repo, e.path) for e in CATALOG[:4]]
+    each = total_mib // len(files) * MIB
+    (base / "logs").mkdir(parents=True)
+    hub = control.start_hub(base, base / "logs", 64 * 1024, {p: each for _, p in files}, None, [])
+    try:
+        urls = [f"{hub['url']}/{repo}/resolve/main/{path}" for repo, path in files]
+        curl_dir = base / "curl"
+        curl_dir.mkdir()
+        began = time.monotonic()
+        procs = [
+            subprocess.Popen(["curl", "-sSf", "-o", str(curl_dir / f"f{i}"), url])
+            for i, url in enumerate(urls)
+        ]
+        if any(p.wait() for p in procs):
+            raise SystemExit("curl failed")
+        curl_s = time.monotonic() - began
+        manifest = [
+            {"repo": r, "path": p, "dest": str(base / "fetch" / Path(p).name)} for r, p in files
+        ]
+        began = time.monotonic()
+        with open(os.devnull, "w") as quiet:
+            fetch_all(manifest, Hub(hub["url"], None), concurrency=4, out=quiet)
+        fetch_s = time.monotonic() - began
+        total = each * len(files)
+        print(
+            f"(a) {total / MIB:.0f} MiB in {len(files)} files: "
+            f"curl {total / MIB / curl_s:.0f} MiB/s, "
+            f"podforge fetch {total / MIB / fetch_s:.0f} MiB/s "
+            f"-> ratio {curl_s / fetch_s:.2f}x curl (target >= 0.9)"
+        )
+    finally:
+        control.stop_process(hub["pid"])
+
+
+def resume(base: Path, size_mib: int) -> None:
+    entry = CATALOG[0]
+    size = size_mib * MIB
+    (base / "logs").mkdir(parents=True)
+    hub = control.start_hub(base, base / "logs", 64 * 1024, {entry.path: size}, None, [])
+    try:
+        dest = base / "models" / Path(entry.path).name
+        manifest_file = base / "manifest.json"
+        manifest_file.write_text(
+            json.dumps([{"repo": entry.repo, "path": entry.path, "dest": str(dest)}])
+        )
+        partial = dest.with_name(dest.name + ".partial")
+        _post(hub["url"] + "/_control/faults", {"throttle_bps": 200 * MIB})
+        env = dict(os.environ, HF_ENDPOINT=hub["url"], PYTHONPATH=str(REPO))
+        argv = [sys.executable, "-m", "podforge", "fetch", str(manifest_file)]
+        first = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+        while not partial.exists() or partial.stat().st_size < size // 2:
+            time.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        _post(hub["url"] + "/_control/faults", {})
+        _post(hub["url"] + "/_control/log/clear", {})
+        subprocess.run(
+            argv, env=env, check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
+        log = json.load(urllib.request.urlopen(hub["url"] + "/_control/log"))
+        start = next(int(e["range"][6:-1]) for e in log if e["method"] == "GET" and e["range"])
+        moved = size - start
+        print(
+            f"(b) killed at {start / size:.0%} of {size_mib} MiB; re-run transferred "
+            f"{moved / MIB:.0f} MiB -> {moved / size:.2f} of the file (target <= 0.55)"
+        )
+    finally:
+        control.stop_process(hub["pid"])
+
+
+def noop_deploy(base: Path) -> None:
+    import pyinfra.api.host as pyinfra_host
+
+    from sandbox.converge import converge
+
+    os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
+    control.up(["rtx-4090"], base, first_address=80)
+    counted = {"n": 0}
+    original = pyinfra_host.Host.run_shell_command
+
+    def counting(self: object, *args: object, **kwargs: object) -> object:
+        counted["n"] += 1
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        for count in (5, 50):
+            files = [e for e in CATALOG if e.variant is None][:10]
+            custom = [
+                {
+                    "repo": files[i % len(files)].repo,
+                    "path": files[i % len(files)].path,
+                    "dest": f"custom/{i}-{Path(files[i % len(files)].path).name}",
+                }
+                for i in range(count)
+            ]
+            data = {"custom_models": custom}
+            converge(data=data)  # fetch them
+            pyinfra_host.Host.run_shell_command = counting  # type: ignore[method-assign]
+            counted["n"] = 0
+            began = time.monotonic()
+            results = converge(data=data)
+            wall = time.monotonic() - began
+            pyinfra_host.Host.run_shell_command = original  # type: ignore[method-assign]
+            changed = sum(len(r.changed) for r in results.values())
+            print(
+                f"(c) no-op deploy with {count} model files: {wall:.1f} s, "
+                f"{counted['n']} remote commands, {changed} changes"
+            )
+    finally:
+        pyinfra_host.Host.run_shell_command = original  # type: ignore[method-assign]
+        control.down(base)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.models")
+    parser.add_argument("--total-mib", type=int, default=1024)
+    parser.add_argument("--resume-mib", type=int, default=512)
+    parser.add_argument("--skip-noop", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(
+        dir=REPO / ".sandbox" if (REPO / ".sandbox").exists() else None
+    ) as tmp:
+        throughput(Path(tmp) / "a", args.total_mib)
+        resume(Path(tmp) / "b", args.resume_mib)
+        if not args.skip_noop:
+            noop_deploy(Path(tmp) / "c")
+
+
+if __name__ == "__main__":
+    main()
