@@ -34,12 +34,14 @@ def _post(url: str, body: dict) -> None:
     urllib.request.urlopen(request).read()
 
 
-def throughput(base: Path, total_mib: int) -> None:
+def throughput(base: Path, total_mib: int, throttle_mib: int = 0) -> None:
+    """curl vs the fetcher on the same files; throttle_mib caps each response like a CDN."""
     files = [(e.repo, e.path) for e in CATALOG[:4]]
     each = total_mib // len(files) * MIB
     (base / "logs").mkdir(parents=True)
     hub = control.start_hub(base, base / "logs", 64 * 1024, {p: each for _, p in files}, None, [])
     try:
+        _post(hub["url"] + "/_control/faults", {"throttle_bps": throttle_mib * MIB})
         urls = [f"{hub['url']}/{repo}/resolve/main/{path}" for repo, path in files]
         curl_dir = base / "curl"
         curl_dir.mkdir()
@@ -60,7 +62,8 @@ def throughput(base: Path, total_mib: int) -> None:
         fetch_s = time.monotonic() - began
         total = each * len(files)
         print(
-            f"(a) {total / MIB:.0f} MiB in {len(files)} files: "
+            f"(a) {total / MIB:.0f} MiB in {len(files)} files, "
+            f"{f'{throttle_mib} MiB/s per connection' if throttle_mib else 'unthrottled'}: "
             f"curl {total / MIB / curl_s:.0f} MiB/s, "
             f"podforge fetch {total / MIB / fetch_s:.0f} MiB/s "
             f"-> ratio {curl_s / fetch_s:.2f}x curl (target >= 0.9)"
@@ -158,6 +161,7 @@ def main() -> None:
         dir=REPO / ".sandbox" if (REPO / ".sandbox").exists() else None
     ) as tmp:
         throughput(Path(tmp) / "a", args.total_mib)
+        throughput(Path(tmp) / "a2", args.total_mib, throttle_mib=100)
         resume(Path(tmp) / "b", args.resume_mib)
         if not args.skip_noop:
             noop_deploy(Path(tmp) / "c")

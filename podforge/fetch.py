@@ -231,18 +231,21 @@ def _download(wanted: Wanted, hub: Hub, partial: Path, size: int, progress: Prog
                 out.truncate(0)
                 digest, have = hashlib.sha256(), 0
             progress.advance(wanted.dest.name, have, size, have)
+            buffer = memoryview(bytearray(4 * CHUNK))  # reused: no allocation per block
             try:
                 with response:
-                    while block := response.read(CHUNK):
+                    while count := response.readinto(buffer):
+                        block = buffer[:count]
                         out.write(block)
                         digest.update(block)
-                        have += len(block)
-                        progress.advance(wanted.dest.name, have, size, len(block))
+                        have += count
+                        progress.advance(wanted.dest.name, have, size, count)
             except (http.client.IncompleteRead, ConnectionError, TimeoutError, OSError) as error:
                 out.flush()
                 raise Retryable(f"connection lost at byte {have}: {error}") from None
+        # No fsync: the stamp records size and mtime, so a file a crash left short or
+        # stale is fetched again; forcing GBs to disk would halve throughput.
         out.flush()
-        os.fsync(out.fileno())
     if have != size:
         raise Retryable(f"short body: {have} of {size} bytes")
     return digest.hexdigest()
@@ -255,8 +258,6 @@ def _publish(partial: Path, dest: Path) -> None:
         return
     beside = dest.with_name(dest.name + ".publishing")
     shutil.copyfile(partial, beside)
-    with open(beside, "rb+") as handle:
-        os.fsync(handle.fileno())
     os.replace(beside, dest)
     partial.unlink()
 
