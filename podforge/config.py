@@ -101,6 +101,9 @@ class Settings(BaseModel):
     custom_models: list[CustomModel] = Field(default_factory=list)
     hf_endpoint: str = "https://huggingface.co"
     fetch_concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    # Download to this local-disk dir, then publish into models_dir (for a slow network
+    # volume: RunPod's top out near 150 MB/s). None: download beside the target.
+    models_staging_dir: str | None = None
     # Check downloads against the catalog's exact sizes; the sandbox hub serves small
     # stand-in files and turns this off (the hub's own size and sha256 are still checked).
     verify_catalog_sizes: bool = True

@@ -43,5 +43,6 @@ def install(settings: Settings, plan: Plan, present: dict[str, dict[str, Any]]) 
             f" HF_TOKEN_FILE={token_file}"
             f" {settings.venv_dir}/bin/podforge fetch {manifest_path}"
             f" --concurrency {settings.fetch_concurrency}"
+            + (f" --staging {settings.models_staging_dir}" if settings.models_staging_dir else "")
         ],
     )

@@ -207,3 +207,20 @@ def test_two_fetchers_on_one_shared_dir_download_each_file_once(hub, tmp_path):
     for repo, path in SMALL:
         assert len(_gets(hub, path)) == 1
         assert _sha(tmp_path / "shared" / Path(path).name) == _hub_sha(hub, repo, path)
+
+
+def test_staging_on_another_filesystem_publishes_whole_files(hub, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(stage)], check=True)
+    try:
+        manifest = _manifest(tmp_path / "volume", SMALL)
+        _fetch(hub, manifest, staging=stage)
+        for entry, file in zip(manifest, SMALL, strict=True):
+            assert _sha(Path(entry["dest"])) == _hub_sha(hub, *file)
+        assert list(stage.iterdir()) == []
+        assert not list((tmp_path / "volume").glob("*.publishing"))
+    finally:
+        subprocess.run(["umount", str(stage)], check=True)
