@@ -10,9 +10,9 @@ from pyinfra.operations import files, pip
 from podforge.config import Settings
 from podforge.plan import Plan
 from podforge.stacks import POD_TOOL_REQUIREMENTS, STACK_PROFILES
+from tasks import TEMPLATES
 
 PODFORGE_PACKAGE = Path(__file__).resolve().parent.parent / "podforge"
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 @deploy("Python stack")

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
 from podforge.config import Settings
 from podforge.plan import Plan
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from tasks import TEMPLATES
 
 
 @deploy("Services")
