@@ -231,7 +231,10 @@ def stop_one_pod(name: str, base: Path | None = None) -> None:
     """Kill one pod (fleet tests: a pod that dies mid-run); it stays in the state as dead."""
     base = base or default_base()
     state = load_state(base)
-    pod = next(p for p in state["pods"] if p["name"] == name)
+    pods = {p["name"]: p for p in state["pods"]}
+    if name not in pods:
+        raise KeyError(f"no pod named {name!r}; the sandbox has {', '.join(sorted(pods))}")
+    pod = pods[name]
     os.kill(pod["pid"], signal.SIGKILL)
 
 

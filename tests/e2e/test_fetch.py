@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -83,6 +84,19 @@ def _manifest(models: Path, files):
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str):
+    """A small filesystem of its own at ``path`` (root only), unmounted even on failure."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 def _fetch(hub, manifest, **options):
@@ -181,18 +195,11 @@ def test_wrong_bytes_fail_naming_the_file_and_leave_nothing_in_place(hub, tmp_pa
 
 
 def test_disk_full_is_refused_before_writing(hub, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
-    try:
+    with _tmpfs(tmp_path / "small", "1m") as small:
         with pytest.raises(FetchError, match=r"not enough disk space: .* GB needed .* GB free"):
             _fetch(hub, _manifest(small, SMALL))
         assert [p.name for p in small.iterdir()] == []
         assert _gets(hub, SMALL[0][1]) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_two_fetchers_on_one_shared_dir_download_each_file_once(hub, tmp_path):
@@ -210,17 +217,10 @@ def test_two_fetchers_on_one_shared_dir_download_each_file_once(hub, tmp_path):
 
 
 def test_staging_on_another_filesystem_publishes_whole_files(hub, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    stage = tmp_path / "stage"
-    stage.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(stage)], check=True)
-    try:
+    with _tmpfs(tmp_path / "stage", "64m") as stage:
         manifest = _manifest(tmp_path / "volume", SMALL)
         _fetch(hub, manifest, staging=stage)
         for entry, file in zip(manifest, SMALL, strict=True):
             assert _sha(Path(entry["dest"])) == _hub_sha(hub, *file)
         assert list(stage.iterdir()) == []
         assert not list((tmp_path / "volume").glob("*.publishing"))
-    finally:
-        subprocess.run(["umount", str(stage)], check=True)
