@@ -14,26 +14,30 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from podforge.config import SettingsError, load_settings
-from podforge.fetch import FetchError, Hub, fetch_all
-from podforge.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
-from podforge.plan import PlanError, build_plan
-
-
-def _data_pairs(pairs: Sequence[str]) -> dict[str, str]:
-    data = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SettingsError(f"--data {pair!r} is not accepted: expected key=value")
-        data[key] = value
-    return data
+from podforge.fetch import FetchError, Hub, fetch_all, read_manifest
 
 
 def _plan(args: argparse.Namespace) -> int:
-    settings = load_settings(_data_pairs(args.data), os.environ)
-    probe = subprocess.run(["sh", "-c", PROBE_COMMAND], capture_output=True, text=True, check=True)
-    plan = build_plan(settings, parse_probe(probe.stdout.splitlines()))
+    # Imported here: pydantic costs a quarter second that `fetch` should not pay.
+    from podforge.config import SettingsError, load_settings
+    from podforge.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
+    from podforge.plan import PlanError, build_plan
+
+    try:
+        data = {}
+        for pair in args.data:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise SettingsError(f"--data {pair!r} is not accepted: expected key=value")
+            data[key] = value
+        settings = load_settings(data, os.environ)
+        probe = subprocess.run(
+            ["sh", "-c", PROBE_COMMAND], capture_output=True, text=True, check=True
+        )
+        plan = build_plan(settings, parse_probe(probe.stdout.splitlines()))
+    except (SettingsError, PlanError, GpuProbeError) as error:
+        print(f"podforge: {error}", file=sys.stderr)
+        return 2
     json.dump(plan.model_dump(mode="json"), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -48,10 +52,20 @@ def _hf_token() -> str | None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    manifest = json.loads(Path(args.manifest).read_text())
-    hub = Hub(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), _hf_token())
+    hub = Hub(
+        os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
+        _hf_token(),
+        # huggingface_hub's own switch, so one variable turns Xet off for both.
+        xet=os.environ.get("HF_HUB_DISABLE_XET", "").lower() not in ("1", "true", "yes", "on"),
+    )
     staging = Path(args.staging) if args.staging else None
-    results = fetch_all(manifest, hub, concurrency=args.concurrency, staging=staging)
+    try:
+        manifest = read_manifest(Path(args.manifest))
+        results = fetch_all(manifest, hub, concurrency=args.concurrency, staging=staging)
+    except FetchError as error:
+        for failure in str(error).split("; "):
+            print(f"podforge fetch: FAILED {failure}", file=sys.stderr)
+        return 1
     fetched = sorted(dest for dest, how in results.items() if how == "fetched")
     for dest in fetched:
         print(f"fetched {dest}")
@@ -73,12 +87,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     fetch.set_defaults(run=_fetch)
     args = parser.parse_args(argv)
-    try:
-        return int(args.run(args))
-    except FetchError as error:
-        for failure in str(error).split("; "):
-            print(f"podforge fetch: FAILED {failure}", file=sys.stderr)
-        return 1
-    except (SettingsError, PlanError, GpuProbeError) as error:
-        print(f"podforge: {error}", file=sys.stderr)
-        return 2
+    return int(args.run(args))

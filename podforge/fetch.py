@@ -6,14 +6,18 @@ bodies with exponential backoff; checks size and sha256 before an atomic rename,
 partial or wrong file ever sits at a final path; writes a verification stamp so later runs
 never hash again. A per-file ``flock`` keeps two fetchers on a shared volume from fetching
 the same file; the kernel drops it when a fetcher dies, so a stale lock is simply free.
-The HF token comes from the ``HF_TOKEN`` environment variable, never a command line.
+Where the hub offers Xet storage (``X-Xet-Hash`` on HEAD) and ``hf_xet`` is installed, the
+file's bytes come through hf_xet instead of one HTTP stream; the same size and sha256 checks
+apply. The HF token comes from the ``HF_TOKEN`` environment variable, never a command line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import sys
@@ -41,6 +45,16 @@ class Retryable(Exception):
 
 
 @dataclass(frozen=True)
+class Remote:
+    """What the hub's HEAD says about a file."""
+
+    size: int
+    sha256: str | None
+    xet_hash: str | None = None  # set when the hub offers the file through Xet storage
+    xet_refresh_url: str | None = None  # where hf_xet gets (and renews) its CAS token
+
+
+@dataclass(frozen=True)
 class Wanted:
     repo: str
     revision: str
@@ -59,6 +73,37 @@ class Wanted:
             bytes=entry.get("bytes"),
             sha256=entry.get("sha256"),
         )
+
+
+REQUIRED_FIELDS = ("repo", "path", "dest")  # non-empty strings
+OPTIONAL_FIELDS = {
+    "revision": (str, "a string"),
+    "bytes": (int, "an integer"),
+    "sha256": (str, "a string"),
+}
+
+
+def read_manifest(path: Path) -> list[dict[str, Any]]:
+    """The manifest file's entries; a FetchError naming the file, entry and field otherwise."""
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise FetchError(f"manifest {path}: cannot read it as JSON ({error})") from None
+    if not isinstance(entries, list):
+        raise FetchError(f"manifest {path}: expected a JSON list of files")
+    for index, entry in enumerate(entries):
+        where = f"manifest {path}, entry {index}"
+        if not isinstance(entry, dict):
+            raise FetchError(f"{where}: expected an object with repo, path and dest")
+        for field in REQUIRED_FIELDS:
+            if not isinstance(entry.get(field), str) or not entry[field]:
+                raise FetchError(f"{where}: {field!r} is missing or not a string")
+        for field, (kind, described) in OPTIONAL_FIELDS.items():
+            if entry.get(field) is not None and not isinstance(entry[field], kind):
+                raise FetchError(f"{where}: {field!r} must be {described}")
+        if not Path(entry["dest"]).is_absolute():
+            raise FetchError(f"{where}: 'dest' must be an absolute path, got {entry['dest']!r}")
+    return entries
 
 
 def is_current(wanted: Wanted) -> bool:
@@ -108,26 +153,50 @@ class Progress:
 # -- HTTP ------------------------------------------------------------------------------------
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """HEAD must read the hub's own answer (X-Linked-*, X-Xet-*), not the CDN's it points to."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class Hub:
-    def __init__(self, endpoint: str, token: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, endpoint: str, token: str | None, timeout: float = 30.0, xet: bool = True
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.xet = xet  # False: plain HTTP even where the hub offers Xet (HF_HUB_DISABLE_XET)
+        self._head_opener = urllib.request.build_opener(_NoRedirect)
+        self._xet_session: Any = None
+        self._xet_lock = threading.Lock()
 
     def url(self, wanted: Wanted) -> str:
         quoted = urllib.parse.quote(wanted.path)
         return f"{self.endpoint}/{wanted.repo}/resolve/{wanted.revision}/{quoted}"
 
+    def xet_session(self) -> Any:
+        """One hf_xet session (runtime and connection pool) shared by this fetcher's threads."""
+        with self._xet_lock:
+            if self._xet_session is None:
+                self._xet_session = _hf_xet().XetSession()
+            return self._xet_session
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
     def open(self, wanted: Wanted, method: str = "GET", start: int = 0) -> Any:
-        headers = {"User-Agent": "podforge-fetch"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        headers = {"User-Agent": "podforge-fetch", **self.auth()}
         if start:
             headers["Range"] = f"bytes={start}-"
         request = urllib.request.Request(self.url(wanted), headers=headers, method=method)
+        opener = self._head_opener if method == "HEAD" else urllib.request.build_opener()
         try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
+            return opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as error:
+            if method == "HEAD" and 300 <= error.code < 400:
+                return error  # a redirect to the CDN: its headers are the hub's answer
             if error.code >= 500 or error.code == 429:
                 raise Retryable(f"HTTP {error.code}") from None
             hint = " (gated repo: set HF_TOKEN)" if error.code in (401, 403) else ""
@@ -135,12 +204,31 @@ class Hub:
         except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
             raise Retryable(str(error)) from None
 
-    def remote(self, wanted: Wanted) -> tuple[int, str | None]:
-        """(size, sha256) from HEAD: X-Linked-Size / X-Linked-Etag for LFS files."""
+    def remote(self, wanted: Wanted) -> Remote:
+        """HEAD: X-Linked-Size / X-Linked-Etag for LFS files, X-Xet-Hash for Xet files."""
         with self.open(wanted, "HEAD") as response:
-            size = response.headers.get("X-Linked-Size") or response.headers["Content-Length"]
-            etag = (response.headers.get("X-Linked-Etag") or "").strip('"') or None
-        return int(size), etag if etag and len(etag) == 64 else None
+            headers = response.headers
+            size = headers.get("X-Linked-Size") or headers["Content-Length"]
+            etag = (headers.get("X-Linked-Etag") or "").strip('"') or None
+            xet_hash = headers.get("X-Xet-Hash")
+            refresh = _link(headers.get_all("Link") or [], "xet-auth")
+            refresh = refresh or headers.get("X-Xet-Refresh-Route")
+        return Remote(
+            size=int(size),
+            sha256=etag if etag and len(etag) == 64 else None,
+            xet_hash=xet_hash if xet_hash and refresh else None,
+            xet_refresh_url=urllib.parse.urljoin(self.endpoint + "/", refresh) if refresh else None,
+        )
+
+
+def _link(values: list[str], rel: str) -> str | None:
+    """The URL of ``rel`` in HTTP Link headers (``<url>; rel="xet-auth", ...``)."""
+    for value in values:
+        for part in value.split(","):
+            url, _, params = part.partition(";")
+            if f'rel="{rel}"' in params.replace(" ", "") or f"rel={rel}" in params:
+                return url.strip().strip("<>")
+    return None
 
 
 # -- one file --------------------------------------------------------------------------------
@@ -153,7 +241,7 @@ def partial_path(wanted: Wanted, staging: Path | None) -> Path:
 
 def fetch_one(
     wanted: Wanted,
-    expected: tuple[int, str | None],
+    remote: Remote,
     hub: Hub,
     progress: Progress,
     staging: Path | None = None,
@@ -166,22 +254,27 @@ def fetch_one(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if is_current(wanted):
             return "present"
-        size, sha256 = expected
         partial = partial_path(wanted, staging)
         partial.parent.mkdir(parents=True, exist_ok=True)
+        download = _download
+        if remote.xet_hash and hub.xet:
+            if _hf_xet() is not None:
+                download = _download_xet
+            else:
+                progress.say(f"fetch: {wanted.dest.name}: hf_xet is not installed; plain HTTP")
         for attempt in range(retries + 1):
             try:
-                digest = _download(wanted, hub, partial, size, progress)
+                digest = download(wanted, hub, partial, remote, progress)
             except Retryable as why:
                 if attempt == retries:
                     raise FetchError(f"gave up after {retries + 1} attempts: {why}") from None
                 progress.say(f"fetch: {wanted.dest.name}: {why}; retrying from {_size(partial)}")
                 time.sleep(backoff * 2**attempt)
                 continue
-            if sha256 is not None and digest != sha256:
+            if remote.sha256 is not None and digest != remote.sha256:
                 partial.unlink()
                 if attempt == retries:
-                    raise FetchError(f"sha256 {digest} does not match the expected {sha256}")
+                    raise FetchError(f"sha256 {digest} does not match the expected {remote.sha256}")
                 progress.say(f"fetch: {wanted.dest.name}: sha256 mismatch; fetching again")
                 continue
             _publish(partial, wanted.dest)
@@ -190,20 +283,22 @@ def fetch_one(
     raise AssertionError("unreachable")
 
 
-def _expected(wanted: Wanted, hub: Hub, retries: int, backoff: float) -> tuple[int, str | None]:
+def _expected(wanted: Wanted, hub: Hub, retries: int, backoff: float) -> Remote:
     for attempt in range(retries + 1):
         try:
-            size, sha256 = hub.remote(wanted)
+            remote = hub.remote(wanted)
             break
         except Retryable as why:
             if attempt == retries:
                 raise FetchError(f"HEAD failed after {retries + 1} attempts: {why}") from None
             time.sleep(backoff * 2**attempt)
-    if wanted.bytes is not None and wanted.bytes != size:
-        raise FetchError(f"the hub says {size} bytes, the catalog expects {wanted.bytes}")
-    if wanted.sha256 is not None and sha256 is not None and wanted.sha256 != sha256:
-        raise FetchError(f"the hub's sha256 {sha256} differs from the catalog's {wanted.sha256}")
-    return size, wanted.sha256 or sha256
+    if wanted.bytes is not None and wanted.bytes != remote.size:
+        raise FetchError(f"the hub says {remote.size} bytes, the catalog expects {wanted.bytes}")
+    if wanted.sha256 is not None and remote.sha256 not in (None, wanted.sha256):
+        raise FetchError(
+            f"the hub's sha256 {remote.sha256} differs from the catalog's {wanted.sha256}"
+        )
+    return dataclasses.replace(remote, sha256=wanted.sha256 or remote.sha256)
 
 
 def _size(path: Path) -> int:
@@ -213,8 +308,9 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _download(wanted: Wanted, hub: Hub, partial: Path, size: int, progress: Progress) -> str:
-    """Append to ``partial`` until it holds ``size`` bytes; its sha256."""
+def _download(wanted: Wanted, hub: Hub, partial: Path, remote: Remote, progress: Progress) -> str:
+    """Append to ``partial`` until it holds the whole file; its sha256."""
+    size = remote.size
     digest = hashlib.sha256()
     have = _size(partial)
     if have > size:
@@ -248,6 +344,63 @@ def _download(wanted: Wanted, hub: Hub, partial: Path, size: int, progress: Prog
         out.flush()
     if have != size:
         raise Retryable(f"short body: {have} of {size} bytes")
+    return digest.hexdigest()
+
+
+def _hf_xet() -> Any:
+    """The hf_xet module where installed (huggingface_hub brings it on x86_64 and arm64)."""
+    try:
+        import hf_xet
+    except ImportError:
+        return None
+    return hf_xet
+
+
+def _download_xet(
+    wanted: Wanted, hub: Hub, partial: Path, remote: Remote, progress: Progress
+) -> str:
+    """Reconstruct the file into ``partial`` through hf_xet; its sha256.
+
+    hf_xet gets its CAS token from the hub's refresh URL with our HF token in a header; it
+    writes terms at their offsets, so a killed Xet download starts over (its chunk cache,
+    not a partial file, is what it reuses).
+    """
+    hf_xet = _hf_xet()
+    partial.unlink(missing_ok=True)
+    reported = 0
+
+    def report(group: Any, _items: Any) -> None:
+        nonlocal reported
+        done = group.total_bytes_completed
+        progress.advance(wanted.dest.name, done, remote.size, done - reported)
+        reported = done
+
+    try:
+        with hub.xet_session().new_file_download_group(
+            token_refresh_url=remote.xet_refresh_url,
+            token_refresh_headers={"User-Agent": "podforge-fetch", **hub.auth()},
+            progress_callback=report,
+        ) as group:
+            group.start_download_file(
+                hf_xet.XetFileInfo(remote.xet_hash, remote.size), str(partial)
+            )
+    except hf_xet.XetAuthenticationError as error:
+        raise FetchError(
+            f"Xet storage refused the token (gated repo: set HF_TOKEN): {error}"
+        ) from None
+    except hf_xet.XetObjectNotFoundError as error:
+        raise FetchError(f"Xet storage has no file {remote.xet_hash}: {error}") from None
+    except (RuntimeError, OSError) as error:
+        raise Retryable(f"Xet download failed: {error}") from None
+    if reported < remote.size:
+        progress.advance(wanted.dest.name, remote.size, remote.size, remote.size - reported)
+    if (have := _size(partial)) != remote.size:
+        raise Retryable(f"Xet wrote {have} of {remote.size} bytes")
+    digest = hashlib.sha256()
+    with open(partial, "rb") as written:
+        buffer = memoryview(bytearray(4 * CHUNK))
+        while count := written.readinto(buffer):
+            digest.update(buffer[:count])
     return digest.hexdigest()
 
 
@@ -296,7 +449,7 @@ def fetch_all(
     if not missing:
         return results
     failures: list[str] = []
-    expected: dict[Wanted, tuple[int, str | None]] = {}
+    expected: dict[Wanted, Remote] = {}
     for w in missing:
         try:
             expected[w] = _expected(w, hub, retries, backoff)
@@ -306,10 +459,10 @@ def fetch_all(
         raise FetchError("; ".join(failures))
     for w in missing:
         w.dest.parent.mkdir(parents=True, exist_ok=True)
-    shortfall = disk_shortfall([(w, expected[w][0]) for w in missing], staging)
+    shortfall = disk_shortfall([(w, expected[w].size) for w in missing], staging)
     if shortfall:
         raise FetchError(f"not enough disk space: {shortfall}; nothing was downloaded")
-    progress = Progress(sum(size for size, _ in expected.values()), out)
+    progress = Progress(sum(remote.size for remote in expected.values()), out)
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = {
             w: pool.submit(fetch_one, w, expected[w], hub, progress, staging, retries, backoff)

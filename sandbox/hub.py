@@ -304,9 +304,15 @@ class Handler(BaseHTTPRequestHandler):
             cut = faults.reset_after
         elif faults.truncate_after and hub.take_fault("truncations"):
             cut = faults.truncate_after
+        plain = cut is None and not faults.wrong_bytes and not faults.throttle_bps
         sent = 0
         began = time.monotonic()
         with open(disk, "rb") as source:
+            if plain:
+                # Zero-copy like a CDN's, so the hub's CPU does not weigh on its clients.
+                self.wfile.flush()
+                self.connection.sendfile(source, start, length)
+                return
             source.seek(start)
             while sent < length:
                 piece = source.read(min(CHUNK // 4, length - sent))

@@ -1,10 +1,13 @@
-"""`python -m podforge plan` on this machine with a fake nvidia-smi first on PATH."""
+"""`python -m podforge plan` with a fake nvidia-smi first on PATH; `fetch` on bad manifests."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 
@@ -79,3 +82,38 @@ def test_plan_refusal_exits_non_zero(fake_gpu_path):
     result = run_plan(env)
     assert result.returncode != 0
     assert "needs at least 6000 MiB" in result.stderr
+
+
+def run_fetch(manifest: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "podforge", "fetch", str(manifest)],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "HF_ENDPOINT": "http://127.0.0.1:9"},
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("", "cannot read it as JSON"),
+        ('{"repo": "a"}', "expected a JSON list of files"),
+        ('["x"]', "entry 0: expected an object with repo, path and dest"),
+        ('[{"repo": "a", "dest": "/m/x"}]', "entry 0: 'path' is missing or not a string"),
+        ('[{"repo": "a", "path": "x", "dest": "m/x"}]', "'dest' must be an absolute path"),
+        (
+            '[{"repo": "a", "path": "x", "dest": "/m/x", "bytes": "12"}]',
+            "'bytes' must be an integer",
+        ),
+    ],
+)
+def test_bad_manifest_is_named_and_nothing_is_fetched(tmp_path, content, says):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(content)
+    result = run_fetch(manifest)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"podforge fetch: FAILED manifest {manifest}")
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
