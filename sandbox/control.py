@@ -160,6 +160,7 @@ def start_hub(
     sizes: dict[str, int],
     token: str | None,
     gated: list[str],
+    offer_xet: bool = False,
 ) -> dict[str, Any]:
     port = _free_port()
     argv = [
@@ -177,6 +178,8 @@ def start_hub(
     ]
     for repo in gated:
         argv += ["--gated", repo]
+    if offer_xet:
+        argv.append("--xet")
     env = dict(os.environ)
     if token:
         # The token travels in the environment, not on the command line.

@@ -7,6 +7,8 @@ X-Linked-Size, Range -> 206), ``/api/models/{repo}[/revision/{rev}]`` and
 are switched at run time: ``POST /_control/faults`` with JSON, e.g.
 ``{"throttle_bps": 1000000, "reset_after": 65536, "errors_5xx": 3, "truncate_after": 1000,
 "wrong_bytes": true}``; ``GET /_control/log`` returns the request log (method, path, Range).
+With Xet on (``--xet`` or ``POST /_control/xet {"enabled": true}``) resolve answers also carry
+``X-Xet-Hash`` and a ``xet-auth`` Link, and the hub serves the CAS side (``sandbox/xet.py``).
 
 Run: ``python -m sandbox.hub --port 8555 --dir DIR [--file-size 1048576] [--gated REPO]``
 with the gated repos' token in ``PODFORGE_HUB_TOKEN``.
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,10 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from podforge.catalog import CATALOG
+from sandbox import xet
 
 CHUNK = 1 << 20
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
+_XET_TOKEN = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/xet-read-token/(?P<rev>[^/]+)$")
+_CAS_RECONSTRUCTION = re.compile(r"^/cas/v(?P<version>\d+)/reconstructions/(?P<hash>[0-9a-f]{64})$")
+_CAS_XORB = re.compile(r"^/cas/xorb/(?P<hash>[0-9a-f]{64})$")
 _TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")
 
 
@@ -119,12 +126,24 @@ class Faults:
 
 
 class Hub:
-    def __init__(self, repos: dict[str, Repo], token: str | None = None) -> None:
+    def __init__(
+        self, repos: dict[str, Repo], token: str | None = None, offer_xet: bool = False
+    ) -> None:
         self.repos = repos
         self.token = token
         self.faults = Faults()
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.offer_xet = offer_xet
+        self.cas_token = secrets.token_hex(16)  # what the xet-read-token route hands out
+        self.xet_files: dict[str, xet.XetFile] = {}
+        self.xorbs: dict[str, tuple[xet.XetFile, int]] = {}
+        for repo in repos.values():
+            for entry in repo.files.values():
+                file = xet.XetFile(entry.disk, entry.size, entry.sha256)
+                self.xet_files[file.file_hash] = file
+                for index in range(-(-file.chunks // xet.CHUNKS_PER_XORB)):
+                    self.xorbs[file.xorb_hash(index)] = (file, index)
 
     def take_fault(self, name: str) -> bool:
         """Consume one unit of a counted fault."""
@@ -167,7 +186,7 @@ class Handler(BaseHTTPRequestHandler):
             hub.log.append(
                 {
                     "method": self.command,
-                    "path": self.path,
+                    "path": re.sub(r"sig=[^&]*", "sig=<redacted>", self.path),
                     "range": self.headers.get("Range"),
                     "time": time.time(),
                 }
@@ -198,6 +217,9 @@ class Handler(BaseHTTPRequestHandler):
             with hub.lock:
                 hub.faults = Faults(**body)
             self._json(200, {"ok": True})
+        elif self.path == "/_control/xet":
+            hub.offer_xet = bool(body.get("enabled"))
+            self._json(200, {"ok": True})
         elif self.path == "/_control/log/clear":
             with hub.lock:
                 hub.log.clear()
@@ -214,6 +236,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         if match := _RESOLVE.match(path):
             self._resolve(match["repo"], match["rev"], match["path"])
+        elif match := _XET_TOKEN.match(path):
+            self._xet_token(match["repo"])
+        elif match := _CAS_RECONSTRUCTION.match(path):
+            self._reconstruction(int(match["version"]), match["hash"])
+        elif match := _CAS_XORB.match(path):
+            self._xorb(match["hash"])
         elif match := _TREE.match(path):
             self._tree(match["repo"], match["path"] or "")
         elif match := _API.match(path):
@@ -292,9 +320,69 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Linked-Size", str(entry.size))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{entry.size}")
+        if self.server.hub.offer_xet:
+            file = xet.XetFile(entry.disk, entry.size, entry.sha256)
+            self.send_header("X-Xet-Hash", file.file_hash)
+            route = f"{self._base()}/api/models/{repo.id}/xet-read-token/{revision}"
+            self.send_header("Link", f'<{route}>; rel="xet-auth"')
         self.end_headers()
         if self.command == "GET":
             self._body(entry.disk, start, end - start + 1)
+
+    # -- Xet storage ------------------------------------------------------------------------
+    def _base(self) -> str:
+        return f"http://{self.headers['Host']}"
+
+    def _xet_token(self, repo_id: str) -> None:
+        if self._repo(repo_id):
+            hub = self.server.hub
+            expires = int(time.time()) + 3600
+            cas = f"{self._base()}/cas"
+            headers = {
+                "X-Xet-Cas-Url": cas,
+                "X-Xet-Access-Token": hub.cas_token,
+                "X-Xet-Token-Expiration": str(expires),
+            }
+            body = {"accessToken": hub.cas_token, "exp": expires, "casUrl": cas}
+            self._json(200, body, headers)
+
+    def _reconstruction(self, version: int, file_hash: str) -> None:
+        hub = self.server.hub
+        if self.headers.get("Authorization") != f"Bearer {hub.cas_token}":
+            self._error(401, "CAS token missing or wrong")
+            return
+        file = hub.xet_files.get(file_hash)
+        if version != 1 or file is None:
+            self._error(404, "no such reconstruction")
+            return
+        first, last = 0, file.size - 1
+        if m := re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip()):
+            first, last = int(m[1]), min(int(m[2] or last), last)
+            if first > last:
+                self._error(416, "range starts past the end of the file")
+                return
+        url = f"{self._base()}/cas/xorb/{{hash}}?sig={hub.cas_token}"
+        self._json(200, xet.reconstruction(file, first, last, url))
+
+    def _xorb(self, xorb_hash: str) -> None:
+        hub = self.server.hub
+        # Presigned like the real transfer URLs: the signature is in the query, no header.
+        if f"sig={hub.cas_token}" not in self.path:
+            self._error(403, "xorb URL signature missing or wrong")
+            return
+        found = hub.xorbs.get(xorb_hash)
+        m = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", "").strip())
+        if found is None or m is None:
+            self._error(404 if found is None else 400, "no such xorb, or no byte Range")
+            return
+        data = xet.xorb_bytes(*found, int(m[1]), int(m[2]))
+        if hub.faults.wrong_bytes:
+            data = data[:-1] + bytes([data[-1] ^ 0xFF])  # a range always ends in chunk data
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _body(self, disk: Path, start: int, length: int) -> None:
         hub = self.server.hub
@@ -349,10 +437,13 @@ def main() -> None:
     parser.add_argument("--file-size", type=int, default=64 * 1024)
     parser.add_argument("--sizes", type=json.loads, default={}, help='JSON {"path": bytes}')
     parser.add_argument("--gated", action="append", default=[], help="a gated repo id")
+    parser.add_argument("--xet", action="store_true", help="offer every file through Xet too")
     args = parser.parse_args()
     repos = generate_repos(args.dir, args.file_size, args.sizes, frozenset(args.gated))
     # The gated repos' bearer token comes from the environment, never the command line.
-    server = HubServer((args.address, args.port), Hub(repos, os.environ.get("PODFORGE_HUB_TOKEN")))
+    server = HubServer(
+        (args.address, args.port), Hub(repos, os.environ.get("PODFORGE_HUB_TOKEN"), args.xet)
+    )
     print(f"hub: serving {len(repos)} repos on http://{args.address}:{args.port}", flush=True)
     server.serve_forever()
 

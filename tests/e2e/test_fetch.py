@@ -1,4 +1,4 @@
-"""The pod-side fetcher against the sandbox hub: exact bytes, resume, faults, disk, locks."""
+"""The pod-side fetcher against the sandbox hub: exact bytes, resume, faults, disk, locks, Xet."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def _post(hub, path, body):
 @pytest.fixture(autouse=True)
 def clean_hub(hub):
     _post(hub, "/_control/faults", {})
+    _post(hub, "/_control/xet", {"enabled": False})
     _post(hub, "/_control/log/clear", {})
     yield
     _post(hub, "/_control/faults", {})
@@ -131,8 +132,8 @@ def test_a_changed_file_is_fetched_again(hub, tmp_path):
     assert _sha(dest) == _hub_sha(hub, *SMALL[0])
 
 
-def _cli_fetch(hub, manifest_file: Path) -> subprocess.Popen[str]:
-    env = dict(os.environ, HF_ENDPOINT=hub["url"], PYTHONPATH=str(REPO_ROOT))
+def _cli_fetch(hub, manifest_file: Path, **env_vars: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, HF_ENDPOINT=hub["url"], PYTHONPATH=str(REPO_ROOT), **env_vars)
     return subprocess.Popen(
         [sys.executable, "-m", "podforge", "fetch", str(manifest_file)],
         env=env,
@@ -224,3 +225,87 @@ def test_staging_on_another_filesystem_publishes_whole_files(hub, tmp_path):
             assert _sha(Path(entry["dest"])) == _hub_sha(hub, *file)
         assert list(stage.iterdir()) == []
         assert not list((tmp_path / "volume").glob("*.publishing"))
+
+
+# -- Xet storage -----------------------------------------------------------------------------
+
+
+def _cas_requests(hub, kind: str) -> list[dict]:
+    return [e for e in _log(hub) if e["method"] == "GET" and f"/cas/{kind}" in e["path"]]
+
+
+def test_xet_files_come_through_hf_xet_byte_exact(hub, tmp_path):
+    _post(hub, "/_control/xet", {"enabled": True})
+    files = [BIG, SMALL[2]]
+    manifest = _manifest(tmp_path, files)
+    assert set(_fetch(hub, manifest).values()) == {"fetched"}
+    for entry, file in zip(manifest, files, strict=True):
+        dest = Path(entry["dest"])
+        assert _sha(dest) == _hub_sha(hub, *file)
+        assert json.loads(Path(stamp_path(str(dest))).read_text())["sha256"] == _sha(dest)
+    assert len(_cas_requests(hub, "v1/reconstructions/")) == 2
+    assert all(e["range"] for e in _cas_requests(hub, "xorb/"))
+    assert [_gets(hub, path) for _, path in files] == [[], []]  # no plain HTTP body
+    _post(hub, "/_control/log/clear", {})
+    assert set(_fetch(hub, manifest).values()) == {"present"}
+    assert _log(hub) == []
+
+
+def test_hf_hub_disable_xet_means_plain_http(hub, tmp_path):
+    _post(hub, "/_control/xet", {"enabled": True})
+    manifest_file = tmp_path / "manifest.json"
+    manifest = _manifest(tmp_path / "models", SMALL[:1])
+    manifest_file.write_text(json.dumps(manifest))
+    fetcher = _cli_fetch(hub, manifest_file, HF_HUB_DISABLE_XET="1")
+    _, err = fetcher.communicate(timeout=120)
+    assert fetcher.returncode == 0, err
+    assert len(_gets(hub, SMALL[0][1])) == 1
+    assert _cas_requests(hub, "") == []
+    assert _sha(Path(manifest[0]["dest"])) == _hub_sha(hub, *SMALL[0])
+
+
+def test_xet_wrong_bytes_fail_naming_the_file_and_leave_nothing_in_place(hub, tmp_path):
+    _post(hub, "/_control/xet", {"enabled": True})
+    _post(hub, "/_control/faults", {"wrong_bytes": True})
+    manifest = _manifest(tmp_path, SMALL[:1])
+    with pytest.raises(FetchError) as failure:
+        _fetch(hub, manifest, retries=1)
+    assert manifest[0]["dest"] in str(failure.value)
+    assert "sha256" in str(failure.value)
+    assert not Path(manifest[0]["dest"]).exists()
+    assert len(_cas_requests(hub, "v1/reconstructions/")) == 2  # tried twice through Xet
+
+
+def test_xet_under_5xx_ends_byte_exact(hub, tmp_path):
+    _post(hub, "/_control/xet", {"enabled": True})
+    _post(hub, "/_control/faults", {"errors_5xx": 3})
+    manifest = _manifest(tmp_path, SMALL[:2])
+    _fetch(hub, manifest, concurrency=1)
+    for entry, file in zip(manifest, SMALL[:2], strict=True):
+        assert _sha(Path(entry["dest"])) == _hub_sha(hub, *file)
+
+
+@pytest.fixture(scope="module")
+def gated_xet_hub(tmp_path_factory):
+    base = tmp_path_factory.mktemp("gated-hub")
+    (base / "logs").mkdir()
+    info = control.start_hub(
+        base, base / "logs", 2**20, {}, "hf_sandbox_token", [SMALL[0][0]], offer_xet=True
+    )
+    yield info | {"dir": base / "hub"}
+    control.stop_process(info["pid"])
+
+
+def test_gated_xet_file_needs_the_token_and_gets_it(gated_xet_hub, tmp_path):
+    manifest = _manifest(tmp_path, SMALL[:1])
+    with pytest.raises(FetchError, match=r"HTTP 401 from the hub \(gated repo: set HF_TOKEN\)"):
+        fetch_all(manifest, Hub(gated_xet_hub["url"], None), backoff=0.01)
+    assert not Path(manifest[0]["dest"]).exists()
+    fetch_all(manifest, Hub(gated_xet_hub["url"], "hf_sandbox_token"), backoff=0.01)
+    served = gated_xet_hub["dir"] / SMALL[0][0] / SMALL[0][1]
+    assert _sha(Path(manifest[0]["dest"])) == _sha(served)
+    log = _log(gated_xet_hub)
+    assert [e["path"] for e in log if "xet-read-token" in e["path"]] == [
+        f"/api/models/{SMALL[0][0]}/xet-read-token/main"
+    ]
+    assert _cas_requests(gated_xet_hub, "xorb/")
