@@ -18,13 +18,14 @@ def main() -> int:
         help="one pod per GPU profile (sandbox/gpus/*, or none), comma-separated",
     )
     start.add_argument("--file-size", type=int, default=64 * 1024, help="bytes per hub file")
+    start.add_argument("--no-xet", action="store_true", help="the hub offers plain HTTP only")
     verbs.add_parser("status", help="what is running")
     verbs.add_parser("down", help="stop everything and remove the sandbox's files")
     kill = verbs.add_parser("stop-pod", help="kill one pod (as if it died)")
     kill.add_argument("name")
     args = parser.parse_args()
     if args.verb == "up":
-        control.up(args.gpus.split(","), file_size=args.file_size)
+        control.up(args.gpus.split(","), file_size=args.file_size, offer_xet=not args.no_xet)
         print(control.status())
     elif args.verb == "status":
         print(control.status())

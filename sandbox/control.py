@@ -117,10 +117,12 @@ def up(
     sizes: dict[str, int] | None = None,
     hub_token: str | None = None,
     gated: list[str] | None = None,
+    offer_xet: bool = True,
 ) -> dict[str, Any]:
     """Start pods (one per GPU profile), the hub and S3; return the state. All or nothing.
 
-    Pod i listens on 127.0.0.{first_address + i}.
+    Pod i listens on 127.0.0.{first_address + i}. The hub offers Xet like the real one does
+    for large files, unless ``offer_xet`` is False.
     """
     base = base or default_base()
     base.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,9 @@ def up(
             )
             state["pods"] = [pod.as_dict() for pod in pods]
             _save_state(base, state)
-        state["hub"] = start_hub(base, logs, file_size, sizes or {}, hub_token, gated or [])
+        state["hub"] = start_hub(
+            base, logs, file_size, sizes or {}, hub_token, gated or [], offer_xet
+        )
         _save_state(base, state)
         state["s3"] = _start_s3(base, logs)
         _save_state(base, state)

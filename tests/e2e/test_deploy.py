@@ -40,6 +40,10 @@ def test_models_are_in_place_byte_exact(first_run, sandbox):
             url = f"{sandbox['hub']['url']}/{model['repo']}/resolve/main/{model['path']}"
             head = urllib.request.urlopen(urllib.request.Request(url, method="HEAD"))
             assert got[model["dest"]] == head.headers["X-Linked-Etag"].strip('"')
+    # The sandbox hub offers Xet like huggingface.co: the pods' fetchers took it via hf_xet.
+    paths = [entry["path"] for entry in _hub_gets(sandbox)]
+    assert any("/cas/v1/reconstructions/" in path for path in paths)
+    assert not any("/resolve/" in path for path in paths), "a model body came over plain HTTP"
 
 
 def test_second_run_changes_nothing(first_run, sandbox):
