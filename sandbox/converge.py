@@ -1,7 +1,8 @@
 """Run deploy.py against an inventory through pyinfra's API and report per-host results.
 
-What the pyinfra CLI does, minus the printing, so tests assert on pyinfra's own results
-(operation metadata, failed hosts) rather than on log text.
+What the pyinfra CLI does, minus its progress display, so tests assert on pyinfra's own
+results (operation metadata, failed hosts) rather than on log text. Output that operations
+stream on purpose (the model fetcher's lines) is echoed to stderr as the CLI does.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 from pyinfra.api import Config, State
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
+from pyinfra.api.output import set_echo
 from pyinfra.context import ctx_config, ctx_inventory, ctx_state
 from pyinfra_cli.inventory import make_inventory
 from pyinfra_cli.util import load_deploy_file
@@ -33,6 +36,7 @@ def converge(
     inventory: str = "inventories/sandbox.py", data: dict[str, object] | None = None
 ) -> dict[str, HostResult]:
     """Deploy once; results keyed by host name (the pod's address)."""
+    set_echo(click.echo)
     state = State(check_for_changes=False)
     state.cwd = str(REPO)
     ctx_state.set(state)

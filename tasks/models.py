@@ -8,7 +8,9 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.api.command import StringCommand
+from pyinfra.api.exceptions import NestedOperationError
+from pyinfra.operations import files, python
 
 from podforge import stamps
 from podforge.config import Settings
@@ -36,13 +38,30 @@ def install(settings: Settings, plan: Plan, present: dict[str, dict[str, Any]]) 
     if not missing:
         host.noop(f"all {len(plan.models)} model files are in place and verified")
         return
-    server.shell(
+    python.call(
         name=f"Fetch {len(missing)} missing model files",
-        commands=[
+        function=_run_fetcher,
+        command=(
             f"HF_ENDPOINT={settings.hf_endpoint}"
             f" HF_TOKEN_FILE={token_file}"
             f" {settings.venv_dir}/bin/podforge fetch {manifest_path}"
             f" --concurrency {settings.fetch_concurrency}"
             + (f" --staging {settings.models_staging_dir}" if settings.models_staging_dir else "")
-        ],
+            # One stream, so progress, "fetched" and "FAILED" lines keep their order.
+            + " 2>&1"
+        ),
     )
+
+
+def _run_fetcher(command: str) -> None:
+    """Run the fetcher with its lines shown live under the host's prefix, as they come.
+
+    A fetch of tens of GB takes minutes: a plain shell op would stay silent until the end.
+    """
+    succeeded, _ = host.run_shell_command(
+        StringCommand(command), print_output=True, print_input=False
+    )
+    if not succeeded:
+        # Fails the operation without a Python traceback; the fetcher's lines above name
+        # each file that failed and why.
+        raise NestedOperationError("the model fetcher failed: see its FAILED lines above")

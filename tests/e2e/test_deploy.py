@@ -84,6 +84,35 @@ def test_different_gpus_get_different_plans(first_run, sandbox):
     assert {m["dest"] for m in small["models"]} != {m["dest"] for m in big["models"]}
 
 
+def test_the_fetch_reports_each_file_it_fetched(first_run, sandbox, capfd):
+    extra = {"repo": "yzd-v/DWPose", "path": "yolox_l.onnx", "dest": "custom/yolox-copy.onnx"}
+    results = converge(data={"custom_models": [extra]})
+    for result in results.values():
+        assert not result.failed
+        assert "Models | Fetch 1 missing model files" in result.changed
+    lines = capfd.readouterr().err.splitlines()
+    fetched = [line for line in lines if "fetched /workspace/ComfyUI/models/custom/" in line]
+    assert len(fetched) == len(sandbox["pods"])
+    assert all(
+        line.endswith("fetched /workspace/ComfyUI/models/custom/yolox-copy.onnx")
+        for line in fetched
+    )
+
+
+def test_a_failed_fetch_names_the_file_and_fails_the_pod(first_run, sandbox, capfd):
+    missing = {"repo": "yzd-v/DWPose", "path": "no-such-file.onnx", "dest": "custom/none.onnx"}
+    results = converge(data={"custom_models": [missing]})
+    for result in results.values():
+        assert result.failed
+        # The fetch failed; the operations after it never ran.
+        assert result.errors[0] == "Models | Fetch 1 missing model files"
+    err = capfd.readouterr().err
+    assert "FAILED /workspace/ComfyUI/models/custom/none.onnx: HTTP 404 from the hub" in err
+    assert "Traceback" not in err
+    # Back to the plain recipe, so the pods are as the tests after this one expect.
+    assert all(not r.failed for r in converge().values())
+
+
 def test_a_pod_with_ssh_down_fails_alone(first_run, sandbox):
     from sandbox import control
 
