@@ -39,7 +39,7 @@ def throughput(base: Path, total_mib: int, throttle_mib: int = 0, rounds: int = 
     """curl vs the fetcher on the same files; throttle_mib caps each response like a CDN.
 
     Each timed run starts from an empty output dir with dirty pages flushed (``sync``), and
-    the order alternates per round, so neither tool pays for the other's disk writeback.
+    the order rotates per round, so no tool pays for another's disk writeback.
     """
     files = [(e.repo, e.path) for e in CATALOG[:4]]
     each = total_mib // len(files) * MIB
@@ -54,13 +54,24 @@ def throughput(base: Path, total_mib: int, throttle_mib: int = 0, rounds: int = 
     urls = [f"{hub['url']}/{repo}/resolve/main/{path}" for repo, path in files]
     commands = {
         "curl": [["curl", "-sSf", "-o", str(out / f"curl-{i}"), url] for i, url in enumerate(urls)],
+        # What curl needs to match the fetcher's guarantee: the sha256 of what it wrote.
+        "curl+sha256sum": [
+            [
+                "sh",
+                "-c",
+                f'curl -sSf -o "$1" {url} && sha256sum "$1" >"$1.sha256"',
+                "sh",
+                str(out / f"v-{i}"),
+            ]
+            for i, url in enumerate(urls)
+        ],
         "podforge": [[sys.executable, "-m", "podforge", "fetch", str(manifest_file)]],
     }
     seconds: dict[str, list[float]] = {tool: [] for tool in commands}
     try:
         _post(hub["url"] + "/_control/faults", {"throttle_bps": throttle_mib * MIB})
         for round_ in range(rounds):
-            order = list(commands) if round_ % 2 == 0 else list(reversed(commands))
+            order = list(commands)[round_ % 3 :] + list(commands)[: round_ % 3]
             for tool in order:
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir()
@@ -76,12 +87,13 @@ def throughput(base: Path, total_mib: int, throttle_mib: int = 0, rounds: int = 
     finally:
         control.stop_process(hub["pid"])
     total = each * len(files) / MIB
-    curl_s, fetch_s = statistics.median(seconds["curl"]), statistics.median(seconds["podforge"])
+    median = {tool: statistics.median(times) for tool, times in seconds.items()}
     link = f"{throttle_mib} MiB/s per connection" if throttle_mib else "unthrottled loopback"
     print(
         f"(a) {total:.0f} MiB in {len(files)} files, {link}, median of {rounds}: "
-        f"curl {total / curl_s:.0f} MiB/s, podforge fetch {total / fetch_s:.0f} MiB/s "
-        f"-> ratio {curl_s / fetch_s:.2f}x curl (target >= 0.9)"
+        + ", ".join(f"{tool} {total / s:.0f} MiB/s" for tool, s in median.items())
+        + f" -> ratio {median['curl'] / median['podforge']:.2f}x curl (target >= 0.9), "
+        f"{median['curl+sha256sum'] / median['podforge']:.2f}x curl+sha256sum"
     )
 
 

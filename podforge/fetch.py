@@ -169,6 +169,7 @@ class Hub:
         self.timeout = timeout
         self.xet = xet  # False: plain HTTP even where the hub offers Xet (HF_HUB_DISABLE_XET)
         self._head_opener = urllib.request.build_opener(_NoRedirect)
+        self._opener = urllib.request.build_opener()
         self._xet_session: Any = None
         self._xet_lock = threading.Lock()
 
@@ -191,7 +192,7 @@ class Hub:
         if start:
             headers["Range"] = f"bytes={start}-"
         request = urllib.request.Request(self.url(wanted), headers=headers, method=method)
-        opener = self._head_opener if method == "HEAD" else urllib.request.build_opener()
+        opener = self._head_opener if method == "HEAD" else self._opener
         try:
             return opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as error:
