@@ -6,7 +6,8 @@ X-Linked-Size, Range -> 206), ``/api/models/{repo}[/revision/{rev}]`` and
 ``/api/models/{repo}/tree/{rev}``. Optional bearer token for gated repos. Faults for tests
 are switched at run time: ``POST /_control/faults`` with JSON, e.g.
 ``{"throttle_bps": 1000000, "reset_after": 65536, "errors_5xx": 3, "truncate_after": 1000,
-"wrong_bytes": true}``; ``GET /_control/log`` returns the request log (method, path, Range).
+"wrong_bytes": true, "cdn_redirect": true}``; ``GET /_control/log`` returns the request log
+(method, path, Range).
 With Xet on (``--xet`` or ``POST /_control/xet {"enabled": true}``) resolve answers also carry
 ``X-Xet-Hash`` and a ``xet-auth`` Link, and the hub serves the CAS side (``sandbox/xet.py``).
 
@@ -34,6 +35,7 @@ from sandbox import xet
 
 CHUNK = 1 << 20
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+_CDN = re.compile(r"^/_cdn/(?P<repo>[^/]+/[^/]+)/(?P<rev>[^/]+)/(?P<path>.+)$")
 _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
 _XET_TOKEN = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/xet-read-token/(?P<rev>[^/]+)$")
 _CAS_RECONSTRUCTION = re.compile(r"^/cas/v(?P<version>\d+)/reconstructions/(?P<hash>[0-9a-f]{64})$")
@@ -123,6 +125,9 @@ class Faults:
     truncate_after: int = 0  # send only this many body bytes, then close (once each)
     truncations: int = 0
     wrong_bytes: bool = False  # flip one byte of every body
+    # Answer resolve with a 302 to /_cdn/... carrying the X-Linked-* headers, as
+    # huggingface.co does for LFS files; the CDN's own answer has no X-Linked-*.
+    cdn_redirect: bool = False
 
 
 class Hub:
@@ -236,6 +241,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if match := _RESOLVE.match(path):
             self._resolve(match["repo"], match["rev"], match["path"])
+        elif match := _CDN.match(path):
+            self._resolve(match["repo"], match["rev"], match["path"], cdn=True)
         elif match := _XET_TOKEN.match(path):
             self._xet_token(match["repo"])
         elif match := _CAS_RECONSTRUCTION.match(path):
@@ -288,13 +295,21 @@ class Handler(BaseHTTPRequestHandler):
             ]
             self._json(200, entries)
 
-    def _resolve(self, repo_id: str, revision: str, path: str) -> None:
+    def _resolve(self, repo_id: str, revision: str, path: str, cdn: bool = False) -> None:
+        """A file's bytes; ``cdn``: as the CDN serves them, without the hub's headers."""
         repo = self._repo(repo_id)
         if repo is None:
             return
         entry = repo.files.get(path)
         if entry is None or revision not in ("main", repo.commit):
             self._error(404, "Entry not found", "EntryNotFound")
+            return
+        if not cdn and self.server.hub.faults.cdn_redirect:
+            self.send_response(302)
+            self.send_header("Location", f"/_cdn/{repo.id}/{revision}/{path}")
+            self.send_header("Content-Length", "0")
+            self._hub_headers(repo, revision, entry)
+            self.end_headers()
             return
         start, end = 0, entry.size - 1
         status = 200
@@ -315,19 +330,24 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(end - start + 1))
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("ETag", f'"{entry.sha256}"')
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{entry.size}")
+        if not cdn:
+            self._hub_headers(repo, revision, entry)
+        self.end_headers()
+        if self.command == "GET":
+            self._body(entry.disk, start, end - start + 1)
+
+    def _hub_headers(self, repo: Repo, revision: str, entry: RepoFile) -> None:
+        """What huggingface.co says about a file besides its bytes: commit, sha256, size, Xet."""
         self.send_header("X-Repo-Commit", repo.commit)
         self.send_header("X-Linked-Etag", f'"{entry.sha256}"')
         self.send_header("X-Linked-Size", str(entry.size))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{entry.size}")
         if self.server.hub.offer_xet:
             file = xet.XetFile(entry.disk, entry.size, entry.sha256)
             self.send_header("X-Xet-Hash", file.file_hash)
             route = f"{self._base()}/api/models/{repo.id}/xet-read-token/{revision}"
             self.send_header("Link", f'<{route}>; rel="xet-auth"')
-        self.end_headers()
-        if self.command == "GET":
-            self._body(entry.disk, start, end - start + 1)
 
     # -- Xet storage ------------------------------------------------------------------------
     def _base(self) -> str:

@@ -195,6 +195,26 @@ def test_wrong_bytes_fail_naming_the_file_and_leave_nothing_in_place(hub, tmp_pa
     assert not Path(manifest[0]["dest"]).exists()
 
 
+def test_hub_headers_are_read_before_the_cdn_redirect(hub, tmp_path):
+    # huggingface.co answers resolve for LFS files with a 302 that carries X-Linked-Etag;
+    # the CDN's answer does not. Following the redirect on HEAD would lose the sha256, and
+    # these wrong bytes would be accepted.
+    expected = _hub_sha(hub, *SMALL[0])
+    _post(hub, "/_control/faults", {"cdn_redirect": True, "wrong_bytes": True})
+    manifest = _manifest(tmp_path, SMALL[:1])
+    with pytest.raises(FetchError, match="sha256"):
+        _fetch(hub, manifest, retries=1)
+    assert not Path(manifest[0]["dest"]).exists()
+    _post(hub, "/_control/faults", {"cdn_redirect": True})
+    _post(hub, "/_control/log/clear", {})
+    _fetch(hub, manifest)
+    assert _sha(Path(manifest[0]["dest"])) == expected
+    assert [e["path"].split("/")[1] for e in _log(hub) if e["method"] == "GET"] == [
+        SMALL[0][0].split("/")[0],
+        "_cdn",
+    ]
+
+
 def test_disk_full_is_refused_before_writing(hub, tmp_path):
     with _tmpfs(tmp_path / "small", "1m") as small:
         with pytest.raises(FetchError, match=r"not enough disk space: .* GB needed .* GB free"):
