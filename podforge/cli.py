@@ -18,7 +18,7 @@ from podforge.fetch import FetchError, Hub, fetch_all, read_manifest
 
 
 def _plan(args: argparse.Namespace) -> int:
-    # Imported here: pydantic costs a quarter second that `fetch` should not pay.
+    # Imported here: pydantic costs about 0.2 s at start that `fetch` should not pay.
     from podforge.config import SettingsError, load_settings
     from podforge.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
     from podforge.plan import PlanError, build_plan
