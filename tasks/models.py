@@ -28,6 +28,10 @@ def install(settings: Settings, plan: Plan, present: dict[str, dict[str, Any]]) 
     )
     token_file = f"{settings.podforge_dir}/hf_token"
     if settings.hf_token is not None:
+        # pyinfra uploads, then chmods: the private dir keeps the token unreadable meanwhile.
+        files.directory(
+            name="podforge's dir is private (0700)", path=settings.podforge_dir, mode="700"
+        )
         files.put(
             name="Hugging Face token (0600)",
             src=io.StringIO(settings.hf_token.get_secret_value()),

@@ -113,6 +113,18 @@ def test_a_failed_fetch_names_the_file_and_fails_the_pod(first_run, sandbox, cap
     assert all(not r.failed for r in converge().values())
 
 
+def test_the_hf_token_lands_private_and_is_never_printed(first_run, sandbox, capfd):
+    secret = "hf_e2e_secret_token_value"
+    results = converge(data={"hf_token": secret})
+    assert all(not r.failed for r in results.values())
+    for pod in sandbox["pods"]:
+        modes = pod_shell(sandbox, pod, "stat -c '%a %U' /opt/podforge /opt/podforge/hf_token")
+        assert modes.split() == ["700", "root", "600", "root"]
+        assert pod_shell(sandbox, pod, "cat /opt/podforge/hf_token") == secret
+    captured = capfd.readouterr()
+    assert secret not in captured.out + captured.err
+
+
 def test_a_pod_with_ssh_down_fails_alone(first_run, sandbox):
     from sandbox import control
 
