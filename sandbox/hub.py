@@ -141,13 +141,15 @@ class Hub:
         self.lock = threading.Lock()
         self.offer_xet = offer_xet
         self.cas_token = secrets.token_hex(16)  # what the xet-read-token route hands out
-        self.xet_files: dict[str, xet.XetFile] = {}
+        self.xet_of: dict[Path, xet.XetFile] = {}  # by the served file on disk
+        self.xet_files: dict[str, xet.XetFile] = {}  # by Xet file hash
         self.xorbs: dict[str, tuple[xet.XetFile, int]] = {}
         for repo in repos.values():
             for entry in repo.files.values():
                 file = xet.XetFile(entry.disk, entry.size, entry.sha256)
+                self.xet_of[entry.disk] = file
                 self.xet_files[file.file_hash] = file
-                for index in range(-(-file.chunks // xet.CHUNKS_PER_XORB)):
+                for index in range(file.xorbs):
                     self.xorbs[file.xorb_hash(index)] = (file, index)
 
     def take_fault(self, name: str) -> bool:
@@ -344,8 +346,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("X-Linked-Etag", f'"{entry.sha256}"')
         self.send_header("X-Linked-Size", str(entry.size))
         if self.server.hub.offer_xet:
-            file = xet.XetFile(entry.disk, entry.size, entry.sha256)
-            self.send_header("X-Xet-Hash", file.file_hash)
+            self.send_header("X-Xet-Hash", self.server.hub.xet_of[entry.disk].file_hash)
             route = f"{self._base()}/api/models/{repo.id}/xet-read-token/{revision}"
             self.send_header("Link", f'<{route}>; rel="xet-auth"')
 

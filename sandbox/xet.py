@@ -37,6 +37,10 @@ class XetFile:
     def chunks(self) -> int:
         return max(1, -(-self.size // XET_CHUNK))
 
+    @property
+    def xorbs(self) -> int:
+        return -(-self.chunks // CHUNKS_PER_XORB)
+
     def chunk_size(self, chunk: int) -> int:
         return min(XET_CHUNK, self.size - chunk * XET_CHUNK)
 
