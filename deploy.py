@@ -10,12 +10,14 @@ the GPUs from nvidia-smi; the Plan (podforge/plan.py) decides the rest.
 from tasks import comfyui, desired, models, preflight, python_stack, services, system
 
 settings = desired.settings()
-plan = desired.plan(settings)
-model_files = desired.model_files(plan)
+host_facts = desired.pod_host(settings)
+plan = desired.plan(settings, host_facts)
+pod = desired.pod(settings, plan, host_facts)
 
-if preflight.passes(settings, plan, model_files):
-    system.install(settings, plan)
-    python_stack.install(settings, plan)
-    comfyui.install(settings, plan)
-    models.install(settings, plan, model_files)
-    services.install(settings, plan)
+if preflight.passes(settings, plan, pod):
+    system.install(settings, plan, pod)
+    python_stack.install_tools(settings, plan, pod)
+    comfyui.install(settings, plan, pod)
+    python_stack.install_environment(settings, plan, pod)
+    models.install(settings, plan, pod)
+    services.install(settings, plan, pod)

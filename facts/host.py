@@ -14,13 +14,14 @@ _INT_KEYS = ("disk_free_kib", "mem_total_kib", "mem_available_kib")
 class PodHost(FactBase[dict[str, Any]]):
     """
     Init system (from PID 1), free disk under ``models_dir`` (or its nearest existing
-    parent), memory and the system Python, in one command.
+    parent), memory, the system Python, the machine and the OS, in one command.
 
     .. code:: python
 
         {"init": "tini", "systemd": False, "disk_path": "/workspace",
          "disk_free_kib": 52428800, "mem_total_kib": 65536000,
-         "mem_available_kib": 60000000, "python": (3, 11, 2)}
+         "mem_available_kib": 60000000, "python": (3, 11, 2), "machine": "x86_64",
+         "os": "debian12"}
     """
 
     def command(self, models_dir: str) -> str:
@@ -36,12 +37,15 @@ class PodHost(FactBase[dict[str, Any]]):
                 "if command -v python3 >/dev/null; then python3 -c "
                 "'import sys; print(\"python=%d.%d.%d\" % sys.version_info[:3])'; "
                 "else echo python=; fi",
+                'echo "machine=$(uname -m)"',
+                # ubuntu2204 / debian12: how NVIDIA's apt repositories name the OS.
+                '( . /etc/os-release; echo "os=$ID$VERSION_ID" | tr -d . )',
             ]
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:
         values = dict(line.split("=", 1) for line in output if "=" in line)
-        missing = {"init", "disk_path", *_INT_KEYS, "python"} - values.keys()
+        missing = {"init", "disk_path", *_INT_KEYS, "python", "machine", "os"} - values.keys()
         if missing:
             raise FactProcessError(f"host probe is missing {', '.join(sorted(missing))}")
         info: dict[str, Any] = {key: int(values[key]) for key in _INT_KEYS}
@@ -50,4 +54,6 @@ class PodHost(FactBase[dict[str, Any]]):
         info["disk_path"] = values["disk_path"]
         python = values["python"].strip()
         info["python"] = tuple(int(part) for part in python.split(".")) if python else None
+        info["machine"] = values["machine"].strip()
+        info["os"] = values["os"].strip()
         return info

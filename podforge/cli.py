@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -34,7 +35,12 @@ def _plan(args: argparse.Namespace) -> int:
         probe = subprocess.run(
             ["sh", "-c", PROBE_COMMAND], capture_output=True, text=True, check=True
         )
-        plan = build_plan(settings, parse_probe(probe.stdout.splitlines()))
+        plan = build_plan(
+            settings,
+            parse_probe(probe.stdout.splitlines()),
+            sys.version_info[:3],
+            platform.machine(),
+        )
     except (SettingsError, PlanError, GpuProbeError) as error:
         print(f"podforge: {error}", file=sys.stderr)
         return 2
@@ -73,6 +79,41 @@ def _fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack(args: argparse.Namespace) -> int:
+    # Imported here for the same reason as in _plan: `fetch` starts without pydantic.
+    from podforge import stack_cli
+
+    return stack_cli.main(args)
+
+
+def _python_version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
+    stack = verbs.add_parser("stack", help="resolve (check) or install the pinned environment")
+    stack_verbs = stack.add_subparsers(dest="stack_verb", required=True)
+    check = stack_verbs.add_parser("check", help="does the whole environment resolve?")
+    check.add_argument("dirs", nargs="*", help="checkouts whose requirements.txt to include")
+    check.add_argument("--request", help="a stack request file (what the deploy writes)")
+    check.add_argument("--profile", default="torch25-cu124", help="stack profile")
+    check.add_argument(
+        "--python-version",
+        type=_python_version,
+        default=sys.version_info[:2],
+        help="the pod's Python, X.Y (default: this one)",
+    )
+    check.add_argument(
+        "--without-flash-attn", action="store_true", help="leave the release wheel out"
+    )
+    check.set_defaults(run=_stack)
+    install = stack_verbs.add_parser("install", help="check, then install (the deploy runs this)")
+    install.add_argument("--request", required=True, help="the stack request file")
+    install.add_argument("--stamp", required=True, help="where to record what was installed")
+    install.set_defaults(run=_stack)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m podforge")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -86,5 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--staging", help="download here (local disk), then publish to the models dir"
     )
     fetch.set_defaults(run=_fetch)
+    _add_stack_parser(verbs)
     args = parser.parse_args(argv)
     return int(args.run(args))

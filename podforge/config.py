@@ -25,6 +25,8 @@ from pydantic import (
 )
 
 from podforge.comfyui import ComfyArgsError, parse_comfyui_args
+from podforge.pins import COMFYUI, DEFAULT_CUSTOM_NODES, RepoPin
+from podforge.stacks import FLASH_ATTN_MIRROR
 
 Phase = Literal["image", "pod", "boot"]
 Precision = Literal["auto", "fp16", "fp8", "gguf"]
@@ -93,9 +95,18 @@ class Settings(BaseModel):
     comfyui_listen: str = "0.0.0.0"
     comfyui_port: Annotated[int, Field(ge=1024, le=65000)] = 8188
 
+    # ComfyUI and custom nodes, each at a pinned commit (podforge/pins.py). A node is
+    # {name, url, commit}: checked out at <comfyui_dir>/custom_nodes/<name>.
+    comfyui_repo: RepoPin = COMFYUI
+    custom_nodes: list[RepoPin] = Field(default_factory=lambda: list(DEFAULT_CUSTOM_NODES))
+
     # Python stack
     stack_profile: StackProfileName = "auto"
     install_python_stack: bool = True
+    # Where flash-attn's release wheels are downloaded from (GitHub, or a mirror of it).
+    flash_attn_mirror: str = FLASH_ATTN_MIRROR
+    # Wheels built from source (mmcv) are kept here, on the volume, for the next pod.
+    wheelhouse_dir: str = "/workspace/wheelhouse"
 
     # Models
     custom_models: list[CustomModel] = Field(default_factory=list)
@@ -133,11 +144,28 @@ class Settings(BaseModel):
         # The seeds write quants in upper case (QWEN_EDIT_MODEL="Q4_K_M").
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("custom_nodes")
+    @classmethod
+    def _unique_nodes(cls, value: list[RepoPin]) -> list[RepoPin]:
+        names = [node.name for node in value]
+        doubled = sorted({name for name in names if names.count(name) > 1})
+        if doubled:
+            raise ValueError(f"node names must be unique; listed twice: {', '.join(doubled)}")
+        return value
+
     @field_validator("r2_endpoint", "hf_endpoint")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("flash_attn_mirror")
+    @classmethod
+    def _check_mirror(cls, value: str) -> str:
+        # file://: a mirror on the volume, for pods without GitHub.
+        if not value.startswith(("https://", "http://", "file://")):
+            raise ValueError("expected an http://, https:// or file:// URL")
         return value
 
 
@@ -177,10 +205,15 @@ def load_settings(data: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
 
 def _one_line(error: ValidationError, values: Mapping[str, Any], source: Mapping[str, str]) -> str:
     first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "settings"
+    loc = first["loc"]
+    field = str(loc[0]) if loc else "settings"
     where = source.get(field, field)
     if field in SECRET_FIELDS:
         shown = "<hidden>"
+    elif len(loc) > 1:
+        # Inside a list or object (custom_nodes[2].commit): name that item, show its value.
+        where += "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
+        shown = repr(first.get("input"))
     else:
         shown = repr(values.get(field, first.get("input")))
     return f"{where}={shown} is not accepted: {_accepts(field, first)}"
@@ -209,7 +242,7 @@ def _accepts(field: str, error: Mapping[str, Any]) -> str:
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     if kind == "extra_forbidden":
-        return "not a known key (see the CustomModel schema in podforge/config.py)"
+        return "not a known key (see the schemas in podforge/config.py and podforge/pins.py)"
     return error["msg"].lower()
 
 

@@ -17,9 +17,12 @@ from podforge.config import Settings
 from podforge.gpu import GpuDevice, GpuReport
 from podforge.stacks import (
     DEFAULT_STACK,
+    FLASH_ATTN_RELEASES,
+    OPENMMLAB_PACKAGES,
     OPENMMLAB_STACK,
     STACK_PROFILES,
     TURBODIFFUSION_MIN_TORCH,
+    StackProfile,
 )
 
 
@@ -104,6 +107,18 @@ class Requirements(BaseModel):
     python: tuple[int, int]
 
 
+class PythonStack(BaseModel):
+    """The venv's pinned core: which profile, which flash-attn wheel, what is built here."""
+
+    model_config = ConfigDict(frozen=True)
+
+    profile: str
+    flash_attn_wheel: str | None  # None: xformers only (the plan's warnings say why)
+    openmmlab: list[str]
+    needs_nvcc: bool  # a source build (mmcv) compiles CUDA code on the pod
+    cuda: str
+
+
 class Plan(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -114,6 +129,7 @@ class Plan(BaseModel):
     comfyui: list[ComfyInstance]
     variants: dict[str, Any]
     stack: str
+    python_stack: PythonStack
     models: list[PlannedModel]
     total_bytes: int
     requirements: Requirements
@@ -124,8 +140,16 @@ def policy_for(vram_mib: int) -> VramPolicy:
     return next(row for row in VRAM_POLICY if vram_mib >= row.min_mib)
 
 
-def build_plan(settings: Settings, gpus: GpuReport) -> Plan:
-    """The whole desired state of one pod, or PlanError saying why it cannot be had."""
+def build_plan(
+    settings: Settings,
+    gpus: GpuReport,
+    python: tuple[int, ...] | None = None,
+    machine: str | None = None,
+) -> Plan:
+    """The whole desired state of one pod, or PlanError saying why it cannot be had.
+
+    ``python`` and ``machine`` are the pod's (PodHost fact); they choose the flash-attn wheel.
+    """
     warnings = list(gpus.warnings)
     devices = list(gpus.devices)
     smallest = min(devices, key=lambda d: d.vram_mib) if devices else None
@@ -163,6 +187,7 @@ def build_plan(settings: Settings, gpus: GpuReport) -> Plan:
         comfyui=instances,
         variants=variants,
         stack=stack,
+        python_stack=_python_stack(settings, STACK_PROFILES[stack], python, machine, warnings),
         models=models,
         total_bytes=total,
         requirements=Requirements(
@@ -282,6 +307,54 @@ def _stack(settings: Settings) -> str:
             )
         return OPENMMLAB_STACK
     return DEFAULT_STACK if wanted == "auto" else wanted
+
+
+def _python_stack(
+    settings: Settings,
+    profile: StackProfile,
+    python: tuple[int, ...] | None,
+    machine: str | None,
+    warnings: list[str],
+) -> PythonStack:
+    wheel = None
+    # Unknown only outside a deploy (a plan for a table test): nothing to choose from yet.
+    if settings.install_python_stack and python is not None and machine is not None:
+        wheel, why_not = flash_attn_wheel(profile, python, machine, settings.flash_attn_mirror)
+        if why_not:
+            warnings.append(f"flash-attn: {why_not}; xformers only")
+    openmmlab = list(OPENMMLAB_PACKAGES) if settings.enable_openmmlab else []
+    return PythonStack(
+        profile=profile.name,
+        flash_attn_wheel=wheel,
+        openmmlab=openmmlab,
+        needs_nvcc=bool(openmmlab),
+        cuda=profile.cuda,
+    )
+
+
+def flash_attn_wheel(
+    profile: StackProfile, python: tuple[int, ...], machine: str, mirror: str
+) -> tuple[str | None, str | None]:
+    """The release wheel for this torch build, Python and machine, or None and the reason."""
+    release = next((r for r in FLASH_ATTN_RELEASES if r.version == profile.flash_attn), None)
+    if release is None:
+        return None, f"no flash-attn release is listed for {profile.name}"
+    tag = f"cp{python[0]}{python[1]}"
+    if not release.torch_min <= profile.torch_major_minor <= release.torch_max:
+        return None, f"flash-attn {release.version} has no wheel for torch {profile.torch}"
+    if tag not in release.python_tags or machine not in release.machines:
+        return None, (
+            f"flash-attn {release.version} has no wheel for {tag} on {machine} "
+            f"(it has {', '.join(release.python_tags)} on {', '.join(release.machines)})"
+        )
+    torch_mm = ".".join(str(part) for part in profile.torch_major_minor)
+    abi = "TRUE" if profile.cxx11_abi else "FALSE"
+    cuda_major = profile.cuda.split(".")[0]
+    name = (
+        f"flash_attn-{release.version}+cu{cuda_major}torch{torch_mm}cxx11abi{abi}"
+        f"-{tag}-{tag}-linux_{machine}.whl"
+    )
+    return f"{mirror.rstrip('/')}/v{release.version}/{name}", None
 
 
 def _first_stack_with_torch(minimum: tuple[int, int]) -> str:

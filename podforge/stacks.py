@@ -1,46 +1,94 @@
-"""Python stacks: consistent sets of pinned wheels (data). The python_stack task installs one."""
+"""Python stacks: consistent sets of pinned wheels and the constraints around them (data).
+
+A profile's pins and constraints are resolved together with ComfyUI's and every node's
+requirements (podforge/environment.py), so no node can move torch, numpy's major version or
+another pin. Facts behind each value: shared/FACTS.md ("Python stack", "Stack pins").
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+FLASH_ATTN_MIRROR = "https://github.com/Dao-AILab/flash-attention/releases/download"
+
+
+@dataclass(frozen=True)
+class FlashAttnRelease:
+    """A flash-attn GitHub release: real wheels are its assets (PyPI has only an sdist)."""
+
+    version: str
+    torch_min: tuple[int, int]
+    torch_max: tuple[int, int]
+    python_tags: tuple[str, ...]  # CPython tags the release ships wheels for
+    machines: tuple[str, ...] = ("x86_64",)
+
+
+FLASH_ATTN_RELEASES: tuple[FlashAttnRelease, ...] = (
+    FlashAttnRelease("2.7.4.post1", (2, 2), (2, 6), ("cp310", "cp311", "cp312", "cp313")),
+    FlashAttnRelease("2.8.3", (2, 4), (2, 8), ("cp310", "cp311", "cp312", "cp313")),
+)
+
 
 @dataclass(frozen=True)
 class StackProfile:
-    """A consistent set of wheels. Pins are data; the python_stack task installs them."""
+    """A consistent set of wheels. Pins are data; the pod's `podforge stack` installs them."""
 
     name: str
     torch: str
     torchvision: str
     torchaudio: str
     xformers: str | None
-    flash_attn_wheel: str | None  # GitHub release asset; PyPI only has an sdist
+    cuda: str  # the CUDA the torch build targets: nvcc for source builds must match it
+    cxx11_abi: bool  # torch._C._GLIBCXX_USE_CXX11_ABI of this torch build
+    flash_attn: str | None  # release version (FLASH_ATTN_RELEASES)
+    torch_index_url: str | None  # None: PyPI's build is this CUDA build
+    # Traps seen when nodes resolve unpinned beside this torch (FACTS.md).
+    constraints: tuple[str, ...]
     torch_major_minor: tuple[int, int]
     approx_bytes: int
+
+    @property
+    def pins(self) -> tuple[str, ...]:
+        """The profile's own packages, exact."""
+        return (
+            f"torch=={self.torch}",
+            f"torchvision=={self.torchvision}",
+            f"torchaudio=={self.torchaudio}",
+            *((f"xformers=={self.xformers}",) if self.xformers else ()),
+        )
 
 
 STACK_PROFILES: dict[str, StackProfile] = {
     "torch25-cu124": StackProfile(
         name="torch25-cu124",
-        torch="2.5.1",
+        torch="2.5.1",  # PyPI's 2.5.1 is the CUDA 12.4 build
         torchvision="0.20.1",
         torchaudio="2.5.1",
-        xformers="0.0.28.post3",
-        flash_attn_wheel=(
-            "https://github.com/Dao-AILab/flash-attention/releases/download/v2.7.4.post1/"
-            "flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-{py}-{py}-linux_x86_64.whl"
+        xformers="0.0.28.post3",  # pins torch==2.5.1 exactly
+        cuda="12.4",
+        cxx11_abi=False,
+        flash_attn="2.7.4.post1",
+        torch_index_url=None,
+        constraints=(
+            "numpy<2",  # mediapipe and the GGUF loader; OpenCV then backtracks to 4.11
+            "transformers<5.20",  # 5.20+ disables itself below torch 2.6
+            "onnxruntime-gpu<=1.26.0",  # 1.27+ is a CUDA 13 build
         ),
         torch_major_minor=(2, 5),
         approx_bytes=9 * 10**9,
     ),
-    # Unverified pins beyond torch's own trio: kept in data so they change in one place.
     "torch27-cu128": StackProfile(
         name="torch27-cu128",
         torch="2.7.1",
         torchvision="0.22.1",
         torchaudio="2.7.1",
-        xformers="0.0.31.post1",
-        flash_attn_wheel=None,
+        xformers="0.0.31.post1",  # pins torch==2.7.1 exactly
+        cuda="12.8",
+        cxx11_abi=True,
+        flash_attn="2.8.3",
+        # PyPI's 2.7.1 is the CUDA 12.6 build; the 12.8 one (Blackwell) is PyTorch's own.
+        torch_index_url="https://download.pytorch.org/whl/cu128",
+        constraints=("onnxruntime-gpu<=1.26.0",),
         torch_major_minor=(2, 7),
         approx_bytes=10 * 10**9,
     ),
@@ -49,6 +97,29 @@ DEFAULT_STACK = "torch25-cu124"
 TURBODIFFUSION_MIN_TORCH = (2, 7)
 OPENMMLAB_STACK = "torch25-cu124"  # mmcv 2.1.0 is built from source against torch 2.5.1
 
+# OpenMMLab on request: mmcv has no wheels for torch 2.5 / CUDA 12.4 (FACTS.md), so it is
+# built from source once into the wheelhouse; mmdet 3.3.0 needs mmcv<2.2, mmpose 1.3 <2.3.
+MMCV = "mmcv==2.1.0"
+OPENMMLAB_PACKAGES: tuple[str, ...] = ("mmengine==0.10.7", MMCV, "mmdet==3.3.0", "mmpose==1.3.2")
+
+# Distributions that install the same import package: when several are in one environment
+# the last installed wins, so the plan names the winner (first present in this order).
+SHARED_IMPORTS: dict[str, tuple[str, ...]] = {
+    # contrib is a superset of the plain build; the GUI builds need libgl1 (system task).
+    "cv2": (
+        "opencv-contrib-python",
+        "opencv-python",
+        "opencv-contrib-python-headless",
+        "opencv-python-headless",
+    ),
+    # The CPU build shadows the GPU one.
+    "onnxruntime": ("onnxruntime-gpu", "onnxruntime"),
+}
 
 # What the pod-side tools (python -m podforge ...) need in the pod's venv.
-POD_TOOL_REQUIREMENTS: tuple[str, ...] = ("pydantic==2.14.3", "huggingface_hub==2.4.0")
+POD_TOOL_REQUIREMENTS: tuple[str, ...] = (
+    "pydantic==2.14.3",
+    "huggingface_hub==2.4.0",
+    "packaging>=23",
+    "pip==26.3",  # one resolver for `podforge stack` on every pod (Debian ships 23.0)
+)

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.pods import Pod, is_alive, start_pod, stop_pod, wait_for_ssh
+from sandbox.repos import build_repos
 from sandbox.rootfs import ensure_rootfs
+from sandbox.wheels import build_standins
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -136,10 +138,20 @@ def up(
     _save_state(base, state)  # from here on, `down` can clean up whatever did start
     try:
         public_key = key.with_suffix(".pub").read_text()
+        build_standins(base / "standins")
         pods = []
         for i, gpu in enumerate(gpus):
             pods.append(
-                start_pod(i, first_address + i, gpu, rootfs, base / "pods", public_key, logs)
+                start_pod(
+                    i,
+                    first_address + i,
+                    gpu,
+                    rootfs,
+                    base / "pods",
+                    public_key,
+                    logs,
+                    base / "standins",
+                )
             )
             state["pods"] = [pod.as_dict() for pod in pods]
             _save_state(base, state)
@@ -148,6 +160,8 @@ def up(
         )
         _save_state(base, state)
         state["s3"] = _start_s3(base, logs)
+        _save_state(base, state)
+        state["git"] = _start_git(base, logs)
         _save_state(base, state)
         for pod in pods:
             wait_for_ssh(pod)
@@ -219,6 +233,34 @@ def _start_s3(base: Path, logs: Path) -> dict[str, Any]:
     }
 
 
+def _start_git(base: Path, logs: Path) -> dict[str, Any]:
+    """git daemon serving the stand-in repositories at git://127.0.0.1:PORT/<name>.git."""
+    repos = build_repos(base / "git")
+    port = _free_port()
+    argv = [
+        "git",
+        "daemon",
+        "--reuseaddr",
+        "--export-all",
+        f"--base-path={base / 'git'}",
+        "--listen=127.0.0.1",
+        f"--port={port}",
+        str(base / "git"),
+    ]
+    pid = _spawn(argv, logs / "git.log")
+    _wait_for_port(port, pid, "git daemon", logs / "git.log")
+    url = f"git://127.0.0.1:{port}"
+    return {
+        "url": url,
+        "port": port,
+        "pid": pid,
+        "repos": {
+            name: {"url": f"{url}/{name}.git", "commits": repo["commits"]}
+            for name, repo in repos.items()
+        },
+    }
+
+
 def stop_process(pid: int) -> None:
     if not is_alive(pid):
         return
@@ -254,10 +296,10 @@ def down(base: Path | None = None) -> None:
     state = json.loads(path.read_text())
     for pod in state.get("pods", []):
         stop_pod(Pod(**pod))
-    for service in ("hub", "s3"):
+    for service in ("hub", "s3", "git"):
         if service in state:
             stop_process(state[service]["pid"])
-    for sub in ("pods", "hub", "s3", "logs"):
+    for sub in ("pods", "hub", "s3", "git", "standins", "logs"):
         target = base / sub
         if target.exists():
             subprocess.run(["rm", "-rf", "--one-file-system", str(target)], check=True)
@@ -273,7 +315,7 @@ def status(base: Path | None = None) -> str:
         lines.append(
             f"{pod['name']}  root@{pod['address']}:{pod['port']}  gpu={pod['gpu']}  {alive}"
         )
-    for service in ("hub", "s3"):
+    for service in ("hub", "s3", "git"):
         if service in state:
             alive = "up" if is_alive(state[service]["pid"]) else "DOWN"
             lines.append(f"{service}  {state[service]['url']}  {alive}")

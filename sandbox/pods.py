@@ -16,11 +16,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sandbox.rootfs import CACHE_DIR
+from sandbox.wheels import POD_RELEASES, POD_WHEELS
+
 REPO = Path(__file__).resolve().parent.parent
 GPU_PROFILES = REPO / "sandbox" / "gpus"
 FAKE_NVIDIA_SMI = REPO / "sandbox" / "fake-nvidia-smi"
 SSH_PORT = 2222
-NO_GPU = "none"  # profile name for a pod without nvidia-smi at all
+NO_GPU = "none"
+PIP_CACHE = CACHE_DIR / "pip"  # profile name for a pod without nvidia-smi at all
 
 SSHD_CONFIG = """\
 # podforge sandbox pod: key-only root login
@@ -38,7 +42,9 @@ mount --rbind /sys "$ROOT/sys"
 mount --rbind /dev "$ROOT/dev"
 mount -t tmpfs tmpfs "$ROOT/tmp"
 mount -t tmpfs tmpfs "$ROOT/run"
-mkdir -p "$ROOT/run/sshd"
+mkdir -p "$ROOT/run/sshd" "$ROOT/root/.cache/pip"
+# One pip cache for all pods and runs: the nodes' requirements download once.
+mount --bind "$PIP_CACHE" "$ROOT/root/.cache/pip"
 hostname "$POD_NAME"
 exec chroot "$ROOT" /usr/bin/tini -s -- /usr/sbin/sshd -D -e \
     -o "ListenAddress=$ADDRESS" -o "Port=$PORT"
@@ -70,6 +76,7 @@ def start_pod(
     base: Path,
     public_key: str,
     log_dir: Path,
+    standins: Path,
 ) -> Pod:
     """Start pod number ``index`` on 127.0.0.{address_octet} with a GPU profile."""
     if gpu != NO_GPU and not (GPU_PROFILES / gpu).is_dir():
@@ -81,7 +88,8 @@ def start_pod(
         raise RuntimeError(f"{pod_dir} exists: stop the old sandbox first (python -m sandbox down)")
     for sub in ("upper", "work", "root"):
         (pod_dir / sub).mkdir(parents=True)
-    _prepare_upper(pod_dir / "upper", name, gpu, public_key)
+    _prepare_upper(pod_dir / "upper", name, gpu, public_key, standins)
+    PIP_CACHE.mkdir(parents=True, exist_ok=True)
     address = f"127.0.0.{address_octet}"
     log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
@@ -107,6 +115,7 @@ def start_pod(
             "POD_NAME": name,
             "ADDRESS": address,
             "PORT": str(SSH_PORT),
+            "PIP_CACHE": str(PIP_CACHE),
         },
         stdout=log,
         stderr=log,
@@ -117,7 +126,7 @@ def start_pod(
     return Pod(name, address, SSH_PORT, gpu, process.pid, str(pod_dir))
 
 
-def _prepare_upper(upper: Path, name: str, gpu: str, public_key: str) -> None:
+def _prepare_upper(upper: Path, name: str, gpu: str, public_key: str, standins: Path) -> None:
     ssh_dir = upper / "root" / ".ssh"
     ssh_dir.mkdir(parents=True, mode=0o700)
     (ssh_dir / "authorized_keys").write_text(public_key)
@@ -128,6 +137,10 @@ def _prepare_upper(upper: Path, name: str, gpu: str, public_key: str) -> None:
     (upper / "etc" / "hostname").write_text(name + "\n")
     shutil.copy2("/etc/resolv.conf", upper / "etc" / "resolv.conf")
     (upper / "workspace").mkdir()
+    # The torch family's stand-ins, found by pip through /etc/pip.conf (sandbox/wheels.py).
+    shutil.copytree(standins / "wheels", upper / POD_WHEELS.lstrip("/"))
+    shutil.copytree(standins / "releases", upper / POD_RELEASES.lstrip("/"))
+    (upper / "etc" / "pip.conf").write_text(f"[global]\nfind-links = {POD_WHEELS}\n")
     if gpu != NO_GPU:
         bin_dir = upper / "usr" / "local" / "bin"
         bin_dir.mkdir(parents=True)

@@ -24,6 +24,8 @@ PACKAGES = (
     "tini",
     "git",
     "supervisor",
+    "libgl1",
+    "libglib2.0-0",
 )
 RECIPE_VERSION = "1"
 CACHE_DIR = Path(os.environ.get("PODFORGE_ROOTFS_CACHE", "/var/cache/podforge"))

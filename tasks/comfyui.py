@@ -1,30 +1,51 @@
-"""ComfyUI's directory layout (core and custom nodes at pinned commits come with a later task)."""
+"""ComfyUI and its custom nodes at pinned commits, and the folders it reads and writes."""
 
 from __future__ import annotations
 
 import posixpath
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
+from operations import files, git
 from podforge.config import Settings
 from podforge.plan import Plan
-
-MODEL_DIRS = (
-    "diffusion_models",
-    "text_encoders",
-    "clip_vision",
-    "vae",
-    "loras",
-    "annotators",
-)
+from tasks import render
+from tasks.desired import MODEL_DIRS, Pod, model_dirs, node_dir
 
 
-@deploy("ComfyUI layout")
-def install(settings: Settings, plan: Plan) -> None:
-    for sub in MODEL_DIRS:
-        files.directory(
-            name=f"Models directory {sub}",
-            path=posixpath.join(settings.models_dir, sub),
+@deploy("ComfyUI")
+def install(settings: Settings, plan: Plan, pod: Pod) -> None:
+    repos = pod.software["repos"]
+    comfyui = settings.comfyui_repo
+    git.pinned_checkout(
+        name=f"ComfyUI at {comfyui.commit[:12]}",
+        dest=settings.comfyui_dir,
+        url=comfyui.url,
+        commit=comfyui.commit,
+        present=repos[settings.comfyui_dir],
+    )
+    for node in settings.custom_nodes:
+        dest = node_dir(settings, node.name)
+        git.pinned_checkout(
+            name=f"{node.name} at {node.commit[:12]}",
+            dest=dest,
+            url=node.url,
+            commit=node.commit,
+            present=repos[dest],
         )
-    files.directory(name="ComfyUI output directory", path=f"{settings.comfyui_dir}/output")
+    files.directories(
+        name="Model and output directories",
+        paths=[*model_dirs(settings), f"{settings.comfyui_dir}/output"],
+        digests=pod.files,
+    )
+    inside = posixpath.commonpath([settings.comfyui_dir, settings.models_dir])
+    if inside != settings.comfyui_dir:
+        # ComfyUI reads extra_model_paths.yaml beside main.py at start.
+        files.content(
+            name=f"extra_model_paths.yaml (models in {settings.models_dir})",
+            dest=f"{settings.comfyui_dir}/extra_model_paths.yaml",
+            text=render(
+                "extra_model_paths.yaml.j2", models_dir=settings.models_dir, folders=MODEL_DIRS
+            ),
+            digests=pod.files,
+        )

@@ -1,21 +1,48 @@
-"""The desired state of this host: its validated settings and its Plan.
+"""The desired state of this host and what is there now: read once, at the top of deploy.py.
 
-Read once per host at the top of deploy.py; every task takes these two and nothing else.
+Settings and the Plan say what the pod should be; four facts (GPU, host, software, files)
+and the model-file fact say what it is, each in one remote command however many nodes,
+packages and files the pod holds. Tasks compare the two and nothing else.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
+from dataclasses import dataclass
 from typing import Any
 
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
+from facts.files import FileDigests
 from facts.gpu import NvidiaGpus
+from facts.host import PodHost
 from facts.models import ModelFiles
+from facts.software import PodSoftware
 from podforge.config import Settings, SettingsError, load_settings
 from podforge.gpu import GpuReport
 from podforge.plan import Plan, PlanError, build_plan
+
+# ComfyUI's model folders podforge fills (ComfyUI's own names).
+MODEL_DIRS = (
+    "diffusion_models",
+    "text_encoders",
+    "clip_vision",
+    "vae",
+    "loras",
+    "annotators",
+)
+
+
+@dataclass(frozen=True)
+class Pod:
+    """What is on this pod now, as the facts read it before any change."""
+
+    host: dict[str, Any]  # PodHost
+    software: dict[str, Any]  # PodSoftware
+    files: dict[str, Any]  # FileDigests
+    models: dict[str, dict[str, Any]]  # dest -> ModelFiles status
 
 
 def settings() -> Settings:
@@ -26,16 +53,50 @@ def settings() -> Settings:
         raise DeployError(f"{host.name}: {error}") from None
 
 
-def plan(wanted: Settings) -> Plan:
+def pod_host(wanted: Settings) -> dict[str, Any]:
+    return host.get_fact(PodHost, models_dir=wanted.models_dir)
+
+
+def plan(wanted: Settings, pod_host: dict[str, Any]) -> Plan:
     """The Plan for this host's real GPUs (none are read in the image phase)."""
     gpus = GpuReport() if wanted.phase == "image" else GpuReport(**host.get_fact(NvidiaGpus))
     try:
-        return build_plan(wanted, gpus)
+        return build_plan(wanted, gpus, pod_host["python"], pod_host["machine"])
     except PlanError as error:
         raise DeployError(f"{host.name}: {error}") from None
 
 
-def model_files(plan: Plan) -> dict[str, dict[str, Any]]:
-    """dest -> {size, sha256 of a still-valid stamp}, for every planned model, in one command."""
+def node_dir(wanted: Settings, name: str) -> str:
+    return posixpath.join(wanted.comfyui_dir, "custom_nodes", name)
+
+
+def stack_stamp(wanted: Settings) -> str:
+    return f"{wanted.podforge_dir}/stack.json"
+
+
+def model_dirs(wanted: Settings) -> list[str]:
+    return [posixpath.join(wanted.models_dir, sub) for sub in MODEL_DIRS]
+
+
+def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
+    """Everything tasks compare against, in three remote commands."""
+    repos = [wanted.comfyui_dir, *(node_dir(wanted, node.name) for node in wanted.custom_nodes)]
+    software = host.get_fact(
+        PodSoftware, repos=repos, venv=wanted.venv_dir, stamp=stack_stamp(wanted)
+    )
+    files = host.get_fact(
+        FileDigests,
+        patterns=[
+            f"{wanted.podforge_dir}/*",
+            f"{wanted.workspace_dir}/start.sh",
+            f"{wanted.comfyui_dir}/extra_model_paths.yaml",
+        ],
+        dirs=[*model_dirs(wanted), f"{wanted.comfyui_dir}/output"],
+    )
     statuses = host.get_fact(ModelFiles, dests=[model.dest for model in plan.models])
-    return {status["dest"]: status for status in statuses}
+    return Pod(
+        host=pod_host,
+        software=software,
+        files=files,
+        models={status["dest"]: status for status in statuses},
+    )

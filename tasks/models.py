@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.command import StringCommand
-from pyinfra.api.exceptions import NestedOperationError
 from pyinfra.operations import files, python
 
+from operations import files as pod_files
 from podforge import stamps
 from podforge.config import Settings
 from podforge.plan import Plan
+from tasks.desired import Pod
+from tasks.streamed import run_streamed
 
 
 @deploy("Models")
-def install(settings: Settings, plan: Plan, present: dict[str, dict[str, Any]]) -> None:
+def install(settings: Settings, plan: Plan, pod: Pod) -> None:
     manifest_path = f"{settings.podforge_dir}/manifest.json"
     manifest = [model.model_dump(mode="json") for model in plan.models]
-    files.put(
+    pod_files.content(
         name=f"Model manifest ({len(manifest)} files, {plan.total_bytes / 1e9:.1f} GB planned)",
-        src=io.StringIO(json.dumps(manifest, indent=2, sort_keys=True) + "\n"),
         dest=manifest_path,
+        text=json.dumps(manifest, indent=2, sort_keys=True) + "\n",
+        digests=pod.files,
     )
     token_file = f"{settings.podforge_dir}/hf_token"
     if settings.hf_token is not None:
@@ -38,13 +39,16 @@ def install(settings: Settings, plan: Plan, present: dict[str, dict[str, Any]]) 
             dest=token_file,
             mode="600",
         )
-    missing = [m for m in plan.models if not stamps.is_current(present[m.dest], m.bytes, m.sha256)]
+    missing = [
+        m for m in plan.models if not stamps.is_current(pod.models[m.dest], m.bytes, m.sha256)
+    ]
     if not missing:
         host.noop(f"all {len(plan.models)} model files are in place and verified")
         return
     python.call(
         name=f"Fetch {len(missing)} missing model files",
-        function=_run_fetcher,
+        function=run_streamed,
+        failure="the model fetcher failed: see its FAILED lines above",
         command=(
             f"HF_ENDPOINT={settings.hf_endpoint}"
             f" HF_TOKEN_FILE={token_file}"
@@ -55,17 +59,3 @@ def install(settings: Settings, plan: Plan, present: dict[str, dict[str, Any]]) 
             + " 2>&1"
         ),
     )
-
-
-def _run_fetcher(command: str) -> None:
-    """Run the fetcher with its lines shown live under the host's prefix, as they come.
-
-    A fetch of tens of GB takes minutes: a plain shell op would stay silent until the end.
-    """
-    succeeded, _ = host.run_shell_command(
-        StringCommand(command), print_output=True, print_input=False
-    )
-    if not succeeded:
-        # Fails the operation without a Python traceback; the fetcher's lines above name
-        # each file that failed and why.
-        raise NestedOperationError("the model fetcher failed: see its FAILED lines above")

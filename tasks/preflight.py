@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pyinfra import host, logger, state
 
-from facts.host import PodHost
 from podforge.config import Settings
 from podforge.plan import Plan
 from podforge.preflight import shortfalls
+from tasks.desired import Pod
 
 
-def passes(settings: Settings, plan: Plan, present: dict[str, dict[str, Any]]) -> bool:
+def passes(settings: Settings, plan: Plan, pod: Pod) -> bool:
     """True when the host can take the plan; otherwise log why and fail this host alone.
 
-    ``present``: the model-file fact; files already in place need no disk again.
+    Model files already in place need no disk again.
     """
     for warning in plan.warnings:
         logger.warning(f"{host.print_prefix}{warning}")
-    in_place = sum(status["size"] or 0 for status in present.values())
-    problems = shortfalls(plan, host.get_fact(PodHost, models_dir=settings.models_dir), in_place)
+    in_place = sum(status["size"] or 0 for status in pod.models.values())
+    problems = shortfalls(plan, pod.host, in_place)
     if not problems:
         return True
     for problem in problems:

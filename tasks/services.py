@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 from pyinfra.api import deploy
-from pyinfra.operations import files
 
+from operations import files
 from podforge.config import Settings
 from podforge.plan import Plan
-from tasks import TEMPLATES
+from tasks import render
+from tasks.desired import Pod
 
 
 @deploy("Services")
-def install(settings: Settings, plan: Plan) -> None:
-    files.put(
+def install(settings: Settings, plan: Plan, pod: Pod) -> None:
+    files.content(
         name="The pod's plan",
-        src=io.StringIO(json.dumps(plan.model_dump(mode="json"), indent=2) + "\n"),
         dest=f"{settings.podforge_dir}/plan.json",
+        text=json.dumps(plan.model_dump(mode="json"), indent=2) + "\n",
+        digests=pod.files,
     )
     for instance in plan.comfyui:
-        files.template(
+        files.content(
             name=f"ComfyUI instance {instance.device} (port {instance.port})",
-            src=str(TEMPLATES / "comfyui.env.j2"),
             dest=f"{settings.podforge_dir}/comfyui-{instance.device}.env",
-            instance=instance,
+            text=render("comfyui.env.j2", instance=instance),
+            digests=pod.files,
         )
-    files.template(
+    files.content(
         name="start.sh",
-        src=str(TEMPLATES / "start.sh.j2"),
         dest=f"{settings.workspace_dir}/start.sh",
+        text=render("start.sh.j2", settings=settings, plan=plan),
+        digests=pod.files,
         mode="755",
-        settings=settings,
-        plan=plan,
     )

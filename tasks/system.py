@@ -1,21 +1,46 @@
-"""System packages the pod needs (Debian/Ubuntu)."""
+"""System packages the pod needs (Debian/Ubuntu), and the CUDA toolkit when a build needs nvcc."""
 
 from __future__ import annotations
 
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt
 
 from podforge.config import Settings
 from podforge.plan import Plan
+from tasks.desired import Pod
 
-SYSTEM_PACKAGES = ["ca-certificates", "curl", "git", "python3-venv", "supervisor"]
+# libgl1/libglib2.0-0: the GUI OpenCV builds' cv2 does not import without them.
+SYSTEM_PACKAGES = [
+    "ca-certificates",
+    "curl",
+    "git",
+    "python3-venv",
+    "supervisor",
+    "libgl1",
+    "libglib2.0-0",
+]
+NVIDIA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
 
 
 @deploy("System packages")
-def install(settings: Settings, plan: Plan) -> None:
+def install(settings: Settings, plan: Plan, pod: Pod) -> None:
     apt.packages(
         name="Install system packages",
         packages=SYSTEM_PACKAGES,
         update=True,
         cache_time=24 * 3600,
+    )
+    if not plan.python_stack.needs_nvcc:
+        return
+    if pod.software["nvcc"]:
+        host.noop(f"nvcc is at {pod.software['nvcc']}")
+        return
+    # NVIDIA's apt repository for this OS (ubuntu2204, debian12, ...) and the profile's CUDA.
+    keyring = f"{NVIDIA_REPOS}/{pod.host['os']}/{pod.host['machine']}/cuda-keyring_1.1-1_all.deb"
+    apt.deb(name="NVIDIA's CUDA apt repository", src=keyring)
+    apt.packages(
+        name=f"CUDA toolkit {plan.python_stack.cuda} (nvcc, for source builds)",
+        packages=[f"cuda-toolkit-{plan.python_stack.cuda.replace('.', '-')}"],
+        update=True,
     )

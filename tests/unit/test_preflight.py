@@ -16,6 +16,8 @@ HOST_OUTPUT = [
     "disk_free_kib=10485760",  # 10 GiB
     "mem_total_kib=65536000",
     "mem_available_kib=60000000",
+    "machine=x86_64",
+    "os=ubuntu2204",
     "python=3.11.2",
 ]
 
@@ -30,8 +32,22 @@ def test_host_fact_parses_its_one_command():
         "mem_total_kib": 65536000,
         "mem_available_kib": 60000000,
         "python": (3, 11, 2),
+        "machine": "x86_64",
+        "os": "ubuntu2204",
     }
     assert PodHost().process([*HOST_OUTPUT[1:], "init=systemd"])["systemd"] is True
+
+
+def test_host_fact_command_runs_here(tmp_path):
+    import platform
+    import subprocess
+
+    command = PodHost().command(models_dir=str(tmp_path / "not" / "yet"))
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    fact = PodHost().process(output.stdout.splitlines())
+    assert fact["machine"] == platform.machine()
+    assert fact["os"] == "debian12"  # this machine is Debian bookworm
+    assert fact["disk_path"] == str(tmp_path)
 
 
 def test_host_fact_without_python():

@@ -1,0 +1,1 @@
+"""podforge's own pyinfra operations: each compares a batched fact with the wish."""

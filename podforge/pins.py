@@ -1,0 +1,74 @@
+"""ComfyUI and its custom nodes at pinned commits (data, no I/O).
+
+The defaults are the real upstream commits recorded in shared/upstream/PINS.json (the newest
+we could read). Users change or add nodes in group_data (``custom_nodes``); each node is
+checked out at ``<comfyui_dir>/custom_nodes/<name>``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class RepoPin(BaseModel):
+    """One git repository at one commit: ComfyUI itself or a custom node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str  # directory name under custom_nodes/ (ComfyUI: its own dir)
+    url: str
+    commit: str  # the full 40-hex sha: `git fetch --depth 1 origin <sha>` needs all of it
+
+    @field_validator("commit")
+    @classmethod
+    def _full_sha(cls, value: str) -> str:
+        if not _SHA.match(value):
+            raise ValueError(f"expected a full 40-hex commit sha, got {value!r}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"expected a plain directory name, got {value!r}")
+        return value
+
+
+COMFYUI = RepoPin(
+    name="ComfyUI",
+    url="https://github.com/Comfy-Org/ComfyUI",
+    commit="a125cd84b054a57729b5eecab930ca9408719832",  # v0.3.64, 2025-10-12
+)
+
+DEFAULT_CUSTOM_NODES: tuple[RepoPin, ...] = (
+    RepoPin(
+        name="ComfyUI-GGUF",
+        url="https://github.com/city96/ComfyUI-GGUF",
+        commit="795e45156ece99afbc3efef911e63fcb46e6a20d",
+    ),
+    RepoPin(
+        name="ComfyUI-WanVideoWrapper",
+        url="https://github.com/kijai/ComfyUI-WanVideoWrapper",
+        commit="088128b224242e110d3906c6750e9a3a348a659b",
+    ),
+    RepoPin(
+        name="ComfyUI-VideoHelperSuite",
+        url="https://github.com/Kosinkadink/ComfyUI-VideoHelperSuite",
+        commit="4ee72c065db22c9d96c2427954dc69e7b908444b",
+    ),
+    RepoPin(
+        name="comfyui_controlnet_aux",
+        url="https://github.com/Fannovel16/comfyui_controlnet_aux",
+        commit="e8b689a513c3e6b63edc44066560ca5919c0576e",
+    ),
+    RepoPin(
+        name="ComfyUI-KJNodes",
+        url="https://github.com/kijai/ComfyUI-KJNodes",
+        commit="3f20054214fec9f9234fd3841ae6f1e4287948f6",
+    ),
+)

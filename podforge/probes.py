@@ -1,0 +1,93 @@
+"""What is on the pod, read in one command per fact: git checkouts, the venv, files.
+
+Standard library only: facts/software.py and facts/files.py run this file's source with the
+pod's system python3 (no venv needed), so a no-op deploy does not grow a remote command per
+node, per package or per file.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from typing import Any
+
+
+def repo_state(path: str) -> dict[str, Any] | None:
+    """A checkout's HEAD, origin and tracked local changes; None when there is no dir."""
+    if not os.path.isdir(path):
+        return None
+    if not os.path.isdir(os.path.join(path, ".git")):
+        return {"git": False, "head": None, "url": None, "dirty": []}
+    status = subprocess.run(
+        ["git", "-C", path, "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    )
+    head = None
+    dirty = []
+    for line in status.stdout.splitlines():
+        if line.startswith("# branch.oid "):
+            oid = line.split()[2]
+            head = None if oid == "(initial)" else oid
+        elif line and not line.startswith("#"):
+            dirty.append(line.rsplit(" ", 1)[-1])  # the path is the last field
+    url = subprocess.run(
+        ["git", "-C", path, "config", "--get", "remote.origin.url"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {"git": True, "head": head, "url": url or None, "dirty": dirty}
+
+
+def venv_distributions(venv: str) -> dict[str, str] | None:
+    """name -> version of every distribution in the venv; None when there is no venv."""
+    if not os.path.exists(os.path.join(venv, "bin", "python")):
+        return None
+    found = {}
+    pattern = os.path.join(venv, "lib", "python*", "site-packages", "*.dist-info", "METADATA")
+    for metadata in glob.glob(pattern):
+        name = version = None
+        with open(metadata, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if line.startswith("Name: "):
+                    name = line[6:].strip()
+                elif line.startswith("Version: "):
+                    version = line[9:].strip()
+                if (name and version) or line == "\n":
+                    break
+        if name and version:
+            found[name] = version
+    return found
+
+
+def software(repos: list[str], venv: str, stamp: str) -> dict[str, Any]:
+    """Checkouts, venv distributions, the stack stamp and nvcc, for the software fact."""
+    stamped = None
+    if os.path.exists(stamp):
+        with open(stamp) as file:
+            stamped = json.load(file)
+    nvcc = shutil.which("nvcc") or next(
+        (p for p in glob.glob("/usr/local/cuda*/bin/nvcc") if os.access(p, os.X_OK)), None
+    )
+    return {
+        "repos": {path: repo_state(path) for path in repos},
+        "venv": venv_distributions(venv),
+        "stack_stamp": stamped,
+        "nvcc": nvcc,
+    }
+
+
+def digests(patterns: list[str], dirs: list[str]) -> dict[str, Any]:
+    """sha1 and mode of every file matching the patterns; which of ``dirs`` exist."""
+    files = {}
+    for pattern in patterns:
+        for path in glob.glob(pattern):
+            if os.path.isfile(path):
+                with open(path, "rb") as file:
+                    digest = hashlib.sha1(file.read()).hexdigest()
+                files[path] = {"sha1": digest, "mode": f"{os.stat(path).st_mode & 0o7777:o}"}
+    return {"files": files, "dirs": {path: os.path.isdir(path) for path in dirs}}

@@ -1,0 +1,286 @@
+"""`podforge stack check` and `podforge stack install`: pip's resolver, asked before installing.
+
+check    resolves the whole environment (profile pins as constraints over every requirement
+         file) with ``pip install --dry-run --report``, reading wheel metadata by HTTP range
+         (fast-deps) so the multi-GB wheels are not downloaded; prints what would be installed.
+install  (on the pod, run by the deploy) the same check, then installs exactly what it
+         resolved, decides the shared imports (cv2, onnxruntime), runs ``pip check`` and
+         stamps the result so the next deploy knows there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
+
+from podforge.environment import (
+    SharedImport,
+    StackRequest,
+    explain_conflict,
+    pin_conflicts,
+    requirement_lines,
+    shared_import_winners,
+)
+
+# pip refuses --platform without --only-binary=:all:; PyPI's torch 2.5.1 is manylinux1.
+_PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+    "linux_x86_64",
+)
+
+
+class StackError(RuntimeError):
+    """The environment cannot be had; the message names who asked for what."""
+
+
+def read_sources(request: StackRequest) -> dict[str, list[Requirement]]:
+    """Each source's requirements; a node without a requirements.txt asks for nothing."""
+    sources = {}
+    for name, path in request.sources.items():
+        file = Path(path)
+        sources[name] = requirement_lines(file.read_text()) if file.exists() else []
+    sources["podforge"] = [Requirement(text) for text in request.tools]
+    if request.extra:
+        sources["OpenMMLab"] = [Requirement(text) for text in request.extra]
+    return sources
+
+
+def _pip_args(request: StackRequest, constraints_file: str, with_source_builds: bool) -> list[str]:
+    args = ["-c", constraints_file]
+    for path in request.sources.values():
+        if Path(path).exists():
+            args += ["-r", path]
+    args += [*request.pins, *request.tools]
+    args += [
+        spec
+        for spec in request.extra
+        if with_source_builds or spec not in request.build_from_source
+    ]
+    if request.flash_attn_wheel:
+        args.append(f"flash-attn @ {request.flash_attn_wheel}")
+    if request.torch_index_url:
+        args += ["--extra-index-url", request.torch_index_url]
+    if request.wheelhouse and with_source_builds:
+        args += ["--find-links", request.wheelhouse]
+    return args
+
+
+def resolve(
+    request: StackRequest,
+    python_version: tuple[int, int] | None = None,
+    with_source_builds: bool = True,
+) -> list[dict[str, Any]]:
+    """pip's resolution of the request: [{name, version, url, direct}], or StackError."""
+    sources = read_sources(request)
+    problems = pin_conflicts(sources, request.pins, request.profile)
+    if problems:
+        raise StackError("; ".join(problems))
+    with tempfile.TemporaryDirectory(prefix="podforge-stack-") as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(request.constraints) + "\n")
+        report = Path(tmp) / "report.json"
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--disable-pip-version-check",
+            "--use-feature=fast-deps",
+            "--report",
+            str(report),
+            *_target_args(python_version, tmp),
+            *_pip_args(request, str(constraints), with_source_builds),
+        ]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StackError(explain_conflict(done.stdout + done.stderr, sources, request.profile))
+        answer = json.loads(report.read_text())
+    return [
+        {
+            "name": item["metadata"]["name"],
+            "version": item["metadata"]["version"],
+            "url": item["download_info"]["url"],
+            "direct": bool(item.get("is_direct")),
+        }
+        for item in answer["install"]
+    ]
+
+
+def _target_args(python_version: tuple[int, int] | None, tmp: str) -> list[str]:
+    """Resolve for another Python/platform than this one: wheels only, by their tags."""
+    here = sys.version_info[:2]
+    native = platform.system() == "Linux" and platform.machine() == "x86_64"
+    if python_version is None or (python_version == here and native):
+        return []  # this machine is the target: sdists (fvcore, iopath) can be built too
+    major, minor = python_version
+    args = [
+        "--python-version",
+        f"{major}.{minor}",
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{major}{minor}",
+        "--only-binary=:all:",
+        "--target",
+        str(Path(tmp) / "target"),
+    ]
+    for tag in _PLATFORMS:
+        args += ["--platform", tag]
+    return args
+
+
+def _pip(argv: Sequence[str]) -> None:
+    """Run pip with its output streamed (the deploy shows it live); fail on its exit."""
+    print(f"stack: pip {' '.join(argv[:2])} ...", flush=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *argv])
+    if done.returncode != 0:
+        raise StackError(f"pip {argv[0]} failed (exit {done.returncode}); its output is above")
+
+
+def _requirement(item: dict[str, Any]) -> str:
+    return (
+        f"{item['name']} @ {item['url']}"
+        if item["direct"]
+        else f"{item['name']}=={item['version']}"
+    )
+
+
+def build_source_wheels(request: StackRequest) -> None:
+    """mmcv and alike: built once into the wheelhouse on the volume, reused by later pods."""
+    if not request.build_from_source:
+        return
+    assert request.wheelhouse is not None
+    Path(request.wheelhouse).mkdir(parents=True, exist_ok=True)
+    for spec in request.build_from_source:
+        requirement = Requirement(spec)
+        version = next(iter(requirement.specifier)).version
+        pattern = f"{requirement.name.replace('-', '_')}-{version}-*.whl"
+        if glob.glob(os.path.join(request.wheelhouse, pattern)):
+            print(f"stack: {spec} is in the wheelhouse {request.wheelhouse}", flush=True)
+            continue
+        print(f"stack: building {spec} from source (tens of minutes, once)", flush=True)
+        os.environ.update(MMCV_WITH_OPS="1", FORCE_CUDA="1")
+        _pip(["wheel", "--no-deps", "--no-build-isolation", "-w", request.wheelhouse, spec])
+
+
+def install(request: StackRequest, stamp: Path) -> list[SharedImport]:
+    """Check, then install exactly what resolved; pip check; stamp. Returns the decisions."""
+    if request.build_from_source:
+        # Source builds need torch in place: check what can be checked, install the pins,
+        # build, then resolve the whole.
+        resolve(request, with_source_builds=False)
+        _pip(["install", *request.pins, *_index_args(request)])
+        build_source_wheels(request)
+    resolved = resolve(request)
+    decisions = shared_import_winners({item["name"]: item["version"] for item in resolved})
+    for decision in decisions:
+        print(f"stack: warning: {decision.warning()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="podforge-stack-") as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("\n".join(request.constraints) + "\n")
+        _pip(
+            [
+                "install",
+                "--no-deps",
+                "-c",
+                str(constraints),
+                *_index_args(request),
+                *[_requirement(item) for item in resolved],
+            ]
+        )
+    for decision in decisions:
+        _pip(
+            ["install", "--no-deps", "--force-reinstall", f"{decision.winner}=={decision.version}"]
+        )
+    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise StackError(f"pip check found broken requirements: {check.stdout.strip()}")
+    lock = {item["name"]: metadata.version(item["name"]) for item in resolved}
+    stamp.write_text(
+        json.dumps(
+            {
+                "key": request.key(),
+                "lock": lock,
+                "shared_imports": [d.model_dump() for d in decisions],
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
+    return decisions
+
+
+def _index_args(request: StackRequest) -> list[str]:
+    args = []
+    if request.torch_index_url:
+        args += ["--extra-index-url", request.torch_index_url]
+    if request.wheelhouse:
+        args += ["--find-links", request.wheelhouse]
+    return args
+
+
+def request_from_dirs(
+    profile: str, dirs: Sequence[str], python: tuple[int, int], flash_attn: bool
+) -> StackRequest:
+    """A request for checkouts on this machine (e.g. shared/upstream), for `stack check`."""
+    from podforge.config import Settings
+    from podforge.environment import stack_request
+    from podforge.gpu import GpuReport
+    from podforge.plan import build_plan
+
+    settings = Settings(stack_profile=profile, custom_nodes=[])
+    plan = build_plan(settings, GpuReport(), python, "x86_64")
+    request = stack_request(settings, plan)
+    return request.model_copy(
+        update={
+            "sources": {Path(d).name: str(Path(d) / "requirements.txt") for d in dirs},
+            "flash_attn_wheel": request.flash_attn_wheel if flash_attn else None,
+            "commits": {},
+        }
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if args.request:
+            request = StackRequest.model_validate_json(Path(args.request).read_text())
+        else:
+            request = request_from_dirs(
+                args.profile, args.dirs, args.python_version, not args.without_flash_attn
+            )
+        if args.stack_verb == "install":
+            install(request, Path(args.stamp))
+            print(f"stack: {request.profile} installed and pip check clean", flush=True)
+            return 0
+        resolved = resolve(request, None if args.request else args.python_version)
+    except StackError as error:
+        print(f"podforge stack: {error}", file=sys.stderr)
+        return 1
+    for item in sorted(resolved, key=lambda i: i["name"].lower()):
+        print(f"{item['name']} {item['version']}")
+    names = {item["name"]: item["version"] for item in resolved}
+    for decision in shared_import_winners(names):
+        print(f"warning: {decision.warning()}")
+    print(f"stack check: {request.profile} resolves: {len(resolved)} distributions")
+    return 0
