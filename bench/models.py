@@ -23,6 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.counting import counted_commands
 from podforge.catalog import CATALOG
 from sandbox import control
 
@@ -134,19 +135,10 @@ def resume(base: Path, size_mib: int) -> None:
 
 
 def noop_deploy(base: Path) -> None:
-    import pyinfra.api.host as pyinfra_host
-
     from sandbox.converge import converge
 
     os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
     control.up(["rtx-4090"], base, first_address=80)
-    counted = {"n": 0}
-    original = pyinfra_host.Host.run_shell_command
-
-    def counting(self: object, *args: object, **kwargs: object) -> object:
-        counted["n"] += 1
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
-
     try:
         for count in (5, 50):
             files = [e for e in CATALOG if e.variant is None][:10]
@@ -160,19 +152,16 @@ def noop_deploy(base: Path) -> None:
             ]
             data = {"custom_models": custom}
             converge(data=data)  # fetch them
-            pyinfra_host.Host.run_shell_command = counting  # type: ignore[method-assign]
-            counted["n"] = 0
-            began = time.monotonic()
-            results = converge(data=data)
-            wall = time.monotonic() - began
-            pyinfra_host.Host.run_shell_command = original  # type: ignore[method-assign]
+            with counted_commands() as counted:
+                began = time.monotonic()
+                results = converge(data=data)
+                wall = time.monotonic() - began
             changed = sum(len(r.changed) for r in results.values())
             print(
                 f"(c) no-op deploy with {count} model files: {wall:.1f} s, "
                 f"{counted['n']} remote commands, {changed} changes"
             )
     finally:
-        pyinfra_host.Host.run_shell_command = original  # type: ignore[method-assign]
         control.down(base)
 
 

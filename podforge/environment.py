@@ -46,8 +46,16 @@ class StackRequest(BaseModel):
     commits: dict[str, str] = {}  # a new pin means new requirements: resolve again
 
     def key(self) -> str:
-        """Identity of the request: the pod re-resolves only when this changes."""
+        """Identity of the request: the deploy runs `podforge stack install` when it changes."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def inputs(self, requirement_texts: Mapping[str, str | None]) -> str:
+        """What the resolution really depends on: the request without the commits, and the
+        requirement files' text. A pin that moves without touching them resolves nothing."""
+        payload = {"request": self.model_dump(mode="json", exclude={"commits"})}
+        payload["files"] = dict(sorted(requirement_texts.items()))
+        canonical = json.dumps(payload, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

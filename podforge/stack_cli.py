@@ -29,6 +29,7 @@ from podforge.environment import (
     SharedImport,
     StackRequest,
     explain_conflict,
+    lock_is_installed,
     pin_conflicts,
     requirement_lines,
     shared_import_winners,
@@ -183,8 +184,37 @@ def build_source_wheels(request: StackRequest) -> None:
         _pip(["wheel", "--no-deps", "--no-build-isolation", "-w", request.wheelhouse, spec])
 
 
+def _requirement_texts(request: StackRequest) -> dict[str, str | None]:
+    return {
+        name: Path(path).read_text() if Path(path).exists() else None
+        for name, path in request.sources.items()
+    }
+
+
+def _installed() -> dict[str, str]:
+    return {dist.metadata["Name"]: dist.version for dist in metadata.distributions()}
+
+
+def _write_stamp(
+    stamp: Path, request: StackRequest, inputs: str, lock: dict[str, str], shared: list[Any]
+) -> None:
+    record = {"key": request.key(), "inputs": inputs, "lock": lock, "shared_imports": shared}
+    stamp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 def install(request: StackRequest, stamp: Path) -> list[SharedImport]:
     """Check, then install exactly what resolved; pip check; stamp. Returns the decisions."""
+    inputs = request.inputs(_requirement_texts(request))
+    previous = json.loads(stamp.read_text()) if stamp.exists() else None
+    if (
+        previous is not None
+        and previous.get("inputs") == inputs
+        and not lock_is_installed(previous["lock"], _installed())
+    ):
+        # Pins moved, requirements did not: the installed lock still answers the request.
+        _write_stamp(stamp, request, inputs, previous["lock"], previous["shared_imports"])
+        print("stack: the requirement files are unchanged and installed: nothing to resolve")
+        return [SharedImport(**shared) for shared in previous["shared_imports"]]
     if request.build_from_source:
         # Source builds need torch in place: check what can be checked, install the pins,
         # build, then resolve the whole.
@@ -216,18 +246,7 @@ def install(request: StackRequest, stamp: Path) -> list[SharedImport]:
     if check.returncode != 0:
         raise StackError(f"pip check found broken requirements: {check.stdout.strip()}")
     lock = {item["name"]: metadata.version(item["name"]) for item in resolved}
-    stamp.write_text(
-        json.dumps(
-            {
-                "key": request.key(),
-                "lock": lock,
-                "shared_imports": [d.model_dump() for d in decisions],
-            },
-            indent=2,
-            sort_keys=True,
-        )
-        + "\n"
-    )
+    _write_stamp(stamp, request, inputs, lock, [d.model_dump() for d in decisions])
     return decisions
 
 

@@ -261,6 +261,26 @@ def _start_git(base: Path, logs: Path) -> dict[str, Any]:
     }
 
 
+def pod_hosts(state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The pods as pyinfra hosts: (address, host data)."""
+    return [
+        (
+            pod["address"],
+            {
+                "ssh_port": pod["port"],
+                "ssh_user": "root",
+                "ssh_key": state["ssh_key"],
+                # Sandbox pods share one throwaway host key; nothing to pin.
+                "ssh_known_hosts_file": "/dev/null",
+                "ssh_strict_host_key_checking": "no",
+                "pod_name": pod["name"],
+                "gpu_profile": pod["gpu"],
+            },
+        )
+        for pod in state["pods"]
+    ]
+
+
 def stop_process(pid: int) -> None:
     if not is_alive(pid):
         return

@@ -7,6 +7,7 @@ stream on purpose (the model fetcher's lines) is echoed to stderr as the CLI doe
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,22 @@ def converge(
     finally:
         disconnect_all(state)
     return _results(state)
+
+
+def converge_pods(
+    pods: dict[str, dict[str, object]], workdir: Path, data: dict[str, object] | None = None
+) -> dict[str, HostResult]:
+    """Deploy to some pods only, each with host data of its own: {pod name: data}."""
+    inventory = workdir / f"inventory-{'-'.join(sorted(pods))}.py"
+    inventory.write_text(
+        "import json\n"
+        "from sandbox.control import load_state, pod_hosts\n"
+        f"_extra = json.loads({json.dumps(json.dumps(pods))})\n"
+        "sandbox = [(address, {**host_data, **_extra[host_data['pod_name']]})\n"
+        "           for address, host_data in pod_hosts(load_state())\n"
+        "           if host_data['pod_name'] in _extra]\n"
+    )
+    return converge(str(inventory), data)
 
 
 def _results(state: State) -> dict[str, HostResult]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         pytest.skip("the sandbox needs root (namespaces, mounts)")
     from sandbox import control
 
+    # A SIGTERM (CI timeout, kill) unwinds through the finally below instead of
+    # leaving pods, the hub, S3 and git running.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     base = tmp_path_factory.mktemp("sandbox")
     previous = os.environ.get("PODFORGE_SANDBOX_DIR")
     os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
@@ -37,6 +41,10 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             os.environ.pop("PODFORGE_SANDBOX_DIR", None)
         else:
             os.environ["PODFORGE_SANDBOX_DIR"] = previous
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(f"terminated by signal {signum}")
 
 
 def pod_shell(state: dict[str, Any], pod: dict[str, Any], command: str) -> str:

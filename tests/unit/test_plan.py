@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from podforge.comfyui import KNOWN_FLAGS
-from podforge.config import load_settings
+from podforge.config import Settings, load_settings
 from podforge.gpu import GpuDevice, GpuReport
 from podforge.plan import PlanError, build_plan
 
@@ -259,3 +259,55 @@ def test_catalog_sizes_can_be_left_to_the_hub():
     assert 134_399_116 in [m.bytes for m in exact.models]
     assert [m.bytes for m in hub_sized.models] == [None, None]
     assert hub_sized.total_bytes == exact.total_bytes
+
+
+# flash-attn: the release wheel by Python tag, torch build and C++ ABI (FACTS.md).
+@pytest.mark.parametrize(
+    ("profile", "python", "machine", "wheel"),
+    [
+        (
+            "torch25-cu124",
+            (3, 11, 2),
+            "x86_64",
+            "v2.7.4.post1/flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-"
+            "linux_x86_64.whl",
+        ),
+        (
+            "torch25-cu124",
+            (3, 10, 12),
+            "x86_64",
+            "v2.7.4.post1/flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp310-cp310-"
+            "linux_x86_64.whl",
+        ),
+        (
+            "torch27-cu128",
+            (3, 11, 2),
+            "x86_64",
+            "v2.8.3/flash_attn-2.8.3+cu12torch2.7cxx11abiTRUE-cp311-cp311-linux_x86_64.whl",
+        ),
+        ("torch25-cu124", (3, 9, 2), "x86_64", None),
+        ("torch25-cu124", (3, 11, 2), "aarch64", None),
+    ],
+)
+def test_flash_attn_wheel_follows_python_torch_and_abi(profile, python, machine, wheel):
+    settings = Settings(stack_profile=profile)
+    plan = build_plan(settings, GpuReport(), python, machine)
+    if wheel is None:
+        assert plan.python_stack.flash_attn_wheel is None
+        (warning,) = [w for w in plan.warnings if w.startswith("flash-attn")]
+        assert warning.endswith("xformers only")
+    else:
+        prefix = "https://github.com/Dao-AILab/flash-attention/releases/download/"
+        assert plan.python_stack.flash_attn_wheel == prefix + wheel
+        assert not any(w.startswith("flash-attn") for w in plan.warnings)
+
+
+def test_flash_attn_mirror_replaces_github():
+    settings = Settings(flash_attn_mirror="file:///workspace/mirror/")
+    plan = build_plan(settings, GpuReport(), (3, 11, 2), "x86_64")
+    assert plan.python_stack.flash_attn_wheel.startswith("file:///workspace/mirror/v2.7.4.post1/")
+
+
+def test_no_flash_attn_without_the_stack():
+    plan = build_plan(Settings(install_python_stack=False), GpuReport(), (3, 11, 2), "x86_64")
+    assert plan.python_stack.flash_attn_wheel is None and plan.warnings == []

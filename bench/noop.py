@@ -1,0 +1,65 @@
+"""No-op deploy of a provisioned sandbox pod: wall time and remote commands. Prints figures.
+
+    .venv/bin/python -m bench.noop [--rounds 5]
+
+One pod is deployed fully (ComfyUI, five nodes, the resolved environment, models), then
+deployed again and again: through pyinfra's CLI as a user runs it (wall time, median) and
+through its API with every remote command counted. Target: <= 3 s and <= 40 commands;
+before ComfyUI, the nodes and the stack were there, the no-op took ~4.6 s and 58 commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench.counting import counted_commands
+from sandbox import control
+from sandbox.converge import converge
+
+REPO = Path(__file__).resolve().parent.parent
+BEFORE = (4.6, 58)  # seconds, commands: the no-op before this work (issue #8)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.noop")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="podforge-bench-") as tmp:
+        base = Path(tmp)
+        os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
+        control.up(["rtx-4090"], base, first_address=90)
+        try:
+            began = time.monotonic()
+            first = converge()
+            print(f"full deploy of a fresh pod: {time.monotonic() - began:.1f} s")
+            assert all(not r.failed for r in first.values()), first
+            cli = [str(REPO / ".venv/bin/pyinfra"), "-y", "inventories/sandbox.py", "deploy.py"]
+            walls = []
+            for _ in range(args.rounds):
+                began = time.monotonic()
+                subprocess.run(cli, cwd=REPO, check=True, capture_output=True)
+                walls.append(time.monotonic() - began)
+            with counted_commands() as counted:
+                results = converge()
+            changed = sum(len(r.changed) for r in results.values())
+            wall = statistics.median(walls)
+            print(
+                f"no-op deploy (pyinfra CLI, median of {args.rounds}): {wall:.2f} s "
+                f"(before: {BEFORE[0]} s, ratio {wall / BEFORE[0]:.2f}; target <= 3 s)"
+            )
+            print(
+                f"remote commands of a no-op deploy: {counted['n']} "
+                f"(before: {BEFORE[1]}; target <= 40); changes: {changed}"
+            )
+        finally:
+            control.down(base)
+
+
+if __name__ == "__main__":
+    main()

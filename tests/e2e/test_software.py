@@ -1,0 +1,191 @@
+"""ComfyUI, its nodes and the one resolved environment on real sshd pods.
+
+converge -> every checkout at its pin, `pip check` clean, one cv2; then a moved pin, a node
+whose requirements contradict the stack, and a node with local changes.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+import urllib.request
+
+import pytest
+
+from e2e.conftest import pod_shell
+from sandbox.converge import converge, converge_pods
+from sandbox.repos import CONFLICTING_NODE, CONFLICTING_REQUIREMENT
+
+pytestmark = pytest.mark.e2e
+
+VENV = "/workspace/venv"
+NODES = "/workspace/ComfyUI/custom_nodes"
+
+
+@pytest.fixture(scope="module")
+def deployed(sandbox):
+    results = converge()
+    assert all(not r.failed for r in results.values())
+    return results
+
+
+def pinned(sandbox, name, index=-1):
+    repo = sandbox["git"]["repos"][name]
+    return {"name": name, "url": repo["url"], "commit": repo["commits"][index]}
+
+
+def node_pins(sandbox, **moved):
+    from podforge.pins import DEFAULT_CUSTOM_NODES
+
+    return [moved.get(node.name) or pinned(sandbox, node.name) for node in DEFAULT_CUSTOM_NODES]
+
+
+def pod_python(sandbox, pod, program):
+    return pod_shell(sandbox, pod, f"{VENV}/bin/python -c {shlex.quote(program)}")
+
+
+def head(sandbox, pod, path):
+    return pod_shell(sandbox, pod, f"git -C {path} rev-parse HEAD").strip()
+
+
+def test_comfyui_and_every_node_are_at_their_pins(deployed, sandbox):
+    from podforge.pins import DEFAULT_CUSTOM_NODES
+
+    for pod in sandbox["pods"]:
+        assert head(sandbox, pod, "/workspace/ComfyUI") == pinned(sandbox, "ComfyUI")["commit"]
+        for node in DEFAULT_CUSTOM_NODES:
+            expected = pinned(sandbox, node.name)["commit"]
+            assert head(sandbox, pod, f"{NODES}/{node.name}") == expected
+        # A shallow fetch of exactly the pin: one commit in the history.
+        assert pod_shell(sandbox, pod, "git -C /workspace/ComfyUI rev-list --count HEAD") == "1\n"
+
+
+def test_the_environment_resolved_and_is_consistent(deployed, sandbox):
+    for pod in sandbox["pods"]:
+        assert "No broken requirements" in pod_shell(sandbox, pod, f"{VENV}/bin/pip check")
+        versions = json.loads(
+            pod_python(
+                sandbox,
+                pod,
+                "import json, re, importlib.metadata as m\n"
+                "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): "
+                "d.version for d in m.distributions()}))",
+            )
+        )
+        # The profile's pins (stand-ins here) and its constraints held against every node.
+        assert versions["torch"] == "2.5.1+sandbox"
+        assert versions["xformers"] == "0.0.28.post3+sandbox"
+        assert versions["flash-attn"].startswith("2.7.4.post1")
+        assert versions["numpy"].startswith("1.")
+        assert versions["comfyui-frontend-package"] == "1.27.10"
+        stamp = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/stack.json"))
+        assert [s["winner"] for s in stamp["shared_imports"]] == ["opencv-contrib-python"]
+
+
+def test_the_winning_opencv_build_is_the_cv2_on_disk(deployed, sandbox):
+    # cv2's native module must be byte-for-byte the one opencv-contrib-python's RECORD lists.
+    program = (
+        "import base64, hashlib, importlib.metadata as m\n"
+        "f = next(f for f in m.files('opencv-contrib-python') "
+        "if f.name.startswith('cv2.') and f.name.endswith('.so'))\n"
+        "got = base64.urlsafe_b64encode(hashlib.sha256(f.read_binary()).digest()).rstrip(b'=')\n"
+        "print(f.hash.value == got.decode())\n"
+    )
+    pod = sandbox["pods"][0]
+    assert pod_shell(sandbox, pod, f'{VENV}/bin/python -c "{program}"') == "True\n"
+
+
+def test_comfyui_runs_with_its_real_command_line(deployed, sandbox):
+    pod = sandbox["pods"][0]
+    rejected = pod_shell(
+        sandbox, pod, f"cd /workspace/ComfyUI && {VENV}/bin/python main.py --medvram; echo $?"
+    )
+    assert rejected.splitlines()[-1] == "2"  # argparse: ComfyUI has no --medvram
+    port = 18188
+    pod_shell(
+        sandbox,
+        pod,
+        f"cd /workspace/ComfyUI && (setsid {VENV}/bin/python main.py --lowvram "
+        f"--listen {pod['address']} --port {port} > /tmp/comfy.log 2>&1 &)",
+    )
+    try:
+        stats = None
+        for _ in range(100):
+            try:
+                url = f"http://{pod['address']}:{port}/system_stats"
+                stats = json.load(urllib.request.urlopen(url, timeout=1))
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert stats is not None, "the ComfyUI stand-in did not answer"
+        assert stats["system"]["argv"][1:] == [
+            "--lowvram",
+            "--listen",
+            pod["address"],
+            "--port",
+            str(port),
+        ]
+    finally:
+        pod_shell(sandbox, pod, f"pkill -f 'main.py --lowvram --listen {pod['address']}'")
+
+
+def test_a_moved_pin_is_applied_on_the_next_run(deployed, sandbox):
+    pod = sandbox["pods"][0]
+    older = pinned(sandbox, "ComfyUI-GGUF", 0)
+    moved = converge_pods(
+        {pod["name"]: {"custom_nodes": node_pins(sandbox, **{"ComfyUI-GGUF": older})}},
+        workdir=_workdir(sandbox),
+    )[pod["address"]]
+    assert not moved.failed
+    assert f"ComfyUI | ComfyUI-GGUF at {older['commit'][:12]}" in moved.changed
+    assert head(sandbox, pod, f"{NODES}/ComfyUI-GGUF") == older["commit"]
+    again = converge_pods(
+        {pod["name"]: {"custom_nodes": node_pins(sandbox, **{"ComfyUI-GGUF": older})}},
+        workdir=_workdir(sandbox),
+    )[pod["address"]]
+    assert again.changed == []
+    back = converge()[pod["address"]]
+    assert not back.failed
+    assert head(sandbox, pod, f"{NODES}/ComfyUI-GGUF") == pinned(sandbox, "ComfyUI-GGUF")["commit"]
+
+
+def test_a_conflicting_node_stops_its_pod_before_installing(deployed, sandbox, capfd):
+    victim, other = sandbox["pods"][0], sandbox["pods"][1]
+    before = pod_shell(sandbox, victim, f"{VENV}/bin/pip freeze --all")
+    nodes = [*node_pins(sandbox), pinned(sandbox, CONFLICTING_NODE)]
+    results = converge_pods(
+        {victim["name"]: {"custom_nodes": nodes}, other["name"]: {}}, workdir=_workdir(sandbox)
+    )
+    assert results[victim["address"]].failed
+    assert not results[other["address"]].failed and results[other["address"]].changed == []
+    err = capfd.readouterr().err
+    assert f"{CONFLICTING_NODE} requires {CONFLICTING_REQUIREMENT}" in err
+    assert "pins torch==2.5.1" in err
+    assert pod_shell(sandbox, victim, f"{VENV}/bin/pip freeze --all") == before
+    pod_shell(sandbox, victim, f"rm -rf {NODES}/{CONFLICTING_NODE}")
+    assert converge()[victim["address"]].changed == []
+
+
+def test_a_node_with_local_changes_is_reported_and_left_alone(deployed, sandbox, caplog):
+    pod = sandbox["pods"][2]
+    path = f"{NODES}/ComfyUI-KJNodes"
+    pod_shell(sandbox, pod, f"echo '# my fix' >> {path}/__init__.py")
+    current = head(sandbox, pod, path)
+    older = pinned(sandbox, "ComfyUI-KJNodes", 0)
+    result = converge_pods(
+        {pod["name"]: {"custom_nodes": node_pins(sandbox, **{"ComfyUI-KJNodes": older})}},
+        workdir=_workdir(sandbox),
+    )[pod["address"]]
+    assert not result.failed
+    assert f"{path} has local changes (__init__.py): left alone" in caplog.text
+    assert head(sandbox, pod, path) == current
+    assert pod_shell(sandbox, pod, f"tail -1 {path}/__init__.py") == "# my fix\n"
+    pod_shell(sandbox, pod, f"git -C {path} checkout -- __init__.py")
+    assert not converge()[pod["address"]].failed
+
+
+def _workdir(sandbox):
+    from pathlib import Path
+
+    return Path(sandbox["base"])

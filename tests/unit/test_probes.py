@@ -1,0 +1,109 @@
+"""The pod-side probes on real git checkouts, a real venv and real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib import metadata
+
+from facts.files import FileDigests
+from facts.software import PodSoftware
+from podforge.probes import digests, repo_state, software, venv_distributions
+
+
+def git(path, *args):
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(path),
+    }
+    return subprocess.run(
+        ["git", "-C", str(path), *args], env=env, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def make_repo(path):
+    path.mkdir()
+    git(path, "init", "-q")
+    (path / "requirements.txt").write_text("numpy\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "one")
+    git(path, "remote", "add", "origin", "https://example.invalid/node")
+    return git(path, "rev-parse", "HEAD")
+
+
+def test_repo_state_reads_head_origin_and_tracked_changes(tmp_path):
+    head = make_repo(tmp_path / "node")
+    assert repo_state(str(tmp_path / "node")) == {
+        "git": True,
+        "head": head,
+        "url": "https://example.invalid/node",
+        "dirty": [],
+    }
+    (tmp_path / "node" / "untracked.txt").write_text("mine")  # not a local change of the node
+    assert repo_state(str(tmp_path / "node"))["dirty"] == []
+    (tmp_path / "node" / "requirements.txt").write_text("numpy>=2\n")
+    assert repo_state(str(tmp_path / "node"))["dirty"] == ["requirements.txt"]
+
+
+def test_repo_state_without_a_checkout(tmp_path):
+    assert repo_state(str(tmp_path / "absent")) is None
+    (tmp_path / "copied").mkdir()
+    assert repo_state(str(tmp_path / "copied")) == {
+        "git": False,
+        "head": None,
+        "url": None,
+        "dirty": [],
+    }
+
+
+def test_venv_distributions_match_importlib(tmp_path):
+    found = venv_distributions(sys.prefix)
+    assert found["pyinfra"] == metadata.version("pyinfra")
+    assert found["pydantic"] == metadata.version("pydantic")
+    assert venv_distributions(str(tmp_path)) is None
+
+
+def test_the_software_fact_runs_its_one_command(tmp_path):
+    head = make_repo(tmp_path / "ComfyUI")
+    stamp = tmp_path / "stack.json"
+    stamp.write_text(json.dumps({"key": "k", "lock": {}}))
+    fact = PodSoftware()
+    command = fact.command(
+        repos=[str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
+        venv=sys.prefix,
+        stamp=str(stamp),
+    )
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    result = fact.process(out.stdout.splitlines())
+    assert result["repos"][str(tmp_path / "ComfyUI")]["head"] == head
+    assert result["repos"][str(tmp_path / "none")] is None
+    assert result["venv"]["pyinfra"] == metadata.version("pyinfra")
+    assert result["stack_stamp"] == {"key": "k", "lock": {}}
+    assert result == software(
+        [str(tmp_path / "ComfyUI"), str(tmp_path / "none")], sys.prefix, str(stamp)
+    )
+
+
+def test_the_digest_fact_runs_its_one_command(tmp_path):
+    (tmp_path / "a.env").write_text("A=1\n")
+    (tmp_path / "start.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "start.sh").chmod(0o755)
+    fact = FileDigests()
+    command = fact.command(
+        patterns=[f"{tmp_path}/*.env", f"{tmp_path}/start.sh"],
+        dirs=[str(tmp_path), str(tmp_path / "no")],
+    )
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    result = fact.process(out.stdout.splitlines())
+    sha1 = subprocess.run(["sha1sum", str(tmp_path / "a.env")], capture_output=True, text=True)
+    assert result["files"][f"{tmp_path}/a.env"] == {"sha1": sha1.stdout.split()[0], "mode": "644"}
+    assert result["files"][f"{tmp_path}/start.sh"]["mode"] == "755"
+    assert result["dirs"] == {str(tmp_path): True, str(tmp_path / "no"): False}
+    assert result == digests(
+        [f"{tmp_path}/*.env", f"{tmp_path}/start.sh"], [str(tmp_path), str(tmp_path / "no")]
+    )
