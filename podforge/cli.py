@@ -107,6 +107,11 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
     check.add_argument(
         "--without-flash-attn", action="store_true", help="leave the release wheel out"
     )
+    check.add_argument(
+        "--without-torch-index",
+        action="store_true",
+        help="take the torch family from PyPI, not the profile's own index",
+    )
     check.set_defaults(run=_stack)
     install = stack_verbs.add_parser("install", help="check, then install (the deploy runs this)")
     install.add_argument("--request", required=True, help="the stack request file")

@@ -260,7 +260,11 @@ def _index_args(request: StackRequest) -> list[str]:
 
 
 def request_from_dirs(
-    profile: str, dirs: Sequence[str], python: tuple[int, int], flash_attn: bool
+    profile: str,
+    dirs: Sequence[str],
+    python: tuple[int, int],
+    flash_attn: bool = True,
+    torch_index: bool = True,
 ) -> StackRequest:
     """A request for checkouts on this machine (e.g. shared/upstream), for `stack check`."""
     from podforge.config import Settings
@@ -275,6 +279,7 @@ def request_from_dirs(
         update={
             "sources": {Path(d).name: str(Path(d) / "requirements.txt") for d in dirs},
             "flash_attn_wheel": request.flash_attn_wheel if flash_attn else None,
+            "torch_index_url": request.torch_index_url if torch_index else None,
             "commits": {},
         }
     )
@@ -286,7 +291,11 @@ def main(args: argparse.Namespace) -> int:
             request = StackRequest.model_validate_json(Path(args.request).read_text())
         else:
             request = request_from_dirs(
-                args.profile, args.dirs, args.python_version, not args.without_flash_attn
+                args.profile,
+                args.dirs,
+                args.python_version,
+                flash_attn=not args.without_flash_attn,
+                torch_index=not args.without_torch_index,
             )
         if args.stack_verb == "install":
             install(request, Path(args.stamp))
