@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,7 @@ def resolve(
 ) -> list[dict[str, Any]]:
     """pip's resolution of the request: [{name, version, url, direct}], or StackError."""
     sources = read_sources(request)
+    _say(f"stack: resolving {request.profile} with {len(sources)} requirement sources")
     problems = pin_conflicts(sources, request.pins, request.profile)
     if problems:
         raise StackError("; ".join(problems))
@@ -150,12 +152,19 @@ def _target_args(python_version: tuple[int, int] | None, tmp: str) -> list[str]:
     return args
 
 
-def _pip(argv: Sequence[str]) -> None:
-    """Run pip with its output streamed (the deploy shows it live); fail on its exit."""
-    print(f"stack: pip {' '.join(argv[:2])} ...", flush=True)
-    done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *argv])
+def _say(line: str) -> None:
+    """Progress on stderr: stdout of `stack check` is the resolved list alone."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _pip(what: str, argv: Sequence[str]) -> None:
+    """Run pip quietly (its errors still show, live); say what it does; fail on its exit."""
+    _say(f"stack: {what}")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *argv]
+    )
     if done.returncode != 0:
-        raise StackError(f"pip {argv[0]} failed (exit {done.returncode}); its output is above")
+        raise StackError(f"pip failed while {what} (exit {done.returncode}); its output is above")
 
 
 def _requirement(item: dict[str, Any]) -> str:
@@ -177,11 +186,21 @@ def build_source_wheels(request: StackRequest) -> None:
         version = next(iter(requirement.specifier)).version
         pattern = f"{requirement.name.replace('-', '_')}-{version}-*.whl"
         if glob.glob(os.path.join(request.wheelhouse, pattern)):
-            print(f"stack: {spec} is in the wheelhouse {request.wheelhouse}", flush=True)
+            _say(f"stack: {spec} is in the wheelhouse {request.wheelhouse}")
             continue
-        print(f"stack: building {spec} from source (tens of minutes, once)", flush=True)
+        _say(f"stack: building {spec} from source (tens of minutes, once)")
         os.environ.update(MMCV_WITH_OPS="1", FORCE_CUDA="1")
-        _pip(["wheel", "--no-deps", "--no-build-isolation", "-w", request.wheelhouse, spec])
+        nvcc = shutil.which("nvcc") or next(
+            iter(sorted(glob.glob("/usr/local/cuda*/bin/nvcc"))), None
+        )
+        if nvcc is None:
+            raise StackError(f"{spec} compiles CUDA code but there is no nvcc on this pod")
+        # NVIDIA's toolkit package does not put nvcc on PATH; torch's build finds CUDA_HOME.
+        os.environ.setdefault("CUDA_HOME", str(Path(nvcc).resolve().parent.parent))
+        _pip(
+            f"building {spec} into {request.wheelhouse}",
+            ["wheel", "--no-deps", "--no-build-isolation", "-w", request.wheelhouse, spec],
+        )
 
 
 def _requirement_texts(request: StackRequest) -> dict[str, str | None]:
@@ -213,22 +232,25 @@ def install(request: StackRequest, stamp: Path) -> list[SharedImport]:
     ):
         # Pins moved, requirements did not: the installed lock still answers the request.
         _write_stamp(stamp, request, inputs, previous["lock"], previous["shared_imports"])
-        print("stack: the requirement files are unchanged and installed: nothing to resolve")
+        _say("stack: the requirement files are unchanged and installed: nothing to resolve")
         return [SharedImport(**shared) for shared in previous["shared_imports"]]
     if request.build_from_source:
         # Source builds need torch in place: check what can be checked, install the pins,
         # build, then resolve the whole.
         resolve(request, with_source_builds=False)
-        _pip(["install", *request.pins, *_index_args(request)])
+        _pip(
+            "installing the profile's pins first", ["install", *request.pins, *_index_args(request)]
+        )
         build_source_wheels(request)
     resolved = resolve(request)
     decisions = shared_import_winners({item["name"]: item["version"] for item in resolved})
     for decision in decisions:
-        print(f"stack: warning: {decision.warning()}", flush=True)
+        _say(f"stack: warning: {decision.warning()}")
     with tempfile.TemporaryDirectory(prefix="podforge-stack-") as tmp:
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("\n".join(request.constraints) + "\n")
         _pip(
+            f"installing {len(resolved)} distributions exactly as resolved",
             [
                 "install",
                 "--no-deps",
@@ -236,11 +258,12 @@ def install(request: StackRequest, stamp: Path) -> list[SharedImport]:
                 str(constraints),
                 *_index_args(request),
                 *[_requirement(item) for item in resolved],
-            ]
+            ],
         )
     for decision in decisions:
         _pip(
-            ["install", "--no-deps", "--force-reinstall", f"{decision.winner}=={decision.version}"]
+            f"installing {decision.winner} last, for its `{decision.module}`",
+            ["install", "--no-deps", "--force-reinstall", f"{decision.winner}=={decision.version}"],
         )
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     if check.returncode != 0:
@@ -299,7 +322,7 @@ def main(args: argparse.Namespace) -> int:
             )
         if args.stack_verb == "install":
             install(request, Path(args.stamp))
-            print(f"stack: {request.profile} installed and pip check clean", flush=True)
+            _say(f"stack: {request.profile} installed and pip check clean")
             return 0
         resolved = resolve(request, None if args.request else args.python_version)
     except StackError as error:

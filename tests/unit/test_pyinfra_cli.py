@@ -43,3 +43,22 @@ def test_gpu_fact_from_the_cli(fake_gpu_path, tmp_path):
     facts = json.loads(text[text.index("{") : text.rindex("}") + 1])
     (device,) = facts["@local"]["devices"]
     assert (device["mig"], device["vram_mib"]) == ("1g.10gb", 9536)
+
+
+def test_dry_deploy_with_openmmlab_plans_the_source_build(fake_gpu_path, tmp_path):
+    from facts.software import PodSoftware
+
+    env = fake_gpu_path("rtx-4090") | {
+        "PODFORGE_SANDBOX_DIR": str(tmp_path / "none"),
+        "ENABLE_OPENMMLAB": "true",
+    }
+    # Without -y pyinfra lists the operations a dry run would change.
+    result = _pyinfra(env, "@local", "deploy.py", "--dry")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout + result.stderr
+    assert "Resolve, then install the torch25-cu124 environment" in text
+    # The CUDA toolkit is planned exactly when this machine has no nvcc (the same probe).
+    probe = PodSoftware().command(repos=[], venv=str(tmp_path), stamp=str(tmp_path / "s"))
+    found = subprocess.run(["sh", "-c", probe], env=env, capture_output=True, text=True)
+    has_nvcc = json.loads(found.stdout)["nvcc"] is not None
+    assert ("CUDA toolkit 12.4 (nvcc, for source builds)" in text) is not has_nvcc
