@@ -119,6 +119,30 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
     install.set_defaults(run=_stack)
 
 
+def _r2sync(args: argparse.Namespace) -> int:
+    from podforge import r2sync
+
+    return r2sync.run(args, os.environ)
+
+
+def _add_r2sync_parser(verbs: argparse._SubParsersAction) -> None:
+    sync = verbs.add_parser("r2sync", help="upload ComfyUI's outputs to R2, each exactly once")
+    sync.add_argument(
+        "--watch", action="append", default=[], metavar="DIR", help="a directory of outputs"
+    )
+    sync.add_argument("--journal", help="the sqlite journal (default: beside the first DIR)")
+    sync.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        help="seconds a file must stay unchanged to count as finished (default 10)",
+    )
+    mode = sync.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="upload what is pending, then exit")
+    mode.add_argument("--test", action="store_true", help="put/head/get/delete a probe object")
+    sync.set_defaults(run=_r2sync)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m podforge")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -133,5 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     fetch.set_defaults(run=_fetch)
     _add_stack_parser(verbs)
+    _add_r2sync_parser(verbs)
     args = parser.parse_args(argv)
+    if args.verb == "r2sync" and not args.test and not args.watch:
+        parser.error("r2sync needs at least one --watch DIR (or --test)")
     return int(args.run(args))

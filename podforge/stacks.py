@@ -121,5 +121,6 @@ POD_TOOL_REQUIREMENTS: tuple[str, ...] = (
     "pydantic==2.14.3",
     "huggingface_hub==2.4.0",
     "packaging>=23",
+    "boto3==1.44.5",  # r2sync
     "pip==26.3",  # one resolver for `podforge stack` on every pod (Debian ships 23.0)
 )

@@ -1,4 +1,4 @@
-"""python -m sandbox up|status|down|stop-pod NAME (see sandbox/control.py)."""
+"""python -m sandbox up|status|down|stop-pod NAME|start-pod NAME (see sandbox/control.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def main() -> int:
     verbs.add_parser("down", help="stop everything and remove the sandbox's files")
     kill = verbs.add_parser("stop-pod", help="kill one pod (as if it died)")
     kill.add_argument("name")
+    restart = verbs.add_parser("start-pod", help="start a stopped pod again on its own files")
+    restart.add_argument("name")
     args = parser.parse_args()
     if args.verb == "up":
         control.up(args.gpus.split(","), file_size=args.file_size, offer_xet=not args.no_xet)
@@ -32,6 +34,9 @@ def main() -> int:
     elif args.verb == "down":
         control.down()
         print("sandbox: stopped and removed")
+    elif args.verb == "start-pod":
+        control.restart_pod(args.name)
+        print(control.status())
     else:
         control.stop_one_pod(args.name)
     return 0

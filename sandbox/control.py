@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sandbox.pods import Pod, is_alive, start_pod, stop_pod, wait_for_ssh
+from sandbox.pods import Pod, is_alive, is_mounted, launch, reap, start_pod, stop_pod, wait_for_ssh
 from sandbox.repos import build_repos
 from sandbox.rootfs import ensure_rootfs
 from sandbox.wheels import build_standins
@@ -222,10 +222,25 @@ def _start_s3(base: Path, logs: Path) -> dict[str, Any]:
     argv = [rclone, "serve", "s3", "--addr", f"127.0.0.1:{port}", str(data)]
     pid = _spawn(argv, logs / "s3.log", env)
     _wait_for_port(port, pid, "the S3 server", logs / "s3.log")
+    # Clients talk to the gate, which refuses what R2 refuses (sandbox/s3gate.py).
+    gate_port = _free_port()
+    gate_argv = [
+        sys.executable,
+        "-m",
+        "sandbox.s3gate",
+        "--port",
+        str(gate_port),
+        "--upstream",
+        f"127.0.0.1:{port}",
+    ]
+    gate_pid = _spawn(gate_argv, logs / "s3gate.log")
+    _wait_for_port(gate_port, gate_pid, "the S3 gate", logs / "s3gate.log")
     return {
-        "url": f"http://127.0.0.1:{port}",
-        "port": port,
+        "url": f"http://127.0.0.1:{gate_port}",
+        "rclone_url": f"http://127.0.0.1:{port}",
+        "port": gate_port,
         "pid": pid,
+        "gate_pid": gate_pid,
         "bucket": S3_BUCKET,
         "access_key": access_key,
         "secret_key": secret_key,
@@ -307,6 +322,29 @@ def stop_one_pod(name: str, base: Path | None = None) -> None:
     os.kill(pod["pid"], signal.SIGKILL)
 
 
+def restart_pod(name: str, base: Path | None = None) -> dict[str, Any]:
+    """Start a stopped pod again on its own files (a pod reboot); wait for its SSH."""
+    base = base or default_base()
+    state = load_state(base)
+    index = next((i for i, p in enumerate(state["pods"]) if p["name"] == name), None)
+    if index is None:
+        known = ", ".join(p["name"] for p in state["pods"])
+        raise KeyError(f"no pod named {name!r}; the sandbox has {known}")
+    pod = Pod(**state["pods"][index])
+    if is_alive(pod.pid):
+        raise RuntimeError(f"{name} is running; stop it first (stop-pod)")
+    reap(pod.pid)
+    # The dead namespace's mounts go with its last process: wait until the root is free.
+    deadline = time.monotonic() + 10
+    while is_mounted(pod.root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    restarted = launch(pod, ensure_rootfs(), base / "logs")
+    state["pods"][index] = restarted.as_dict()
+    _save_state(base, state)
+    wait_for_ssh(restarted)
+    return restarted.as_dict()
+
+
 def down(base: Path | None = None) -> None:
     """Stop everything the state names, by PID, and remove the sandbox's files."""
     base = base or default_base()
@@ -319,6 +357,8 @@ def down(base: Path | None = None) -> None:
     for service in ("hub", "s3", "git"):
         if service in state:
             stop_process(state[service]["pid"])
+    if "gate_pid" in state.get("s3", {}):
+        stop_process(state["s3"]["gate_pid"])
     for sub in ("pods", "hub", "s3", "git", "standins", "logs"):
         target = base / sub
         if target.exists():

@@ -90,8 +90,14 @@ def start_pod(
         (pod_dir / sub).mkdir(parents=True)
     _prepare_upper(pod_dir / "upper", name, gpu, public_key, standins)
     PIP_CACHE.mkdir(parents=True, exist_ok=True)
-    address = f"127.0.0.{address_octet}"
-    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    pod = Pod(name, f"127.0.0.{address_octet}", SSH_PORT, gpu, 0, str(pod_dir))
+    return launch(pod, rootfs, log_dir)
+
+
+def launch(pod: Pod, rootfs: Path, log_dir: Path) -> Pod:
+    """Start (or restart, like a reboot: the pod's own files stay) the pod's namespaces."""
+    pod_dir = Path(pod.dir)
+    log = open(log_dir / f"{pod.name}.log", "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(
         [
             "unshare",
@@ -112,9 +118,9 @@ def start_pod(
             "UPPER": str(pod_dir / "upper"),
             "WORK": str(pod_dir / "work"),
             "ROOT": str(pod_dir / "root"),
-            "POD_NAME": name,
-            "ADDRESS": address,
-            "PORT": str(SSH_PORT),
+            "POD_NAME": pod.name,
+            "ADDRESS": pod.address,
+            "PORT": str(pod.port),
             "PIP_CACHE": str(PIP_CACHE),
         },
         stdout=log,
@@ -123,7 +129,7 @@ def start_pod(
         start_new_session=True,
     )
     log.close()
-    return Pod(name, address, SSH_PORT, gpu, process.pid, str(pod_dir))
+    return Pod(pod.name, pod.address, pod.port, pod.gpu, process.pid, pod.dir)
 
 
 def _prepare_upper(upper: Path, name: str, gpu: str, public_key: str, standins: Path) -> None:
@@ -177,16 +183,16 @@ def stop_pod(pod: Pod) -> None:
     """SIGKILL the launcher (the pod's PID 1 and all in it follow), wait, remove its files."""
     if is_alive(pod.pid):
         os.kill(pod.pid, signal.SIGKILL)
-    _reap(pod.pid)
+    reap(pod.pid)
     deadline = time.monotonic() + 10
     # The mount namespace goes away with its last process; only then is the dir free.
-    while _mounted(Path(pod.dir) / "root") and time.monotonic() < deadline:
+    while is_mounted(Path(pod.dir) / "root") and time.monotonic() < deadline:
         time.sleep(0.05)
     if Path(pod.dir).exists():
         shutil.rmtree(pod.dir)
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
@@ -195,7 +201,7 @@ def _reap(pid: int) -> None:
             time.sleep(0.05)
 
 
-def _mounted(path: Path) -> bool:
+def is_mounted(path: Path) -> bool:
     target = str(path)
     with open("/proc/self/mountinfo") as mounts:
         return any(line.split()[4] == target for line in mounts)

@@ -1,0 +1,759 @@
+"""`podforge r2sync`: ComfyUI's outputs to R2, every finished file exactly once.
+
+    podforge r2sync --watch /workspace/ComfyUI/output [--watch DIR ...] [--journal PATH]
+                    [--settle SECONDS] [--once | --test]
+
+Plain Python with boto3 (no pyinfra), run on the pod. A sqlite journal (WAL) records each
+file's identity (path, size, mtime, sha256), its state and, for a multipart upload, the
+upload id and every finished part's ETag, so a restart after a kill, a reboot or an outage
+uploads what is missing and nothing twice. Credentials come from the environment or a 0600
+file (R2_ENV_FILE) and are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import stat
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+MIB = 2**20
+# R2: parts of 5 MiB to 5 GiB, at most 10,000, all but the last of one size (FACTS.md).
+MIN_PART = 8 * MIB
+MAX_PARTS = 10_000
+MULTIPART_FROM = 32 * MIB
+DEFAULT_BUCKET = "runpod"
+REQUIRED = ("R2_ENDPOINT", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY")
+PROBE_PREFIX = "podforge-probe/"
+RESCAN_SECONDS = 3.0
+
+T = TypeVar("T")
+
+
+class SyncError(RuntimeError):
+    """Why a file (or the whole sync) failed; one line, never a secret."""
+
+
+class Fatal(SyncError):
+    """Retrying cannot help: credentials, the bucket, the settings."""
+
+
+@dataclass(frozen=True)
+class R2Settings:
+    endpoint: str
+    bucket: str
+    access_key_id: str = field(repr=False)
+    secret_access_key: str = field(repr=False)
+
+
+def _env_file(path: str) -> dict[str, str]:
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise Fatal(f"R2_ENV_FILE {path} cannot be read: {error.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise Fatal(
+            f"R2_ENV_FILE {path} is readable by others (mode {stat.S_IMODE(mode):04o}): "
+            f"it holds the R2 keys, so it must be 0600 (chmod 600 {path})"
+        )
+    values = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, value = line.removeprefix("export ").split("=", 1)
+        values[name.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def load_settings(environ: Mapping[str, str]) -> R2Settings:
+    """R2_* from the environment, or from the 0600 file R2_ENV_FILE names."""
+    values = _env_file(environ["R2_ENV_FILE"]) if environ.get("R2_ENV_FILE") else {}
+    values.update({name: value for name, value in environ.items() if name.startswith("R2_")})
+    missing = [name for name in REQUIRED if not values.get(name)]
+    if missing:
+        raise Fatal(f"{', '.join(missing)} not set (in the environment or R2_ENV_FILE)")
+    if not values["R2_ENDPOINT"].startswith(("https://", "http://")):
+        raise Fatal("R2_ENDPOINT is not accepted: expected an https:// URL")
+    return R2Settings(
+        endpoint=values["R2_ENDPOINT"],
+        bucket=values.get("R2_BUCKET") or DEFAULT_BUCKET,
+        access_key_id=values["R2_ACCESS_KEY_ID"],
+        secret_access_key=values["R2_SECRET_ACCESS_KEY"],
+    )
+
+
+def make_client(settings: R2Settings) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        region_name="auto",
+        config=Config(
+            # boto3 >= 1.36 sends CRC32 checksums R2 rejects (FACTS.md).
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"total_max_attempts": 1},  # retries are ours: backoff, jitter, outages
+            connect_timeout=10,
+            read_timeout=120,
+            max_pool_connections=16,
+        ),
+    )
+
+
+# -- errors: which to retry ------------------------------------------------------------------
+
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "InvalidToken",
+    "Unauthorized",
+}
+_RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "503"}
+
+
+def classify(error: BaseException, bucket: str) -> tuple[str, str]:
+    """("fatal" | "retry" | "fail", the cause in words)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if code in _CREDENTIAL_CODES or status in (401, 403):
+            return "fatal", (
+                f"R2 refused the credentials ({code or status}): check R2_ACCESS_KEY_ID and "
+                "R2_SECRET_ACCESS_KEY"
+            )
+        if code == "NoSuchBucket":
+            return "fatal", f"the bucket {bucket!r} does not exist (R2_BUCKET)"
+        if code in _RETRY_CODES or status >= 500 or status == 429:
+            return "retry", f"R2 answered {status} {code}"
+        return (
+            "fail",
+            f"R2 answered {status} {code}: {error.response.get('Error', {}).get('Message', '')}",
+        )
+    if isinstance(error, (BotoCoreError, OSError)):
+        return "retry", f"the endpoint is unreachable ({type(error).__name__})"
+    return "fail", f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class Retry:
+    """Exponential backoff with jitter; ``budget`` seconds (None: until stopped)."""
+
+    bucket: str
+    budget: float | None
+    stopping: threading.Event
+    say: Callable[[str], None]
+
+    def __call__(self, what: str, call: Callable[[], T]) -> T:
+        delay, began = 0.5, time.monotonic()
+        while True:
+            try:
+                return call()
+            except Exception as error:  # noqa: BLE001 - classified right below
+                kind, cause = classify(error, self.bucket)
+                if kind == "fatal":
+                    raise Fatal(cause) from None
+                if kind == "fail":
+                    raise SyncError(f"{what}: {cause}") from None
+                spent = time.monotonic() - began
+                if self.stopping.is_set() or (self.budget is not None and spent > self.budget):
+                    raise SyncError(f"{what}: {cause}") from None
+                self.say(f"r2sync: {what}: {cause}; retrying in {delay:.0f} s")
+                if self.stopping.wait(delay * random.uniform(0.5, 1.5)):
+                    raise SyncError(f"{what}: stopped while retrying ({cause})") from None
+                delay = min(delay * 2, 30.0)
+
+
+# -- the journal -----------------------------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    sha256 TEXT, key TEXT NOT NULL, state TEXT NOT NULL,   -- uploading | done
+    upload_id TEXT, part_size INTEGER, uploaded_at TEXT);
+CREATE TABLE IF NOT EXISTS parts (
+    path TEXT NOT NULL, number INTEGER NOT NULL, etag TEXT NOT NULL,
+    PRIMARY KEY (path, number));
+CREATE TABLE IF NOT EXISTS day_entries (
+    day TEXT NOT NULL, key TEXT NOT NULL, entry TEXT NOT NULL, listed INTEGER NOT NULL,
+    PRIMARY KEY (day, key));
+"""
+
+
+class Journal:
+    """sqlite in WAL mode; every step is committed before the next network call."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+
+    def run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def record(self, path: str) -> dict[str, Any] | None:
+        rows = self.run(
+            "SELECT size, mtime_ns, sha256, key, state, upload_id, part_size FROM files "
+            "WHERE path = ?",
+            path,
+        )
+        if not rows:
+            return None
+        names = ("size", "mtime_ns", "sha256", "key", "state", "upload_id", "part_size")
+        return dict(zip(names, rows[0], strict=True))
+
+    def start(self, path: str, size: int, mtime_ns: int, sha256: str, key: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM parts WHERE path = ?", (path,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256, key, state) "
+                "VALUES (?, ?, ?, ?, ?, 'uploading')",
+                (path, size, mtime_ns, sha256, key),
+            )
+            self._db.execute("COMMIT")
+
+    def done(self, path: str, entry: dict[str, Any]) -> None:
+        day = entry["key"].split("/")[1]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "UPDATE files SET state = 'done', upload_id = NULL, uploaded_at = ? WHERE path = ?",
+                (entry["uploaded_at"], path),
+            )
+            self._db.execute("DELETE FROM parts WHERE path = ?", (path,))
+            self._db.execute(
+                "INSERT OR REPLACE INTO day_entries (day, key, entry, listed) VALUES (?, ?, ?, 0)",
+                (day, entry["key"], json.dumps(entry, sort_keys=True)),
+            )
+            self._db.execute("COMMIT")
+
+
+# -- which files are finished ----------------------------------------------------------------
+
+
+def files_open_for_writing() -> set[str]:
+    """Paths some process holds open for writing (/proc/*/fd where readable)."""
+    writing = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+                if not target.startswith("/"):
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                    flags = next(
+                        int(line.split()[1], 8) for line in info if line.startswith("flags:")
+                    )
+            except (OSError, StopIteration, ValueError):
+                continue
+            if flags & (os.O_WRONLY | os.O_RDWR):
+                writing.add(target)
+    return writing
+
+
+@dataclass(frozen=True)
+class Candidate:
+    path: str  # absolute
+    relative: str  # to its watched dir, posix
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> str:
+        day = dt.datetime.fromtimestamp(self.mtime_ns / 1e9, tz=dt.timezone.utc).date()
+        return f"outputs/{day.isoformat()}/{self.relative}"
+
+
+def scan(watch: Sequence[Path], skip: set[str]) -> Iterator[Candidate]:
+    for root in watch:
+        for directory, _, names in os.walk(root):
+            for name in sorted(names):
+                path = os.path.join(directory, name)
+                if path in skip:
+                    continue
+                try:
+                    info = os.stat(path, follow_symlinks=False)
+                except OSError:
+                    continue  # gone since the listing
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                relative = Path(path).relative_to(root).as_posix()
+                yield Candidate(path, relative, info.st_size, info.st_mtime_ns)
+
+
+# -- uploading -------------------------------------------------------------------------------
+
+
+def part_size_for(size: int) -> int:
+    """Equal parts of whole MiB, at least MIN_PART, at most MAX_PARTS of them."""
+    needed = -(-size // MAX_PARTS)
+    return max(MIN_PART, -(-needed // MIB) * MIB)
+
+
+def _digests(path: str, size: int) -> tuple[str, str]:
+    """(sha256 hex, md5 base64) of the file, read once."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 - Content-MD5 is what S3 checks
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(4 * MIB), b""):
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), base64.b64encode(md5.digest()).decode()
+
+
+def _read_part(path: str, number: int, part_size: int) -> bytes:
+    with open(path, "rb") as file:
+        file.seek((number - 1) * part_size)
+        return file.read(part_size)
+
+
+@dataclass
+class Syncer:
+    settings: R2Settings
+    client: Any
+    journal: Journal
+    watch: list[Path]
+    settle: float
+    retry: Retry
+    stopping: threading.Event
+    journal_path: Path
+    pod: str
+    gpu: str
+    say: Callable[[str], None] = print
+    concurrency: int = 4
+
+    def _skip(self) -> set[str]:
+        base = str(self.journal_path)
+        return {base, base + "-wal", base + "-shm", base + "-journal"}
+
+    def pending(self) -> tuple[list[Candidate], int]:
+        """(finished files whose current bytes are not in the bucket, unfinished count)."""
+        writing = files_open_for_writing()
+        now_ns = time.time_ns()
+        ready, unfinished = [], 0
+        for candidate in scan(self.watch, self._skip()):
+            record = self.journal.record(candidate.path)
+            if (
+                record is not None
+                and record["state"] == "done"
+                and (record["size"], record["mtime_ns"]) == (candidate.size, candidate.mtime_ns)
+            ):
+                continue
+            settled = now_ns - candidate.mtime_ns >= self.settle * 1e9
+            if not settled or candidate.path in writing:
+                unfinished += 1
+                continue
+            ready.append(candidate)
+        return ready, unfinished
+
+    def sync(self, ready: list[Candidate]) -> dict[str, str]:
+        """Upload ``ready``; the failures, path -> cause."""
+        failures: dict[str, str] = {}
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            outcomes = {c.path: pool.submit(self.upload, c) for c in ready}
+        for path, outcome in outcomes.items():
+            error = outcome.exception()
+            if isinstance(error, Fatal):
+                raise error
+            if error is not None:
+                failures[path] = str(error)
+        self.publish_days()
+        return failures
+
+    def upload(self, candidate: Candidate) -> None:
+        if self.stopping.is_set():
+            return
+        path, key = candidate.path, candidate.key
+        record = self.journal.record(path)
+        same_file = record is not None and (record["size"], record["mtime_ns"]) == (
+            candidate.size,
+            candidate.mtime_ns,
+        )
+        if same_file and record is not None and record["state"] == "uploading":
+            sha256 = record["sha256"]
+            if self._already_there(key, candidate.size, sha256):
+                return self._finish(candidate, sha256)  # uploaded before a kill, not journaled
+        else:
+            if record is not None and record.get("upload_id"):
+                self._abort(record["key"], record["upload_id"])  # the file changed meanwhile
+            sha256, _ = _digests(path, candidate.size)
+            if os.stat(path).st_mtime_ns != candidate.mtime_ns:
+                raise SyncError("changed while being read; taken again next round")
+            self.journal.start(path, candidate.size, candidate.mtime_ns, sha256, key)
+            record = self.journal.record(path)
+        assert record is not None
+        if candidate.size < MULTIPART_FROM:
+            self._put(candidate, sha256)
+        else:
+            self._multipart(candidate, sha256, record)
+        if not self.stopping.is_set():
+            self._finish(candidate, sha256)
+
+    def _already_there(self, key: str, size: int, sha256: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        def head() -> dict[str, Any] | None:
+            try:
+                return self.client.head_object(Bucket=self.settings.bucket, Key=key)
+            except ClientError as error:
+                if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                    return None
+                raise
+
+        found = self.retry(f"HEAD {key}", head)
+        return (
+            found is not None
+            and found["ContentLength"] == size
+            and found.get("Metadata", {}).get("sha256") == sha256
+        )
+
+    def _put(self, candidate: Candidate, sha256: str) -> None:
+        _, md5 = _digests(candidate.path, candidate.size)
+
+        def put() -> Any:
+            with open(candidate.path, "rb") as body:
+                return self.client.put_object(
+                    Bucket=self.settings.bucket,
+                    Key=candidate.key,
+                    Body=body,
+                    ContentMD5=md5,  # the server checks the bytes it stored
+                    Metadata={"sha256": sha256},
+                )
+
+        self.retry(f"PUT {candidate.relative}", put)
+
+    def _multipart(self, candidate: Candidate, sha256: str, record: dict[str, Any]) -> None:
+        bucket, key = self.settings.bucket, candidate.key
+        upload_id, part_size = record["upload_id"], record["part_size"]
+        if upload_id is None:
+            part_size = part_size_for(candidate.size)
+            created = self.retry(
+                f"create multipart {candidate.relative}",
+                lambda: self.client.create_multipart_upload(
+                    Bucket=bucket, Key=key, Metadata={"sha256": sha256}
+                ),
+            )
+            upload_id = created["UploadId"]
+            self.journal.run(
+                "UPDATE files SET upload_id = ?, part_size = ? WHERE path = ?",
+                upload_id,
+                part_size,
+                candidate.path,
+            )
+        count = -(-candidate.size // part_size)
+        done = dict(
+            self.journal.run("SELECT number, etag FROM parts WHERE path = ?", candidate.path)
+        )
+        if done:
+            self.say(f"r2sync: resuming {candidate.relative}: {len(done)}/{count} parts already up")
+        for number in range(1, count + 1):
+            if number in done:
+                continue
+            if self.stopping.is_set():
+                return  # the journal keeps upload id and parts: the next start resumes
+            data = _read_part(candidate.path, number, part_size)
+            md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324
+            try:
+                answer = self.retry(
+                    f"part {number}/{count} of {candidate.relative}",
+                    lambda data=data, number=number, md5=md5: self.client.upload_part(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=data,
+                        ContentMD5=md5,
+                    ),
+                )
+            except SyncError:
+                if self._upload_gone(bucket, key, upload_id):
+                    self.journal.start(
+                        candidate.path, candidate.size, candidate.mtime_ns, sha256, key
+                    )
+                raise
+            done[number] = answer["ETag"]
+            self.journal.run(
+                "INSERT OR REPLACE INTO parts (path, number, etag) VALUES (?, ?, ?)",
+                candidate.path,
+                number,
+                answer["ETag"],
+            )
+        parts = [{"PartNumber": n, "ETag": done[n]} for n in sorted(done)]
+        self.retry(
+            f"complete {candidate.relative}",
+            lambda: self.client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            ),
+        )
+
+    def _upload_gone(self, bucket: str, key: str, upload_id: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)
+        except ClientError as error:
+            return error.response.get("Error", {}).get("Code") == "NoSuchUpload"
+        except Exception:  # noqa: BLE001 - unreachable: keep the upload for next time
+            return False
+        return False
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        self.retry(
+            f"abort {key}",
+            lambda: self.client.abort_multipart_upload(
+                Bucket=self.settings.bucket, Key=key, UploadId=upload_id
+            ),
+        )
+
+    def _finish(self, candidate: Candidate, sha256: str) -> None:
+        entry = {
+            "key": candidate.key,
+            "size": candidate.size,
+            "sha256": sha256,
+            "pod": self.pod,
+            "gpu": self.gpu,
+            "uploaded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.journal.done(candidate.path, entry)
+        self.say(f"uploaded {candidate.key} ({candidate.size} bytes)")
+
+    def publish_days(self) -> None:
+        """Rewrite each day's metadata.json with this pod's new entries merged in, then read
+        it back: an entry is marked listed only once the bucket's copy shows it."""
+        days = [
+            row[0]
+            for row in self.journal.run("SELECT DISTINCT day FROM day_entries WHERE listed = 0")
+        ]
+        for day in days:
+            key = f"outputs/{day}/metadata.json"
+            ours = {
+                row[0]: json.loads(row[1])
+                for row in self.journal.run("SELECT key, entry FROM day_entries WHERE day = ?", day)
+            }
+            listed = self._read_day(key)
+            merged = {entry["key"]: entry for entry in listed}
+            merged.update(ours)
+            body = json.dumps({"objects": [merged[k] for k in sorted(merged)]}, indent=2).encode()
+            self.retry(
+                f"PUT {key}",
+                lambda key=key, body=body: self.client.put_object(
+                    Bucket=self.settings.bucket, Key=key, Body=body, ContentType="application/json"
+                ),
+            )
+            present = {entry["key"] for entry in self._read_day(key)}
+            for object_key in ours:
+                if object_key in present:
+                    self.journal.run(
+                        "UPDATE day_entries SET listed = 1 WHERE day = ? AND key = ?",
+                        day,
+                        object_key,
+                    )
+
+    def _read_day(self, key: str) -> list[dict[str, Any]]:
+        from botocore.exceptions import ClientError
+
+        def get() -> list[dict[str, Any]]:
+            try:
+                answer = self.client.get_object(Bucket=self.settings.bucket, Key=key)
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return []
+                raise
+            return list(json.loads(answer["Body"].read()).get("objects", []))
+
+        return self.retry(f"GET {key}", get)
+
+
+# -- the probe (--test) ----------------------------------------------------------------------
+
+
+def round_trip(settings: R2Settings, client: Any, retry: Retry) -> None:
+    """put, head, get, delete of a probe object; SyncError/Fatal with the cause in words."""
+    key = f"{PROBE_PREFIX}{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    body = b"podforge r2sync probe\n"
+    retry("put the probe", lambda: client.put_object(Bucket=settings.bucket, Key=key, Body=body))
+    head = retry("head the probe", lambda: client.head_object(Bucket=settings.bucket, Key=key))
+    got = retry(
+        "get the probe", lambda: client.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
+    )
+    retry("delete the probe", lambda: client.delete_object(Bucket=settings.bucket, Key=key))
+    if head["ContentLength"] != len(body) or got != body:
+        raise SyncError("the probe came back different from what was put")
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def _gpu_name() -> str:
+    """The first GPU's name, as podforge's GPU probe reads it; "none" without one."""
+    import subprocess
+
+    from podforge.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
+
+    probe = subprocess.run(["sh", "-c", PROBE_COMMAND], capture_output=True, text=True)
+    try:
+        devices = parse_probe(probe.stdout.splitlines()).devices
+    except GpuProbeError:
+        return "unknown"
+    return devices[0].name if devices else "none"
+
+
+class Wakeup:
+    """inotify on the watched trees where the kernel offers it; else only the rescan timer."""
+
+    def __init__(self, roots: Sequence[Path]) -> None:
+        import ctypes
+        import ctypes.util
+
+        self.fd: int | None = None
+        libc_name = ctypes.util.find_library("c")
+        if not libc_name:
+            return
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            return
+        mask = 0x8 | 0x80 | 0x100 | 0x2  # CLOSE_WRITE | MOVED_TO | CREATE | MODIFY
+        for root in roots:
+            for directory, _, _ in os.walk(root):
+                libc.inotify_add_watch(fd, directory.encode(), mask)
+        self.fd = fd
+        self._libc, self._mask = libc, mask
+
+    def wait(self, seconds: float) -> None:
+        import select
+
+        if self.fd is None:
+            time.sleep(seconds)
+            return
+        ready, _, _ = select.select([self.fd], [], [], seconds)
+        if ready:
+            try:
+                os.read(self.fd, 65536)  # the events only wake us: the rescan decides
+            except BlockingIOError:
+                pass
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    try:
+        settings = load_settings(environ)
+    except Fatal as error:
+        print(f"podforge r2sync: {error}", file=sys.stderr)
+        return 2
+    client = make_client(settings)
+    # The daemon rides out outages; --once and --test answer within a bounded time.
+    budget = 10.0 if args.test else 30.0 if args.once else None
+    retry = Retry(
+        settings.bucket, budget, stopping, lambda line: print(line, file=sys.stderr, flush=True)
+    )
+    if args.test:
+        try:
+            round_trip(settings, client, retry)
+        except SyncError as error:
+            print(f"podforge r2sync --test: FAILED: {error}", file=sys.stderr)
+            return 1
+        print(
+            f"r2sync --test: put, head, get and delete work "
+            f"on {settings.endpoint}, bucket {settings.bucket}"
+        )
+        return 0
+    watch = [Path(directory).resolve() for directory in args.watch]
+    for directory in watch:
+        directory.mkdir(parents=True, exist_ok=True)
+    journal_path = (
+        Path(args.journal) if args.journal else watch[0].parent / ".podforge-r2sync.sqlite"
+    )
+    syncer = Syncer(
+        settings=settings,
+        client=client,
+        journal=Journal(journal_path),
+        watch=watch,
+        settle=args.settle,
+        retry=retry,
+        stopping=stopping,
+        journal_path=journal_path.resolve(),
+        pod=environ.get("RUNPOD_POD_ID") or socket.gethostname(),
+        gpu=_gpu_name(),
+        say=_say,
+    )
+    try:
+        if args.once:
+            return _once(syncer)
+        return _daemon(syncer, stopping)
+    except Fatal as error:
+        print(f"podforge r2sync: {error}", file=sys.stderr)
+        return 2
+
+
+def _once(syncer: Syncer) -> int:
+    ready, unfinished = syncer.pending()
+    failures = syncer.sync(ready)
+    for path, cause in sorted(failures.items()):
+        print(f"podforge r2sync: FAILED {path}: {cause}", file=sys.stderr)
+    print(
+        f"r2sync: {len(ready) - len(failures)} uploaded, {len(failures)} failed, "
+        f"{unfinished} not finished yet (left for later)"
+    )
+    return 1 if failures else 0
+
+
+def _daemon(syncer: Syncer, stopping: threading.Event) -> int:
+    wakeup = Wakeup(syncer.watch)
+    how = "inotify" if wakeup.fd is not None else f"a rescan every {RESCAN_SECONDS:.0f} s"
+    _say(
+        f"r2sync: watching {', '.join(map(str, syncer.watch))} ({how}) -> {syncer.settings.bucket}"
+    )
+    while not stopping.is_set():
+        ready, unfinished = syncer.pending()
+        if ready:
+            for path, cause in sorted(syncer.sync(ready).items()):
+                print(
+                    f"podforge r2sync: FAILED {path}: {cause} (retried next round)", file=sys.stderr
+                )
+        # Unfinished files settle by time alone: look again within the settle period.
+        wait = min(RESCAN_SECONDS, syncer.settle) if unfinished else RESCAN_SECONDS
+        wakeup.wait(wait)
+    _say("r2sync: stopped (SIGTERM); unfinished uploads resume at the next start")
+    return 0

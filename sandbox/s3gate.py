@@ -1,0 +1,166 @@
+"""A gate in front of `rclone serve s3` that enforces what R2 enforces and rclone does not.
+
+rclone accepts multipart parts of any size (FACTS.md), so an upload that R2 would refuse
+passes against it. The gate refuses CompleteMultipartUpload when a non-final part is under
+5 MiB or the non-final parts differ in size, as R2 does. It also counts the body bytes the
+server received per object (tests prove a resumed upload re-sends nothing) and can play an
+outage: connections closed unanswered, as when the endpoint is down.
+
+    python -m sandbox.s3gate --port 9000 --upstream 127.0.0.1:9001
+
+Control (bucket names cannot start with "_"): GET /_gate/stats, POST /_gate/stats/clear,
+POST /_gate/outage {"down": true}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+MIN_PART = 5 * 2**20
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-connection"}
+
+
+class Gate:
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.down = False
+        self.parts: dict[str, dict[int, int]] = {}  # upload id -> part number -> size
+        self.bytes_in: dict[str, int] = {}  # object key -> body bytes received
+        self.refused: list[str] = []
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {"bytes_in": dict(self.bytes_in), "refused": list(self.refused)}
+
+    def clear(self) -> None:
+        with self.lock:
+            self.bytes_in.clear()
+            self.refused.clear()
+
+    def record_part(self, upload_id: str, number: int, size: int) -> None:
+        with self.lock:
+            self.parts.setdefault(upload_id, {})[number] = size
+
+    def count(self, key: str, size: int) -> None:
+        with self.lock:
+            self.bytes_in[key] = self.bytes_in.get(key, 0) + size
+
+    def r2_refusal(self, upload_id: str, body: bytes) -> str | None:
+        """R2's answer to a CompleteMultipartUpload with parts R2 would not accept."""
+        numbers = sorted(int(n) for n in re.findall(rb"<PartNumber>(\d+)</PartNumber>", body))
+        with self.lock:
+            sizes = self.parts.get(upload_id, {})
+            known = [sizes[n] for n in numbers if n in sizes]
+        if len(known) != len(numbers) or len(numbers) < 2:
+            return None
+        leading = known[:-1]
+        if min(leading) < MIN_PART:
+            return "EntityTooSmall: Your proposed upload is smaller than the minimum allowed size"
+        if len(set(leading)) > 1:
+            return "InvalidPart: All non-trailing parts must have the same length."
+        return None
+
+
+class Handler(BaseHTTPRequestHandler):
+    gate: Gate
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _reply(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _control(self) -> bool:
+        path = urlsplit(self.path).path
+        if not path.startswith("/_gate/"):
+            return False
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if path == "/_gate/stats":
+            self._reply(200, json.dumps(self.gate.stats()).encode())
+        elif path == "/_gate/stats/clear":
+            self.gate.clear()
+            self._reply(200, b"{}")
+        elif path == "/_gate/outage":
+            self.gate.down = bool(json.loads(body or b"{}").get("down"))
+            self._reply(200, b"{}")
+        else:
+            self._reply(404, b"{}")
+        return True
+
+    def _proxy(self) -> None:
+        if self._control():
+            return
+        length = self.headers.get("Content-Length")
+        if length is None and self.command in ("PUT", "POST"):
+            self._reply(411, b"Content-Length required", "text/plain")
+            return
+        body = self.rfile.read(int(length)) if length else b""
+        if self.gate.down:
+            self.close_connection = True  # as an endpoint that is down: no answer at all
+            return
+        url = urlsplit(self.path)
+        query = parse_qs(url.query, keep_blank_values=True)
+        key = url.path.lstrip("/")
+        if self.command == "PUT":
+            self.gate.count(key, len(body))
+            if "partNumber" in query and "uploadId" in query:
+                self.gate.record_part(query["uploadId"][0], int(query["partNumber"][0]), len(body))
+        if self.command == "POST" and "uploadId" in query:
+            refusal = self.gate.r2_refusal(query["uploadId"][0], body)
+            if refusal is not None:
+                code, message = refusal.split(": ", 1)
+                with self.gate.lock:
+                    self.gate.refused.append(f"{key}: {code}")
+                xml = (
+                    f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                    f"<Message>{message}</Message></Error>"
+                ).encode()
+                self._reply(400, xml, "application/xml")
+                return
+        upstream = http.client.HTTPConnection(self.gate.upstream, timeout=300)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        answer = upstream.getresponse()
+        data = answer.read()
+        self.send_response(answer.status, answer.reason)
+        for name, value in answer.getheaders():
+            if name.lower() not in HOP_BY_HOP and name.lower() != "content-length":
+                self.send_header(name, value)
+        # A HEAD answer keeps the object's length; its body is empty.
+        length_header = answer.getheader("Content-Length")
+        self.send_header(
+            "Content-Length", length_header if self.command == "HEAD" else str(len(data))
+        )
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _proxy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.s3gate")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True, help="host:port of rclone serve s3")
+    args = parser.parse_args()
+    Handler.gate = Gate(args.upstream)
+    ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
