@@ -159,7 +159,7 @@ def up(
             base, logs, file_size, sizes or {}, hub_token, gated or [], offer_xet
         )
         _save_state(base, state)
-        state["s3"] = _start_s3(base, logs)
+        state["s3"] = start_s3(base, logs)
         _save_state(base, state)
         state["git"] = _start_git(base, logs)
         _save_state(base, state)
@@ -208,7 +208,7 @@ def start_hub(
     return {"url": f"http://127.0.0.1:{port}", "port": port, "pid": pid, "gated": gated}
 
 
-def _start_s3(base: Path, logs: Path) -> dict[str, Any]:
+def start_s3(base: Path, logs: Path) -> dict[str, Any]:
     port = _free_port()
     data = base / "s3"
     (data / S3_BUCKET).mkdir(parents=True, exist_ok=True)

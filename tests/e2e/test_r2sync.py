@@ -1,0 +1,330 @@
+"""`podforge r2sync` against a real S3 server (rclone) behind the gate that enforces R2's rules.
+
+Kills, restarts, outages and growing files; every finished output in the bucket exactly once
+with the right bytes; the bytes the server received counted by the gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+pytestmark = pytest.mark.e2e
+
+MIB = 2**20
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from sandbox import control
+
+    base = tmp_path_factory.mktemp("s3")
+    (base / "logs").mkdir()
+    server = control.start_s3(base, base / "logs")
+    try:
+        yield server
+    finally:
+        control.stop_process(server["gate_pid"])
+        control.stop_process(server["pid"])
+
+
+def client(s3: dict[str, Any], secret: str | None = None) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=secret or s3["secret_key"],
+        region_name="auto",
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def gate(s3: dict[str, Any], path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(s3["url"] + path, data=data, method="POST" if data else "GET")
+    return json.load(urllib.request.urlopen(request))
+
+
+def env(s3: dict[str, Any], **extra: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "R2_ENDPOINT": s3["url"],
+        "R2_BUCKET": s3["bucket"],
+        "R2_ACCESS_KEY_ID": s3["access_key"],
+        "R2_SECRET_ACCESS_KEY": s3["secret_key"],
+        **extra,
+    }
+
+
+def r2sync(s3: dict[str, Any], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "podforge", "r2sync", *args],
+        env=env(s3, **extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def daemon(s3: dict[str, Any], watch: Path, journal: Path, settle: str = "0.5") -> Any:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "podforge",
+            "r2sync",
+            "--watch",
+            str(watch),
+            "--journal",
+            str(journal),
+            "--settle",
+            settle,
+        ],
+        env=env(s3),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def write(path: Path, size: int, seed: int) -> str:
+    """A file of pseudo-random bytes with an mtime in the past (finished); its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = hashlib.sha256(str(seed).encode()).digest() * (MIB // 32)
+    data = (block * (size // len(block) + 1))[:size]
+    path.write_bytes(data)
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    return hashlib.sha256(data).hexdigest()
+
+
+def stored(s3: dict[str, Any], key: str) -> str | None:
+    try:
+        body = client(s3).get_object(Bucket=s3["bucket"], Key=key)["Body"].read()
+    except ClientError:
+        return None
+    return hashlib.sha256(body).hexdigest()
+
+
+def key_for(path: Path, watch: Path) -> str:
+    day = time.strftime("%Y-%m-%d", time.gmtime(path.stat().st_mtime))
+    return f"outputs/{day}/{path.relative_to(watch).as_posix()}"
+
+
+def wait_for(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
+def test_the_gate_refuses_parts_r2_would_refuse(s3):
+    s = client(s3)
+    for sizes, code in (
+        ([1 * MIB, 1 * MIB], "EntityTooSmall"),
+        ([6 * MIB, 7 * MIB, MIB], "InvalidPart"),
+    ):
+        key = f"gate/{code}"
+        upload = s.create_multipart_upload(Bucket=s3["bucket"], Key=key)["UploadId"]
+        parts = []
+        for number, size in enumerate(sizes, start=1):
+            answer = s.upload_part(
+                Bucket=s3["bucket"], Key=key, UploadId=upload, PartNumber=number, Body=b"x" * size
+            )
+            parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+        with pytest.raises(ClientError) as refused:
+            s.complete_multipart_upload(
+                Bucket=s3["bucket"], Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+            )
+        assert refused.value.response["Error"]["Code"] == code
+
+
+def test_outputs_around_a_kill_arrive_exactly_once(s3, tmp_path):
+    watch, journal = tmp_path / "output", tmp_path / "journal.sqlite"
+    sums = {f"before-{i}.png": write(watch / f"before-{i}.png", 200_000 + i, i) for i in range(5)}
+    first = daemon(s3, watch, journal)
+    wait_for(lambda: all(stored(s3, key_for(watch / n, watch)) for n in sums))
+    sums |= {
+        f"during-{i}.mp4": write(watch / f"during-{i}.mp4", 3 * MIB + i, 10 + i) for i in range(3)
+    }
+    time.sleep(0.3)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    sums |= {
+        f"after/{i}.png": write(watch / "after" / f"{i}.png", 100_000 + i, 20 + i) for i in range(3)
+    }
+    second = daemon(s3, watch, journal)
+    try:
+        wait_for(
+            lambda: all(stored(s3, key_for(watch / n, watch)) == sha for n, sha in sums.items())
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0  # SIGTERM: a clean stop
+    day = key_for(watch / "before-0.png", watch).split("/")[1]
+    listed = json.loads(
+        client(s3)
+        .get_object(Bucket=s3["bucket"], Key=f"outputs/{day}/metadata.json")["Body"]
+        .read()
+    )["objects"]
+    keys = [entry["key"] for entry in listed if entry["key"].startswith(f"outputs/{day}/")]
+    ours = [key_for(watch / name, watch) for name in sums]
+    assert sorted(k for k in keys if k in ours) == sorted(ours)  # each listed once
+    by_key = {entry["key"]: entry for entry in listed}
+    for name, sha in sums.items():
+        assert by_key[key_for(watch / name, watch)]["sha256"] == sha
+
+
+def test_a_killed_multipart_upload_resumes_without_resending(s3, tmp_path):
+    watch, journal = tmp_path / "output", tmp_path / "journal.sqlite"
+    size = 200 * MIB
+    sha = write(watch / "video.mp4", size, 7)
+    key = key_for(watch / "video.mp4", watch)
+    gate(s3, "/_gate/stats/clear", {})
+    gate(s3, "/_gate/outage", {"down": False})
+    first = daemon(s3, watch, journal)
+    counted = f"{s3['bucket']}/{key}"
+    wait_for(lambda: gate(s3, "/_gate/stats")["bytes_in"].get(counted, 0) >= size // 2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = gate(s3, "/_gate/stats")["bytes_in"][counted]
+    assert before < size
+    done = r2sync(s3, "--watch", str(watch), "--journal", str(journal), "--once")
+    assert done.returncode == 0, done.stderr
+    assert "resuming video.mp4" in done.stdout
+    assert stored(s3, key) == sha
+    after = gate(s3, "/_gate/stats")["bytes_in"][counted]
+    part = 8 * MIB
+    # What the resumed run sent: the rest, plus at most the part in flight at the kill.
+    assert after - before <= size - before + part
+    assert after <= size + part
+    assert gate(s3, "/_gate/stats")["refused"] == []
+
+
+def test_an_outage_loses_nothing_and_catches_up(s3, tmp_path):
+    watch, journal = tmp_path / "output", tmp_path / "journal.sqlite"
+    sums = {f"{i}.png": write(watch / f"{i}.png", 50_000 + i, 30 + i) for i in range(3)}
+    running = daemon(s3, watch, journal)
+    try:
+        wait_for(lambda: all(stored(s3, key_for(watch / n, watch)) for n in sums))
+        gate(s3, "/_gate/outage", {"down": True})
+        sums |= {
+            f"late-{i}.png": write(watch / f"late-{i}.png", 60_000 + i, 40 + i) for i in range(3)
+        }
+        time.sleep(4)  # the daemon meets the outage and backs off
+        gate(s3, "/_gate/outage", {"down": False})
+        wait_for(
+            lambda: all(stored(s3, key_for(watch / n, watch)) == sha for n, sha in sums.items()),
+            timeout=90,
+        )
+    finally:
+        gate(s3, "/_gate/outage", {"down": False})
+        running.send_signal(signal.SIGTERM)
+        output = running.communicate(timeout=30)[0]
+    assert "unreachable" in output and "retrying" in output
+
+
+def test_a_file_still_being_written_is_not_uploaded_half(s3, tmp_path):
+    watch, journal = tmp_path / "output", tmp_path / "journal.sqlite"
+    growing = watch / "render.mp4"
+    watch.mkdir(parents=True)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "with open(sys.argv[1], 'wb') as f:\n"
+            "    for _ in range(30):\n"
+            "        f.write(b'x' * 65536); f.flush(); time.sleep(0.1)\n",
+            str(growing),
+        ]
+    )
+    try:
+        wait_for(lambda: growing.exists() and growing.stat().st_size > 0)
+        os.utime(growing, (time.time() - 60, time.time() - 60))  # looks settled; still open
+        early = r2sync(
+            s3, "--watch", str(watch), "--journal", str(journal), "--once", "--settle", "0.5"
+        )
+        assert early.returncode == 0, early.stderr
+        assert early.stdout.splitlines()[-1].endswith("1 not finished yet (left for later)")
+        assert stored(s3, key_for(growing, watch)) is None
+    finally:
+        writer.wait(timeout=30)
+    time.sleep(0.6)
+    late = r2sync(s3, "--watch", str(watch), "--journal", str(journal), "--once", "--settle", "0.5")
+    assert late.returncode == 0, late.stderr
+    data = growing.read_bytes()
+    assert len(data) == 30 * 65536
+    assert stored(s3, key_for(growing, watch)) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_changed_file_is_uploaded_again_under_its_key(s3, tmp_path):
+    watch, journal = tmp_path / "output", tmp_path / "journal.sqlite"
+    first = write(watch / "edit.png", 10_000, 1)
+    key = key_for(watch / "edit.png", watch)
+    assert r2sync(s3, "--watch", str(watch), "--journal", str(journal), "--once").returncode == 0
+    assert stored(s3, key) == first
+    second = write(watch / "edit.png", 12_000, 2)
+    done = r2sync(s3, "--watch", str(watch), "--journal", str(journal), "--once")
+    assert done.returncode == 0 and f"uploaded {key}" in done.stdout
+    assert stored(s3, key) == second
+    again = r2sync(s3, "--watch", str(watch), "--journal", str(journal), "--once")
+    assert "0 uploaded" in again.stdout
+
+
+def test_wrong_credentials_fail_in_words_without_the_secret(s3, tmp_path):
+    secret = "wrong-secret-e2e-value"
+    watch = tmp_path / "output"
+    write(watch / "a.png", 1000, 3)
+    env_file = tmp_path / "r2.env"
+    env_file.write_text(
+        f"R2_ENDPOINT={s3['url']}\nR2_BUCKET={s3['bucket']}\n"
+        f"R2_ACCESS_KEY_ID={s3['access_key']}\nR2_SECRET_ACCESS_KEY={secret}\n"
+    )
+    env_file.chmod(0o600)
+    base = {"PATH": os.environ["PATH"], "R2_ENV_FILE": str(env_file)}
+    for args in (["--test"], ["--watch", str(watch), "--once"]):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "podforge", "r2sync", *args],
+            env=base,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        argv = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        out, err = process.communicate(timeout=60)
+        assert process.returncode != 0
+        assert "R2 refused the credentials" in err
+        assert secret not in out + err and secret.encode() not in argv
+    env_file.chmod(0o644)
+    refused = subprocess.run(
+        [sys.executable, "-m", "podforge", "r2sync", "--test"],
+        env=base,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode != 0 and "must be 0600" in refused.stderr
+    assert secret not in refused.stdout + refused.stderr
+    # Nothing the sync wrote (journal beside the outputs) is world-readable with the key in it.
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path != env_file:
+            assert secret.encode() not in path.read_bytes()
