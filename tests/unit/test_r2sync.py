@@ -1,0 +1,91 @@
+"""r2sync's pure parts: settings, part sizes, error classes, keys."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from podforge.r2sync import (
+    MAX_PARTS,
+    MIB,
+    MIN_PART,
+    Candidate,
+    Fatal,
+    classify,
+    load_settings,
+    part_size_for,
+)
+
+ENV = {
+    "R2_ENDPOINT": "https://acct.r2.cloudflarestorage.com",
+    "R2_ACCESS_KEY_ID": "id",
+    "R2_SECRET_ACCESS_KEY": "s3cr3t",
+}
+
+
+def test_settings_from_the_environment_with_the_seeds_names():
+    settings = load_settings(ENV)
+    assert (settings.endpoint, settings.bucket) == (ENV["R2_ENDPOINT"], "runpod")
+    assert "s3cr3t" not in repr(settings)
+
+
+def test_missing_settings_are_named():
+    with pytest.raises(Fatal, match="R2_ENDPOINT, R2_SECRET_ACCESS_KEY not set"):
+        load_settings({"R2_ACCESS_KEY_ID": "id"})
+
+
+def test_an_env_file_must_be_private(tmp_path):
+    env_file = tmp_path / "r2.env"
+    env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in ENV.items()) + "R2_BUCKET=b\n")
+    os.chmod(env_file, 0o640)
+    with pytest.raises(Fatal, match="mode 0640.*chmod 600"):
+        load_settings({"R2_ENV_FILE": str(env_file)})
+    os.chmod(env_file, 0o600)
+    settings = load_settings({"R2_ENV_FILE": str(env_file)})
+    assert (settings.secret_access_key, settings.bucket) == ("s3cr3t", "b")
+
+
+@pytest.mark.parametrize(
+    ("size", "part"),
+    [
+        (40 * MIB, MIN_PART),
+        (80 * 10**9, 8 * MIB),  # 80 GB: 9,537 parts of 8 MiB
+        (200 * 10**9, 20 * MIB),  # beyond 10,000 parts of 8 MiB: whole MiB, fewer parts
+    ],
+)
+def test_parts_are_equal_whole_mib_and_at_most_ten_thousand(size, part):
+    assert part_size_for(size) == part
+    assert -(-size // part) <= MAX_PARTS and part % MIB == 0 and part >= 5 * MIB
+
+
+def _client_error(status: int, code: str) -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "PutObject",
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "words"),
+    [
+        (_client_error(403, "SignatureDoesNotMatch"), "fatal", "refused the credentials"),
+        (_client_error(403, "InvalidAccessKeyId"), "fatal", "R2_ACCESS_KEY_ID"),
+        (_client_error(404, "NoSuchBucket"), "fatal", "bucket 'b' does not exist"),
+        (_client_error(503, "SlowDown"), "retry", "503 SlowDown"),
+        (_client_error(500, "InternalError"), "retry", "500"),
+        (_client_error(429, "TooManyRequests"), "retry", "429"),
+        (EndpointConnectionError(endpoint_url="https://x"), "retry", "unreachable"),
+        (_client_error(400, "BadDigest"), "fail", "400 BadDigest"),
+    ],
+)
+def test_errors_are_classified(error, kind, words):
+    got_kind, cause = classify(error, "b")
+    assert got_kind == kind and words in cause
+
+
+def test_keys_are_dated_by_mtime_in_utc():
+    # 2026-11-21 23:30 UTC, whatever the local time zone says.
+    candidate = Candidate("/o/a/b.png", "a/b.png", 1, 1_795_303_800 * 10**9)
+    assert candidate.key == "outputs/2026-11-21/a/b.png"
