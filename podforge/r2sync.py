@@ -392,7 +392,7 @@ class Syncer:
                 raise error
             if error is not None:
                 failures[path] = str(error)
-        self.publish_days()
+        failures.update(self.publish_days())
         return failures
 
     def upload(self, candidate: Candidate) -> None:
@@ -552,37 +552,48 @@ class Syncer:
         self.journal.done(candidate.path, entry)
         self.say(f"uploaded {candidate.key} ({candidate.size} bytes)")
 
-    def publish_days(self) -> None:
+    def publish_days(self) -> dict[str, str]:
         """Rewrite each day's metadata.json with this pod's new entries merged in, then read
-        it back: an entry is marked listed only once the bucket's copy shows it."""
+        it back: an entry is marked listed only once the bucket's copy shows it. Returns the
+        days that failed (their entries stay unlisted and are tried again next round)."""
+        failures: dict[str, str] = {}
         days = [
             row[0]
             for row in self.journal.run("SELECT DISTINCT day FROM day_entries WHERE listed = 0")
         ]
         for day in days:
             key = f"outputs/{day}/metadata.json"
-            ours = {
-                row[0]: json.loads(row[1])
-                for row in self.journal.run("SELECT key, entry FROM day_entries WHERE day = ?", day)
-            }
-            listed = self._read_day(key)
-            merged = {entry["key"]: entry for entry in listed}
-            merged.update(ours)
-            body = json.dumps({"objects": [merged[k] for k in sorted(merged)]}, indent=2).encode()
-            self.retry(
-                f"PUT {key}",
-                lambda key=key, body=body: self.client.put_object(
-                    Bucket=self.settings.bucket, Key=key, Body=body, ContentType="application/json"
-                ),
-            )
-            present = {entry["key"] for entry in self._read_day(key)}
-            for object_key in ours:
-                if object_key in present:
-                    self.journal.run(
-                        "UPDATE day_entries SET listed = 1 WHERE day = ? AND key = ?",
-                        day,
-                        object_key,
-                    )
+            try:
+                self._publish_day(day, key)
+            except Fatal:
+                raise
+            except SyncError as error:
+                failures[key] = str(error)
+        return failures
+
+    def _publish_day(self, day: str, key: str) -> None:
+        ours = {
+            row[0]: json.loads(row[1])
+            for row in self.journal.run("SELECT key, entry FROM day_entries WHERE day = ?", day)
+        }
+        listed = self._read_day(key)
+        merged = {entry["key"]: entry for entry in listed}
+        merged.update(ours)
+        body = json.dumps({"objects": [merged[k] for k in sorted(merged)]}, indent=2).encode()
+        self.retry(
+            f"PUT {key}",
+            lambda key=key, body=body: self.client.put_object(
+                Bucket=self.settings.bucket, Key=key, Body=body, ContentType="application/json"
+            ),
+        )
+        present = {entry["key"] for entry in self._read_day(key)}
+        for object_key in ours:
+            if object_key in present:
+                self.journal.run(
+                    "UPDATE day_entries SET listed = 1 WHERE day = ? AND key = ?",
+                    day,
+                    object_key,
+                )
 
     def _read_day(self, key: str) -> list[dict[str, Any]]:
         from botocore.exceptions import ClientError
