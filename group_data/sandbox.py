@@ -11,6 +11,8 @@ if state_path().exists():
     hf_endpoint = _state["hub"]["url"]
     r2_endpoint = _state["s3"]["url"]
     r2_bucket = _state["s3"]["bucket"]
+    r2_access_key_id = _state["s3"]["access_key"]
+    r2_secret_access_key = _state["s3"]["secret_key"]
     # The same repositories as the defaults, served locally at the sandbox's own commits.
     _repos = _state["git"]["repos"]
 
@@ -22,6 +24,8 @@ if state_path().exists():
 
 # flash-attn's release wheel, from a file:// mirror holding a stand-in (no GitHub here).
 flash_attn_mirror = f"file://{POD_RELEASES}"
+# Outputs to the sandbox S3 (behind its R2-rules gate).
+enable_r2_sync = True
 # Features whose files depend on the GPU, so the two demo pods get different plans.
 enable_wan22 = True
 enable_dwpose = True

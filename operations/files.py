@@ -14,6 +14,17 @@ from pyinfra.api import operation
 from pyinfra.api.command import FileUploadCommand, StringCommand
 
 
+def is_current(digests: dict[str, Any], dest: str, text: str | bytes, mode: str = "644") -> bool:
+    """Whether the FileDigests fact shows ``dest`` with exactly this content and mode."""
+    data = text.encode() if isinstance(text, str) else text
+    present = digests["files"].get(dest)
+    return (
+        present is not None
+        and present["sha1"] == hashlib.sha1(data).hexdigest()
+        and present["mode"] == mode
+    )
+
+
 @operation()
 def content(
     dest: str, text: str | bytes, digests: dict[str, Any], mode: str = "644"
@@ -29,9 +40,7 @@ def content(
                 text=plan_json, digests=digests)
     """
     data = text.encode() if isinstance(text, str) else text
-    present = digests["files"].get(dest)
-    wanted = hashlib.sha1(data).hexdigest()
-    if present is not None and present["sha1"] == wanted and present["mode"] == mode:
+    if is_current(digests, dest, data, mode):
         host.noop(f"{dest} is up to date")
         return
     yield StringCommand("mkdir", "-p", posixpath.dirname(dest))
@@ -42,16 +51,28 @@ def content(
 
 
 @operation()
-def directories(paths: Iterable[str], digests: dict[str, Any]) -> Generator[str, None, None]:
+def directories(
+    paths: Iterable[str], digests: dict[str, Any], modes: dict[str, str] | None = None
+) -> Generator[str, None, None]:
     """
-    Create the directories that do not exist yet, in one command.
+    Create the directories that do not exist yet, in one command; set the given modes.
+
+    + modes: path -> mode for directories that must have one (a secrets dir: "700")
 
     .. code:: python
 
         directories(name="Model directories", paths=[...], digests=digests)
     """
+    modes = modes or {}
     missing = [path for path in paths if not digests["dirs"].get(path)]
-    if not missing:
+    wrong = [path for path, mode in modes.items() if digests["dirs"].get(path) != mode]
+    if not missing and not wrong:
         host.noop("all directories exist")
         return
-    yield "mkdir -p " + " ".join(shlex.quote(path) for path in missing)
+    for mode in sorted({modes[path] for path in wrong}):
+        # Made with its mode, so nothing lands in it while it is still open to others.
+        group = [shlex.quote(path) for path in wrong if modes[path] == mode]
+        yield f"mkdir -p -m {mode} {' '.join(group)} && chmod {mode} {' '.join(group)}"
+    plain = [path for path in missing if path not in modes]
+    if plain:
+        yield "mkdir -p " + " ".join(shlex.quote(path) for path in plain)

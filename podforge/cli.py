@@ -119,6 +119,12 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
     install.set_defaults(run=_stack)
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from podforge import verify
+
+    return verify.main(args.plan, args.venv, args.logs, args.r2sync, args.timeout)
+
+
 def _r2sync(args: argparse.Namespace) -> int:
     from podforge import r2sync
 
@@ -158,6 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     fetch.set_defaults(run=_fetch)
     _add_stack_parser(verbs)
     _add_r2sync_parser(verbs)
+    check = verbs.add_parser("verify", help="does the pod serve what its plan says?")
+    check.add_argument("--plan", default="/opt/podforge/plan.json", help="the pod's plan")
+    check.add_argument("--venv", default=str(Path(sys.prefix)), help="the pod's venv")
+    check.add_argument("--logs", default="/workspace/logs", help="the programs' log dir")
+    check.add_argument(
+        "--r2sync", metavar="R2_ENV_FILE", help="r2sync runs and --test passes with this file"
+    )
+    check.add_argument("--timeout", type=float, default=120, help="seconds to wait for ComfyUI")
+    check.set_defaults(run=_verify)
     args = parser.parse_args(argv)
     if args.verb == "r2sync" and not args.test and not args.watch:
         parser.error("r2sync needs at least one --watch DIR (or --test)")

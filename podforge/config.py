@@ -92,6 +92,8 @@ class Settings(BaseModel):
 
     # ComfyUI
     comfyui_args: list[str] = Field(default_factory=list)
+    # Seconds verify waits for every ComfyUI instance to answer /system_stats.
+    verify_timeout: Annotated[int, Field(ge=1, le=3600)] = 120
     comfyui_listen: str = "0.0.0.0"
     comfyui_port: Annotated[int, Field(ge=1024, le=65000)] = 8188
 

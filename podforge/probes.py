@@ -78,11 +78,24 @@ def software(repos: list[str], venv: str, stamp: str) -> dict[str, Any]:
         "venv": venv_distributions(venv),
         "stack_stamp": stamped,
         "nvcc": nvcc,
+        "supervisord": supervisord_running(),
     }
 
 
+def supervisord_running(pidfile: str = "/var/run/supervisord.pid") -> bool:
+    """Whether the supervisord of Debian's configuration (its pidfile) is alive."""
+    try:
+        with open(pidfile) as file:
+            pid = int(file.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return b"supervisord" in cmdline.read()
+    except (OSError, ValueError):
+        return False
+
+
 def digests(patterns: list[str], dirs: list[str]) -> dict[str, Any]:
-    """sha1 and mode of every file matching the patterns; which of ``dirs`` exist."""
+    """sha1 and mode of every file matching the patterns; the mode of each of ``dirs`` that
+    exists (None for the others)."""
     files = {}
     for pattern in patterns:
         for path in glob.glob(pattern):
@@ -90,4 +103,10 @@ def digests(patterns: list[str], dirs: list[str]) -> dict[str, Any]:
                 with open(path, "rb") as file:
                     digest = hashlib.sha1(file.read()).hexdigest()
                 files[path] = {"sha1": digest, "mode": f"{os.stat(path).st_mode & 0o7777:o}"}
-    return {"files": files, "dirs": {path: os.path.isdir(path) for path in dirs}}
+    return {
+        "files": files,
+        "dirs": {
+            path: f"{os.stat(path).st_mode & 0o7777:o}" if os.path.isdir(path) else None
+            for path in dirs
+        },
+    }

@@ -290,6 +290,8 @@ def pod_hosts(state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                 "ssh_strict_host_key_checking": "no",
                 "pod_name": pod["name"],
                 "gpu_profile": pod["gpu"],
+                # Pods share this machine's network: each serves on its own address.
+                "comfyui_listen": pod["address"],
             },
         )
         for pod in state["pods"]

@@ -19,13 +19,39 @@ POD_WHEELS = "/opt/sandbox/wheels"
 POD_RELEASES = "/opt/sandbox/releases"
 
 
+# torch.cuda of the stand-in: the GPUs the pod's (fake) nvidia-smi lists, as torch would
+# see them through the driver. A GPU mock, fed by the recorded nvidia-smi profiles.
+TORCH_CUDA = '''"""podforge sandbox stand-in for torch.cuda: the devices nvidia-smi -L lists."""
+import os
+import shutil
+import subprocess
+
+
+def device_count() -> int:
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    gpus = [line for line in listed.stdout.splitlines() if line.startswith("GPU ")]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return len(gpus) if visible is None else min(len(gpus), len(visible.split(",")))
+
+
+def is_available() -> bool:
+    return device_count() > 0
+'''
+
+
 def _standin(name: str, version: str) -> dict[str, bytes]:
     module = name.replace("-", "_")
     text = (
         f'"""podforge sandbox stand-in for {name} (no GPU here; the real wheel is large)."""\n'
         f'__version__ = "{version}"\n'
     )
-    return {f"{module}/__init__.py": text.encode()}
+    files = {f"{module}/__init__.py": text.encode()}
+    if module == "torch":
+        files["torch/__init__.py"] += b"from torch import cuda  # noqa: E402\n"
+        files["torch/cuda.py"] = TORCH_CUDA.encode()
+    return files
 
 
 def build_standins(base: Path, python: tuple[int, int] = (3, 11)) -> None:

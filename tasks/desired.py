@@ -23,6 +23,7 @@ from facts.software import PodSoftware
 from podforge.config import Settings, SettingsError, load_settings
 from podforge.gpu import GpuReport
 from podforge.plan import Plan, PlanError, build_plan
+from podforge.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
 
 # ComfyUI's model folders podforge fills (ComfyUI's own names).
 MODEL_DIRS = (
@@ -88,10 +89,18 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
         FileDigests,
         patterns=[
             f"{wanted.podforge_dir}/*",
+            f"{wanted.podforge_dir}/secrets/*",
             f"{wanted.workspace_dir}/start.sh",
             f"{wanted.comfyui_dir}/extra_model_paths.yaml",
+            f"{SUPERVISOR_CONF_DIR}/{PREFIX}*.conf",
+            f"{SYSTEMD_UNIT_DIR}/{PREFIX}*.service",
         ],
-        dirs=[*model_dirs(wanted), f"{wanted.comfyui_dir}/output"],
+        dirs=[
+            *model_dirs(wanted),
+            f"{wanted.comfyui_dir}/output",
+            secrets_dir(wanted),
+            f"{wanted.workspace_dir}/logs",
+        ],
     )
     statuses = host.get_fact(ModelFiles, dests=[model.dest for model in plan.models])
     return Pod(

@@ -1,16 +1,27 @@
-"""What starts ComfyUI: the plan on the pod, one env file per instance, start.sh."""
+"""The pod's programs: ComfyUI per planned device and r2sync, under supervisor in containers
+or systemd on VMs; their env files; start.sh, the container's entrypoint (the boot phase).
+
+Restarts only what changed: each program is its own supervisor group, so `supervisorctl
+update` restarts exactly the programs whose section changed (a changed env file changes
+the section through its digest); on systemd, exactly the units whose unit or env changed.
+"""
 
 from __future__ import annotations
 
 import json
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.operations import server
 
 from operations import files
+from podforge import services
 from podforge.config import Settings
 from podforge.plan import Plan
 from tasks import render
 from tasks.desired import Pod
+
+SUPERVISORD_CONF = "/etc/supervisor/supervisord.conf"
 
 
 @deploy("Services")
@@ -21,17 +32,111 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         text=json.dumps(plan.model_dump(mode="json"), indent=2) + "\n",
         digests=pod.files,
     )
-    for instance in plan.comfyui:
+    paths = services.env_paths(settings)
+    env_texts = {
+        paths["generation"]: services.generation_env(settings),
+        paths["comfyui_secrets"]: services.comfyui_secrets_env(settings),
+    }
+    if settings.enable_r2_sync:
+        env_texts[paths["r2"]] = services.r2_env(settings)
+    files.directories(
+        name="Secrets directory (0700) and logs",
+        paths=[services.secrets_dir(settings), f"{settings.workspace_dir}/logs"],
+        digests=pod.files,
+        modes={services.secrets_dir(settings): "700"},
+    )
+    for path, text in env_texts.items():
+        secret = path != paths["generation"]
         files.content(
-            name=f"ComfyUI instance {instance.device} (port {instance.port})",
-            dest=f"{settings.podforge_dir}/comfyui-{instance.device}.env",
-            text=render("comfyui.env.j2", instance=instance),
+            name=f"{path.rsplit('/', 1)[1]}{' (0600)' if secret else ''}",
+            dest=path,
+            text=text,
             digests=pod.files,
+            mode="600" if secret else "644",
         )
     files.content(
-        name="start.sh",
+        name="start.sh (the container's entrypoint: the boot phase, then supervisord)",
         dest=f"{settings.workspace_dir}/start.sh",
-        text=render("start.sh.j2", settings=settings, plan=plan),
+        text=render("start.sh.j2", settings=settings),
         digests=pod.files,
         mode="755",
     )
+    programs = services.programs(settings, plan, env_texts)
+    if pod.host["systemd"]:
+        _systemd(settings, pod, programs, env_texts)
+    else:
+        _supervisor(settings, pod, programs)
+
+
+def _supervisor(settings: Settings, pod: Pod, programs: list[services.Program]) -> None:
+    wanted = {
+        f"{services.SUPERVISOR_CONF_DIR}/{services.PREFIX}{p.name}.conf": render(
+            "supervisor-program.conf.j2", program=p
+        )
+        for p in programs
+    }
+    changed = [path for path, text in wanted.items() if not files.is_current(pod.files, path, text)]
+    for path, text in wanted.items():
+        files.content(
+            name=f"supervisor program {path.rsplit('/', 1)[1]}",
+            dest=path,
+            text=text,
+            digests=pod.files,
+        )
+    stale = _stale(pod, f"{services.SUPERVISOR_CONF_DIR}/{services.PREFIX}", wanted)
+    if stale:
+        server.shell(name="Programs no longer planned", commands=[f"rm -f {' '.join(stale)}"])
+    if settings.phase != "pod":
+        # image: nothing runs during a build; boot: start.sh runs supervisord next.
+        host.noop(f"supervisord starts with the container (phase {settings.phase})")
+        return
+    if not pod.software["supervisord"]:
+        # Debian's package does not start it in a container; it reads every section.
+        server.shell(name="Start supervisord", commands=[f"supervisord -c {SUPERVISORD_CONF}"])
+    elif changed or stale:
+        server.shell(
+            name=f"supervisorctl update ({', '.join(_names(changed + stale))})",
+            commands=["supervisorctl update"],
+        )
+    else:
+        host.noop("every program is as planned")
+
+
+def _systemd(
+    settings: Settings, pod: Pod, programs: list[services.Program], env_texts: dict[str, str]
+) -> None:
+    wanted = {
+        f"{services.SYSTEMD_UNIT_DIR}/{services.PREFIX}{p.name}.service": (
+            p,
+            render("systemd.service.j2", program=p),
+        )
+        for p in programs
+    }
+    changed_env = {p for p, text in env_texts.items() if not files.is_current(pod.files, p, text)}
+    restart = []
+    for path, (program, text) in wanted.items():
+        files.content(
+            name=f"systemd unit {path.rsplit('/', 1)[1]}", dest=path, text=text, digests=pod.files
+        )
+        reads = set(program.env_files) | {program.environment.get("R2_ENV_FILE", "")}
+        if not files.is_current(pod.files, path, text) or reads & changed_env:
+            restart.append(path.rsplit("/", 1)[1])
+    stale = _stale(pod, f"{services.SYSTEMD_UNIT_DIR}/{services.PREFIX}", wanted)
+    if settings.phase == "image":
+        return
+    commands = [f"systemctl disable --now {unit.rsplit('/', 1)[1]}" for unit in stale]
+    if stale:
+        commands.append(f"rm -f {' '.join(stale)}")
+    if restart or stale:
+        commands.append("systemctl daemon-reload")
+    commands += [f"systemctl enable {unit} && systemctl restart {unit}" for unit in restart]
+    if commands:
+        server.shell(name=f"systemd: {', '.join(restart) or 'reload'}", commands=commands)
+
+
+def _stale(pod: Pod, prefix: str, wanted: dict[str, object]) -> list[str]:
+    return sorted(p for p in pod.files["files"] if p.startswith(prefix) and p not in wanted)
+
+
+def _names(paths: list[str]) -> list[str]:
+    return [p.rsplit("/", 1)[1].removeprefix(services.PREFIX).rsplit(".", 1)[0] for p in paths]

@@ -1,0 +1,147 @@
+"""`podforge verify`: the pod serves what its plan says (run on the pod; standard library).
+
+- every ComfyUI instance answers ``GET /system_stats`` on its port, with the plan's flags;
+- r2sync (when on) is RUNNING under supervisor and its ``--test`` round trip passes;
+- on GPU pods, torch in the venv sees CUDA and the plan's number of GPUs.
+
+Each problem names the program, the port, the cause and the program's last log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+LOG_LINES = 5
+
+
+def log_tail(log_dir: Path, program: str, lines: int = LOG_LINES) -> str:
+    log = log_dir / f"{program}.log"
+    if not log.exists():
+        return f"(no log at {log})"
+    tail = log.read_text(errors="replace").splitlines()[-lines:]
+    return " | ".join(line.strip() for line in tail) or "(log empty)"
+
+
+def _stats(host: str, port: int) -> dict[str, Any]:
+    url = f"http://{host}:{port}/system_stats"
+    with urllib.request.urlopen(url, timeout=3) as answer:
+        return dict(json.load(answer))
+
+
+def check_comfyui(
+    instance: dict[str, Any], deadline: float, fetch: Callable[[str, int], dict[str, Any]]
+) -> str | None:
+    """None when the instance answers with the plan's flags before the deadline."""
+    listen = instance["args"][instance["args"].index("--listen") + 1]
+    host = "127.0.0.1" if listen in ("0.0.0.0", "::") else listen.split(",")[0]
+    cause = "no answer"
+    while True:
+        try:
+            argv = fetch(host, instance["port"])["system"]["argv"]
+        except (OSError, urllib.error.URLError, ValueError, KeyError) as error:
+            cause = f"GET /system_stats failed: {error}"
+        else:
+            if argv[1:] == instance["args"]:
+                return None
+            return f"runs with {' '.join(argv[1:])!r}, the plan says {' '.join(instance['args'])!r}"
+        if time.monotonic() > deadline:
+            return cause
+        time.sleep(0.5)
+
+
+def program_states(supervisorctl: str = "supervisorctl") -> dict[str, str]:
+    """program -> state, as supervisorctl reports them."""
+    done = subprocess.run([supervisorctl, "status"], capture_output=True, text=True)
+    states = {}
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            states[parts[0]] = parts[1]
+    return states
+
+
+def wait_running(program: str, deadline: float) -> str:
+    """The program's state once it leaves STARTING/BACKOFF, or at the deadline."""
+    while True:
+        state = program_states().get(program, "not under supervisor")
+        if state not in ("STARTING", "BACKOFF") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)
+
+
+def verify(
+    plan: dict[str, Any],
+    venv: Path,
+    log_dir: Path,
+    r2_env: Path | None,
+    timeout: float,
+    fetch: Callable[[str, int], dict[str, Any]] = _stats,
+) -> list[str]:
+    problems = []
+    deadline = time.monotonic() + timeout
+    states = program_states()
+    for instance in plan["comfyui"]:
+        program = f"comfyui-{instance['device']}"
+        cause = check_comfyui(instance, deadline, fetch)
+        if cause:
+            state = states.get(program, "not under supervisor")
+            problems.append(
+                f"{program} (port {instance['port']}, {state}): {cause}; "
+                f"last log lines: {log_tail(log_dir, program)}"
+            )
+    if r2_env is not None:
+        state = wait_running("r2sync", deadline)
+        if state != "RUNNING":
+            problems.append(f"r2sync is {state}; last log lines: {log_tail(log_dir, 'r2sync')}")
+        test = subprocess.run(
+            [str(venv / "bin" / "podforge"), "r2sync", "--test"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "R2_ENV_FILE": str(r2_env)},
+        )
+        if test.returncode != 0:
+            cause = (test.stderr.strip().splitlines() or ["no output"])[-1]
+            problems.append(f"r2sync --test failed: {cause}")
+    if plan["gpus"]:
+        problems.extend(_torch_sees(plan, venv))
+    return problems
+
+
+def _torch_sees(plan: dict[str, Any], venv: Path) -> list[str]:
+    program = (
+        "import json, torch; "
+        "print(json.dumps([torch.cuda.is_available(), torch.cuda.device_count()]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", program], capture_output=True, text=True, env=env
+    )
+    if done.returncode != 0:
+        return [f"torch does not import: {(done.stderr.strip().splitlines() or ['?'])[-1]}"]
+    available, count = json.loads(done.stdout)
+    if not available:
+        return ["torch does not see CUDA (driver, or a CPU build of torch?)"]
+    physical = {gpu["gpu_index"] for gpu in plan["gpus"] if gpu["mig"] is None}
+    if physical and count != len(physical) and not any(g["mig"] for g in plan["gpus"]):
+        return [f"torch sees {count} GPUs, the plan has {len(physical)}"]
+    return []
+
+
+def main(plan_file: str, venv: str, log_dir: str, r2_env: str | None, timeout: float) -> int:
+    plan = json.loads(Path(plan_file).read_text())
+    problems = verify(plan, Path(venv), Path(log_dir), Path(r2_env) if r2_env else None, timeout)
+    for problem in problems:
+        print(f"verify: FAILED {problem}", flush=True)
+    if problems:
+        return 1
+    ports = ", ".join(str(i["port"]) for i in plan["comfyui"]) or "none"
+    print(f"verify: ComfyUI answers on {ports}" + ("; r2sync works" if r2_env else ""))
+    return 0

@@ -1,0 +1,48 @@
+"""Verify, last in the recipe: the pod serves what its plan says (`podforge verify`).
+
+A deploy that changes something runs the check after its changes, live. A deploy that
+changes nothing reads it as a fact before any operation runs (the pod is already final), so
+a second run still reports zero changes, and a dead program still fails its host.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger, state
+from pyinfra.operations import python
+
+from facts.verify import PodServes
+from podforge.config import Settings
+from podforge.plan import Plan
+from podforge.services import env_paths
+from tasks.desired import Pod
+from tasks.streamed import run_streamed
+
+
+def command(settings: Settings) -> str:
+    return (
+        f"{settings.venv_dir}/bin/podforge verify --plan {settings.podforge_dir}/plan.json"
+        f" --logs {settings.workspace_dir}/logs --timeout {settings.verify_timeout}"
+        + (f" --r2sync {env_paths(settings)['r2']}" if settings.enable_r2_sync else "")
+    )
+
+
+def check(settings: Settings, plan: Plan, pod: Pod) -> None:
+    if settings.phase != "pod":
+        # image: nothing runs in a build; boot: start.sh verifies after supervisord starts.
+        host.noop(f"verify runs when the services run (phase {settings.phase})")
+        return
+    if any(data.operation_meta.will_change for data in state.ops[host].values()):
+        python.call(
+            name="Verify: ComfyUI answers, r2sync works, torch sees the GPUs",
+            function=run_streamed,
+            command=command(settings) + " 2>&1",
+            failure="the pod does not serve as planned: see the verify lines above",
+        )
+        return
+    result = host.get_fact(PodServes, command=command(settings))
+    if result["ok"]:
+        host.noop("verify: " + " / ".join(result["lines"]))
+        return
+    for line in result["lines"]:
+        logger.error(f"{host.print_prefix}{line}")
+    state.fail_hosts({host})
