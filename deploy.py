@@ -7,7 +7,17 @@ Settings come from group_data, the inventory, --data and the environment (podfor
 the GPUs from nvidia-smi; the Plan (podforge/plan.py) decides the rest.
 """
 
-from tasks import comfyui, desired, models, preflight, python_stack, services, system, verify
+from tasks import (
+    boot,
+    comfyui,
+    desired,
+    models,
+    preflight,
+    python_stack,
+    services,
+    system,
+    verify,
+)
 
 settings = desired.settings()
 host_facts = desired.pod_host(settings)
@@ -21,4 +31,5 @@ if preflight.passes(settings, plan, pod):
     python_stack.install_environment(settings, plan, pod)
     models.install(settings, plan, pod)
     services.install(settings, plan, pod)
+    boot.install(settings, plan, pod)
     verify.check(settings, plan, pod)

@@ -64,8 +64,8 @@ def venv_distributions(venv: str) -> dict[str, str] | None:
     return found
 
 
-def software(repos: list[str], venv: str, stamp: str) -> dict[str, Any]:
-    """Checkouts, venv distributions, the stack stamp and nvcc, for the software fact."""
+def software(repos: list[str], venv: str, stamp: str, deployer: str) -> dict[str, Any]:
+    """Checkouts, both venvs' distributions, the stack stamp, nvcc and supervisord."""
     stamped = None
     if os.path.exists(stamp):
         with open(stamp) as file:
@@ -76,6 +76,7 @@ def software(repos: list[str], venv: str, stamp: str) -> dict[str, Any]:
     return {
         "repos": {path: repo_state(path) for path in repos},
         "venv": venv_distributions(venv),
+        "deployer": venv_distributions(deployer),
         "stack_stamp": stamped,
         "nvcc": nvcc,
         "supervisord": supervisord_running(),

@@ -116,6 +116,15 @@ SHARED_IMPORTS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime-gpu", "onnxruntime"),
 }
 
+# What runs the deploy on the pod itself at container start (start.sh, phase=boot): pyinfra
+# and what the deploy imports, in a venv of their own (the laptop's versions).
+DEPLOYER_REQUIREMENTS: tuple[str, ...] = (
+    "pyinfra==3.10.0",
+    "jinja2==3.1.6",
+    "pydantic==2.14.3",
+    "packaging==26.3",
+)
+
 # What the pod-side tools (python -m podforge ...) need in the pod's venv.
 POD_TOOL_REQUIREMENTS: tuple[str, ...] = (
     "pydantic==2.14.3",

@@ -26,6 +26,14 @@ def main() -> int:
     restart = verbs.add_parser("start-pod", help="start a stopped pod again on its own files")
     restart.add_argument("name")
     args = parser.parse_args()
+    try:
+        return _run(args)
+    except (FileNotFoundError, KeyError, RuntimeError) as error:
+        print(f"sandbox: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.verb == "up":
         control.up(args.gpus.split(","), file_size=args.file_size, offer_xet=not args.no_xet)
         print(control.status())

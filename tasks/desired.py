@@ -7,9 +7,11 @@ packages and files the pod holds. Tasks compare the two and nothing else.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pyinfra import host
@@ -46,10 +48,28 @@ class Pod:
     models: dict[str, dict[str, Any]]  # dest -> ModelFiles status
 
 
+def saved_settings_paths(podforge_dir: str) -> tuple[str, str]:
+    """Where a deploy leaves its settings for the boot phase: (public, secrets 0600)."""
+    return f"{podforge_dir}/settings.json", f"{podforge_dir}/secrets/settings.json"
+
+
 def settings() -> Settings:
-    """host.data (group_data < inventory < --data) with the environment on top."""
+    """host.data (group_data < inventory < --data) with the environment on top.
+
+    In the boot phase (start.sh, on the pod itself) the settings the last deploy left on
+    the pod come first: the wish is the same, only the GPU may differ.
+    """
+    data = host.data.dict()
+    saved: dict[str, Any] = {}
+    if data.get("phase") == "boot" or os.environ.get("PHASE") == "boot":
+        if host.name != "@local":
+            raise DeployError(f"{host.name}: phase=boot runs on the pod itself (@local)")
+        podforge_dir = data.get("podforge_dir") or Settings.model_fields["podforge_dir"].default
+        for path in saved_settings_paths(podforge_dir):
+            if Path(path).exists():
+                saved.update(json.loads(Path(path).read_text()))
     try:
-        return load_settings(host.data.dict(), os.environ)
+        return load_settings({**saved, **data}, os.environ)
     except SettingsError as error:
         raise DeployError(f"{host.name}: {error}") from None
 
@@ -83,13 +103,18 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
     """Everything tasks compare against, in three remote commands."""
     repos = [wanted.comfyui_dir, *(node_dir(wanted, node.name) for node in wanted.custom_nodes)]
     software = host.get_fact(
-        PodSoftware, repos=repos, venv=wanted.venv_dir, stamp=stack_stamp(wanted)
+        PodSoftware,
+        repos=repos,
+        venv=wanted.venv_dir,
+        stamp=stack_stamp(wanted),
+        deployer=f"{wanted.podforge_dir}/deployer",
     )
     files = host.get_fact(
         FileDigests,
         patterns=[
             f"{wanted.podforge_dir}/*",
             f"{wanted.podforge_dir}/secrets/*",
+            f"{wanted.podforge_dir}/deploy/VERSION",
             f"{wanted.workspace_dir}/start.sh",
             f"{wanted.comfyui_dir}/extra_model_paths.yaml",
             f"{SUPERVISOR_CONF_DIR}/{PREFIX}*.conf",

@@ -29,7 +29,8 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
     files.content(
         name="The pod's plan",
         dest=f"{settings.podforge_dir}/plan.json",
-        text=json.dumps(plan.model_dump(mode="json"), indent=2) + "\n",
+        # Without the phase: the boot phase's plan for the same GPU is the same file.
+        text=json.dumps(plan.model_dump(mode="json", exclude={"phase"}), indent=2) + "\n",
         digests=pod.files,
     )
     paths = services.env_paths(settings)

@@ -25,6 +25,10 @@ NVIDIA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
 
 @deploy("System packages")
 def install(settings: Settings, plan: Plan, pod: Pod) -> None:
+    if settings.phase == "boot":
+        # The image or the pod deploy installed them; a boot must not wait on apt.
+        host.noop("system packages came with the image or the pod deploy")
+        return
     apt.packages(
         name="Install system packages",
         packages=SYSTEM_PACKAGES,

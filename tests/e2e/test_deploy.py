@@ -62,8 +62,8 @@ def test_pods_hold_their_plan_and_tools(first_run, sandbox):
         live = json.loads(pod_shell(sandbox, pod, "/workspace/venv/bin/podforge plan"))
         assert live["gpus"] == plan["gpus"]
         assert pod_shell(sandbox, pod, "cat /proc/1/comm").strip() == "tini"
-        env = pod_shell(sandbox, pod, "cat /opt/podforge/comfyui-0.env")
-        assert f'COMFYUI_ARGS="{" ".join(plan["comfyui"][0]["args"])}"' in env
+        section = pod_shell(sandbox, pod, "cat /etc/supervisor/conf.d/podforge-comfyui-0.conf")
+        assert f"main.py {' '.join(plan['comfyui'][0]['args'])}\n" in section
         manifest = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/manifest.json"))
         assert sorted(m["dest"] for m in manifest) == sorted(m["dest"] for m in plan["models"])
 

@@ -1,0 +1,161 @@
+"""The pod's programs on real sandbox pods: supervisord runs ComfyUI per device and r2sync.
+
+Exactly the plan's flags, restarts only of what changed, a killed ComfyUI brought back,
+outputs in the S3, and verify failing its host with the cause.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e.conftest import pod_shell
+from sandbox.converge import converge
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def running(sandbox):
+    results = converge()
+    assert all(not r.failed for r in results.values()), results
+    return results
+
+
+def pids(sandbox, pod) -> dict[str, int]:
+    """program -> pid of every RUNNING program, as supervisorctl reports them."""
+    found = {}
+    # supervisorctl exits 3 while a program is not RUNNING: its lines are the answer here.
+    for line in pod_shell(sandbox, pod, 'supervisorctl status; echo "exit=$?"').splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[1] == "RUNNING":
+            found[parts[0]] = int(parts[3].rstrip(","))
+    return found
+
+
+def plan_of(sandbox, pod):
+    import json
+
+    return json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
+
+
+def cmdline(sandbox, pod, pid) -> list[str]:
+    raw = pod_shell(sandbox, pod, f"tr '\\0' '\\n' < /proc/{pid}/cmdline")
+    return raw.splitlines()
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.2)
+
+
+def test_every_instance_runs_with_exactly_the_plans_flags(running, sandbox):
+    for pod in sandbox["pods"]:
+        plan = plan_of(sandbox, pod)
+        programs = pids(sandbox, pod)
+        assert set(programs) == {f"comfyui-{i['device']}" for i in plan["comfyui"]} | {"r2sync"}
+        for instance in plan["comfyui"]:
+            argv = cmdline(sandbox, pod, programs[f"comfyui-{instance['device']}"])
+            assert argv[1:] == ["main.py", *instance["args"]]
+            assert instance["args"][-4:] == [
+                "--listen",
+                pod["address"],
+                "--port",
+                str(instance["port"]),
+            ]
+
+
+def test_no_secret_on_a_command_line_or_in_a_readable_file(running, sandbox):
+    secret = sandbox["s3"]["secret_key"]
+    for pod in sandbox["pods"]:
+        for pid in pids(sandbox, pod).values():
+            assert secret not in " ".join(cmdline(sandbox, pod, pid))
+        modes = pod_shell(
+            sandbox, pod, "stat -c '%a %n' /opt/podforge/secrets /opt/podforge/secrets/*"
+        )
+        assert modes.split("\n")[0].startswith("700 ")
+        assert all(line.startswith("600 ") for line in modes.strip().splitlines()[1:])
+        readable = pod_shell(
+            sandbox,
+            pod,
+            f"grep -rl {secret} /etc/supervisor /opt/podforge /workspace/start.sh /workspace/logs"
+            " | xargs -r stat -c '%a %n'",
+        )
+        assert all(line.startswith("600 ") for line in readable.strip().splitlines()), readable
+
+
+def test_an_output_arrives_in_the_bucket(running, sandbox):
+    pod = sandbox["pods"][0]
+    name = f"e2e-{pod['name']}-{int(time.time())}.png"
+    pod_shell(
+        sandbox,
+        pod,
+        f"head -c 100000 /dev/urandom > /workspace/ComfyUI/output/{name}"
+        f" && touch -d '1 minute ago' /workspace/ComfyUI/output/{name}",
+    )
+    local = pod_shell(sandbox, pod, f"sha256sum /workspace/ComfyUI/output/{name}").split()[0]
+    # rclone stores objects as files: read the bucket from disk (boto3 in this process
+    # would meet gevent's late ssl patch from pyinfra's CLI module).
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 60))
+    stored = Path(sandbox["s3"]["dir"]) / sandbox["s3"]["bucket"] / "outputs" / day / name
+    wait_for(stored.exists)
+    wait_for(lambda: hashlib.sha256(stored.read_bytes()).hexdigest() == local)
+
+
+def test_a_killed_comfyui_is_brought_back(running, sandbox):
+    pod = sandbox["pods"][0]
+    before = pids(sandbox, pod)["comfyui-0"]
+    pod_shell(sandbox, pod, f"kill -9 {before}")
+    wait_for(lambda: pids(sandbox, pod).get("comfyui-0") not in (None, before))
+
+
+def test_a_second_deploy_restarts_nothing(running, sandbox):
+    before = {pod["name"]: pids(sandbox, pod) for pod in sandbox["pods"]}
+    results = converge()
+    for result in results.values():
+        assert not result.failed and result.changed == []
+    assert {pod["name"]: pids(sandbox, pod) for pod in sandbox["pods"]} == before
+
+
+def test_new_comfyui_args_restart_comfyui_alone(running, sandbox):
+    before = {pod["name"]: pids(sandbox, pod) for pod in sandbox["pods"]}
+    try:
+        results = converge(data={"comfyui_args": "--disable-smart-memory"})
+        assert all(not r.failed for r in results.values())
+        for pod in sandbox["pods"]:
+            after = pids(sandbox, pod)
+            assert after["r2sync"] == before[pod["name"]]["r2sync"]
+            assert after["comfyui-0"] != before[pod["name"]]["comfyui-0"]
+            assert "--disable-smart-memory" in cmdline(sandbox, pod, after["comfyui-0"])
+    finally:
+        assert all(not r.failed for r in converge().values())
+
+
+def test_a_flag_comfyui_rejects_never_reaches_a_program(running, sandbox):
+    before = {pod["name"]: pids(sandbox, pod) for pod in sandbox["pods"]}
+    with pytest.raises(Exception, match="unknown ComfyUI flag '--medvram'"):
+        converge(data={"comfyui_args": "--medvram"})
+    assert {pod["name"]: pids(sandbox, pod) for pod in sandbox["pods"]} == before
+
+
+def test_wrong_r2_keys_fail_verify_naming_r2sync(running, sandbox, caplog, capfd):
+    pod = sandbox["pods"][0]
+    before = pids(sandbox, pod)
+    try:
+        results = converge(data={"r2_secret_access_key": "wrong-e2e-secret"})
+        assert all(r.failed for r in results.values())
+        captured = capfd.readouterr()
+        shown = caplog.text + captured.out + captured.err
+        assert "r2sync --test failed: R2 refused the credentials" in shown
+        after = pids(sandbox, pod)
+        assert after["comfyui-0"] == before["comfyui-0"]  # the R2 change restarts r2sync only
+        assert after.get("r2sync") != before["r2sync"]
+        assert "wrong-e2e-secret" not in shown
+    finally:
+        assert all(not r.failed for r in converge().values())
