@@ -95,8 +95,23 @@ def test_content_uploads_only_what_differs(on_host):
 
 
 def test_directories_makes_only_the_missing_ones(on_host):
-    present = {"files": {}, "dirs": {"/w/a": True, "/w/b": False}}
+    present = {"files": {}, "dirs": {"/w/a": "755", "/w/b": None}}
     assert on_host(files.directories, paths=["/w/a", "/w/b", "/w/c"], digests=present) == [
         "mkdir -p /w/b /w/c"
     ]
     assert on_host(files.directories, paths=["/w/a"], digests=present) == []
+
+
+def test_a_directory_with_a_mode_is_made_with_it(on_host):
+    present = {"files": {}, "dirs": {"/o/secrets": "755", "/o/logs": "755"}}
+    assert on_host(
+        files.directories,
+        paths=["/o/secrets", "/o/logs"],
+        digests=present,
+        modes={"/o/secrets": "700"},
+    ) == ["mkdir -p -m 700 /o/secrets && chmod 700 /o/secrets"]
+    right = {"files": {}, "dirs": {"/o/secrets": "700"}}
+    assert (
+        on_host(files.directories, paths=["/o/secrets"], digests=right, modes={"/o/secrets": "700"})
+        == []
+    )

@@ -77,6 +77,7 @@ def test_the_software_fact_runs_its_one_command(tmp_path):
         repos=[str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
         venv=sys.prefix,
         stamp=str(stamp),
+        deployer=str(tmp_path / "no-deployer"),
     )
     out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
     result = fact.process(out.stdout.splitlines())
@@ -84,8 +85,12 @@ def test_the_software_fact_runs_its_one_command(tmp_path):
     assert result["repos"][str(tmp_path / "none")] is None
     assert result["venv"]["pyinfra"] == metadata.version("pyinfra")
     assert result["stack_stamp"] == {"key": "k", "lock": {}}
+    assert result["deployer"] is None and result["supervisord"] is False
     assert result == software(
-        [str(tmp_path / "ComfyUI"), str(tmp_path / "none")], sys.prefix, str(stamp)
+        [str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
+        sys.prefix,
+        str(stamp),
+        str(tmp_path / "no-deployer"),
     )
 
 
@@ -103,7 +108,8 @@ def test_the_digest_fact_runs_its_one_command(tmp_path):
     sha1 = subprocess.run(["sha1sum", str(tmp_path / "a.env")], capture_output=True, text=True)
     assert result["files"][f"{tmp_path}/a.env"] == {"sha1": sha1.stdout.split()[0], "mode": "644"}
     assert result["files"][f"{tmp_path}/start.sh"]["mode"] == "755"
-    assert result["dirs"] == {str(tmp_path): True, str(tmp_path / "no"): False}
+    mode = f"{tmp_path.stat().st_mode & 0o7777:o}"
+    assert result["dirs"] == {str(tmp_path): mode, str(tmp_path / "no"): None}
     assert result == digests(
         [f"{tmp_path}/*.env", f"{tmp_path}/start.sh"], [str(tmp_path), str(tmp_path / "no")]
     )

@@ -58,7 +58,9 @@ def test_dry_deploy_with_openmmlab_plans_the_source_build(fake_gpu_path, tmp_pat
     text = result.stdout + result.stderr
     assert "Resolve, then install the torch25-cu124 environment" in text
     # The CUDA toolkit is planned exactly when this machine has no nvcc (the same probe).
-    probe = PodSoftware().command(repos=[], venv=str(tmp_path), stamp=str(tmp_path / "s"))
+    probe = PodSoftware().command(
+        repos=[], venv=str(tmp_path), stamp=str(tmp_path / "s"), deployer=str(tmp_path / "d")
+    )
     found = subprocess.run(["sh", "-c", probe], env=env, capture_output=True, text=True)
     has_nvcc = json.loads(found.stdout)["nvcc"] is not None
     assert ("CUDA toolkit 12.4 (nvcc, for source builds)" in text) is not has_nvcc

@@ -1,0 +1,103 @@
+"""start.sh, the container's entrypoint, on real sandbox pods: the boot phase converges the
+pod for the GPU it has (seconds, zero changes when nothing changed), then supervisord serves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+import pytest
+
+from e2e.conftest import pod_shell
+from sandbox.converge import converge
+from sandbox.pods import GPU_PROFILES
+
+pytestmark = pytest.mark.e2e
+
+VERIFY = (
+    "/workspace/venv/bin/podforge verify --plan /opt/podforge/plan.json --timeout 60"
+    " --r2sync /opt/podforge/secrets/r2.env"
+)
+
+
+@pytest.fixture(scope="module")
+def prepared(sandbox):
+    results = converge()
+    assert all(not r.failed for r in results.values()), results
+    return results
+
+
+def boot(sandbox, pod) -> str:
+    """Stop supervisord and its programs, run start.sh as a container start would, wait
+    until the pod serves (podforge verify); the boot phase's output."""
+    pod_shell(
+        sandbox,
+        pod,
+        "supervisorctl shutdown > /dev/null && for i in $(seq 200); do"
+        " pgrep -x supervisord > /dev/null || exit 0; sleep 0.1; done; exit 1",
+    )
+    pod_shell(sandbox, pod, "setsid /workspace/start.sh > /tmp/start.log 2>&1 < /dev/null &")
+    # start.sh execs supervisord once its boot phase is done: then the plan is final.
+    pod_shell(
+        sandbox,
+        pod,
+        "for i in $(seq 1200); do pgrep -x supervisord > /dev/null && exit 0;"
+        " grep -q 'pyinfra error' /tmp/start.log && exit 1; sleep 0.1; done; exit 1",
+    )
+    verified = pod_shell(sandbox, pod, VERIFY, check=False)
+    log = pod_shell(sandbox, pod, "cat /tmp/start.log")
+    assert verified.startswith("exit=0\n"), f"{verified}\n--- start.sh:\n{log}"
+    return log
+
+
+def changed_operations(log: str) -> list[str]:
+    """Rows of pyinfra's results table that report a success (a change)."""
+    table = log[log.index("--> Results:") :]
+    return [
+        row.split("  ")[0].strip()
+        for row in table.splitlines()
+        if re.search(r"\s1\s+1\s+-\s+-\s*$", row)
+    ]
+
+
+def swap_gpu(sandbox, pod, profile: str) -> None:
+    """The pod's (fake) nvidia-smi now answers as another recorded GPU."""
+    for name in ("query.txt", "list.txt", "exit_code"):
+        content = (GPU_PROFILES / profile / name).read_text()
+        pod_shell(
+            sandbox,
+            pod,
+            f"printf %s {shlex.quote(content)} > /etc/podforge-fake-gpu/{name}",
+        )
+
+
+def test_start_sh_boots_a_prepared_pod_with_zero_changes(prepared, sandbox):
+    pod = sandbox["pods"][0]
+    log = boot(sandbox, pod)
+    assert changed_operations(log) == []
+    assert "Grand total" in log
+
+
+def test_a_pod_whose_gpu_changed_boots_with_its_new_flags_and_models(prepared, sandbox):
+    pod = next(p for p in sandbox["pods"] if p["gpu"] == "rtx-4090")
+    before = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
+    try:
+        swap_gpu(sandbox, pod, "rtx-3060")
+        log = boot(sandbox, pod)
+        plan = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
+        assert plan["comfyui"][0]["args"][0] == "--normalvram"  # 12 GB: the table's flags
+        assert "Models | Fetch" in " ".join(changed_operations(log))
+        new = {m["dest"] for m in plan["models"]} - {m["dest"] for m in before["models"]}
+        assert new, "a 12 GB GPU gets other model variants than a 24 GB one"
+        sizes = pod_shell(sandbox, pod, "stat -c '%s %n' " + " ".join(sorted(new)))
+        assert len(sizes.splitlines()) == len(new)
+        section = pod_shell(sandbox, pod, "cat /etc/supervisor/conf.d/podforge-comfyui-0.conf")
+        assert f"main.py {' '.join(plan['comfyui'][0]['args'])}\n" in section
+        assert "--normalvram" in pod_shell(
+            sandbox, pod, "tr '\\0' ' ' < /proc/$(supervisorctl pid comfyui-0)/cmdline"
+        )
+    finally:
+        swap_gpu(sandbox, pod, "rtx-4090")
+        assert all(not r.failed for r in converge().values())
