@@ -37,19 +37,7 @@ def main() -> None:
         try:
             assert all(not r.failed for r in converge().values())
             pod = state["pods"][0]
-            ssh = [
-                "ssh",
-                "-q",
-                "-i",
-                state["ssh_key"],
-                "-p",
-                str(pod["port"]),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                f"root@{pod['address']}",
-            ]
+            ssh = control.ssh_argv(state, pod)
             walls = []
             for _ in range(args.rounds):
                 out = subprocess.run([*ssh, BOOT], capture_output=True, text=True, check=True)

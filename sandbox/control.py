@@ -276,6 +276,25 @@ def _start_git(base: Path, logs: Path) -> dict[str, Any]:
     }
 
 
+def ssh_argv(state: dict[str, Any], pod: dict[str, Any]) -> list[str]:
+    """ssh to a pod as root with the sandbox's key (pods share one throwaway host key)."""
+    return [
+        "ssh",
+        "-q",
+        "-i",
+        state["ssh_key"],
+        "-p",
+        str(pod["port"]),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        f"root@{pod['address']}",
+    ]
+
+
 def pod_hosts(state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The pods as pyinfra hosts: (address, host data)."""
     return [

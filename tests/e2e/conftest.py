@@ -50,23 +50,10 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def pod_shell(state: dict[str, Any], pod: dict[str, Any], command: str, check: bool = True) -> str:
     """Run a command on a sandbox pod over its real SSH; its stdout (and, when ``check`` is
     off, its stderr after it: the caller judges the output)."""
+    from sandbox.control import ssh_argv
+
     result = subprocess.run(
-        [
-            "ssh",
-            "-q",
-            "-i",
-            state["ssh_key"],
-            "-p",
-            str(pod["port"]),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            f"root@{pod['address']}",
-            command,
-        ],
+        [*ssh_argv(state, pod), command],
         capture_output=True,
         text=True,
         check=check,

@@ -56,7 +56,7 @@ def changed_operations(log: str) -> list[str]:
     """Rows of pyinfra's results table that report a success (a change)."""
     table = log[log.index("--> Results:") :]
     return [
-        row.split("  ")[0].strip()
+        row.strip().split("  ")[0]
         for row in table.splitlines()
         if re.search(r"\s1\s+1\s+-\s+-\s*$", row)
     ]
