@@ -91,8 +91,12 @@ def verify(
     for instance in plan["comfyui"]:
         program = f"comfyui-{instance['device']}"
         cause = check_comfyui(instance, deadline, fetch)
+        # Under supervisor it must also have stayed up its startsecs (RUNNING, not STARTING).
+        state = wait_running(program, deadline) if program in states else None
+        if cause is None and state not in (None, "RUNNING"):
+            cause = f"supervisor reports {state}"
         if cause:
-            state = states.get(program, "not under supervisor")
+            state = state or "not under supervisor"
             problems.append(
                 f"{program} (port {instance['port']}, {state}): {cause}; "
                 f"last log lines: {log_tail(log_dir, program)}"
@@ -109,7 +113,7 @@ def verify(
         )
         if test.returncode != 0:
             cause = (test.stderr.strip().splitlines() or ["no output"])[-1]
-            problems.append(f"r2sync --test failed: {cause}")
+            problems.append(f"r2sync --test failed: {cause.split('FAILED: ', 1)[-1]}")
     if plan["gpus"]:
         problems.extend(_torch_sees(plan, venv))
     return problems

@@ -38,11 +38,25 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     try:
         yield server
     finally:
+        for made in _CLIENTS.values():
+            made.close()
+        _CLIENTS.clear()
         control.stop_process(server["gate_pid"])
         control.stop_process(server["pid"])
 
 
+_CLIENTS: dict[tuple[str, str], Any] = {}
+
+
 def client(s3: dict[str, Any], secret: str | None = None) -> Any:
+    """One client per server and secret: each holds a pool of connections."""
+    key = (s3["url"], secret or s3["secret_key"])
+    if key not in _CLIENTS:
+        _CLIENTS[key] = _new_client(s3, secret)
+    return _CLIENTS[key]
+
+
+def _new_client(s3: dict[str, Any], secret: str | None) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=s3["url"],
@@ -85,24 +99,26 @@ def r2sync(s3: dict[str, Any], *args: str, **extra: str) -> subprocess.Completed
 
 
 def daemon(s3: dict[str, Any], watch: Path, journal: Path, settle: str = "0.5") -> Any:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "podforge",
-            "r2sync",
-            "--watch",
-            str(watch),
-            "--journal",
-            str(journal),
-            "--settle",
-            settle,
-        ],
-        env=env(s3),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    """The daemon, its output in ``daemon.log`` beside the journal (a pipe nobody reads
+    would fill up and stall it)."""
+    with open(journal.with_name("daemon.log"), "a") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "podforge",
+                "r2sync",
+                "--watch",
+                str(watch),
+                "--journal",
+                str(journal),
+                "--settle",
+                settle,
+            ],
+            env=env(s3),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def write(path: Path, size: int, seed: int) -> str:
@@ -239,7 +255,8 @@ def test_an_outage_loses_nothing_and_catches_up(s3, tmp_path):
     finally:
         gate(s3, "/_gate/outage", {"down": False})
         running.send_signal(signal.SIGTERM)
-        output = running.communicate(timeout=30)[0]
+        running.wait(timeout=30)
+    output = journal.with_name("daemon.log").read_text()
     assert "unreachable" in output and "retrying" in output
 
 
