@@ -2,6 +2,7 @@
 
     pyinfra inventories/runpod.py deploy.py          # pods over SSH
     pyinfra @local deploy.py -y --data phase=image   # inside docker build
+    pyinfra @local deploy.py --data phase=boot       # start.sh, at container start
 
 Settings come from group_data, the inventory, --data and the environment (podforge/config.py);
 the GPUs from nvidia-smi; the Plan (podforge/plan.py) decides the rest.
