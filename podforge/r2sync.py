@@ -326,7 +326,7 @@ def part_size_for(size: int) -> int:
     return max(MIN_PART, -(-needed // MIB) * MIB)
 
 
-def _digests(path: str, size: int) -> tuple[str, str]:
+def _digests(path: str) -> tuple[str, str]:
     """(sha256 hex, md5 base64) of the file, read once."""
     sha, md5 = hashlib.sha256(), hashlib.md5()  # noqa: S324 - Content-MD5 is what S3 checks
     with open(path, "rb") as file:
@@ -404,6 +404,7 @@ class Syncer:
             candidate.size,
             candidate.mtime_ns,
         )
+        md5: str | None = None  # known when the file is read here; a resumed upload re-reads
         if same_file and record is not None and record["state"] == "uploading":
             sha256 = record["sha256"]
             if self._already_there(key, candidate.size, sha256):
@@ -411,14 +412,14 @@ class Syncer:
         else:
             if record is not None and record.get("upload_id"):
                 self._abort(record["key"], record["upload_id"])  # the file changed meanwhile
-            sha256, _ = _digests(path, candidate.size)
+            sha256, md5 = _digests(path)
             if os.stat(path).st_mtime_ns != candidate.mtime_ns:
                 raise SyncError("changed while being read; taken again next round")
             self.journal.start(path, candidate.size, candidate.mtime_ns, sha256, key)
             record = self.journal.record(path)
         assert record is not None
         if candidate.size < MULTIPART_FROM:
-            self._put(candidate, sha256)
+            self._put(candidate, sha256, md5 or _digests(path)[1])
         else:
             self._multipart(candidate, sha256, record)
         if not self.stopping.is_set():
@@ -442,9 +443,7 @@ class Syncer:
             and found.get("Metadata", {}).get("sha256") == sha256
         )
 
-    def _put(self, candidate: Candidate, sha256: str) -> None:
-        _, md5 = _digests(candidate.path, candidate.size)
-
+    def _put(self, candidate: Candidate, sha256: str, md5: str) -> None:
         def put() -> Any:
             with open(candidate.path, "rb") as body:
                 return self.client.put_object(

@@ -78,11 +78,7 @@ def _pip_args(request: StackRequest, constraints_file: str, with_source_builds: 
     ]
     if request.flash_attn_wheel:
         args.append(f"flash-attn @ {request.flash_attn_wheel}")
-    if request.torch_index_url:
-        args += ["--extra-index-url", request.torch_index_url]
-    if request.wheelhouse and with_source_builds:
-        args += ["--find-links", request.wheelhouse]
-    return args
+    return args + _index_args(request, with_wheelhouse=with_source_builds)
 
 
 def resolve(
@@ -273,11 +269,12 @@ def install(request: StackRequest, stamp: Path) -> list[SharedImport]:
     return decisions
 
 
-def _index_args(request: StackRequest) -> list[str]:
+def _index_args(request: StackRequest, with_wheelhouse: bool = True) -> list[str]:
+    """The profile's torch index and, once source builds are in it, the wheelhouse."""
     args = []
     if request.torch_index_url:
         args += ["--extra-index-url", request.torch_index_url]
-    if request.wheelhouse:
+    if request.wheelhouse and with_wheelhouse:
         args += ["--find-links", request.wheelhouse]
     return args
 
