@@ -8,6 +8,7 @@ Settings come from group_data, the inventory, --data and the environment (podfor
 the GPUs from nvidia-smi; the Plan (podforge/plan.py) decides the rest.
 """
 
+from fleet import report, ssh
 from tasks import (
     boot,
     comfyui,
@@ -20,17 +21,20 @@ from tasks import (
     verify,
 )
 
+ssh.keep_alive()
+report.start()
 settings = desired.settings()
 host_facts = desired.pod_host(settings)
 plan = desired.plan(settings, host_facts)
 pod = desired.pod(settings, plan, host_facts)
+report.track_plan(plan)
 
 if preflight.passes(settings, plan, pod):
     system.install(settings, plan, pod)
     python_stack.install_tools(settings, plan, pod)
     comfyui.install(settings, plan, pod)
     python_stack.install_environment(settings, plan, pod)
-    models.install(settings, plan, pod)
+    report.track_fetch(models.install(settings, plan, pod))
     services.install(settings, plan, pod)
     boot.install(settings, plan, pod)
     verify.check(settings, plan, pod)

@@ -75,7 +75,11 @@ def _fetch(args: argparse.Namespace) -> int:
     fetched = sorted(dest for dest, how in results.items() if how == "fetched")
     for dest in fetched:
         print(f"fetched {dest}")
-    print(f"fetch: {len(fetched)} fetched, {len(results) - len(fetched)} already in place")
+    fetched_bytes = sum(Path(dest).stat().st_size for dest in fetched)
+    print(
+        f"fetch: {len(fetched)} fetched ({fetched_bytes} bytes), "
+        f"{len(results) - len(fetched)} already in place"
+    )
     return 0
 
 

@@ -1,8 +1,9 @@
 """Run deploy.py against an inventory through pyinfra's API and report per-host results.
 
-What the pyinfra CLI does, minus its progress display, so tests assert on pyinfra's own
-results (operation metadata, failed hosts) rather than on log text. Output that operations
-stream on purpose (the model fetcher's lines) is echoed to stderr as the CLI does.
+What the pyinfra CLI does, minus its progress display (fleet.rollout's runner), so tests
+assert on pyinfra's own results (operation metadata, failed hosts) rather than on log text.
+Output that operations stream on purpose (the model fetcher's lines) is echoed to stderr as
+the CLI does.
 """
 
 from __future__ import annotations
@@ -11,15 +12,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-from pyinfra.api import Config, State
-from pyinfra.api.connect import connect_all, disconnect_all
-from pyinfra.api.exceptions import PyinfraError
-from pyinfra.api.operations import run_ops
-from pyinfra.api.output import set_echo
-from pyinfra.context import ctx_config, ctx_inventory, ctx_state
-from pyinfra_cli.inventory import make_inventory
-from pyinfra_cli.util import load_deploy_file
+from pyinfra.api import State
+
+from fleet.report import RunCollector
+from fleet.rollout import load_inventory, run_deploy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,27 +32,13 @@ class HostResult:
 def converge(
     inventory: str = "inventories/sandbox.py", data: dict[str, object] | None = None
 ) -> dict[str, HostResult]:
-    """Deploy once; results keyed by host name (the pod's address)."""
-    set_echo(click.echo)
-    state = State(check_for_changes=False)
-    state.cwd = str(REPO)
-    ctx_state.set(state)
-    config = Config(CONNECT_TIMEOUT=5)
-    ctx_config.set(config)
-    hosts = make_inventory(str(REPO / inventory), override_data=data, cwd=str(REPO))
-    ctx_inventory.set(hosts)
-    state.init(hosts, config)
+    """Deploy once (one pyinfra run, as fleet.rollout runs a batch); results by host name."""
+    hosts = load_inventory(inventory, data, REPO)
+    collector = RunCollector()
     try:
-        connect_all(state)
-        load_deploy_file(state, str(REPO / "deploy.py"))
-        run_ops(state)
-    except PyinfraError as error:
-        # "No hosts remaining!" when every host failed: the per-host results say why.
-        if not state.failed_hosts:
-            raise
-        state.last_error = error  # type: ignore[attr-defined]
+        state, _ = run_deploy(hosts, list(hosts), collector, REPO)
     finally:
-        disconnect_all(state)
+        collector.close()
     return _results(state)
 
 

@@ -26,7 +26,16 @@ from tasks.desired import Pod, saved_settings_paths
 
 REPO = Path(__file__).resolve().parent.parent
 # The deploy and what it imports: the sandbox's own group_data stays on the laptop.
-BUNDLE = ("deploy.py", "group_data/all.py", "tasks", "facts", "operations", "podforge", "templates")
+BUNDLE = (
+    "deploy.py",
+    "group_data/all.py",
+    "tasks",
+    "facts",
+    "operations",
+    "podforge",
+    "fleet",
+    "templates",
+)
 
 
 @functools.cache

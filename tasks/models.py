@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -17,8 +19,26 @@ from tasks.desired import Pod
 from tasks.streamed import run_streamed
 
 
+@dataclass
+class Fetch:
+    """A model fetch this deploy runs, and the bytes it brought once done."""
+
+    fetched_bytes: int | None = None  # from the fetcher's summary line, after it ran
+
+    def read_summary(self, lines: list[str]) -> None:
+        for line in lines:
+            found = FETCH_SUMMARY.match(line)
+            if found:
+                self.fetched_bytes = int(found["bytes"])
+
+
+# The fetcher's last line (podforge/cli.py): "fetch: 3 fetched (123 bytes), 2 already in place"
+FETCH_SUMMARY = re.compile(r"^fetch: \d+ fetched \((?P<bytes>\d+) bytes\)")
+
+
 @deploy("Models")
-def install(settings: Settings, plan: Plan, pod: Pod) -> None:
+def install(settings: Settings, plan: Plan, pod: Pod) -> Fetch | None:
+    """Returns the fetch it runs, or None when every file is in place."""
     manifest_path = f"{settings.podforge_dir}/manifest.json"
     manifest = [model.model_dump(mode="json") for model in plan.models]
     pod_files.content(
@@ -44,10 +64,12 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
     ]
     if not missing:
         host.noop(f"all {len(plan.models)} model files are in place and verified")
-        return
+        return None
+    fetch = Fetch()
     python.call(
         name=f"Fetch {len(missing)} missing model files",
         function=run_streamed,
+        on_success=fetch.read_summary,
         failure="the model fetcher failed: see its FAILED lines above",
         command=(
             f"HF_ENDPOINT={settings.hf_endpoint}"
@@ -59,3 +81,4 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
             + " 2>&1"
         ),
     )
+    return fetch

@@ -1,0 +1,197 @@
+"""The per-pod report of a deploy, gathered from pyinfra's own state as the run goes.
+
+deploy.py calls ``start``, then ``track_plan`` / ``track_fetch`` for each pod. A
+``RunCollector`` registered on pyinfra's state times each pod's operations and keeps the
+last error line pyinfra logs for it, so a failure gets its cause in one line. pyinfra 3
+has no end-of-run hook: under its CLI the table is printed and ``.podforge/last-run.json``
+written when the process exits; ``fleet.rollout`` renders it itself after its batches.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import pyinfra
+from pyinfra import host
+from pyinfra.api import State
+from pyinfra.api.host import Host
+from pyinfra.api.state import BaseStateCallback, StateStage
+from pyinfra.context import ctx_state
+
+from podforge.plan import Plan
+from podforge.rollout import REPORT_PATH, PodRun, render_table, write_report
+from tasks.models import Fetch
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PREFIXED = re.compile(r"^\[(?P<host>[^\]]+)\]\s+(?:nested\s+)?(?P<message>.*\S)\s*$")
+# pyinfra's own summary lines: they say that an operation failed, never why.
+_GENERIC = re.compile(r"^(Error(: executed \d+ commands.*)?|Error in nested operation)$")
+
+
+@dataclass
+class _Pod:
+    gpu: str | None = None
+    tier: str | None = None
+    variants: dict[str, object] = field(default_factory=dict)
+    fetch: Fetch | None = None
+    began: float | None = None
+    ended: float | None = None
+    connect_error: str | None = None
+    last_error: str | None = None
+
+
+class _ErrorLines(logging.Handler):
+    """Keeps, per host, the last line pyinfra logged about something going wrong there."""
+
+    def __init__(self, pods: dict[str, _Pod]) -> None:
+        super().__init__(logging.WARNING)
+        self.pods = pods
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = _PREFIXED.match(_ANSI.sub("", record.getMessage()))
+        if not match:
+            return
+        message = match["message"]
+        if record.levelno < logging.ERROR and not message.startswith("Unexpected error"):
+            return  # warnings (the plan's, say) are not why a pod failed
+        if not _GENERIC.match(message):
+            self.pods.setdefault(match["host"], _Pod()).last_error = message
+
+
+class RunCollector(BaseStateCallback):
+    """Per-pod timings, plan summary and failure causes of one or more pyinfra runs."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, _Pod] = {}
+        self.handler = _ErrorLines(self.pods)
+        logging.getLogger("pyinfra").addHandler(self.handler)
+
+    def close(self) -> None:
+        logging.getLogger("pyinfra").removeHandler(self.handler)
+
+    def _pod(self, host: Host) -> _Pod:
+        return self.pods.setdefault(host.name, _Pod())
+
+    # pyinfra's callbacks (static in BaseStateCallback; bound here to keep the records)
+    def host_connect_error(self, state: State, host: Host, error: object) -> None:  # type: ignore[override]
+        self._pod(host).connect_error = str(error)
+
+    def operation_host_start(self, state: State, host: Host, op_hash: str) -> None:  # type: ignore[override]
+        pod = self._pod(host)
+        pod.began = pod.began or time.monotonic()
+
+    def operation_host_success(
+        self, state: State, host: Host, op_hash: str, retry_count: int = 0
+    ) -> None:  # type: ignore[override]  # noqa: E501
+        self._pod(host).ended = time.monotonic()
+
+    def operation_host_error(
+        self, state: State, host: Host, op_hash: str, retry_count: int = 0, max_retries: int = 0
+    ) -> None:  # type: ignore[override]  # noqa: E501
+        self._pod(host).ended = time.monotonic()
+
+    def runs(self, state: State, stopped: str | None = None) -> list[PodRun]:
+        """One row per pod in this run's limit; ``stopped``: why the run ended early, if so."""
+        rows = []
+        for pod_host in state.inventory:
+            if not state.is_host_in_limit(pod_host):
+                continue
+            pod = self._pod(pod_host)
+            ops = [h for h in state.get_op_order() if h in state.ops[pod_host]]
+            metas = [state.ops[pod_host][h].operation_meta for h in ops]
+            done = [m for m in metas if m.is_complete()]
+            failed_op = next(
+                (
+                    h
+                    for h, m in zip(ops, metas, strict=True)
+                    if m.is_complete() and not m.did_succeed()
+                ),
+                None,
+            )
+            run = PodRun(
+                pod=str(pod_host.data.get("pod_name") or pod_host.name),
+                host=pod_host.name,
+                gpu=pod.gpu or pod_host.data.get("runpod_gpu_type"),
+                tier=pod.tier,
+                variants=pod.variants,
+                changed=sum(1 for m in done if m.did_succeed() and m.did_change()),
+                duration_s=round((pod.ended or pod.began or 0) - (pod.began or 0), 1),
+                status="ok",
+            )
+            if pod.fetch is not None and pod.fetch.fetched_bytes is not None:
+                run.gb_fetched = round(pod.fetch.fetched_bytes / 1e9, 6)
+            if pod.connect_error is not None and not done:
+                run.status, run.cause = "unreachable", f"cannot connect: {pod.connect_error}"
+            elif failed_op is not None or pod_host in state.failed_hosts:
+                name = ", ".join(state.get_op_meta(failed_op).names) if failed_op else "deploy"
+                run.status = "failed"
+                run.cause = f"{name}: {pod.last_error or 'failed (see the log above)'}"
+            elif len(done) < len(metas):
+                run.status = "failed"
+                run.cause = (
+                    f"stopped after {len(done)} of {len(metas)} operations: "
+                    f"{stopped or 'the run ended early'}"
+                )
+            rows.append(run)
+        return rows
+
+
+def collector(state: State) -> RunCollector | None:
+    return next((h for h in state.callback_handlers if isinstance(h, RunCollector)), None)
+
+
+def start() -> None:
+    """Collect this run's report, unless a runner (fleet.rollout) already does.
+
+    Deploys to pods report; a pod deploying itself (@local: the image build, the boot
+    phase) does not. Under pyinfra's CLI the report is shown when the process exits.
+    """
+    if host.name.startswith("@local"):
+        return
+    state = ctx_state.get()
+    if collector(state) is None:
+        found = RunCollector()
+        state.add_callback_handler(found)
+        if pyinfra.is_cli:
+            atexit.register(_report_at_exit, state, found)
+
+
+def track_plan(plan: Plan) -> None:
+    """What the plan chose for this pod: its GPU, tier and model variants."""
+    found = collector(ctx_state.get())
+    if found is None:
+        return
+    pod = found._pod(host)
+    if plan.gpus:
+        pod.gpu = plan.gpus[0].name + (f" x{len(plan.gpus)}" if len(plan.gpus) > 1 else "")
+    pod.tier, pod.variants = plan.tier, dict(plan.variants)
+
+
+def track_fetch(fetch: Fetch | None) -> None:
+    """The model fetch of this pod's deploy (None: nothing was missing); its bytes count
+    once it ran."""
+    found = collector(ctx_state.get())
+    if found is not None:
+        found._pod(host).fetch = fetch
+
+
+def show(runs: list[PodRun], cwd: Path) -> None:
+    """The table on the terminal (stderr: stdout may be pyinfra's --json) and the JSON file."""
+    click.echo("--> Per-pod report:", err=True)
+    click.echo(render_table(runs), err=True)
+    path = cwd / REPORT_PATH
+    write_report(path, runs)
+    click.echo(f"    (kept in {path})", err=True)
+
+
+def _report_at_exit(state: State, found: RunCollector) -> None:
+    if state.current_stage < StateStage.Execute:
+        return  # --dry, or stopped before running anything: nothing happened to report
+    found.close()
+    show(found.runs(state), Path(state.cwd or "."))

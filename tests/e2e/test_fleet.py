@@ -1,0 +1,146 @@
+"""Rollouts across the sandbox's pods: a pod dying mid-run, the report, rerun, the budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.conftest import pod_shell
+from podforge.rollout import REPORT_PATH, read_report
+from sandbox.control import restart_pod, stop_one_pod
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+ROLLOUT = [sys.executable, "-m", "fleet", "rollout", "inventories/sandbox.py"]
+
+
+def _faults(sandbox: dict[str, Any], faults: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        sandbox["hub"]["url"] + "/_control/faults",
+        data=json.dumps(faults).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request).read()
+
+
+@pytest.fixture
+def throttled_hub(sandbox: dict[str, Any]) -> Iterator[None]:
+    # 64 KiB sandbox files at 8 KiB/s: a fetch lasts ~8 s, long enough to kill a pod in it.
+    _faults(sandbox, {"throttle_bps": 8192})
+    try:
+        yield
+    finally:
+        _faults(sandbox, {})
+
+
+def _start_rollout(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*ROLLOUT, *args],
+        cwd=REPO,
+        env=dict(os.environ),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _drop_one_model(sandbox: dict[str, Any], pod: dict[str, Any]) -> str:
+    manifest = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/manifest.json"))
+    dest = manifest[0]["dest"]
+    pod_shell(sandbox, pod, f"rm {dest}")
+    return dest
+
+
+def test_a_pod_killed_mid_rollout_fails_alone_is_named_and_reruns_alone(sandbox, throttled_hub):
+    pods = sandbox["pods"]
+    victim = pods[1]
+    dropped = {pod["address"]: _drop_one_model(sandbox, pod) for pod in pods}
+    rollout = _start_rollout()
+    lines: list[str] = []
+
+    def read() -> None:
+        assert rollout.stderr is not None
+        lines.extend(rollout.stderr)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    # Kill the victim once the fetch op is under way on every pod.
+    deadline = time.monotonic() + 300
+    while not any("Starting operation: Models | Fetch" in line for line in lines):
+        assert rollout.poll() is None and time.monotonic() < deadline, "".join(lines[-30:])
+        time.sleep(0.2)
+    time.sleep(2)
+    stop_one_pod(victim["name"])
+    try:
+        rollout.wait(timeout=600)
+        reader.join()
+        output = "".join(lines)
+        assert rollout.returncode == 1, output[-3000:]
+
+        runs = {run.host: run for run in read_report(REPO / REPORT_PATH)}
+        assert set(runs) == {pod["address"] for pod in pods}
+        failed = runs[victim["address"]]
+        assert failed.status == "failed" and failed.pod == victim["name"]
+        assert failed.cause is not None and failed.cause.startswith("Models | Fetch ")
+        assert "\n" not in failed.cause
+        for pod in (pods[0], pods[2]):
+            run = runs[pod["address"]]
+            assert run.status == "ok" and run.cause is None, run
+            assert run.gb_fetched > 0 and run.changed >= 1 and run.tier and run.variants
+            # The others finished: the dropped file is back.
+            pod_shell(sandbox, pod, f"test -s {dropped[pod['address']]}")
+        # The table was shown, the victim's cause under it.
+        assert "--> Per-pod report:" in output and f"    cause: {failed.cause}" in output
+    finally:
+        restart_pod(victim["name"])
+
+    rerun = subprocess.run(
+        [*ROLLOUT, "--limit", "last_failed"], cwd=REPO, capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    runs = read_report(REPO / REPORT_PATH)
+    assert [(run.host, run.status) for run in runs] == [(victim["address"], "ok")]
+    pod_shell(sandbox, victim, f"test -s {dropped[victim['address']]}")
+
+
+def test_a_spent_budget_starts_no_new_batch_and_rerun_finishes_them(sandbox):
+    pods = sandbox["pods"]
+    first = pods[0]
+    stop_one_pod(first["name"])
+    try:
+        result = subprocess.run(
+            [*ROLLOUT, "--batch", "1", "--fail-percent", "0"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        restart_pod(first["name"])
+    assert result.returncode == 1, result.stderr[-3000:]
+    runs = read_report(REPO / REPORT_PATH)
+    assert [run.host for run in runs] == [pod["address"] for pod in pods]
+    assert runs[0].status == "unreachable" and "cannot connect" in (runs[0].cause or "")
+    for run in runs[1:]:
+        assert run.status == "not run" and run.changed == 0
+        assert "failure budget spent: 1 of 3 pods failed" in (run.cause or "")
+    assert "--> Batch 1 of 3" in result.stderr and "--> Batch 2 of 3" not in result.stderr
+
+    rerun = subprocess.run(
+        [*ROLLOUT, "--limit", "last_failed", "--batch", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert [run.status for run in read_report(REPO / REPORT_PATH)] == ["ok"] * 3
