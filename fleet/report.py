@@ -40,7 +40,8 @@ class _Pod:
     tier: str | None = None
     variants: dict[str, object] = field(default_factory=dict)
     fetch: Fetch | None = None
-    began: float | None = None
+    # From when the run first dealt with the pod (connecting, or reading its facts).
+    began: float = field(default_factory=time.monotonic)
     ended: float | None = None
     connect_error: str | None = None
     last_error: str | None = None
@@ -82,9 +83,8 @@ class RunCollector(BaseStateCallback):
     def host_connect_error(self, state: State, host: Host, error: object) -> None:  # type: ignore[override]
         self._pod(host).connect_error = str(error)
 
-    def operation_host_start(self, state: State, host: Host, op_hash: str) -> None:  # type: ignore[override]
-        pod = self._pod(host)
-        pod.began = pod.began or time.monotonic()
+    def host_before_connect(self, state: State, host: Host) -> None:  # type: ignore[override]
+        self._pod(host)
 
     def operation_host_success(
         self, state: State, host: Host, op_hash: str, retry_count: int = 0
@@ -121,7 +121,7 @@ class RunCollector(BaseStateCallback):
                 tier=pod.tier,
                 variants=pod.variants,
                 changed=sum(1 for m in done if m.did_succeed() and m.did_change()),
-                duration_s=round((pod.ended or pod.began or 0) - (pod.began or 0), 1),
+                duration_s=round((pod.ended or pod.began) - pod.began, 1),
                 status="ok",
             )
             if pod.fetch is not None and pod.fetch.fetched_bytes is not None:
@@ -155,11 +155,13 @@ def start() -> None:
     if host.name.startswith("@local"):
         return
     state = ctx_state.get()
-    if collector(state) is None:
+    found = collector(state)
+    if found is None:
         found = RunCollector()
         state.add_callback_handler(found)
         if pyinfra.is_cli:
             atexit.register(_report_at_exit, state, found)
+    found._pod(host)
 
 
 def track_plan(plan: Plan) -> None:
