@@ -22,6 +22,7 @@ from pyinfra import host
 from pyinfra.api import State
 from pyinfra.api.host import Host
 from pyinfra.api.state import BaseStateCallback, StateStage
+from pyinfra.connectors.ssh import SSHConnector
 from pyinfra.context import ctx_state
 
 from podforge.plan import Plan

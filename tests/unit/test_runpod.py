@@ -80,7 +80,10 @@ def api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     try:
         deadline = time.monotonic() + 10
-        while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
             assert process.poll() is None and time.monotonic() < deadline, "stand-in died"
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}", answers
