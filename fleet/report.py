@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 import pyinfra
+from paramiko import SSHException
 from pyinfra import host
 from pyinfra.api import State
 from pyinfra.api.host import Host
@@ -141,6 +142,21 @@ class RunCollector(BaseStateCallback):
                 )
             rows.append(run)
         return rows
+
+
+def _connection_lost(host: Host) -> bool:
+    """Whether the pod's SSH connection is gone: asked by opening a channel, since a
+    transport notices a dead peer only later."""
+    if not isinstance(host.connector, SSHConnector):
+        return False
+    transport = host.connector.client.get_transport()
+    if transport is None or not transport.is_active():
+        return True
+    try:
+        transport.open_session(timeout=5).close()
+    except (SSHException, OSError, EOFError):
+        return True
+    return False
 
 
 def collector(state: State) -> RunCollector | None:

@@ -423,8 +423,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.sendfile(source, start, length)
                 return
             source.seek(start)
+            # Throttled, a piece is ~1/10 s worth, so even a small file arrives at the rate.
+            piece_size = CHUNK // 4
+            if faults.throttle_bps:
+                piece_size = min(piece_size, max(1024, faults.throttle_bps // 10))
             while sent < length:
-                piece = source.read(min(CHUNK // 4, length - sent))
+                piece = source.read(min(piece_size, length - sent))
                 if cut is not None and sent + len(piece) > cut:
                     piece = piece[: cut - sent]
                 if faults.wrong_bytes and sent == 0 and piece:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -47,15 +45,10 @@ def throttled_hub(sandbox: dict[str, Any]) -> Iterator[None]:
         _control(sandbox, "xet", {"enabled": True})
 
 
-def _start_rollout(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*ROLLOUT, *args],
-        cwd=REPO,
-        env=dict(os.environ),
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def _start_rollout(log: Path, *args: str) -> subprocess.Popen[bytes]:
+    # Output to a file, read as it grows: no pipe to drain from this (gevent-patched) process.
+    with log.open("wb") as out:
+        return subprocess.Popen([*ROLLOUT, *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _drop_one_model(sandbox: dict[str, Any], pod: dict[str, Any]) -> str:
@@ -65,30 +58,24 @@ def _drop_one_model(sandbox: dict[str, Any], pod: dict[str, Any]) -> str:
     return dest
 
 
-def test_a_pod_killed_mid_rollout_fails_alone_is_named_and_reruns_alone(sandbox, throttled_hub):
+def test_a_pod_killed_mid_rollout_fails_alone_is_named_and_reruns_alone(
+    sandbox, throttled_hub, tmp_path
+):
     pods = sandbox["pods"]
     victim = pods[1]
     dropped = {pod["address"]: _drop_one_model(sandbox, pod) for pod in pods}
-    rollout = _start_rollout()
-    lines: list[str] = []
-
-    def read() -> None:
-        assert rollout.stderr is not None
-        lines.extend(rollout.stderr)
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    log = tmp_path / "rollout.log"
+    rollout = _start_rollout(log)
     # Kill the victim once the fetch op is under way on every pod.
     deadline = time.monotonic() + 300
-    while not any("Starting operation: Models | Fetch" in line for line in lines):
-        assert rollout.poll() is None and time.monotonic() < deadline, "".join(lines[-30:])
+    while "Starting operation: Models | Fetch" not in log.read_text():
+        assert rollout.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.2)
     time.sleep(2)
     stop_one_pod(victim["name"])
     try:
         rollout.wait(timeout=600)
-        reader.join()
-        output = "".join(lines)
+        output = log.read_text()
         assert rollout.returncode == 1, output[-3000:]
 
         runs = {run.host: run for run in read_report(REPO / REPORT_PATH)}
