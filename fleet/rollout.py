@@ -58,7 +58,7 @@ def select(inventory: Inventory, patterns: list[str] | None) -> list[Host]:
     for pattern in patterns:
         group = inventory.groups.get(pattern)
         matches = group if group is not None else [h for h in inventory if fnmatch(h.name, pattern)]
-        if not matches:
+        if not matches and pattern != "last_failed":  # an empty last_failed: nothing left
             raise ValueError(f"--limit {pattern}: no group or host of that name in the inventory")
         chosen.update(matches)
     return [host for host in inventory if host in chosen]
@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         inventory = load_inventory(args.inventory, data, Path.cwd())
         hosts = select(inventory, args.limit)
         if not hosts:
-            print(f"rollout: no pods in {args.inventory} match {args.limit}", file=sys.stderr)
-            return 1
+            print(f"rollout: no pods to deploy in {args.inventory} for --limit {args.limit}")
+            return 0
         runs = rollout(inventory, hosts, args.batch, args.fail_percent, Path.cwd(), args.parallel)
     except (PyinfraError, ValueError) as error:
         print(f"rollout: {error}", file=sys.stderr)
