@@ -43,7 +43,7 @@ def _deploy(names: list[str]) -> tuple[float, float, list[PodRun]]:
     collector = RunCollector()
     began, cpu = time.monotonic(), _cpu()
     try:
-        state, stopped = run_deploy(inventory, hosts, collector)
+        state, stopped = run_deploy(hosts, collector)
     finally:
         collector.close()
     wall, spent = time.monotonic() - began, _cpu() - cpu
@@ -80,9 +80,7 @@ def main() -> None:
             _control(hub, "faults", {"throttle_bps": args.throttle_kib * 1024})
             names = [pod["name"] for pod in state["pods"]]
             one, ten = names[:1], names[1:]
-            print(
-                f"hub: {args.file_mib:g} MiB files at {args.throttle_kib} KiB/s per connection"
-            )
+            print(f"hub: {args.file_mib:g} MiB files at {args.throttle_kib} KiB/s per connection")
             figures = {}
             for label, pods in (("1 pod", one), ("10 pods", ten)):
                 wall, cpu, runs = _deploy(pods)

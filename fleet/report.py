@@ -88,15 +88,19 @@ class RunCollector(BaseStateCallback):
     def host_before_connect(self, state: State, host: Host) -> None:  # type: ignore[override]
         self._pod(host)
 
-    def operation_host_success(
+    def operation_host_success(  # type: ignore[override]
         self, state: State, host: Host, op_hash: str, retry_count: int = 0
-    ) -> None:  # type: ignore[override]  # noqa: E501
+    ) -> None:
         self._pod(host).ended = time.monotonic()
 
-    def operation_host_error(
+    def operation_host_error(  # type: ignore[override]
         self, state: State, host: Host, op_hash: str, retry_count: int = 0, max_retries: int = 0
-    ) -> None:  # type: ignore[override]  # noqa: E501
-        self._pod(host).ended = time.monotonic()
+    ) -> None:
+        pod = self._pod(host)
+        pod.ended = time.monotonic()
+        if _connection_lost(host):
+            # Whatever the command printed last, the pod went away under it.
+            pod.last_error = "the SSH connection to the pod was lost"
 
     def runs(self, state: State, stopped: str | None = None) -> list[PodRun]:
         """One row per pod in this run's limit; ``stopped``: why the run ended early, if so."""

@@ -65,21 +65,26 @@ def select(inventory: Inventory, patterns: list[str] | None) -> list[Host]:
 
 
 def run_deploy(
-    inventory: Inventory,
     hosts: list[Host],
     collector: RunCollector,
     cwd: Path = REPO,
     parallel: int | None = None,
 ) -> tuple[State, str | None]:
-    """One pyinfra run of deploy.py on ``hosts``; (its state, why it stopped early or None)."""
+    """One pyinfra run of deploy.py on ``hosts``; (its state, why it stopped early or None).
+
+    Each run gets hosts of its own, made from the loaded ones' data (group data and
+    overrides already merged): pyinfra's Host objects keep the operation order of the run
+    they were in, so they cannot serve a second one.
+    """
     set_echo(click.echo)
     state = State(check_for_changes=False)
     state.cwd = str(cwd)
     ctx_state.set(state)
     config = Config(CONNECT_TIMEOUT=10, PARALLEL=parallel or 0)
     ctx_config.set(config)
+    inventory = Inventory(([(host.name, host.data.dict()) for host in hosts], {}))
     ctx_inventory.set(inventory)
-    state.init(inventory, config, initial_limit=hosts)
+    state.init(inventory, config)
     state.add_callback_handler(collector)
     stopped = None
     try:
@@ -97,7 +102,6 @@ def run_deploy(
 
 
 def rollout(
-    inventory: Inventory,
     hosts: list[Host],
     batch_size: int | None = None,
     fail_percent: int | None = None,
@@ -125,7 +129,7 @@ def rollout(
             click.echo(f"--> Batch {number} of {len(planned)}: {names}", err=True)
         collector = RunCollector()
         try:
-            state, stopped = run_deploy(inventory, batch, collector, cwd, parallel)
+            state, stopped = run_deploy(batch, collector, cwd, parallel)
         finally:
             collector.close()
         runs += collector.runs(state, stopped)
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hosts:
             print(f"rollout: no pods to deploy in {args.inventory} for --limit {args.limit}")
             return 0
-        runs = rollout(inventory, hosts, args.batch, args.fail_percent, Path.cwd(), args.parallel)
+        runs = rollout(hosts, args.batch, args.fail_percent, Path.cwd(), args.parallel)
     except (PyinfraError, ValueError) as error:
         print(f"rollout: {error}", file=sys.stderr)
         return 1

@@ -36,7 +36,7 @@ def converge(
     hosts = load_inventory(inventory, data, REPO)
     collector = RunCollector()
     try:
-        state, _ = run_deploy(hosts, list(hosts), collector, REPO)
+        state, _ = run_deploy(list(hosts), collector, REPO)
     finally:
         collector.close()
     return _results(state)
