@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -12,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paramiko import SSHException
 
 from e2e.conftest import pod_shell
 from podforge.rollout import REPORT_PATH, read_report
-from sandbox.control import restart_pod, stop_one_pod
+from sandbox.control import pod_hosts, restart_pod, stop_one_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -134,3 +136,72 @@ def test_a_spent_budget_starts_no_new_batch_and_rerun_finishes_them(sandbox):
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert [run.status for run in read_report(REPO / REPORT_PATH)] == ["ok"] * 3
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(("keepalive_s", "survives"), [(1, True), (60, False)])
+def test_keepalives_keep_an_idle_connection_through_a_nat_that_drops_idle_ones(
+    sandbox, keepalive_s, survives
+):
+    """A pod waiting while another fetches: idle for 4 s behind a relay that cuts after 2 s."""
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.command import StringCommand
+    from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.context import ctx_host, ctx_state
+
+    from fleet.ssh import keep_alive
+
+    pod = sandbox["pods"][0]
+    port = _free_port()
+    relay = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sandbox.idle_cut",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--to",
+            f"{pod['address']}:{pod['port']}",
+            "--idle",
+            "2",
+        ],
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert relay.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        data = {
+            **dict(pod_hosts(sandbox))[pod["address"]],
+            "ssh_port": port,
+            "ssh_hostname": "127.0.0.1",
+            "ssh_keepalive_s": keepalive_s,
+        }
+        inventory = Inventory(([("relayed-pod", data)], {}))
+        state = State(inventory, Config(CONNECT_TIMEOUT=5))
+        ctx_state.set(state)
+        connect_all(state)
+        host = inventory.get_host("relayed-pod")
+        try:
+            with ctx_host.use(host):
+                keep_alive()
+            time.sleep(4)
+            try:
+                worked, _ = host.run_shell_command(StringCommand("true"))
+            except (OSError, EOFError, SSHException):
+                worked = False
+            assert worked is survives
+        finally:
+            disconnect_all(state)
+    finally:
+        relay.kill()
+        relay.wait()
