@@ -126,7 +126,7 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from podforge import verify
 
-    return verify.main(args.plan, args.venv, args.logs, args.r2sync, args.timeout)
+    return verify.main(args.plan, args.venv, args.logs, args.r2sync, args.timeout, args.quick)
 
 
 def _r2sync(args: argparse.Namespace) -> int:
@@ -176,6 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--r2sync", metavar="R2_ENV_FILE", help="r2sync runs and --test passes with this file"
     )
     check.add_argument("--timeout", type=float, default=120, help="seconds to wait for ComfyUI")
+    check.add_argument(
+        "--quick",
+        action="store_true",
+        help="only ComfyUI's answer and supervisor's states (no S3 round trip, no torch)",
+    )
     check.set_defaults(run=_verify)
     args = parser.parse_args(argv)
     if args.verb == "r2sync" and not args.test and not args.watch:

@@ -2,7 +2,8 @@
 
 A deploy that changes something runs the check after its changes, live. A deploy that
 changes nothing reads it as a fact before any operation runs (the pod is already final), so
-a second run still reports zero changes, and a dead program still fails its host.
+a second run still reports zero changes, and a dead program still fails its host (that read
+is the quick check: ComfyUI and supervisor; see podforge/verify.py).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from tasks.desired import Pod
 from tasks.streamed import run_streamed
 
 
-def command(settings: Settings) -> str:
+def command(settings: Settings, quick: bool = False) -> str:
     return (
         f"{settings.venv_dir}/bin/podforge verify --plan {settings.podforge_dir}/plan.json"
         f" --logs {settings.workspace_dir}/logs --timeout {settings.verify_timeout}"
         + (f" --r2sync {env_paths(settings)['r2']}" if settings.enable_r2_sync else "")
+        + (" --quick" if quick else "")
     )
 
 
@@ -39,7 +41,9 @@ def check(settings: Settings, plan: Plan, pod: Pod) -> None:
             failure="the pod does not serve as planned: see the verify lines above",
         )
         return
-    result = host.get_fact(PodServes, command=command(settings))
+    # Nothing changed: what can break without a deploy (ComfyUI, the programs) is asked;
+    # the S3 round trip and torch's view of the GPUs stand from the run that last changed it.
+    result = host.get_fact(PodServes, command=command(settings, quick=True))
     if result["ok"]:
         host.noop("verify: " + " / ".join(result["lines"]))
         return
