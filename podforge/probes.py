@@ -65,7 +65,8 @@ def venv_distributions(venv: str) -> dict[str, str] | None:
 
 
 def software(repos: list[str], venv: str, stamp: str, deployer: str) -> dict[str, Any]:
-    """Checkouts, both venvs' distributions, the stack stamp, nvcc and supervisord."""
+    """Checkouts, both venvs' distributions, the stack stamp, nvcc, supervisord and the
+    installed Debian packages."""
     stamped = None
     if os.path.exists(stamp):
         with open(stamp) as file:
@@ -80,7 +81,22 @@ def software(repos: list[str], venv: str, stamp: str, deployer: str) -> dict[str
         "stack_stamp": stamped,
         "nvcc": nvcc,
         "supervisord": supervisord_running(),
+        "debs": installed_debs(),
     }
+
+
+def installed_debs(status: str = "/var/lib/dpkg/status") -> list[str]:
+    """Names of the Debian packages dpkg has installed (none on a system without dpkg)."""
+    if not os.path.exists(status):
+        return []
+    names, name = [], None
+    with open(status) as file:
+        for line in file:
+            if line.startswith("Package: "):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("Status: ") and line.split()[-1] == "installed" and name:
+                names.append(name)
+    return sorted(names)
 
 
 def supervisord_running(pidfile: str = "/var/run/supervisord.pid") -> bool:

@@ -29,12 +29,17 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         # The image or the pod deploy installed them; a boot must not wait on apt.
         host.noop("system packages came with the image or the pod deploy")
         return
-    apt.packages(
-        name="Install system packages",
-        packages=SYSTEM_PACKAGES,
-        update=True,
-        cache_time=24 * 3600,
-    )
+    missing = sorted(set(SYSTEM_PACKAGES) - set(pod.software["debs"]))
+    if missing:
+        apt.packages(
+            name=f"Install system packages ({', '.join(missing)})",
+            packages=missing,
+            update=True,
+            cache_time=24 * 3600,
+        )
+    else:
+        # pyinfra's apt.packages would read dpkg, the date and apt's stamp twice each.
+        host.noop(f"the {len(SYSTEM_PACKAGES)} system packages are installed")
     if not plan.python_stack.needs_nvcc:
         return
     if pod.software["nvcc"]:

@@ -9,7 +9,7 @@ from importlib import metadata
 
 from facts.files import FileDigests
 from facts.software import PodSoftware
-from podforge.probes import digests, repo_state, software, venv_distributions
+from podforge.probes import digests, installed_debs, repo_state, software, venv_distributions
 
 
 def git(path, *args):
@@ -86,6 +86,7 @@ def test_the_software_fact_runs_its_one_command(tmp_path):
     assert result["venv"]["pyinfra"] == metadata.version("pyinfra")
     assert result["stack_stamp"] == {"key": "k", "lock": {}}
     assert result["deployer"] is None and result["supervisord"] is False
+    assert "git" in result["debs"]  # this machine's dpkg, as the pod's is read
     assert result == software(
         [str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
         sys.prefix,
@@ -113,3 +114,14 @@ def test_the_digest_fact_runs_its_one_command(tmp_path):
     assert result == digests(
         [f"{tmp_path}/*.env", f"{tmp_path}/start.sh"], [str(tmp_path), str(tmp_path / "no")]
     )
+
+
+def test_installed_debs_are_those_dpkg_marks_installed(tmp_path):
+    status = tmp_path / "status"
+    status.write_text(
+        "Package: curl\nStatus: install ok installed\nVersion: 7.88\n\n"
+        "Package: supervisor\nStatus: deinstall ok config-files\nVersion: 4.2\n\n"
+        "Package: git\nArchitecture: amd64\nStatus: install ok installed\n\n"
+    )
+    assert installed_debs(str(status)) == ["curl", "git"]
+    assert installed_debs(str(tmp_path / "no-dpkg")) == []
