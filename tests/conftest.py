@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,26 @@ def run_probe(env: dict[str, str]) -> list[str]:
         ["sh", "-c", PROBE_COMMAND], env=env, capture_output=True, text=True, check=True
     )
     return result.stdout.splitlines()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_listening(
+    argv: list[str], port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a local server process; return it once it accepts connections on ``port``."""
+    process = subprocess.Popen(argv, cwd=REPO, env=env)
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"{argv[:3]} did not listen on {port}")
+        time.sleep(0.05)

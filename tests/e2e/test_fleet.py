@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from paramiko import SSHException
 
+from conftest import free_port, start_listening
 from e2e.conftest import pod_shell
 from podforge.rollout import REPORT_PATH, read_report
 from sandbox.control import pod_hosts, restart_pod, stop_one_pod
@@ -138,12 +138,6 @@ def test_a_spent_budget_starts_no_new_batch_and_rerun_finishes_them(sandbox):
     assert [run.status for run in read_report(REPO / REPORT_PATH)] == ["ok"] * 3
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize(("keepalive_s", "survives"), [(1, True), (60, False)])
 def test_keepalives_keep_an_idle_connection_through_a_nat_that_drops_idle_ones(
     sandbox, keepalive_s, survives
@@ -157,29 +151,15 @@ def test_keepalives_keep_an_idle_connection_through_a_nat_that_drops_idle_ones(
     from fleet.ssh import keep_alive
 
     pod = sandbox["pods"][0]
-    port = _free_port()
-    relay = subprocess.Popen(
+    port = free_port()
+    relay = start_listening(
         [
-            sys.executable,
-            "-m",
-            "sandbox.idle_cut",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--to",
-            f"{pod['address']}:{pod['port']}",
-            "--idle",
-            "2",
+            *(sys.executable, "-m", "sandbox.idle_cut", "--listen", f"127.0.0.1:{port}"),
+            *("--to", f"{pod['address']}:{pod['port']}", "--idle", "2"),
         ],
-        cwd=REPO,
+        port,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert relay.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
         data = {
             **dict(pod_hosts(sandbox))[pod["address"]],
             "ssh_port": port,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 from runpod_pods import v2_pod
 
+from conftest import free_port, start_listening
 from podforge.runpod import RunPodApiError, deployable_pods, host_names, list_pods
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,31 +60,26 @@ def test_a_body_without_a_pods_list_is_refused_in_words():
         deployable_pods({"data": {"myself": {"pods": []}}})  # a GraphQL-shaped answer
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The v2 stand-in (sandbox/runpod_api.py) as a process; (base URL, its answers file)."""
     answers = tmp_path / "answers.json"
     answers.write_text(json.dumps({"pods": [v2_pod("p1", "wan-a")]}))
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox.runpod_api", "--port", str(port), "--answers", answers],
-        cwd=REPO,
+    port = free_port()
+    process = start_listening(
+        [
+            sys.executable,
+            "-m",
+            "sandbox.runpod_api",
+            "--port",
+            str(port),
+            "--answers",
+            str(answers),
+        ],
+        port,
         env={**os.environ, "RUNPOD_API_KEY": KEY},
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert process.poll() is None and time.monotonic() < deadline, "stand-in died"
-            time.sleep(0.05)
         yield f"http://127.0.0.1:{port}", answers
     finally:
         process.kill()
