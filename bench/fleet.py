@@ -36,27 +36,6 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
-
-
-def _pods_cpu(state: dict[str, object], names: list[str]) -> float:
-    """CPU seconds the pods' SSH side has used: each pod's sshd (launcher -> tini -> sshd)
-    with the per-connection sshds and commands it has reaped (a run's commands count once
-    its connections are closed, as they are after every run)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pod in state["pods"]:  # type: ignore[union-attr]
-        if pod["name"] not in names:
-            continue
-        (tini,) = _children(pod["pid"])
-        for sshd in _children(tini):
-            fields = Path(f"/proc/{sshd}/stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return total / ticks
-
-
 def _deploy(names: list[str]) -> tuple[float, float, list[PodRun]]:
     """(wall s, controller CPU s, rows) of one pyinfra run on the named pods."""
     inventory = load_inventory("inventories/sandbox.py")
@@ -112,19 +91,16 @@ def main() -> None:
                     f"controller CPU {cpu / len(pods):.2f} s per pod"
                 )
             for label, pods in (("1 pod", one), ("10 pods", ten)):
-                walls, cpus, pod_cpus = [], [], []
+                walls, cpus = [], []
                 for _ in range(args.rounds):
-                    before = _pods_cpu(state, pods)
                     wall, cpu, runs = _deploy(pods)
                     assert all(run.changed == 0 for run in runs), runs
                     walls.append(wall)
                     cpus.append(cpu / len(pods))
-                    pod_cpus.append((_pods_cpu(state, pods) - before) / len(pods))
                 figures[label, "noop"] = statistics.median(walls)
                 print(
                     f"{label}: no-op deploy {figures[label, 'noop']:.2f} s (median of "
-                    f"{args.rounds}), controller CPU {statistics.median(cpus):.2f} s per pod, "
-                    f"pod-side CPU {statistics.median(pod_cpus):.2f} s per pod "
+                    f"{args.rounds}), controller CPU {statistics.median(cpus):.2f} s per pod "
                     f"(all pods share this machine's {os.cpu_count()} cores)"
                 )
             for kind, target in (("fresh", 2.0), ("noop", 1.5)):
