@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -147,3 +148,47 @@ def test_an_api_that_does_not_answer_times_out_in_words(api):
     answers.write_text(json.dumps({"delay": 5}))
     with pytest.raises(RunPodApiError, match=r"did not answer within 0.5 s"):
         list_pods(url, KEY, timeout=0.5)
+
+
+def _inventory(url: str, key: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`pyinfra inventories/runpod.py debug-inventory` as a user runs it."""
+    return subprocess.run(
+        [str(REPO / ".venv/bin/pyinfra"), "inventories/runpod.py", "debug-inventory"],
+        cwd=REPO,
+        env={**os.environ, "RUNPOD_API_KEY": key, "RUNPOD_API_URL": url, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_the_inventory_lists_deployable_pods_and_says_why_it_skips_the_others(api):
+    url, answers = api
+    answers.write_text(
+        json.dumps(
+            {
+                "pods": [
+                    v2_pod("p1", "wan-a", direct=("198.51.100.4", 40022)),
+                    v2_pod("p2", "wan-proxy", direct=None),
+                    v2_pod("p3", "sdxl", status="EXITED", direct=None, ports=False),
+                ]
+            }
+        )
+    )
+    done = _inventory(url, KEY, RUNPOD_POD_FILTER="wan-*")
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "[wan-a]" in output and '"ssh_hostname": "198.51.100.4"' in output
+    assert '"ssh_port": 40022' in output and '"runpod_id": "p1"' in output
+    assert "skipped wan-proxy (p2): only RunPod's SSH proxy" in output
+    assert "sdxl" not in output  # filtered out by name, so not even skipped
+    assert KEY not in output
+
+
+def test_an_api_error_ends_the_inventory_in_one_line_without_a_traceback(api):
+    url, _ = api
+    done = _inventory(url, "rpa_wrong_key")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output and "rpa_wrong_key" not in output
+    errors = [line for line in output.splitlines() if "RunPod API" in line]
+    assert len(errors) == 1 and "401" in errors[0] and "check RUNPOD_API_KEY" in errors[0]
