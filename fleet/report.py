@@ -78,25 +78,26 @@ class RunCollector(BaseStateCallback):
     def close(self) -> None:
         logging.getLogger("pyinfra").removeHandler(self.handler)
 
-    def _pod(self, host: Host) -> _Pod:
+    def record(self, host: Host) -> _Pod:
+        """This pod's record, made when the run first deals with it."""
         return self.pods.setdefault(host.name, _Pod())
 
     # pyinfra's callbacks (static in BaseStateCallback; bound here to keep the records)
     def host_connect_error(self, state: State, host: Host, error: object) -> None:  # type: ignore[override]
-        self._pod(host).connect_error = str(error)
+        self.record(host).connect_error = str(error)
 
     def host_before_connect(self, state: State, host: Host) -> None:  # type: ignore[override]
-        self._pod(host)
+        self.record(host)
 
     def operation_host_success(  # type: ignore[override]
         self, state: State, host: Host, op_hash: str, retry_count: int = 0
     ) -> None:
-        self._pod(host).ended = time.monotonic()
+        self.record(host).ended = time.monotonic()
 
     def operation_host_error(  # type: ignore[override]
         self, state: State, host: Host, op_hash: str, retry_count: int = 0, max_retries: int = 0
     ) -> None:
-        pod = self._pod(host)
+        pod = self.record(host)
         pod.ended = time.monotonic()
         if _connection_lost(host):
             # Whatever the command printed last, the pod went away under it.
@@ -108,7 +109,7 @@ class RunCollector(BaseStateCallback):
         for pod_host in state.inventory:
             if not state.is_host_in_limit(pod_host):
                 continue
-            pod = self._pod(pod_host)
+            pod = self.record(pod_host)
             ops = [h for h in state.get_op_order() if h in state.ops[pod_host]]
             metas = [state.ops[pod_host][h].operation_meta for h in ops]
             done = [m for m in metas if m.is_complete()]
@@ -182,7 +183,7 @@ def start() -> None:
         state.add_callback_handler(found)
         if pyinfra.is_cli:
             atexit.register(_report_at_exit, state, found)
-    found._pod(host)
+    found.record(host)
 
 
 def track_plan(plan: Plan) -> None:
@@ -190,7 +191,7 @@ def track_plan(plan: Plan) -> None:
     found = collector(ctx_state.get())
     if found is None:
         return
-    pod = found._pod(host)
+    pod = found.record(host)
     if plan.gpus:
         pod.gpu = plan.gpus[0].name + (f" x{len(plan.gpus)}" if len(plan.gpus) > 1 else "")
     pod.tier, pod.variants = plan.tier, dict(plan.variants)
@@ -201,7 +202,7 @@ def track_fetch(fetch: Fetch | None) -> None:
     once it ran."""
     found = collector(ctx_state.get())
     if found is not None:
-        found._pod(host).fetch = fetch
+        found.record(host).fetch = fetch
 
 
 def show(runs: list[PodRun], cwd: Path) -> None:
