@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -120,6 +121,7 @@ def list_pods(api_url: str, api_key: str, timeout: float = 20.0) -> dict[str, An
             wait = _retry_after(error)
             waitable = wait is not None and wait <= RATE_LIMIT_MAX_WAIT_S
             if error.code == 429 and waitable and attempt < RATE_LIMIT_RETRIES:
+                print(f"RunPod API rate limit: asking again in {wait:g} s", file=sys.stderr)
                 time.sleep(wait)
                 continue
             raise RunPodApiError(_http_problem(url, error, wait)) from None

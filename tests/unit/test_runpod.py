@@ -131,7 +131,7 @@ def test_a_wrong_key_gets_401_and_is_told_to_check_the_key(api):
         list_pods(url, "rpa_wrong")
 
 
-def test_a_429_with_a_short_retry_after_is_waited_out(api):
+def test_a_429_with_a_short_retry_after_is_waited_out(api, capsys):
     url, answers = api
     answers.write_text(
         json.dumps(
@@ -141,6 +141,7 @@ def test_a_429_with_a_short_retry_after_is_waited_out(api):
     began = time.monotonic()
     assert [p["name"] for p in list_pods(url, KEY)["pods"]] == ["late"]
     assert time.monotonic() - began >= 2  # two Retry-After waits of 1 s
+    assert capsys.readouterr().err.count("RunPod API rate limit: asking again in 1 s") == 2
 
 
 def test_an_api_that_does_not_answer_times_out_in_words(api):
