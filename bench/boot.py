@@ -10,12 +10,10 @@ inside the pod. Target: <= 5 s on this machine.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
-import tempfile
-from pathlib import Path
 
+from bench.sandbox import bench_sandbox
 from sandbox import control
 from sandbox.converge import converge
 
@@ -30,28 +28,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.boot")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="podforge-bench-boot-") as tmp:
-        base = Path(tmp)
-        os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
-        state = control.up(["rtx-4090"], base, first_address=95)
-        try:
-            assert all(not r.failed for r in converge().values())
-            pod = state["pods"][0]
-            ssh = control.ssh_argv(state, pod)
-            walls = []
-            for _ in range(args.rounds):
-                out = subprocess.run([*ssh, BOOT], capture_output=True, text=True, check=True)
-                began, ended = (float(v) for v in out.stdout.split())
-                walls.append(ended - began)
-            log = subprocess.run([*ssh, "cat /tmp/boot.log"], capture_output=True, text=True)
-            total = next(line for line in log.stdout.splitlines() if "Grand total" in line)
-            print(
-                f"no-op boot phase on a prepared pod: median {statistics.median(walls):.2f} s "
-                f"of {args.rounds} (min {min(walls):.2f}, max {max(walls):.2f}); target <= 5 s"
-            )
-            print(f"its results: {' '.join(total.split())}")
-        finally:
-            control.down(base)
+    with bench_sandbox("boot", ["rtx-4090"], first_address=95) as state:
+        assert all(not r.failed for r in converge().values())
+        pod = state["pods"][0]
+        ssh = control.ssh_argv(state, pod)
+        walls = []
+        for _ in range(args.rounds):
+            out = subprocess.run([*ssh, BOOT], capture_output=True, text=True, check=True)
+            began, ended = (float(v) for v in out.stdout.split())
+            walls.append(ended - began)
+        log = subprocess.run([*ssh, "cat /tmp/boot.log"], capture_output=True, text=True)
+        total = next(line for line in log.stdout.splitlines() if "Grand total" in line)
+        print(
+            f"no-op boot phase on a prepared pod: median {statistics.median(walls):.2f} s "
+            f"of {args.rounds} (min {min(walls):.2f}, max {max(walls):.2f}); target <= 5 s"
+        )
+        print(f"its results: {' '.join(total.split())}")
 
 
 if __name__ == "__main__":

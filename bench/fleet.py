@@ -18,15 +18,13 @@ import json
 import os
 import resource
 import statistics
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
+from bench.sandbox import bench_sandbox
 from fleet.report import RunCollector
 from fleet.rollout import load_inventory, run_deploy
 from podforge.rollout import PodRun
-from sandbox import control
 
 GPUS = ["rtx-4090", "h100", "rtx-4080-super", "2x-a40", "rtx-3060"]
 
@@ -68,46 +66,39 @@ def main() -> None:
     parser.add_argument("--throttle-kib", type=int, default=16, help="KiB/s per connection")
     parser.add_argument("--rounds", type=int, default=3, help="no-op reruns per fleet size")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="podforge-bench-fleet-") as tmp:
-        base = Path(tmp)
-        os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
-        gpus = [GPUS[i % len(GPUS)] for i in range(11)]
-        state = control.up(
-            gpus, base, first_address=100, file_size=int(args.file_mib * 2**20), offer_xet=False
-        )
-        try:
-            hub = state["hub"]["url"]
-            _control(hub, "faults", {"throttle_bps": args.throttle_kib * 1024})
-            names = [pod["name"] for pod in state["pods"]]
-            one, ten = names[:1], names[1:]
-            print(f"hub: {args.file_mib:g} MiB files at {args.throttle_kib} KiB/s per connection")
-            figures = {}
-            for label, pods in (("1 pod", one), ("10 pods", ten)):
+    gpus = [GPUS[i % len(GPUS)] for i in range(11)]
+    size = int(args.file_mib * 2**20)
+    with bench_sandbox("fleet", gpus, 100, file_size=size, offer_xet=False) as state:
+        hub = state["hub"]["url"]
+        _control(hub, "faults", {"throttle_bps": args.throttle_kib * 1024})
+        names = [pod["name"] for pod in state["pods"]]
+        one, ten = names[:1], names[1:]
+        print(f"hub: {args.file_mib:g} MiB files at {args.throttle_kib} KiB/s per connection")
+        figures = {}
+        for label, pods in (("1 pod", one), ("10 pods", ten)):
+            wall, cpu, runs = _deploy(pods)
+            gb = sum(run.gb_fetched for run in runs)
+            figures[label, "fresh"] = wall
+            print(
+                f"{label}: fresh deploy {wall:.1f} s, {gb * 1000:.1f} MB fetched, "
+                f"controller CPU {cpu / len(pods):.2f} s per pod"
+            )
+        for label, pods in (("1 pod", one), ("10 pods", ten)):
+            walls, cpus = [], []
+            for _ in range(args.rounds):
                 wall, cpu, runs = _deploy(pods)
-                gb = sum(run.gb_fetched for run in runs)
-                figures[label, "fresh"] = wall
-                print(
-                    f"{label}: fresh deploy {wall:.1f} s, {gb * 1000:.1f} MB fetched, "
-                    f"controller CPU {cpu / len(pods):.2f} s per pod"
-                )
-            for label, pods in (("1 pod", one), ("10 pods", ten)):
-                walls, cpus = [], []
-                for _ in range(args.rounds):
-                    wall, cpu, runs = _deploy(pods)
-                    assert all(run.changed == 0 for run in runs), runs
-                    walls.append(wall)
-                    cpus.append(cpu / len(pods))
-                figures[label, "noop"] = statistics.median(walls)
-                print(
-                    f"{label}: no-op deploy {figures[label, 'noop']:.2f} s (median of "
-                    f"{args.rounds}), controller CPU {statistics.median(cpus):.2f} s per pod "
-                    f"(all pods share this machine's {os.cpu_count()} cores)"
-                )
-            for kind, target in (("fresh", 2.0), ("noop", 1.5)):
-                ratio = figures["10 pods", kind] / figures["1 pod", kind]
-                print(f"10 pods / 1 pod, {kind}: {ratio:.2f}x (target <= {target}x)")
-        finally:
-            control.down(base)
+                assert all(run.changed == 0 for run in runs), runs
+                walls.append(wall)
+                cpus.append(cpu / len(pods))
+            figures[label, "noop"] = statistics.median(walls)
+            print(
+                f"{label}: no-op deploy {figures[label, 'noop']:.2f} s (median of "
+                f"{args.rounds}), controller CPU {statistics.median(cpus):.2f} s per pod "
+                f"(all pods share this machine's {os.cpu_count()} cores)"
+            )
+        for kind, target in (("fresh", 2.0), ("noop", 1.5)):
+            ratio = figures["10 pods", kind] / figures["1 pod", kind]
+            print(f"10 pods / 1 pod, {kind}: {ratio:.2f}x (target <= {target}x)")
 
 
 if __name__ == "__main__":

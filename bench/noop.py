@@ -11,15 +11,13 @@ before ComfyUI, the nodes and the stack were there, the no-op took ~4.6 s and 58
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from bench.counting import counted_commands
-from sandbox import control
+from bench.sandbox import bench_sandbox
 from sandbox.converge import converge
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,35 +28,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.noop")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="podforge-bench-") as tmp:
-        base = Path(tmp)
-        os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
-        control.up(["rtx-4090"], base, first_address=90)
-        try:
+    with bench_sandbox("noop", ["rtx-4090"], first_address=90):
+        began = time.monotonic()
+        first = converge()
+        print(f"full deploy of a fresh pod: {time.monotonic() - began:.1f} s")
+        assert all(not r.failed for r in first.values()), first
+        cli = [str(REPO / ".venv/bin/pyinfra"), "-y", "inventories/sandbox.py", "deploy.py"]
+        walls = []
+        for _ in range(args.rounds):
             began = time.monotonic()
-            first = converge()
-            print(f"full deploy of a fresh pod: {time.monotonic() - began:.1f} s")
-            assert all(not r.failed for r in first.values()), first
-            cli = [str(REPO / ".venv/bin/pyinfra"), "-y", "inventories/sandbox.py", "deploy.py"]
-            walls = []
-            for _ in range(args.rounds):
-                began = time.monotonic()
-                subprocess.run(cli, cwd=REPO, check=True, capture_output=True)
-                walls.append(time.monotonic() - began)
-            with counted_commands() as counted:
-                results = converge()
-            changed = [name for r in results.values() for name in r.changed]
-            wall = statistics.median(walls)
-            print(
-                f"no-op deploy (pyinfra CLI, median of {args.rounds}): {wall:.2f} s "
-                f"(before: {BEFORE[0]} s, ratio {wall / BEFORE[0]:.2f}; target <= 3 s)"
-            )
-            print(
-                f"remote commands of a no-op deploy: {counted['n']} "
-                f"(before: {BEFORE[1]}; target <= 40); changes: {len(changed)} {changed}"
-            )
-        finally:
-            control.down(base)
+            subprocess.run(cli, cwd=REPO, check=True, capture_output=True)
+            walls.append(time.monotonic() - began)
+        with counted_commands() as counted:
+            results = converge()
+        changed = [name for r in results.values() for name in r.changed]
+        wall = statistics.median(walls)
+        print(
+            f"no-op deploy (pyinfra CLI, median of {args.rounds}): {wall:.2f} s "
+            f"(before: {BEFORE[0]} s, ratio {wall / BEFORE[0]:.2f}; target <= 3 s)"
+        )
+        print(
+            f"remote commands of a no-op deploy: {counted['n']} "
+            f"(before: {BEFORE[1]}; target <= 40); changes: {len(changed)} {changed}"
+        )
 
 
 if __name__ == "__main__":
