@@ -6,12 +6,16 @@ pyinfra already merges the first three into ``host.data``; ``load_settings`` add
 environment on top (that is what makes ``ENV``/``-e`` work in Docker and RunPod templates).
 
 Each field's environment variable is its name in upper case (``steadydancer_variant`` ->
-``STEADYDANCER_VARIANT``). A bad value raises ``SettingsError`` with one line naming the
+``STEADYDANCER_VARIANT``); a structured one (pins, custom models) takes JSON, which is how a
+Dockerfile's build arguments pass them (``--build-arg CUSTOM_NODES='[{"name": ...}]'``).
+A bad value raises ``SettingsError`` with one line naming the
 variable, the value and what it accepts; secrets are ``SecretStr`` and never printed.
 """
 
 from __future__ import annotations
 
+import json
+import posixpath
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -128,6 +132,17 @@ class Settings(BaseModel):
     r2_access_key_id: SecretStr | None = None
     r2_secret_access_key: SecretStr | None = None
 
+    def checkouts(self) -> dict[str, RepoPin]:
+        """Where each pinned repository is checked out: ComfyUI, then its custom nodes."""
+        nodes_dir = posixpath.join(self.comfyui_dir, "custom_nodes")
+        nodes = {posixpath.join(nodes_dir, node.name): node for node in self.custom_nodes}
+        return {self.comfyui_dir: self.comfyui_repo, **nodes}
+
+    @property
+    def stack_stamp(self) -> str:
+        """What `podforge stack install` last installed (its request's key and lock)."""
+        return f"{self.podforge_dir}/stack.json"
+
     @field_validator("comfyui_args", mode="before")
     @classmethod
     def _check_comfyui_args(cls, value: Any) -> list[str]:
@@ -172,6 +187,8 @@ class Settings(BaseModel):
 
 
 SETTING_NAMES: frozenset[str] = frozenset(Settings.model_fields)
+# Settings that are objects or lists of objects: their environment values are JSON.
+JSON_SETTINGS = frozenset({"comfyui_repo", "custom_nodes", "custom_models"})
 
 
 class SettingsError(ValueError):
@@ -197,12 +214,24 @@ def load_settings(data: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
     for key in SETTING_NAMES:
         name = env_name(key)
         if name in environ and environ[name] != "":
-            values[key] = environ[name]
+            values[key] = _from_environment(name, key, environ[name])
             source[key] = name
     try:
         return Settings(**values)
     except ValidationError as error:
         raise SettingsError(_one_line(error, values, source)) from None
+
+
+def _from_environment(name: str, key: str, text: str) -> Any:
+    if key not in JSON_SETTINGS:
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SettingsError(
+            f"{name} is not JSON ({error.msg} at character {error.pos}): it takes the same"
+            " object or list as the group_data setting, written as JSON"
+        ) from None
 
 
 def _one_line(error: ValidationError, values: Mapping[str, Any], source: Mapping[str, str]) -> str:

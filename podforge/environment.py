@@ -15,15 +15,20 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict
 
-from podforge.config import Settings
-from podforge.plan import Plan
 from podforge.stacks import MMCV, POD_TOOL_REQUIREMENTS, SHARED_IMPORTS, STACK_PROFILES
+
+if TYPE_CHECKING:
+    # Types only: `podforge stack` runs from the image's stack layer with the stack's own
+    # modules alone (podforge/image.py), before the rest of podforge is copied in.
+    from podforge.config import Settings
+    from podforge.plan import Plan
 
 PROFILE_SOURCE = "stack profile"
 
@@ -212,10 +217,8 @@ def lock_is_installed(lock: Mapping[str, str], installed: Mapping[str, str]) -> 
 def stack_request(settings: Settings, plan: Plan) -> StackRequest:
     """The request the deploy writes for this pod: its profile, the nodes' files, podforge."""
     profile = STACK_PROFILES[plan.python_stack.profile]
-    repos = [settings.comfyui_repo, *settings.custom_nodes]
-    sources = {settings.comfyui_repo.name: f"{settings.comfyui_dir}/requirements.txt"}
-    for node in settings.custom_nodes:
-        sources[node.name] = f"{settings.comfyui_dir}/custom_nodes/{node.name}/requirements.txt"
+    checkouts = settings.checkouts()
+    sources = {pin.name: f"{dest}/requirements.txt" for dest, pin in checkouts.items()}
     openmmlab = plan.python_stack.openmmlab
     return StackRequest(
         profile=profile.name,
@@ -228,5 +231,5 @@ def stack_request(settings: Settings, plan: Plan) -> StackRequest:
         extra=openmmlab,
         build_from_source=[MMCV] if MMCV in openmmlab else [],
         wheelhouse=settings.wheelhouse_dir if openmmlab else None,
-        commits={repo.name: repo.commit for repo in repos},
+        commits={pin.name: pin.commit for pin in checkouts.values()},
     )

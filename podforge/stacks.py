@@ -116,6 +116,18 @@ SHARED_IMPORTS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime-gpu", "onnxruntime"),
 }
 
+# Debian/Ubuntu packages every pod needs (the system task; the image's stack layer).
+# libgl1/libglib2.0-0: the GUI OpenCV builds' cv2 does not import without them.
+SYSTEM_PACKAGES: tuple[str, ...] = (
+    "ca-certificates",
+    "curl",
+    "git",
+    "python3-venv",
+    "supervisor",
+    "libgl1",
+    "libglib2.0-0",
+)
+
 # What runs the deploy on the pod itself at container start (start.sh, phase=boot): pyinfra
 # and what the deploy imports, in a venv of their own (the laptop's versions).
 DEPLOYER_REQUIREMENTS: tuple[str, ...] = (

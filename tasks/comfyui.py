@@ -10,28 +10,18 @@ from operations import files, git
 from podforge.config import Settings
 from podforge.plan import Plan
 from tasks import render
-from tasks.desired import MODEL_DIRS, Pod, model_dirs, node_dir
+from tasks.desired import MODEL_DIRS, Pod, model_dirs
 
 
 @deploy("ComfyUI")
 def install(settings: Settings, plan: Plan, pod: Pod) -> None:
-    repos = pod.software["repos"]
-    comfyui = settings.comfyui_repo
-    git.pinned_checkout(
-        name=f"ComfyUI at {comfyui.commit[:12]}",
-        dest=settings.comfyui_dir,
-        url=comfyui.url,
-        commit=comfyui.commit,
-        present=repos[settings.comfyui_dir],
-    )
-    for node in settings.custom_nodes:
-        dest = node_dir(settings, node.name)
+    for dest, pin in settings.checkouts().items():
         git.pinned_checkout(
-            name=f"{node.name} at {node.commit[:12]}",
+            name=f"{pin.name} at {pin.commit[:12]}",
             dest=dest,
-            url=node.url,
-            commit=node.commit,
-            present=repos[dest],
+            url=pin.url,
+            commit=pin.commit,
+            present=pod.software["repos"][dest],
         )
     files.directories(
         name="Model and output directories",

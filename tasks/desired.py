@@ -87,26 +87,17 @@ def plan(wanted: Settings, pod_host: dict[str, Any]) -> Plan:
         raise DeployError(f"{host.name}: {error}") from None
 
 
-def node_dir(wanted: Settings, name: str) -> str:
-    return posixpath.join(wanted.comfyui_dir, "custom_nodes", name)
-
-
-def stack_stamp(wanted: Settings) -> str:
-    return f"{wanted.podforge_dir}/stack.json"
-
-
 def model_dirs(wanted: Settings) -> list[str]:
     return [posixpath.join(wanted.models_dir, sub) for sub in MODEL_DIRS]
 
 
 def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
     """Everything tasks compare against, in three remote commands."""
-    repos = [wanted.comfyui_dir, *(node_dir(wanted, node.name) for node in wanted.custom_nodes)]
     software = host.get_fact(
         PodSoftware,
-        repos=repos,
+        repos=list(wanted.checkouts()),
         venv=wanted.venv_dir,
-        stamp=stack_stamp(wanted),
+        stamp=wanted.stack_stamp,
         deployer=f"{wanted.podforge_dir}/deployer",
     )
     files = host.get_fact(

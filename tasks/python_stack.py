@@ -22,7 +22,7 @@ from podforge.environment import lock_is_installed, stack_request
 from podforge.plan import Plan
 from podforge.stacks import POD_TOOL_REQUIREMENTS
 from podforge.wheel import build_wheel, content_version, package_files
-from tasks.desired import Pod, stack_stamp
+from tasks.desired import Pod
 from tasks.streamed import run_streamed
 
 PODFORGE_PACKAGE = Path(__file__).resolve().parent.parent / "podforge"
@@ -92,7 +92,7 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod) -> None:
         function=run_streamed,
         command=(
             f"{settings.venv_dir}/bin/podforge stack install --request {request_file}"
-            f" --stamp {stack_stamp(settings)} 2>&1"
+            f" --stamp {settings.stack_stamp} 2>&1"
         ),
         failure="the environment was not installed: see the stack lines above",
     )

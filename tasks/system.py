@@ -8,18 +8,9 @@ from pyinfra.operations import apt
 
 from podforge.config import Settings
 from podforge.plan import Plan
+from podforge.stacks import SYSTEM_PACKAGES
 from tasks.desired import Pod
 
-# libgl1/libglib2.0-0: the GUI OpenCV builds' cv2 does not import without them.
-SYSTEM_PACKAGES = [
-    "ca-certificates",
-    "curl",
-    "git",
-    "python3-venv",
-    "supervisor",
-    "libgl1",
-    "libglib2.0-0",
-]
 NVIDIA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from podforge.config import Settings, SettingsError, load_settings, public_view
@@ -103,3 +105,27 @@ def test_secrets_never_appear_in_errors_or_views():
         load_settings({"hf_token": ["not", "a", SECRET]}, {})
     assert SECRET not in str(caught.value)
     assert "<hidden>" in str(caught.value)
+
+
+def test_structured_settings_come_from_the_environment_as_json():
+    # How a Dockerfile's build arguments pass pins: the same objects as group_data, as JSON.
+    node = {"name": "ComfyUI-GGUF", "url": "git://127.0.0.1:9418/g.git", "commit": "a" * 40}
+    settings = load_settings({}, {"CUSTOM_NODES": json.dumps([node])})
+    assert [pin.model_dump() for pin in settings.custom_nodes] == [node]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CUSTOM_NODES": "ComfyUI-GGUF"}, "CUSTOM_NODES is not JSON (Expecting value"),
+        (
+            {"COMFYUI_REPO": json.dumps({"name": "ComfyUI", "url": "u", "commit": "main"})},
+            "COMFYUI_REPO.commit='main' is not accepted",
+        ),
+    ],
+)
+def test_bad_structured_environment_values_name_the_variable(env, message):
+    with pytest.raises(SettingsError) as caught:
+        load_settings({}, env)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
