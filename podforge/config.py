@@ -69,6 +69,9 @@ class Settings(BaseModel):
     models_dir: str = "/workspace/ComfyUI/models"
     venv_dir: str = "/workspace/venv"
     podforge_dir: str = "/opt/podforge"
+    # The container's entrypoint (the boot phase, then supervisord). An image puts it outside
+    # /workspace, which RunPod's volume covers at run time (docker/Dockerfile).
+    start_script: str = "/workspace/start.sh"
 
     # Features
     enable_steadydancer: bool = False
@@ -220,6 +223,32 @@ def load_settings(data: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
         return Settings(**values)
     except ValidationError as error:
         raise SettingsError(_one_line(error, values, source)) from None
+
+
+def as_environment(values: Mapping[str, Any]) -> dict[str, str]:
+    """Settings as environment variables (or build arguments): what ``load_settings`` reads."""
+    environment = {}
+    for key, value in values.items():
+        if key not in SETTING_NAMES:
+            raise SettingsError(f"{key} is not a setting (see podforge/config.py)")
+        plain = _plain(value)
+        if key in JSON_SETTINGS:
+            environment[env_name(key)] = json.dumps(plain)
+        elif isinstance(plain, bool):
+            environment[env_name(key)] = "true" if plain else "false"
+        else:
+            environment[env_name(key)] = str(plain)
+    return environment
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value
 
 
 def _from_environment(name: str, key: str, text: str) -> Any:

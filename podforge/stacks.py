@@ -145,3 +145,8 @@ POD_TOOL_REQUIREMENTS: tuple[str, ...] = (
     "boto3==1.44.5",  # r2sync
     "pip==26.3",  # one resolver for `podforge stack` on every pod (Debian ships 23.0)
 )
+
+
+if __name__ == "__main__":
+    # docker/Dockerfile installs the deployer from this file alone, before the rest is copied.
+    print("\n".join(DEPLOYER_REQUIREMENTS))

@@ -171,6 +171,27 @@ def up(
     return state
 
 
+def add_pod(gpu: str, rootfs: Path, address_octet: int, base: Path | None = None) -> dict[str, Any]:
+    """One more pod in a running sandbox, on another root filesystem (an image's, mounted)."""
+    base = base or default_base()
+    state = load_state(base)
+    key = Path(state["ssh_key"])
+    pod = start_pod(
+        len(state["pods"]),
+        address_octet,
+        gpu,
+        rootfs,
+        base / "pods",
+        key.with_suffix(".pub").read_text(),
+        base / "logs",
+        base / "standins",
+    )
+    state["pods"].append(pod.as_dict())
+    _save_state(base, state)
+    wait_for_ssh(pod)
+    return pod.as_dict()
+
+
 def start_hub(
     base: Path,
     logs: Path,
@@ -359,7 +380,7 @@ def restart_pod(name: str, base: Path | None = None) -> dict[str, Any]:
     deadline = time.monotonic() + 10
     while is_mounted(pod.root) and time.monotonic() < deadline:
         time.sleep(0.05)
-    restarted = launch(pod, ensure_rootfs(), base / "logs")
+    restarted = launch(pod, Path(pod.lower) if pod.lower else ensure_rootfs(), base / "logs")
     state["pods"][index] = restarted.as_dict()
     _save_state(base, state)
     wait_for_ssh(restarted)

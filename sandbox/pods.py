@@ -59,6 +59,8 @@ class Pod:
     gpu: str
     pid: int
     dir: str
+    # The pod's read-only lower filesystem; None: the sandbox rootfs (an image's otherwise).
+    lower: str | None = None
 
     @property
     def root(self) -> Path:
@@ -90,7 +92,7 @@ def start_pod(
         (pod_dir / sub).mkdir(parents=True)
     _prepare_upper(pod_dir / "upper", name, gpu, public_key, standins)
     PIP_CACHE.mkdir(parents=True, exist_ok=True)
-    pod = Pod(name, f"127.0.0.{address_octet}", SSH_PORT, gpu, 0, str(pod_dir))
+    pod = Pod(name, f"127.0.0.{address_octet}", SSH_PORT, gpu, 0, str(pod_dir), str(rootfs))
     return launch(pod, rootfs, log_dir)
 
 
@@ -129,7 +131,7 @@ def launch(pod: Pod, rootfs: Path, log_dir: Path) -> Pod:
         start_new_session=True,
     )
     log.close()
-    return Pod(pod.name, pod.address, pod.port, pod.gpu, process.pid, pod.dir)
+    return Pod(pod.name, pod.address, pod.port, pod.gpu, process.pid, pod.dir, str(rootfs))
 
 
 def _prepare_upper(upper: Path, name: str, gpu: str, public_key: str, standins: Path) -> None:

@@ -106,7 +106,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
             f"{wanted.podforge_dir}/*",
             f"{wanted.podforge_dir}/secrets/*",
             f"{wanted.podforge_dir}/deploy/VERSION",
-            f"{wanted.workspace_dir}/start.sh",
+            wanted.start_script,
             f"{wanted.comfyui_dir}/extra_model_paths.yaml",
             f"{SUPERVISOR_CONF_DIR}/{PREFIX}*.conf",
             f"{SYSTEMD_UNIT_DIR}/{PREFIX}*.service",

@@ -57,7 +57,7 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         )
     files.content(
         name="start.sh (the container's entrypoint: the boot phase, then supervisord)",
-        dest=f"{settings.workspace_dir}/start.sh",
+        dest=settings.start_script,
         text=render("start.sh.j2", settings=settings),
         digests=pod.files,
         mode="755",

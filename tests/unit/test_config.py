@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from podforge.config import Settings, SettingsError, load_settings, public_view
+from podforge.config import Settings, SettingsError, as_environment, load_settings, public_view
 
 
 @pytest.mark.parametrize(
@@ -129,3 +129,19 @@ def test_bad_structured_environment_values_name_the_variable(env, message):
         load_settings({}, env)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_settings_as_environment_read_back_the_same():
+    pins = [{"name": "ComfyUI-GGUF", "url": "git://127.0.0.1/g.git", "commit": "b" * 40}]
+    values = {
+        "custom_nodes": pins,
+        "enable_steadydancer": True,
+        "steadydancer_guide_scale": 6.5,
+        "comfyui_args": "--reserve-vram 2",
+        "models_dir": "/workspace/models",
+    }
+    environment = as_environment(values)
+    assert environment["ENABLE_STEADYDANCER"] == "true"
+    assert load_settings({}, environment) == load_settings(values, {})
+    with pytest.raises(SettingsError, match="gpu_vram is not a setting"):
+        as_environment({"gpu_vram": 16})

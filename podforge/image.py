@@ -1,0 +1,209 @@
+"""The image build's stack layer (docker/Dockerfile): system packages, ComfyUI and its nodes
+at their pins, and the Python environment, installed from their inputs alone.
+
+A Dockerfile RUN runs again whenever a file copied before it changed. The stack (the torch
+family, ComfyUI's and every node's requirements: most of a build) depends on a few settings,
+the pins and the stack's own modules, not on the rest of podforge. So a build stage of its
+own writes those inputs (``inputs``: the whole repo, settings from the build arguments), the
+image copies only them, and ``install`` installs from them: an unchanged stack is an
+unchanged copy, and its layer comes from the build cache. The deploy that runs next finds the
+packages, the checkouts at their pins and the stack's stamp as they should be, and changes
+nothing there.
+
+    python -m podforge.image inputs DIR                        # a stage with the whole repo
+    PYTHONPATH=DIR/tools python -m podforge.image install DIR  # the stack layer
+
+Nothing at module level imports more than ``STACK_MODULES``: they are all the layer has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from podforge import stack_cli
+from podforge.environment import StackRequest
+from podforge.probes import installed_debs
+
+if TYPE_CHECKING:
+    from podforge.config import Settings
+    from podforge.plan import Plan
+
+INPUTS_FILE = "stack-inputs.json"
+# What the stack layer runs with, copied beside the inputs (tools/podforge/).
+STACK_MODULES = (
+    "__init__.py",
+    "environment.py",
+    "image.py",
+    "probes.py",
+    "stack_cli.py",
+    "stacks.py",
+)
+
+
+class Checkout(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dest: str
+    url: str
+    commit: str
+
+
+class StackInputs(BaseModel):
+    """Everything the stack layer installs; the same values the deploy compares against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    debs: list[str]
+    checkouts: list[Checkout]
+    venv: str
+    request: StackRequest | None  # None: install_python_stack is off
+    request_file: str
+    stamp: str
+
+
+class ImageError(RuntimeError):
+    """A step of the stack layer failed; the message says which and why, in one line."""
+
+
+def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
+    from podforge.environment import stack_request
+    from podforge.stacks import SYSTEM_PACKAGES
+
+    return StackInputs(
+        debs=list(SYSTEM_PACKAGES),
+        checkouts=[
+            Checkout(dest=dest, url=pin.url, commit=pin.commit)
+            for dest, pin in settings.checkouts().items()
+        ],
+        venv=settings.venv_dir,
+        request=stack_request(settings, plan) if settings.install_python_stack else None,
+        request_file=f"{settings.podforge_dir}/stack-request.json",
+        stamp=settings.stack_stamp,
+    )
+
+
+def write_inputs(directory: Path, inputs: StackInputs) -> None:
+    """The inputs file and the modules that install it; nothing else (the layer's cache key)."""
+    tools = directory / "tools" / "podforge"
+    tools.mkdir(parents=True)
+    (directory / INPUTS_FILE).write_text(inputs.model_dump_json(indent=2) + "\n")
+    package = Path(__file__).resolve().parent
+    for name in STACK_MODULES:
+        shutil.copyfile(package / name, tools / name)
+
+
+def install(directory: Path) -> None:
+    inputs = StackInputs.model_validate_json((directory / INPUTS_FILE).read_text())
+    missing = sorted(set(inputs.debs) - set(installed_debs()))
+    if missing:
+        _say(f"system packages: {', '.join(missing)}")
+        _run(["apt-get", "update", "-q"])
+        _run(["apt-get", "install", "-q", "-y", "--no-install-recommends", *missing])
+    for checkout in inputs.checkouts:
+        _check_out(checkout)
+    if inputs.request is None:
+        _say("install_python_stack is off: the deploy installs podforge's tools only")
+        return
+    python = f"{inputs.venv}/bin/python"
+    if not Path(python).exists():
+        _run(["python3", "-m", "venv", inputs.venv])
+    _run(
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *inputs.request.tools]
+    )
+    request_file = Path(inputs.request_file)
+    request_file.parent.mkdir(parents=True, exist_ok=True)
+    request_file.write_text(inputs.request.model_dump_json(indent=2) + "\n")
+    # The venv's own python runs the resolver and pip (stack_cli uses sys.executable).
+    environment = dict(os.environ, PYTHONPATH=str(directory / "tools"))
+    argv = [python, "-m", "podforge.image", "stack", str(request_file), inputs.stamp]
+    if subprocess.run(argv, env=environment).returncode != 0:
+        raise ImageError("the Python environment was not installed: see the stack lines above")
+
+
+def _check_out(checkout: Checkout) -> None:
+    """Like operations/git.pinned_checkout on a fresh directory: one commit, fetched alone."""
+    dest = Path(checkout.dest)
+    if dest.exists():
+        raise ImageError(
+            f"{dest} exists in the base image: the stack layer checks out into new dirs"
+        )
+    _say(f"checkout: {checkout.url} at {checkout.commit[:12]} into {dest}")
+    dest.mkdir(parents=True)
+    git = ["git", "-C", str(dest)]
+    _run([*git, "init", "-q"])
+    _run([*git, "remote", "add", "origin", checkout.url])
+    try:
+        _run([*git, "fetch", "-q", "--depth", "1", "origin", checkout.commit])
+    except ImageError:
+        raise ImageError(
+            f"{checkout.url} has no commit {checkout.commit} (or cannot be reached)"
+        ) from None
+    _run([*git, "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", checkout.commit])
+
+
+def _run(argv: Sequence[str]) -> None:
+    if subprocess.run(argv).returncode != 0:
+        raise ImageError(f"failed: {' '.join(argv)}")
+
+
+def _say(line: str) -> None:
+    print(f"image: {line}", flush=True)
+
+
+def _inputs_from_environment(directory: Path) -> None:
+    """The stack-inputs stage: settings from the build arguments (the environment)."""
+    import platform
+
+    from podforge.config import SettingsError, load_settings
+    from podforge.gpu import GpuReport
+    from podforge.plan import PlanError, build_plan
+
+    try:
+        settings = load_settings({"phase": "image"}, os.environ)
+        plan = build_plan(settings, GpuReport(), sys.version_info[:3], platform.machine())
+    except (SettingsError, PlanError) as error:
+        raise ImageError(str(error)) from None
+    write_inputs(directory, stack_inputs(settings, plan))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m podforge.image", description=__doc__.split("\n")[0]
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser(
+        "inputs", help="write the stack's inputs (settings from the environment)"
+    ).add_argument("dir", type=Path)
+    verbs.add_parser("install", help="install the stack from its inputs").add_argument(
+        "dir", type=Path
+    )
+    stack = verbs.add_parser("stack", help="(inside the venv) podforge stack install")
+    stack.add_argument("request")
+    stack.add_argument("stamp")
+    args = parser.parse_args(argv)
+    if args.verb == "stack":
+        return stack_cli.main(
+            argparse.Namespace(stack_verb="install", request=args.request, stamp=args.stamp)
+        )
+    try:
+        if args.verb == "inputs":
+            _inputs_from_environment(args.dir)
+        else:
+            install(args.dir)
+    except ImageError as error:
+        print(f"podforge image: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,38 @@
+"""What every sandbox pod is told, deployed over SSH (group_data/sandbox.py) or built into an
+image (sandbox/image.py): models from the local hub, outputs to the local S3, ComfyUI and its
+nodes from the sandbox's git daemon, the torch family as stand-ins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from podforge.pins import DEFAULT_CUSTOM_NODES, RepoPin
+from sandbox.wheels import POD_RELEASES
+
+
+def sandbox_settings(state: dict[str, Any]) -> dict[str, Any]:
+    repos = state["git"]["repos"]
+
+    def pin(name: str) -> RepoPin:
+        # The same repositories as the defaults, served locally at the sandbox's own commits.
+        return RepoPin(name=name, url=repos[name]["url"], commit=repos[name]["commits"][-1])
+
+    return {
+        "hf_endpoint": state["hub"]["url"],
+        "r2_endpoint": state["s3"]["url"],
+        "r2_bucket": state["s3"]["bucket"],
+        "r2_access_key_id": state["s3"]["access_key"],
+        "r2_secret_access_key": state["s3"]["secret_key"],
+        "comfyui_repo": pin("ComfyUI"),
+        "custom_nodes": [pin(node.name) for node in DEFAULT_CUSTOM_NODES],
+        # flash-attn's release wheel, from a file:// mirror holding a stand-in (no GitHub here).
+        "flash_attn_mirror": f"file://{POD_RELEASES}",
+        # Outputs to the sandbox S3 (behind its R2-rules gate).
+        "enable_r2_sync": True,
+        # Features whose files depend on the GPU, so the demo pods get different plans.
+        "enable_wan22": True,
+        "enable_dwpose": True,
+        # The hub serves small stand-ins, not the real multi-GB files: sizes come from the hub.
+        "verify_catalog_sizes": False,
+    }
