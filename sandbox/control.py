@@ -192,6 +192,18 @@ def add_pod(gpu: str, rootfs: Path, address_octet: int, base: Path | None = None
     return pod.as_dict()
 
 
+def remove_pod(name: str, base: Path | None = None) -> None:
+    """Stop one pod and forget it (a pod on an image's filesystem, before the image goes)."""
+    base = base or default_base()
+    state = load_state(base)
+    pods = [p for p in state["pods"] if p["name"] == name]
+    if not pods:
+        raise KeyError(f"no pod named {name!r}")
+    stop_pod(Pod(**pods[0]))
+    state["pods"] = [p for p in state["pods"] if p["name"] != name]
+    _save_state(base, state)
+
+
 def start_hub(
     base: Path,
     logs: Path,

@@ -164,8 +164,9 @@ def copy_context(dest: Path, repo: Path = REPO) -> Path:
     return dest
 
 
-def image_size(buildah: Buildah, tag: str) -> int:
-    return int(buildah.run("inspect", "--type", "image", "--format", "{{.Size}}", tag) or 0)
+def image_size(buildah: Buildah, tag: str) -> str:
+    """As buildah shows it ("3.02 GB")."""
+    return buildah.run("images", "--format", "{{.Size}}", tag)
 
 
 def mount_image(buildah: Buildah, tag: str) -> Path:

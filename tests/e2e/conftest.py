@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -65,3 +66,13 @@ def pod_shell(state: dict[str, Any], pod: dict[str, Any], command: str, check: b
 @pytest.fixture(scope="session")
 def sandbox_dir(sandbox: dict[str, Any]) -> Path:
     return Path(sandbox["base"])
+
+
+def changed_operations(log: str) -> list[str]:
+    """Rows of pyinfra's results table that report a success (a change)."""
+    table = log[log.index("--> Results:") :]
+    return [
+        row.strip().split("  ")[0]
+        for row in table.splitlines()
+        if re.search(r"\s1\s+1\s+-\s+-\s*$", row)
+    ]

@@ -5,12 +5,11 @@ pod for the GPU it has (seconds, zero changes when nothing changed), then superv
 from __future__ import annotations
 
 import json
-import re
 import shlex
 
 import pytest
 
-from e2e.conftest import pod_shell
+from e2e.conftest import changed_operations, pod_shell
 from sandbox.converge import converge
 from sandbox.pods import GPU_PROFILES
 
@@ -50,16 +49,6 @@ def boot(sandbox, pod) -> str:
     log = pod_shell(sandbox, pod, "cat /tmp/start.log")
     assert verified.startswith("exit=0\n"), f"{verified}\n--- start.sh:\n{log}"
     return log
-
-
-def changed_operations(log: str) -> list[str]:
-    """Rows of pyinfra's results table that report a success (a change)."""
-    table = log[log.index("--> Results:") :]
-    return [
-        row.strip().split("  ")[0]
-        for row in table.splitlines()
-        if re.search(r"\s1\s+1\s+-\s+-\s*$", row)
-    ]
 
 
 def swap_gpu(sandbox, pod, profile: str) -> None:

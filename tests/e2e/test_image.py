@@ -1,0 +1,180 @@
+"""docker/Dockerfile built for real (buildah, a local base from the pods' rootfs), then pods
+booted from the image: start.sh fetches the models of each pod's GPU and serves, without
+changing anything the image installed. A second build with only podforge's code changed
+takes the stack from the cache; a bad setting fails the build in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.conftest import changed_operations, pod_shell
+from sandbox import control, image
+
+pytestmark = pytest.mark.e2e
+
+TAG = "localhost/podforge-e2e"
+# The session's pods listen on .40-.42.
+IMAGE_POD_ADDRESSES = {"rtx-4080-super": 43, "h100": 44}
+# What the image phase installed: a boot must leave these deploys unchanged.
+IMAGE_DEPLOYS = ("System packages", "Pod tools", "ComfyUI", "Python environment")
+STACK_STEP = "RUN PYTHONPATH=/opt/podforge/stack-inputs/tools"
+DEPLOY_STEP = "RUN cd /opt/podforge/src && /opt/podforge/deployer/bin/pyinfra @local"
+
+
+@pytest.fixture(scope="module")
+def builder(sandbox, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    work = tmp_path_factory.mktemp("image")
+    buildah = image.Buildah(work / "buildah")
+    try:
+        args = {**image.build_args(sandbox), "BASE": image.base_image(buildah)}
+        yield {
+            "buildah": buildah,
+            "work": work,
+            "args": args,
+            "volumes": image.build_volumes(Path(sandbox["base"]) / "standins", work),
+            "context": image.copy_context(work / "context"),
+        }
+    finally:
+        buildah.remove_all()
+
+
+def build(builder: dict[str, Any], log: str, **extra: str) -> image.Build:
+    return image.build(
+        builder["buildah"],
+        builder["context"],
+        TAG,
+        {**builder["args"], **extra},
+        builder["volumes"],
+        builder["work"] / log,
+    )
+
+
+@pytest.fixture(scope="module")
+def built(builder) -> image.Build:
+    result = build(builder, "build-1.log")
+    assert result.returncode == 0, result.output[-3000:]
+    size = image.image_size(builder["buildah"], TAG)
+    print(f"image build: {result.seconds:.0f} s, {size}")
+    return result
+
+
+def step_output(output: str, step: str) -> str:
+    """What buildah printed for the last build step whose instruction starts with ``step``."""
+    starts = [m.start() for m in re.finditer(rf"STEP \d+/\d+: {re.escape(step)}", output)]
+    assert starts, f"no step {step!r} in the build output"
+    rest = output[starts[-1] :]
+    following = re.search(r"\n\[\d+/\d+\] STEP|\nSTEP \d+/\d+:|\nCOMMIT", rest)
+    return rest[: following.start()] if following else rest
+
+
+def test_the_image_phase_installs_the_stack_once(built):
+    # The deploy after the stack layer found packages, checkouts and the stack in place.
+    stack, deploy = (step_output(built.output, step) for step in (STACK_STEP, DEPLOY_STEP))
+    assert "stack: torch25-cu124 installed and pip check clean" in stack
+    changed = changed_operations(deploy)
+    assert not [op for op in changed if op.startswith(IMAGE_DEPLOYS[::2])], changed
+    assert "stack: resolving" not in deploy
+    assert any(op.startswith("Services") for op in changed)  # start.sh and program sections
+
+
+def test_a_code_change_reuses_the_stack_layer(built, builder):
+    catalog = builder["context"] / "podforge" / "catalog.py"
+    original = catalog.read_text()
+    catalog.write_text(original + "\n# a change to podforge's code, not to the stack\n")
+    try:
+        second = build(builder, "build-2.log")
+    finally:
+        catalog.write_text(original)
+    assert second.returncode == 0, second.output[-3000:]
+    assert "Using cache" in step_output(second.output, STACK_STEP)
+    # The code did reach the image: the deploy step ran again, on the new files.
+    assert "Using cache" not in step_output(second.output, DEPLOY_STEP)
+    print(f"rebuild after a code change: {second.seconds:.0f} s (first: {built.seconds:.0f} s)")
+
+
+def test_a_bad_setting_fails_the_build_in_one_line(built, builder):
+    result = build(builder, "build-bad.log", STEADYDANCER_VARIANT="fp32")
+    assert result.returncode != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("podforge image:")]
+    assert errors == [
+        "podforge image: STEADYDANCER_VARIANT='fp32' is not accepted:"
+        " expected one of auto, fp16, fp8 or gguf"
+    ]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def image_pods(built, builder, sandbox) -> Iterator[dict[str, dict[str, Any]]]:
+    lower = image.mount_image(builder["buildah"], TAG)
+    pods: dict[str, dict[str, Any]] = {}
+    try:
+        for gpu, octet in IMAGE_POD_ADDRESSES.items():
+            pods[gpu] = control.add_pod(gpu, lower, octet, Path(sandbox["base"]))
+        yield pods
+    finally:
+        for pod in pods.values():
+            control.remove_pod(pod["name"], Path(sandbox["base"]))
+
+
+def start_container(sandbox: dict[str, Any], pod: dict[str, Any]) -> str:
+    """Start the pod as RunPod starts a container of the image: its environment, then the
+    entrypoint (start.sh); wait until it serves. The boot phase's output."""
+    state = control.load_state(Path(sandbox["base"]))
+    environment = image.run_environment(state, pod)
+    with tempfile.TemporaryFile("w+") as env_file:
+        # Over stdin, so the secrets are on no command line.
+        env_file.write("".join(f"export {k}='{v}'\n" for k, v in environment.items()))
+        env_file.seek(0)
+        subprocess.run(
+            [*control.ssh_argv(state, pod), "umask 077 && cat > /root/container.env"],
+            stdin=env_file,
+            check=True,
+            timeout=60,
+        )
+    pod_shell(
+        sandbox,
+        pod,
+        ". /root/container.env; setsid /opt/podforge/start.sh > /tmp/start.log 2>&1 < /dev/null &",
+    )
+    pod_shell(
+        sandbox,
+        pod,
+        "for i in $(seq 1800); do pgrep -x supervisord > /dev/null && exit 0;"
+        " grep -q 'pyinfra error' /tmp/start.log && exit 1; sleep 0.1; done; exit 1",
+        check=False,
+    )
+    log = pod_shell(sandbox, pod, "cat /tmp/start.log")
+    verified = pod_shell(
+        sandbox,
+        pod,
+        "/opt/venv/bin/podforge verify --plan /opt/podforge/plan.json --timeout 60"
+        " --r2sync /opt/podforge/secrets/r2.env",
+        check=False,
+    )
+    assert verified.startswith("exit=0\n"), f"{verified}\n--- start.sh:\n{log}"
+    return log
+
+
+def test_pods_boot_from_the_image_with_their_own_gpus_variants(image_pods, sandbox):
+    plans = {}
+    for gpu, pod in image_pods.items():
+        log = start_container(sandbox, pod)
+        changed = changed_operations(log)
+        assert not [op for op in changed if op.startswith(IMAGE_DEPLOYS)], changed
+        assert any(op.startswith("Models | Fetch") for op in changed), changed
+        plans[gpu] = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
+        dests = sorted(model["dest"] for model in plans[gpu]["models"])
+        sizes = pod_shell(sandbox, pod, "stat -c %s " + " ".join(dests))
+        assert len(sizes.split()) == len(dests)
+        assert all(dest.startswith("/workspace/models/") for dest in dests)
+    small, large = ({m["dest"] for m in plans[g]["models"]} for g in IMAGE_POD_ADDRESSES)
+    assert small != large, "a 16 GB and an 80 GB GPU get other model variants from one image"
