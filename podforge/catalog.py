@@ -25,6 +25,8 @@ class CatalogFile(BaseModel):
     bytes: int | None = None  # exact size, verified
     approx_bytes: int | None = None  # for planning only
     sha256: str | None = None
+    # Which loader widget the file fills in a workflow (podforge/workflows.py MODEL_WIDGETS).
+    role: str | None = None
 
     @property
     def planned_bytes(self) -> int:
@@ -47,6 +49,7 @@ def _wan21_shared(feature: str) -> list[CatalogFile]:
             path="split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
             dest="text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
             bytes=6_735_906_897,
+            role="text_encoder",
         ),
         CatalogFile(
             feature=feature,
@@ -55,6 +58,7 @@ def _wan21_shared(feature: str) -> list[CatalogFile]:
             path="split_files/vae/wan_2.1_vae.safetensors",
             dest="vae/wan_2.1_vae.safetensors",
             approx_bytes=254 * 10**6,
+            role="vae",
         ),
     ]
 
@@ -69,6 +73,7 @@ CATALOG: tuple[CatalogFile, ...] = (
         path="split_files/clip_vision/clip_vision_h.safetensors",
         dest="clip_vision/clip_vision_h.safetensors",
         approx_bytes=1_264 * 10**6,
+        role="clip_vision",
     ),
     CatalogFile(
         feature="steadydancer",
@@ -77,6 +82,52 @@ CATALOG: tuple[CatalogFile, ...] = (
         path="Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
         dest="loras/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
         approx_bytes=738 * 10**6,
+        role="lora",
+    ),
+    # WanVideoWrapper's loaders read kijai's own text encoder and VAE files, not ComfyUI's.
+    CatalogFile(
+        feature="steadydancer",
+        variant=None,
+        repo="Kijai/WanVideo_comfy",
+        path="umt5-xxl-enc-bf16.safetensors",
+        dest="text_encoders/umt5-xxl-enc-bf16.safetensors",
+        approx_bytes=11_400 * 10**6,
+        role="wanvideo_text_encoder",
+    ),
+    CatalogFile(
+        feature="steadydancer",
+        variant=None,
+        repo="Kijai/WanVideo_comfy",
+        path="Wan2_1_VAE_bf16.safetensors",
+        dest="vae/Wan2_1_VAE_bf16.safetensors",
+        approx_bytes=254 * 10**6,
+        role="wanvideo_vae",
+    ),
+    # Pose detection (ComfyUI-WanAnimatePreprocess), in kijai's layout under models/detection:
+    # the ONNX graph and its external weights side by side, and the person detector.
+    CatalogFile(
+        feature="steadydancer",
+        variant=None,
+        repo="Kijai/vitpose_comfy",
+        path="onnx/vitpose_h_wholebody_model.onnx",
+        dest="detection/onnx/vitpose_h_wholebody_model.onnx",
+        role="pose_model",
+    ),
+    CatalogFile(
+        feature="steadydancer",
+        variant=None,
+        repo="Kijai/vitpose_comfy",
+        path="onnx/vitpose_h_wholebody_data.bin",
+        dest="detection/onnx/vitpose_h_wholebody_data.bin",
+        approx_bytes=2_500 * 10**6,
+    ),
+    CatalogFile(
+        feature="steadydancer",
+        variant=None,
+        repo="Wan-AI/Wan2.2-Animate-14B",
+        path="process_checkpoint/det/yolov10m.onnx",
+        dest="detection/onnx/yolov10m.onnx",
+        role="detector",
     ),
     CatalogFile(
         feature="steadydancer",
@@ -85,6 +136,7 @@ CATALOG: tuple[CatalogFile, ...] = (
         path="SteadyDancer/Wan21_I2V_SteadyDancer_fp16.safetensors",
         dest="diffusion_models/Wan21_I2V_SteadyDancer_fp16.safetensors",
         approx_bytes=33 * GB,
+        role="diffusion_model",
     ),
     CatalogFile(
         feature="steadydancer",
@@ -93,6 +145,7 @@ CATALOG: tuple[CatalogFile, ...] = (
         path="SteadyDancer/Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors",
         dest="diffusion_models/Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors",
         approx_bytes=16_400 * 10**6,
+        role="diffusion_model",
     ),
     # GGUF quants as published in MCG-NJU/SteadyDancer-GGUF (names unverified: FACTS.md).
     CatalogFile(
@@ -102,6 +155,7 @@ CATALOG: tuple[CatalogFile, ...] = (
         path="Wan21_I2V_SteadyDancer_fp16-Q5_K_M_fix_5d_tensor.gguf",
         dest="diffusion_models/Wan21_I2V_SteadyDancer_fp16-Q5_K_M_fix_5d_tensor.gguf",
         approx_bytes=12_700 * 10**6,
+        role="diffusion_model",
     ),
     CatalogFile(
         feature="steadydancer",
@@ -110,6 +164,7 @@ CATALOG: tuple[CatalogFile, ...] = (
         path="Wan21_I2V_SteadyDancer_fp16-Q6_K_fix_5d_tensor_from_fp8_e4m3fn_scaled_KJ.gguf",
         dest="diffusion_models/Wan21_I2V_SteadyDancer_fp16-Q6_K_fix_5d_tensor_from_fp8_e4m3fn_scaled_KJ.gguf",
         approx_bytes=14_500 * 10**6,
+        role="diffusion_model",
     ),
     # WAN 2.2 I2V A14B: two experts (high / low noise).
     *_wan21_shared("wan22"),

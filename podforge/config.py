@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from podforge.comfyui import ComfyArgsError, parse_comfyui_args
-from podforge.pins import COMFYUI, DEFAULT_CUSTOM_NODES, RepoPin
+from podforge.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
 from podforge.stacks import FLASH_ATTN_MIRROR
 
 Phase = Literal["image", "pod", "boot"]
@@ -136,9 +136,19 @@ class Settings(BaseModel):
     r2_secret_access_key: SecretStr | None = None
 
     def checkouts(self) -> dict[str, RepoPin]:
-        """Where each pinned repository is checked out: ComfyUI, then its custom nodes."""
+        """Where each pinned repository is checked out: ComfyUI, its custom nodes, then the
+        nodes enabled features bring (unless custom_nodes lists one by name)."""
+        listed = {node.name for node in self.custom_nodes}
+        brought = [
+            node
+            for feature, nodes in FEATURE_NODES.items()
+            if getattr(self, f"enable_{feature}")
+            for node in nodes
+            if node.name not in listed
+        ]
         nodes_dir = posixpath.join(self.comfyui_dir, "custom_nodes")
-        nodes = {posixpath.join(nodes_dir, node.name): node for node in self.custom_nodes}
+        pins = [*self.custom_nodes, *brought]
+        nodes = {posixpath.join(nodes_dir, node.name): node for node in pins}
         return {self.comfyui_dir: self.comfyui_repo, **nodes}
 
     @property

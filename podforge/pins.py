@@ -72,3 +72,14 @@ DEFAULT_CUSTOM_NODES: tuple[RepoPin, ...] = (
         commit="3f20054214fec9f9234fd3841ae6f1e4287948f6",
     ),
 )
+
+# Nodes a feature brings, whatever custom_nodes lists (a node listed there wins: its pin).
+WAN_ANIMATE_PREPROCESS = RepoPin(
+    name="ComfyUI-WanAnimatePreprocess",
+    url="https://github.com/kijai/ComfyUI-WanAnimatePreprocess",
+    commit="1a35b81a418bbba093356ad19b19bf2a76a24f4e",  # 2025-12-22
+)
+FEATURE_NODES: dict[str, tuple[RepoPin, ...]] = {
+    # SteadyDancer's workflow detects poses with its OnnxDetectionModelLoader and friends.
+    "steadydancer": (WAN_ANIMATE_PREPROCESS,),
+}

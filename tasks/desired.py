@@ -35,6 +35,7 @@ MODEL_DIRS = (
     "vae",
     "loras",
     "annotators",
+    "detection",  # ComfyUI-WanAnimatePreprocess's ONNX pose and person detectors
 )
 
 

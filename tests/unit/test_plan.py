@@ -172,11 +172,13 @@ def test_no_gpu_defers_variants_to_boot():
     assert (plan.gpus, plan.tier, plan.comfyui) == ([], "none", [])
     assert plan.variants == {"steadydancer": "deferred", "wan22": "deferred"}
     # Only the files every variant needs are planned now.
-    assert {m.dest.rsplit("/", 2)[-2] for m in plan.models} == {
+    models_dir = Settings().models_dir + "/"
+    assert {m.dest.removeprefix(models_dir).split("/")[0] for m in plan.models} == {
         "text_encoders",
         "vae",
         "clip_vision",
         "loras",
+        "detection",
     }
     assert plan.warnings == list(report.warnings)
 

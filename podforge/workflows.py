@@ -1,0 +1,249 @@
+"""ComfyUI workflows (the UI's JSON: ``nodes`` with a ``type`` and ``widgets_values``): which
+widgets name a model file or choose a precision, so that a workflow can be fitted to a pod
+(model names rewritten to the files its plan fetched, precision and attention to what its
+stack runs) and checked against one (every file it loads present, every node type provided).
+Pure: no I/O; `podforge workflows` (podforge/workflows_cli.py) reads the files.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from packaging.version import Version
+
+from podforge.catalog import CATALOG
+
+
+@dataclass(frozen=True)
+class ModelWidget:
+    index: int  # position in the node's widgets_values
+    folder: str  # the ComfyUI model folder the widget lists
+    role: str  # which catalog file fills it (CatalogFile.role)
+
+
+# Node types whose widgets name model files. Names are relative to the folder; the UI writes
+# subfolders with the separator of the machine that saved it (kijai's: backslashes).
+MODEL_WIDGETS: dict[str, tuple[ModelWidget, ...]] = {
+    # kijai/ComfyUI-WanVideoWrapper
+    "WanVideoModelLoader": (ModelWidget(0, "diffusion_models", "diffusion_model"),),
+    "WanVideoVAELoader": (ModelWidget(0, "vae", "wanvideo_vae"),),
+    "WanVideoTextEncodeCached": (ModelWidget(0, "text_encoders", "wanvideo_text_encoder"),),
+    "LoadWanVideoT5TextEncoder": (ModelWidget(0, "text_encoders", "wanvideo_text_encoder"),),
+    "WanVideoLoraSelect": (ModelWidget(0, "loras", "lora"),),
+    # kijai/ComfyUI-WanAnimatePreprocess
+    "OnnxDetectionModelLoader": (
+        ModelWidget(0, "detection", "pose_model"),
+        ModelWidget(1, "detection", "detector"),
+    ),
+    # city96/ComfyUI-GGUF
+    "UnetLoaderGGUF": (ModelWidget(0, "diffusion_models", "diffusion_model"),),
+    # ComfyUI
+    "CLIPVisionLoader": (ModelWidget(0, "clip_vision", "clip_vision"),),
+    "UNETLoader": (ModelWidget(0, "diffusion_models", "diffusion_model"),),
+    "VAELoader": (ModelWidget(0, "vae", "vae"),),
+    "CLIPLoader": (ModelWidget(0, "text_encoders", "text_encoder"),),
+    "LoraLoaderModelOnly": (ModelWidget(0, "loras", "lora"),),
+}
+
+# Widgets that choose a precision or an attention kernel, by what they choose.
+STACK_WIDGETS: dict[str, dict[int, str]] = {
+    "WanVideoModelLoader": {1: "base_precision", 4: "attention_mode"},
+    "WanVideoVAELoader": {1: "precision"},
+    "WanVideoTextEncodeCached": {1: "precision"},
+}
+
+# Node types the ComfyUI frontend handles itself: no node pack provides them.
+FRONTEND_ONLY = frozenset(
+    {"Note", "MarkdownNote", "PrimitiveNode", "Reroute", "SetNode", "GetNode"}
+)
+
+
+@dataclass(frozen=True)
+class StackAbilities:
+    """What the pod's environment can run (from its stack profile and request)."""
+
+    torch: Version
+    sageattention: bool
+
+    def choice(self, what: str) -> str:
+        if what == "base_precision":
+            # fp16_fast is fp16 with fp16 accumulation: torch >= 2.7 only.
+            return "fp16_fast" if self.torch >= Version("2.7") else "bf16"
+        if what == "attention_mode":
+            return "sageattn" if self.sageattention else "sdpa"
+        return "bf16"
+
+
+@dataclass(frozen=True)
+class Reference:
+    node_id: int
+    node_type: str
+    folder: str
+    name: str  # as ComfyUI lists it: relative to the folder, "/" between subfolders
+    role: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.folder}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Change:
+    node_id: int
+    node_type: str
+    index: int
+    old: Any
+    new: Any
+
+
+def files_by_role(models: Iterable[Any], models_dir: str) -> dict[str, str]:
+    """role -> the name a loader widget lists, for the planned models (PlannedModel: its
+    repo, path and absolute dest) that the catalog gives a role."""
+    roles = {(f.repo, f.path): f.role for f in CATALOG if f.role}
+    found = {}
+    for model in models:
+        role = roles.get((model.repo, model.path))
+        if role is None:
+            continue
+        relative = model.dest.removeprefix(models_dir.rstrip("/") + "/")
+        folder = next(w.folder for ws in MODEL_WIDGETS.values() for w in ws if w.role == role)
+        found[role] = relative.removeprefix(folder + "/")
+    return found
+
+
+def _nodes(workflow: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+    nodes = workflow.get("nodes")
+    if not isinstance(nodes, list):
+        raise ValueError(
+            "not a ComfyUI workflow: no 'nodes' list (API-format prompts are not read)"
+        )
+    yield from nodes
+    # Group nodes and subgraphs keep their own nodes in "definitions".
+    for subgraph in (workflow.get("definitions") or {}).get("subgraphs", []):
+        yield from subgraph.get("nodes", [])
+
+
+def references(workflow: Mapping[str, Any]) -> list[Reference]:
+    """Every model file the workflow's loaders name."""
+    found = []
+    for node in _nodes(workflow):
+        values = node.get("widgets_values")
+        for widget in MODEL_WIDGETS.get(node.get("type", ""), ()):
+            if isinstance(values, list) and widget.index < len(values):
+                name = values[widget.index]
+                if isinstance(name, str) and name:
+                    found.append(
+                        Reference(
+                            node_id=node.get("id", -1),
+                            node_type=node["type"],
+                            folder=widget.folder,
+                            name=name.replace("\\", "/"),
+                            role=widget.role,
+                        )
+                    )
+    return found
+
+
+def node_types(workflow: Mapping[str, Any]) -> list[str]:
+    """The node types a node pack (or ComfyUI) must provide, sorted."""
+    types = {node.get("type", "") for node in _nodes(workflow)}
+    return sorted(t for t in types - FRONTEND_ONLY if t)
+
+
+def fit(
+    workflow: Mapping[str, Any], files: Mapping[str, str], stack: StackAbilities
+) -> tuple[dict[str, Any], list[Change]]:
+    """A copy of ``workflow`` for this pod: each model widget names the file of its role
+    (``files``: role -> name relative to the widget's folder, from the plan), each precision
+    and attention widget what the stack runs. Widgets whose role the plan has no file for
+    are left as they are (the check names them)."""
+    fitted = copy.deepcopy(dict(workflow))
+    changes = []
+    for node in _nodes(fitted):
+        values = node.get("widgets_values")
+        if not isinstance(values, list):
+            continue
+        wanted: dict[int, Any] = {}
+        for widget in MODEL_WIDGETS.get(node.get("type", ""), ()):
+            if widget.role in files:
+                wanted[widget.index] = files[widget.role]
+        for index, what in STACK_WIDGETS.get(node.get("type", ""), {}).items():
+            wanted[index] = stack.choice(what)
+        for index, value in sorted(wanted.items()):
+            if index < len(values) and values[index] != value:
+                changes.append(
+                    Change(node.get("id", -1), node["type"], index, values[index], value)
+                )
+                values[index] = value
+    return fitted, changes
+
+
+def node_class_names(source: str) -> set[str]:
+    """The node types a Python file registers in a NODE_CLASS_MAPPINGS dict, read without
+    running it: ``NODE_CLASS_MAPPINGS = {...}``, ``.update({...})``, ``[...] = ...``."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+
+    def is_mappings(node: ast.AST) -> bool:
+        name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+        return isinstance(name, str) and name.endswith("NODE_CLASS_MAPPINGS")
+
+    def keys(value: ast.AST | None) -> None:
+        if isinstance(value, ast.Dict):
+            names.update(
+                k.value
+                for k in value.keys
+                if isinstance(k, ast.Constant) and isinstance(k.value, str)
+            )
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(is_mappings(t) for t in node.targets):
+            keys(node.value)
+        elif isinstance(node, ast.AnnAssign) and is_mappings(node.target):
+            keys(node.value)
+        elif isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Subscript) and is_mappings(target.value):
+                    key = target.slice
+                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                        names.add(key.value)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "update"
+            and is_mappings(node.func.value)
+            and node.args
+        ):
+            keys(node.args[0])
+    return names
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    present: list[Reference]
+    missing_files: list[Reference]
+    provided: list[str]
+    missing_nodes: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing_files and not self.missing_nodes
+
+
+def check(workflow: Mapping[str, Any], files: set[str], provided: set[str]) -> CheckResult:
+    """``files``: model paths on the pod relative to the models dir; ``provided``: node types."""
+    refs = references(workflow)
+    types = node_types(workflow)
+    return CheckResult(
+        present=[r for r in refs if r.path in files],
+        missing_files=[r for r in refs if r.path not in files],
+        provided=[t for t in types if t in provided],
+        missing_nodes=[t for t in types if t not in provided],
+    )

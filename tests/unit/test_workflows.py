@@ -1,0 +1,166 @@
+"""Workflows fitted to a pod and checked against one, on the real SteadyDancer example that
+kijai/ComfyUI-WanVideoWrapper ships at the pinned commit (../shared/upstream/)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from packaging.version import Version
+
+from podforge import workflows
+from podforge.config import load_settings
+from podforge.gpu import GpuDevice, GpuReport
+from podforge.plan import build_plan
+from podforge.workflows import StackAbilities
+from sandbox.repos import upstream_dir
+
+EXAMPLE = (
+    upstream_dir()
+    / "ComfyUI-WanVideoWrapper"
+    / "example_workflows"
+    / "wanvideo_2_1_14B_SteadyDancer_pose_control_example_01.json"
+)
+TORCH25 = StackAbilities(torch=Version("2.5.1"), sageattention=False)
+TORCH27_SAGE = StackAbilities(torch=Version("2.7.1"), sageattention=True)
+
+
+@pytest.fixture(scope="module")
+def example() -> dict:
+    return json.loads(EXAMPLE.read_text())
+
+
+def planned_files(variant: str, vram_mib: int = 81_559) -> dict[str, str]:
+    precision, _, quant = variant.partition(":")
+    wanted = {"enable_steadydancer": True, "steadydancer_variant": precision}
+    settings = load_settings({**wanted, "steadydancer_gguf_model": quant or "auto"}, {})
+    gpu = GpuDevice(
+        index=0,
+        gpu_index=0,
+        name="NVIDIA H100 80GB HBM3",
+        vram_mib=vram_mib,
+        mig=None,
+        uuid="GPU-0",
+        driver_version="550.54.15",
+        compute_cap="9.0",
+    )
+    plan = build_plan(settings, GpuReport(devices=(gpu,)), (3, 11, 2), "x86_64")
+    return workflows.files_by_role(plan.models, settings.models_dir)
+
+
+def test_the_example_names_its_files_by_kijais_layout(example):
+    names = {(r.node_type, r.path) for r in workflows.references(example)}
+    assert names == {
+        (
+            "WanVideoModelLoader",
+            "diffusion_models/WanVideo/SteadyDancer/Wan2.1-SteadyDancer_fp8_scaled_KJ.safetensors",
+        ),
+        ("WanVideoVAELoader", "vae/wanvideo/Wan2_1_VAE_bf16.safetensors"),
+        ("WanVideoTextEncodeCached", "text_encoders/umt5-xxl-enc-bf16.safetensors"),
+        ("CLIPVisionLoader", "clip_vision/clip_vision_h.safetensors"),
+        (
+            "WanVideoLoraSelect",
+            "loras/WanVideo/Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
+        ),
+        ("OnnxDetectionModelLoader", "detection/onnx/vitpose_h_wholebody_model.onnx"),
+        ("OnnxDetectionModelLoader", "detection/onnx/yolov10m.onnx"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("variant", "diffusion_model"),
+    [
+        ("fp16", "Wan21_I2V_SteadyDancer_fp16.safetensors"),
+        ("fp8", "Wan21_SteadyDancer_fp8_e4m3fn_scaled_KJ.safetensors"),
+        (
+            "gguf:q6_k",
+            "Wan21_I2V_SteadyDancer_fp16-Q6_K_fix_5d_tensor_from_fp8_e4m3fn_scaled_KJ.gguf",
+        ),
+    ],
+)
+def test_fitting_names_the_files_the_plan_fetches(example, variant, diffusion_model):
+    files = planned_files(variant)
+    fitted, changes = workflows.fit(example, files, TORCH25)
+    paths = {r.node_type: r.path for r in workflows.references(fitted)}
+    assert paths["WanVideoModelLoader"] == f"diffusion_models/{diffusion_model}"
+    assert paths["WanVideoVAELoader"] == "vae/Wan2_1_VAE_bf16.safetensors"
+    assert paths["WanVideoLoraSelect"] == (
+        "loras/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
+    )
+    # Every file the fitted workflow loads is one the plan fetches.
+    planned = {f"{r.folder}/{files[r.role]}" for r in workflows.references(fitted)}
+    assert {r.path for r in workflows.references(fitted)} == planned
+    assert any(c.node_type == "WanVideoModelLoader" and c.index == 0 for c in changes)
+    # The upstream example is untouched.
+    assert workflows.references(example)[0].name != diffusion_model
+
+
+def loader(workflow: dict) -> list:
+    return next(n for n in workflow["nodes"] if n["type"] == "WanVideoModelLoader")[
+        "widgets_values"
+    ]
+
+
+def test_torch_25_gets_bf16_and_sdpa_instead_of_fp16_fast_and_sage(example):
+    assert loader(example)[1] == "fp16_fast" and loader(example)[4] == "sageattn"
+    fitted, _ = workflows.fit(example, planned_files("fp8"), TORCH25)
+    assert (loader(fitted)[1], loader(fitted)[4]) == ("bf16", "sdpa")
+
+
+def test_torch_27_with_sageattention_keeps_them(example):
+    fitted, changes = workflows.fit(example, planned_files("fp8"), TORCH27_SAGE)
+    assert (loader(fitted)[1], loader(fitted)[4]) == ("fp16_fast", "sageattn")
+    assert not [c for c in changes if c.node_type == "WanVideoModelLoader" and c.index in (1, 4)]
+    without_sage = StackAbilities(torch=Version("2.7.1"), sageattention=False)
+    fitted, _ = workflows.fit(example, planned_files("fp8"), without_sage)
+    assert (loader(fitted)[1], loader(fitted)[4]) == ("fp16_fast", "sdpa")
+
+
+def test_the_unmodified_example_fails_the_check_naming_each_missing_file(example):
+    # A fresh pod with every file the plan fetches: the example still names kijai's paths.
+    files = planned_files("fp8")
+    on_pod = {f"{r.folder}/{files[r.role]}" for r in workflows.references(example)}
+    result = workflows.check(example, on_pod, set(workflows.node_types(example)))
+    missing = sorted(r.path for r in result.missing_files)
+    assert missing == [
+        "diffusion_models/WanVideo/SteadyDancer/Wan2.1-SteadyDancer_fp8_scaled_KJ.safetensors",
+        "loras/WanVideo/Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
+        "vae/wanvideo/Wan2_1_VAE_bf16.safetensors",
+    ]
+    fitted, _ = workflows.fit(example, files, TORCH25)
+    assert workflows.check(fitted, on_pod, set(workflows.node_types(example))).ok
+
+
+def test_node_types_exclude_what_the_frontend_draws(example):
+    types = workflows.node_types(example)
+    assert "WanVideoAddSteadyDancerEmbeds" in types and "PoseAndFaceDetection" in types
+    assert not {"Note", "SetNode", "GetNode", "PrimitiveNode"} & set(types)
+    result = workflows.check(example, set(), set(types) - {"PoseAndFaceDetection"})
+    assert result.missing_nodes == ["PoseAndFaceDetection"]
+
+
+def test_node_class_names_are_read_without_running_the_code():
+    source = """
+from .nodes import Loader
+NODE_CLASS_MAPPINGS = {"WanVideoModelLoader": Loader, "WanVideoVAELoader": Loader}
+NODE_CLASS_MAPPINGS.update({"WanVideoDecode": Loader})
+NODE_CLASS_MAPPINGS["PoseAndFaceDetection"] = Loader
+NODE_DISPLAY_NAME_MAPPINGS = {"NotANode": "x"}
+"""
+    assert workflows.node_class_names(source) == {
+        "WanVideoModelLoader",
+        "WanVideoVAELoader",
+        "WanVideoDecode",
+        "PoseAndFaceDetection",
+    }
+    assert workflows.node_class_names("def broken(:\n") == set()
+
+
+def test_steadydancer_brings_the_pose_node_pack():
+    names = [
+        pin.name for pin in load_settings({"enable_steadydancer": True}, {}).checkouts().values()
+    ]
+    assert "ComfyUI-WanAnimatePreprocess" in names
+    assert "ComfyUI-WanAnimatePreprocess" not in [
+        pin.name for pin in load_settings({}, {}).checkouts().values()
+    ]
