@@ -123,6 +123,22 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
     install.set_defaults(run=_stack)
 
 
+def _workflows(args: argparse.Namespace) -> int:
+    from podforge import workflows_cli
+
+    return workflows_cli.main(args)
+
+
+def _add_workflows_parser(verbs: argparse._SubParsersAction) -> None:
+    flows = verbs.add_parser("workflows", help="do workflows find their models and nodes here?")
+    flows_verbs = flows.add_subparsers(dest="workflows_verb", required=True)
+    check = flows_verbs.add_parser("check", help="list each workflow's models and node types")
+    check.add_argument("files", nargs="*", help="workflow JSON (default: the installed ones)")
+    check.add_argument("--comfyui-dir", default="/workspace/ComfyUI", help="ComfyUI's checkout")
+    check.add_argument("--models-dir", help="the models dir (default: <comfyui-dir>/models)")
+    check.set_defaults(run=_workflows)
+
+
 def _verify(args: argparse.Namespace) -> int:
     from podforge import verify
 
@@ -168,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fetch.set_defaults(run=_fetch)
     _add_stack_parser(verbs)
     _add_r2sync_parser(verbs)
+    _add_workflows_parser(verbs)
     check = verbs.add_parser("verify", help="does the pod serve what its plan says?")
     check.add_argument("--plan", default="/opt/podforge/plan.json", help="the pod's plan")
     check.add_argument("--venv", default=str(Path(sys.prefix)), help="the pod's venv")

@@ -164,3 +164,38 @@ def test_steadydancer_brings_the_pose_node_pack():
     assert "ComfyUI-WanAnimatePreprocess" not in [
         pin.name for pin in load_settings({}, {}).checkouts().values()
     ]
+
+
+def test_the_check_command_on_a_pod_layout(tmp_path, example, capsys):
+    from podforge.cli import main
+
+    comfyui, models = tmp_path / "ComfyUI", tmp_path / "models"
+    files = planned_files("fp8")
+    fitted, _ = workflows.fit(example, files, TORCH25)
+    for ref in workflows.references(fitted):
+        (models / ref.folder / ref.name).parent.mkdir(parents=True, exist_ok=True)
+        (models / ref.folder / ref.name).write_bytes(b"weights")
+    # One node pack registering every type the workflow uses (read statically, not run).
+    pack = comfyui / "custom_nodes" / "AllNodes"
+    pack.mkdir(parents=True)
+    mappings = ", ".join(f"{t!r}: object" for t in workflows.node_types(example))
+    (pack / "__init__.py").write_text(f"import torch\nNODE_CLASS_MAPPINGS = {{{mappings}}}\n")
+    installed = comfyui / "user" / "default" / "workflows" / "steadydancer.json"
+    installed.parent.mkdir(parents=True)
+    installed.write_text(json.dumps(fitted))
+    argv = ["workflows", "check", "--comfyui-dir", str(comfyui), "--models-dir", str(models)]
+
+    assert main(argv) == 0
+    assert "every workflow has what it loads" in capsys.readouterr().out
+
+    vae = models / "vae" / "Wan2_1_VAE_bf16.safetensors"
+    vae.unlink()
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "MISSING  model vae/Wan2_1_VAE_bf16.safetensors  (WanVideoVAELoader #38)" in out
+    assert out.count("MISSING") == 1
+
+    # The upstream example as shipped: its loaders name files no pod has by those names.
+    assert main([*argv, str(EXAMPLE)]) == 1
+    out = capsys.readouterr().out
+    assert "MISSING  model diffusion_models/WanVideo/SteadyDancer/Wan2.1-SteadyDancer_fp8" in out
