@@ -49,6 +49,9 @@ MODEL_WIDGETS: dict[str, tuple[ModelWidget, ...]] = {
     "LoraLoaderModelOnly": (ModelWidget(0, "loras", "lora"),),
 }
 
+# The folder each role's files live in (one per role, whichever loader lists it).
+ROLE_FOLDERS: dict[str, str] = {w.role: w.folder for ws in MODEL_WIDGETS.values() for w in ws}
+
 # Widgets that choose a precision or an attention kernel, by what they choose.
 STACK_WIDGETS: dict[str, dict[int, str]] = {
     "WanVideoModelLoader": {1: "base_precision", 4: "attention_mode"},
@@ -110,8 +113,7 @@ def files_by_role(models: Iterable[Any], models_dir: str) -> dict[str, str]:
         if role is None:
             continue
         relative = model.dest.removeprefix(models_dir.rstrip("/") + "/")
-        folder = next(w.folder for ws in MODEL_WIDGETS.values() for w in ws if w.role == role)
-        found[role] = relative.removeprefix(folder + "/")
+        found[role] = relative.removeprefix(ROLE_FOLDERS[role] + "/")
     return found
 
 

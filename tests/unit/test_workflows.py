@@ -199,3 +199,16 @@ def test_the_check_command_on_a_pod_layout(tmp_path, example, capsys):
     assert main([*argv, str(EXAMPLE)]) == 1
     out = capsys.readouterr().out
     assert "MISSING  model diffusion_models/WanVideo/SteadyDancer/Wan2.1-SteadyDancer_fp8" in out
+
+
+def test_every_catalog_role_is_a_loader_widget_in_its_folder():
+    from podforge.catalog import CATALOG
+
+    for entry in CATALOG:
+        if entry.role is not None:
+            assert entry.role in workflows.ROLE_FOLDERS, entry
+            assert entry.dest.startswith(workflows.ROLE_FOLDERS[entry.role] + "/"), entry
+    folders = {}
+    for widgets in workflows.MODEL_WIDGETS.values():
+        for widget in widgets:
+            assert folders.setdefault(widget.role, widget.folder) == widget.folder, widget
