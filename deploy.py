@@ -19,6 +19,7 @@ from tasks import (
     services,
     system,
     verify,
+    workflows,
 )
 
 ssh.keep_alive()
@@ -35,6 +36,7 @@ if preflight.passes(settings, plan, pod):
     comfyui.install(settings, plan, pod)
     python_stack.install_environment(settings, plan, pod)
     report.track_fetch(models.install(settings, plan, pod))
+    workflows.install(settings, plan, pod)
     services.install(settings, plan, pod)
     boot.install(settings, plan, pod)
     verify.check(settings, plan, pod)

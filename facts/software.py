@@ -30,12 +30,24 @@ class PodSoftware(FactBase[dict[str, Any]]):
          "venv": {"torch": "2.5.1", "podforge": "0.1.0+g1a2b3c4d5e6f", ...},  # None: no venv
          "deployer": {"pyinfra": "3.10.0", ...},  # the boot phase's venv, or None
          "stack_stamp": {"key": "...", "lock": {...}, "shared_imports": [...]},  # or None
+         "workflows": {"request": "<sha256>", "files": {"/.../podforge-steadydancer.json":
+                       "<sha1 as written>"}, "current": {...: "<sha1 now>"}},  # or None
          "nvcc": "/usr/local/cuda/bin/nvcc",  # or None
          "supervisord": True}  # Debian's supervisord (its pidfile) is running
     """
 
-    def command(self, repos: list[str], venv: str, stamp: str, deployer: str) -> str:
-        args = json.dumps({"repos": repos, "venv": venv, "stamp": stamp, "deployer": deployer})
+    def command(
+        self, repos: list[str], venv: str, stamp: str, deployer: str, workflows: str
+    ) -> str:
+        args = json.dumps(
+            {
+                "repos": repos,
+                "venv": venv,
+                "stamp": stamp,
+                "deployer": deployer,
+                "workflows": workflows,
+            }
+        )
         return f"python3 -c {shlex.quote(_PROGRAM)} {shlex.quote(args)}"
 
     def process(self, output: list[str]) -> dict[str, Any]:

@@ -40,32 +40,9 @@ QWEN_IMAGE = "Comfy-Org/Qwen-Image_ComfyUI"
 SD_GGUF = "MCG-NJU/SteadyDancer-GGUF"
 
 
-def _wan21_shared(feature: str) -> list[CatalogFile]:
-    return [
-        CatalogFile(
-            feature=feature,
-            variant=None,
-            repo=WAN21,
-            path="split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-            dest="text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-            bytes=6_735_906_897,
-            role="text_encoder",
-        ),
-        CatalogFile(
-            feature=feature,
-            variant=None,
-            repo=WAN21,
-            path="split_files/vae/wan_2.1_vae.safetensors",
-            dest="vae/wan_2.1_vae.safetensors",
-            approx_bytes=254 * 10**6,
-            role="vae",
-        ),
-    ]
-
-
 CATALOG: tuple[CatalogFile, ...] = (
-    # SteadyDancer (WAN 2.1 I2V based): shared WAN 2.1 parts, CLIP vision, the lightx2v LoRA.
-    *_wan21_shared("steadydancer"),
+    # SteadyDancer (WAN 2.1 I2V based) runs on WanVideoWrapper's loaders: kijai's own T5
+    # encoder and VAE (below), not Comfy-Org's repackaged ones; CLIP vision, the lightx2v LoRA.
     CatalogFile(
         feature="steadydancer",
         variant=None,
@@ -167,7 +144,24 @@ CATALOG: tuple[CatalogFile, ...] = (
         role="diffusion_model",
     ),
     # WAN 2.2 I2V A14B: two experts (high / low noise).
-    *_wan21_shared("wan22"),
+    CatalogFile(
+        feature="wan22",
+        variant=None,
+        repo=WAN21,
+        path="split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        dest="text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        bytes=6_735_906_897,
+        role="text_encoder",
+    ),
+    CatalogFile(
+        feature="wan22",
+        variant=None,
+        repo=WAN21,
+        path="split_files/vae/wan_2.1_vae.safetensors",
+        dest="vae/wan_2.1_vae.safetensors",
+        approx_bytes=254 * 10**6,
+        role="vae",
+    ),
     *(
         CatalogFile(
             feature="wan22",

@@ -137,12 +137,22 @@ def _add_workflows_parser(verbs: argparse._SubParsersAction) -> None:
     check.add_argument("--comfyui-dir", default="/workspace/ComfyUI", help="ComfyUI's checkout")
     check.add_argument("--models-dir", help="the models dir (default: <comfyui-dir>/models)")
     check.set_defaults(run=_workflows)
+    install = flows_verbs.add_parser("install", help="fit the features' workflows to this pod")
+    install.add_argument("--request", required=True, help="the workflows request file")
+    install.add_argument("--stamp", required=True, help="where to record what was written")
+    install.set_defaults(run=_workflows)
 
 
 def _verify(args: argparse.Namespace) -> int:
     from podforge import verify
 
-    return verify.main(args.plan, args.venv, args.logs, args.r2sync, args.timeout, args.quick)
+    workflows = None
+    if args.workflows:
+        models_dir = args.models_dir or f"{args.comfyui_dir}/models"
+        workflows = (args.workflows, args.comfyui_dir, models_dir)
+    return verify.main(
+        args.plan, args.venv, args.logs, args.r2sync, args.timeout, args.quick, workflows
+    )
 
 
 def _r2sync(args: argparse.Namespace) -> int:
@@ -198,6 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="only ComfyUI's answer and supervisor's states (no S3 round trip, no torch)",
     )
+    check.add_argument(
+        "--workflows", metavar="STAMP", help="check the workflows this stamp lists as installed"
+    )
+    check.add_argument("--comfyui-dir", default="/workspace/ComfyUI", help="ComfyUI's checkout")
+    check.add_argument("--models-dir", help="the models dir (default: <comfyui-dir>/models)")
     check.set_defaults(run=_verify)
     args = parser.parse_args(argv)
     if args.verb == "r2sync" and not args.test and not args.watch:

@@ -156,6 +156,11 @@ class Settings(BaseModel):
         """What `podforge stack install` last installed (its request's key and lock)."""
         return f"{self.podforge_dir}/stack.json"
 
+    @property
+    def workflows_stamp(self) -> str:
+        """What `podforge workflows install` last wrote (its request's digest, each file's)."""
+        return f"{self.podforge_dir}/workflows.json"
+
     @field_validator("comfyui_args", mode="before")
     @classmethod
     def _check_comfyui_args(cls, value: Any) -> list[str]:

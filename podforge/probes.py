@@ -64,13 +64,36 @@ def venv_distributions(venv: str) -> dict[str, str] | None:
     return found
 
 
-def software(repos: list[str], venv: str, stamp: str, deployer: str) -> dict[str, Any]:
-    """Checkouts, both venvs' distributions, the stack stamp, nvcc, supervisord and the
-    installed Debian packages."""
-    stamped = None
-    if os.path.exists(stamp):
-        with open(stamp) as file:
-            stamped = json.load(file)
+def _sha1(path: str) -> str | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as file:
+        return hashlib.sha1(file.read()).hexdigest()
+
+
+def _json_file(path: str) -> Any:
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
+
+
+def installed_workflows(stamp: str) -> dict[str, Any] | None:
+    """The workflows stamp (request digest, file -> sha1 as written) and each file's sha1
+    now (None: gone); None when no workflows were installed."""
+    recorded = _json_file(stamp)
+    if recorded is None:
+        return None
+    current = {path: _sha1(path) for path in recorded.get("files", {})}
+    return {**recorded, "current": current}
+
+
+def software(
+    repos: list[str], venv: str, stamp: str, deployer: str, workflows: str
+) -> dict[str, Any]:
+    """Checkouts, both venvs' distributions, the stack and workflows stamps, nvcc,
+    supervisord and the installed Debian packages."""
+    stamped = _json_file(stamp)
     nvcc = shutil.which("nvcc") or next(
         (p for p in glob.glob("/usr/local/cuda*/bin/nvcc") if os.access(p, os.X_OK)), None
     )
@@ -79,6 +102,7 @@ def software(repos: list[str], venv: str, stamp: str, deployer: str) -> dict[str
         "venv": venv_distributions(venv),
         "deployer": venv_distributions(deployer),
         "stack_stamp": stamped,
+        "workflows": installed_workflows(workflows),
         "nvcc": nvcc,
         "supervisord": supervisord_running(),
         "debs": installed_debs(),
@@ -116,9 +140,8 @@ def digests(patterns: list[str], dirs: list[str]) -> dict[str, Any]:
     files = {}
     for pattern in patterns:
         for path in glob.glob(pattern):
-            if os.path.isfile(path):
-                with open(path, "rb") as file:
-                    digest = hashlib.sha1(file.read()).hexdigest()
+            digest = _sha1(path)
+            if digest is not None:
                 files[path] = {"sha1": digest, "mode": f"{os.stat(path).st_mode & 0o7777:o}"}
     return {
         "files": files,

@@ -2,7 +2,8 @@
 
 - every ComfyUI instance answers ``GET /system_stats`` on its port, with the plan's flags;
 - r2sync (when on) is RUNNING under supervisor and its ``--test`` round trip passes;
-- on GPU pods, torch in the venv sees CUDA and the plan's number of GPUs.
+- on GPU pods, torch in the venv sees CUDA and the plan's number of GPUs;
+- each workflow podforge fitted to the pod finds its model files and node types.
 
 Each problem names the program, the port, the cause and the program's last log lines.
 """
@@ -151,12 +152,32 @@ def _torch_sees(plan: dict[str, Any], venv: Path) -> list[str]:
     return []
 
 
+def fitted_workflows_problems(stamp: Path, comfyui_dir: Path, models_dir: Path) -> list[str]:
+    """The workflows the stamp says podforge installed, checked (their lines printed)."""
+    from podforge.workflows_cli import check_workflows
+
+    installed = [Path(p) for p in json.loads(stamp.read_text())["files"]] if stamp.exists() else []
+    if not installed or check_workflows(installed, comfyui_dir, models_dir):
+        return []
+    return ["workflows: a fitted workflow misses a model file or node type (MISSING above)"]
+
+
 def main(
-    plan_file: str, venv: str, log_dir: str, r2_env: str | None, timeout: float, quick: bool
+    plan_file: str,
+    venv: str,
+    log_dir: str,
+    r2_env: str | None,
+    timeout: float,
+    quick: bool,
+    workflows: tuple[str, str, str] | None = None,
 ) -> int:
+    """``workflows``: (stamp, ComfyUI dir, models dir), checked unless ``quick``."""
     plan = json.loads(Path(plan_file).read_text())
     r2 = Path(r2_env) if r2_env else None
     problems = verify(plan, Path(venv), Path(log_dir), r2, timeout, quick=quick)
+    if workflows is not None and not quick:
+        stamp, comfyui_dir, models_dir = (Path(p) for p in workflows)
+        problems += fitted_workflows_problems(stamp, comfyui_dir, models_dir)
     for problem in problems:
         print(f"verify: FAILED {problem}", flush=True)
     if problems:

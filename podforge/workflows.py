@@ -11,11 +11,37 @@ import ast
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
 from podforge.catalog import CATALOG
+from podforge.stacks import STACK_PROFILES
+
+if TYPE_CHECKING:
+    from podforge.config import Settings
+    from podforge.plan import Plan
+
+# ComfyUI's user workflows, relative to its dir: what the UI's Workflows panel lists.
+USER_WORKFLOWS = "user/default/workflows"
+
+
+@dataclass(frozen=True)
+class FeatureWorkflow:
+    """An upstream example a feature's workflow is fitted from."""
+
+    node: str  # the custom node (checkout name) that ships it
+    example: str  # its path in that checkout
+    name: str  # the fitted file's name in USER_WORKFLOWS
+
+
+FEATURE_WORKFLOWS: dict[str, FeatureWorkflow] = {
+    "steadydancer": FeatureWorkflow(
+        node="ComfyUI-WanVideoWrapper",
+        example="example_workflows/wanvideo_2_1_14B_SteadyDancer_pose_control_example_01.json",
+        name="podforge-steadydancer.json",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,12 @@ class StackAbilities:
     torch: Version
     sageattention: bool
 
+    @classmethod
+    def of_profile(cls, profile: str) -> StackAbilities:
+        # No profile installs sageattention (SageAttention 2 is built from source per GPU
+        # architecture): workflows get sdpa until one does.
+        return cls(torch=Version(STACK_PROFILES[profile].torch), sageattention=False)
+
     def choice(self, what: str) -> str:
         if what == "base_precision":
             # fp16_fast is fp16 with fp16 accumulation: torch >= 2.7 only.
@@ -103,10 +135,10 @@ class Change:
     new: Any
 
 
-def files_by_role(models: Iterable[Any], models_dir: str) -> dict[str, str]:
+def files_by_role(models: Iterable[Any], models_dir: str, feature: str) -> dict[str, str]:
     """role -> the name a loader widget lists, for the planned models (PlannedModel: its
-    repo, path and absolute dest) that the catalog gives a role."""
-    roles = {(f.repo, f.path): f.role for f in CATALOG if f.role}
+    repo, path and absolute dest) that the catalog gives a role in ``feature``."""
+    roles = {(f.repo, f.path): f.role for f in CATALOG if f.role and f.feature == feature}
     found = {}
     for model in models:
         role = roles.get((model.repo, model.path))
@@ -185,8 +217,10 @@ def fit(
 
 
 def node_class_names(source: str) -> set[str]:
-    """The node types a Python file registers in a NODE_CLASS_MAPPINGS dict, read without
-    running it: ``NODE_CLASS_MAPPINGS = {...}``, ``.update({...})``, ``[...] = ...``."""
+    """The node types a Python file registers, read without running it: the keys of
+    ``NODE_CLASS_MAPPINGS = {...}``, ``.update({...})``, ``[...] = ...``; of a
+    ``NODE_CONFIG = {...}`` that a pack turns into its mappings (KJNodes); and the
+    ``node_id="..."`` of ComfyUI's V3 schemas (``io.Schema(node_id=...)``)."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -195,7 +229,7 @@ def node_class_names(source: str) -> set[str]:
 
     def is_mappings(node: ast.AST) -> bool:
         name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
-        return isinstance(name, str) and name.endswith("NODE_CLASS_MAPPINGS")
+        return isinstance(name, str) and name.endswith(("NODE_CLASS_MAPPINGS", "NODE_CONFIG"))
 
     def keys(value: ast.AST | None) -> None:
         if isinstance(value, ast.Dict):
@@ -224,6 +258,14 @@ def node_class_names(source: str) -> set[str]:
             and node.args
         ):
             keys(node.args[0])
+        if isinstance(node, ast.Call):
+            names.update(
+                k.value.value
+                for k in node.keywords
+                if k.arg == "node_id"
+                and isinstance(k.value, ast.Constant)
+                and isinstance(k.value.value, str)
+            )
     return names
 
 
@@ -249,3 +291,33 @@ def check(workflow: Mapping[str, Any], files: set[str], provided: set[str]) -> C
         provided=[t for t in types if t in provided],
         missing_nodes=[t for t in types if t not in provided],
     )
+
+
+def install_request(settings: Settings, plan: Plan) -> dict[str, Any]:
+    """What `podforge workflows install` writes on the pod: for each enabled feature with an
+    upstream example, where the example is, where its fitted copy goes and which planned
+    file fills each role; and what the stack runs. Raises ValueError naming a feature whose
+    example's node is not checked out."""
+    checkouts = {pin.name: dest for dest, pin in settings.checkouts().items()}
+    wanted = []
+    for feature, workflow in FEATURE_WORKFLOWS.items():
+        if not getattr(settings, f"enable_{feature}"):
+            continue
+        if workflow.node not in checkouts:
+            raise ValueError(
+                f"enable_{feature}: its workflow comes from {workflow.node}, which custom_nodes"
+                f" does not list: add it back or turn enable_{feature} off"
+            )
+        wanted.append(
+            {
+                "feature": feature,
+                "example": f"{checkouts[workflow.node]}/{workflow.example}",
+                "dest": f"{settings.comfyui_dir}/{USER_WORKFLOWS}/{workflow.name}",
+                "files": files_by_role(plan.models, settings.models_dir, feature),
+            }
+        )
+    stack = StackAbilities.of_profile(plan.python_stack.profile)
+    return {
+        "stack": {"torch": str(stack.torch), "sageattention": stack.sageattention},
+        "workflows": wanted,
+    }

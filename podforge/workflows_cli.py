@@ -1,16 +1,24 @@
-"""`podforge workflows check [FILE...]`: for each workflow, every model file it loads and
-whether the pod has it, every node type it uses and whether ComfyUI or an installed node
-pack provides it (their NODE_CLASS_MAPPINGS, read without importing them). Exit 1 naming
-each missing file and node type. Without FILEs: the workflows installed in ComfyUI's user
-directory.
+"""`podforge workflows`, on the pod.
+
+- ``check [FILE...]``: for each workflow, every model file it loads and whether the pod has
+  it, every node type it uses and whether ComfyUI or an installed node pack provides it
+  (their NODE_CLASS_MAPPINGS, read without importing them). Exit 1 naming each missing file
+  and node type. Without FILEs: the workflows installed in ComfyUI's user directory.
+- ``install --request FILE --stamp FILE``: fit each feature's upstream example to this pod
+  (the request the deploy writes: podforge/workflows.py install_request) into ComfyUI's user
+  directory; remove the ones an earlier request installed and this one does not; record what
+  was written in the stamp (the deploy's PodSoftware fact compares it).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from pathlib import Path
+
+from packaging.version import Version
 
 from podforge import workflows
 
@@ -37,16 +45,11 @@ def model_files(models_dir: Path) -> set[str]:
 
 
 def installed_workflows(comfyui_dir: Path) -> list[Path]:
-    return sorted((comfyui_dir / "user" / "default" / "workflows").glob("*.json"))
+    return sorted((comfyui_dir / workflows.USER_WORKFLOWS).glob("*.json"))
 
 
-def main(args: argparse.Namespace) -> int:
-    comfyui_dir = Path(args.comfyui_dir)
-    models_dir = Path(args.models_dir or comfyui_dir / "models")
-    paths = [Path(p) for p in args.files] or installed_workflows(comfyui_dir)
-    if not paths:
-        print(f"workflows: none installed in {comfyui_dir}/user/default/workflows")
-        return 1
+def check_workflows(paths: list[Path], comfyui_dir: Path, models_dir: Path) -> bool:
+    """Print each workflow's models and node types; whether all are there."""
     files = model_files(models_dir)
     provided = provided_node_types(comfyui_dir)
     failed = False
@@ -68,4 +71,67 @@ def main(args: argparse.Namespace) -> int:
         failed |= not result.ok
     summary = "some workflows would not run" if failed else "every workflow has what it loads"
     print(f"workflows: {summary} (models in {models_dir})")
-    return 1 if failed else 0
+    return not failed
+
+
+def check(args: argparse.Namespace) -> int:
+    comfyui_dir = Path(args.comfyui_dir)
+    models_dir = Path(args.models_dir or comfyui_dir / "models")
+    paths = [Path(p) for p in args.files] or installed_workflows(comfyui_dir)
+    if not paths:
+        print(f"workflows: none installed in {comfyui_dir / workflows.USER_WORKFLOWS}")
+        return 1
+    return 0 if check_workflows(paths, comfyui_dir, models_dir) else 1
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Whole or not at all: ComfyUI may list the directory meanwhile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def install(args: argparse.Namespace) -> int:
+    request_bytes = Path(args.request).read_bytes()
+    request = json.loads(request_bytes)
+    stack = workflows.StackAbilities(
+        torch=Version(request["stack"]["torch"]),
+        sageattention=bool(request["stack"]["sageattention"]),
+    )
+    stamp = Path(args.stamp)
+    earlier = json.loads(stamp.read_text())["files"] if stamp.exists() else {}
+    written: dict[str, str] = {}
+    for wanted in request["workflows"]:
+        example = Path(wanted["example"])
+        try:
+            fitted, changes = workflows.fit(json.loads(example.read_text()), wanted["files"], stack)
+        except (OSError, ValueError) as error:
+            print(
+                f"workflows: FAILED {wanted['feature']}: its upstream example {example}"
+                f" cannot be read ({error}): is its node checked out at its pin?"
+            )
+            return 1
+        data = (json.dumps(fitted, indent=2) + "\n").encode()
+        _write(Path(wanted["dest"]), data)
+        written[wanted["dest"]] = hashlib.sha1(data).hexdigest()
+        print(f"workflows: {wanted['dest']} fitted from {example.name}: {len(changes)} widgets")
+        for change in changes:
+            print(
+                f"  {change.node_type} #{change.node_id} [{change.index}]:"
+                f" {change.old!r} -> {change.new!r}"
+            )
+        for ref in workflows.references(fitted):
+            if ref.role not in wanted["files"]:
+                print(f"  kept {ref.node_type} #{ref.node_id} {ref.path}: no planned file")
+    for dest in sorted(set(earlier) - set(written)):
+        if Path(dest).exists():
+            Path(dest).unlink()
+            print(f"workflows: removed {dest} (its feature is off)")
+    stamp_data = {"request": hashlib.sha256(request_bytes).hexdigest(), "files": written}
+    _write(stamp, (json.dumps(stamp_data, indent=2) + "\n").encode())
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return install(args) if args.workflows_verb == "install" else check(args)

@@ -100,6 +100,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
         venv=wanted.venv_dir,
         stamp=wanted.stack_stamp,
         deployer=f"{wanted.podforge_dir}/deployer",
+        workflows=wanted.workflows_stamp,
     )
     files = host.get_fact(
         FileDigests,

@@ -24,7 +24,12 @@ def command(settings: Settings, quick: bool = False) -> str:
         f"{settings.venv_dir}/bin/podforge verify --plan {settings.podforge_dir}/plan.json"
         f" --logs {settings.workspace_dir}/logs --timeout {settings.verify_timeout}"
         + (f" --r2sync {env_paths(settings)['r2']}" if settings.enable_r2_sync else "")
-        + (" --quick" if quick else "")
+        + (
+            " --quick"
+            if quick
+            else f" --workflows {settings.workflows_stamp} --comfyui-dir {settings.comfyui_dir}"
+            f" --models-dir {settings.models_dir}"
+        )
     )
 
 

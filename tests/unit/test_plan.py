@@ -190,14 +190,22 @@ def test_image_phase_plans_no_models():
     assert plan.models == [] and plan.total_bytes == 0
 
 
-def test_shared_files_are_planned_once_and_sized():
+def test_each_destination_is_planned_once_and_sized():
+    umt5_dest = "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors"
     plan = plan_for(24564, enable_steadydancer=True, enable_wan22=True)
+    umt5 = next(m for m in plan.models if m.dest.endswith(umt5_dest))
+    assert umt5.bytes == 6_735_906_897 and umt5.feature == "wan22"
+    # SteadyDancer's WanVideoWrapper loaders take kijai's encoder, not Comfy-Org's.
+    steadydancer = plan_for(24564, enable_steadydancer=True)
+    assert not any(m.dest.endswith(umt5_dest) for m in steadydancer.models)
+    # A custom model at a catalog destination replaces the catalog's file there.
+    mine = {"repo": "me/umt5", "path": "umt5.safetensors", "dest": umt5_dest, "bytes": 7}
+    plan = plan_for(24564, enable_wan22=True, custom_models=[mine])
     dests = [m.dest for m in plan.models]
     assert len(dests) == len(set(dests))
-    assert "/workspace/ComfyUI/models/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors" in dests
+    umt5 = next(m for m in plan.models if m.dest.endswith(umt5_dest))
+    assert (umt5.repo, umt5.bytes, umt5.feature) == ("me/umt5", 7, "custom")
     assert plan.total_bytes == sum(m.planned_bytes for m in plan.models)
-    umt5 = next(m for m in plan.models if "umt5" in m.dest)
-    assert umt5.bytes == 6_735_906_897
 
 
 def test_models_dir_setting_moves_every_destination():

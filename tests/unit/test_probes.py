@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -72,12 +73,21 @@ def test_the_software_fact_runs_its_one_command(tmp_path):
     head = make_repo(tmp_path / "ComfyUI")
     stamp = tmp_path / "stack.json"
     stamp.write_text(json.dumps({"key": "k", "lock": {}}))
+    kept, edited = tmp_path / "kept.json", tmp_path / "edited.json"
+    kept.write_text("{}\n")
+    edited.write_text("{}\n")
+    written = hashlib.sha1(b"{}\n").hexdigest()
+    workflows = tmp_path / "workflows.json"
+    recorded = {str(kept): written, str(edited): written, str(tmp_path / "gone.json"): written}
+    workflows.write_text(json.dumps({"request": "r", "files": recorded}))
+    edited.write_text('{"edited": true}\n')
     fact = PodSoftware()
     command = fact.command(
         repos=[str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
         venv=sys.prefix,
         stamp=str(stamp),
         deployer=str(tmp_path / "no-deployer"),
+        workflows=str(workflows),
     )
     out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
     result = fact.process(out.stdout.splitlines())
@@ -86,12 +96,20 @@ def test_the_software_fact_runs_its_one_command(tmp_path):
     assert result["venv"]["pyinfra"] == metadata.version("pyinfra")
     assert result["stack_stamp"] == {"key": "k", "lock": {}}
     assert result["deployer"] is None and result["supervisord"] is False
+    # What each installed workflow was written as, and what it is now (edited, gone).
+    assert result["workflows"]["files"] == recorded
+    assert result["workflows"]["current"] == {
+        str(kept): written,
+        str(edited): hashlib.sha1(b'{"edited": true}\n').hexdigest(),
+        str(tmp_path / "gone.json"): None,
+    }
     assert "git" in result["debs"]  # this machine's dpkg, as the pod's is read
     assert result == software(
         [str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
         sys.prefix,
         str(stamp),
         str(tmp_path / "no-deployer"),
+        str(workflows),
     )
 
 

@@ -59,7 +59,11 @@ def test_dry_deploy_with_openmmlab_plans_the_source_build(fake_gpu_path, tmp_pat
     assert "Resolve, then install the torch25-cu124 environment" in text
     # The CUDA toolkit is planned exactly when this machine has no nvcc (the same probe).
     probe = PodSoftware().command(
-        repos=[], venv=str(tmp_path), stamp=str(tmp_path / "s"), deployer=str(tmp_path / "d")
+        repos=[],
+        venv=str(tmp_path),
+        stamp=str(tmp_path / "s"),
+        deployer=str(tmp_path / "d"),
+        workflows=str(tmp_path / "w"),
     )
     found = subprocess.run(["sh", "-c", probe], env=env, capture_output=True, text=True)
     has_nvcc = json.loads(found.stdout)["nvcc"] is not None

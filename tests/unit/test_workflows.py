@@ -3,7 +3,9 @@ kijai/ComfyUI-WanVideoWrapper ships at the pinned commit (../shared/upstream/)."
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from packaging.version import Version
@@ -45,7 +47,7 @@ def planned_files(variant: str, vram_mib: int = 81_559) -> dict[str, str]:
         compute_cap="9.0",
     )
     plan = build_plan(settings, GpuReport(devices=(gpu,)), (3, 11, 2), "x86_64")
-    return workflows.files_by_role(plan.models, settings.models_dir)
+    return workflows.files_by_role(plan.models, settings.models_dir, "steadydancer")
 
 
 def test_the_example_names_its_files_by_kijais_layout(example):
@@ -156,6 +158,26 @@ NODE_DISPLAY_NAME_MAPPINGS = {"NotANode": "x"}
     assert workflows.node_class_names("def broken(:\n") == set()
 
 
+def test_node_types_of_config_tables_and_v3_schemas_are_read_too():
+    # KJNodes builds its mappings from a NODE_CONFIG table; ComfyUI's V3 nodes name
+    # themselves in their schema.
+    kjnodes = """
+NODE_CONFIG = {
+    "ImageResizeKJv2": {"class": ImageResizeKJv2, "name": "Resize Image v2"},
+    "GetImageSizeAndCount": {"class": GetImageSizeAndCount},
+}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = generate_node_mappings(NODE_CONFIG)
+"""
+    v3 = """
+class LoadVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="LoadVideo", display_name="Load Video", inputs=[])
+"""
+    assert workflows.node_class_names(kjnodes) == {"ImageResizeKJv2", "GetImageSizeAndCount"}
+    assert workflows.node_class_names(v3) == {"LoadVideo"}
+
+
 def test_steadydancer_brings_the_pose_node_pack():
     names = [
         pin.name for pin in load_settings({"enable_steadydancer": True}, {}).checkouts().values()
@@ -212,3 +234,107 @@ def test_every_catalog_role_is_a_loader_widget_in_its_folder():
     for widgets in workflows.MODEL_WIDGETS.values():
         for widget in widgets:
             assert folders.setdefault(widget.role, widget.folder) == widget.folder, widget
+
+
+def steadydancer_plan(comfyui_dir: str, **more: object) -> tuple:
+    settings = load_settings(
+        {
+            "enable_steadydancer": True,
+            "comfyui_dir": comfyui_dir,
+            "models_dir": f"{comfyui_dir}/models",
+            **more,
+        },
+        {},
+    )
+    gpu = GpuDevice(
+        index=0,
+        gpu_index=0,
+        name="NVIDIA GeForce RTX 4090",
+        vram_mib=24_564,
+        mig=None,
+        uuid="GPU-0",
+        driver_version="550.54.15",
+        compute_cap="8.9",
+    )
+    return settings, build_plan(settings, GpuReport(devices=(gpu,)), (3, 11, 2), "x86_64")
+
+
+def test_the_install_request_says_where_from_where_to_and_what_the_stack_runs():
+    settings, plan = steadydancer_plan("/workspace/ComfyUI")
+    request = workflows.install_request(settings, plan)
+    assert request["stack"] == {"torch": "2.5.1", "sageattention": False}
+    [wanted] = request["workflows"]
+    assert wanted["example"] == (
+        "/workspace/ComfyUI/custom_nodes/ComfyUI-WanVideoWrapper/example_workflows/"
+        "wanvideo_2_1_14B_SteadyDancer_pose_control_example_01.json"
+    )
+    assert wanted["dest"] == (
+        "/workspace/ComfyUI/user/default/workflows/podforge-steadydancer.json"
+    )
+    assert wanted["files"] == workflows.files_by_role(
+        plan.models, settings.models_dir, "steadydancer"
+    )
+    newer, plan27 = steadydancer_plan("/workspace/ComfyUI", stack_profile="torch27-cu128")
+    assert workflows.install_request(newer, plan27)["stack"]["torch"] == "2.7.1"
+    off = load_settings({}, {})
+    assert workflows.install_request(off, plan)["workflows"] == []
+
+
+def test_each_feature_gets_its_own_files_where_roles_are_shared():
+    # WAN 2.2 also plans a diffusion model, text encoder and VAE: SteadyDancer's stay its own.
+    settings, plan = steadydancer_plan("/workspace/ComfyUI", enable_wan22=True)
+    alone_settings, alone = steadydancer_plan("/workspace/ComfyUI")
+    both = workflows.install_request(settings, plan)["workflows"][0]["files"]
+    assert both == workflows.install_request(alone_settings, alone)["workflows"][0]["files"]
+    assert "SteadyDancer" in both["diffusion_model"]
+
+
+def test_a_feature_whose_example_node_is_not_listed_is_refused():
+    from podforge.pins import DEFAULT_CUSTOM_NODES
+
+    nodes = [n for n in DEFAULT_CUSTOM_NODES if n.name != "ComfyUI-WanVideoWrapper"]
+    settings, plan = steadydancer_plan("/workspace/ComfyUI", custom_nodes=nodes)
+    with pytest.raises(ValueError, match="enable_steadydancer: its workflow comes from "):
+        workflows.install_request(settings, plan)
+
+
+def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_path, capsys):
+    from podforge.cli import main
+    from podforge.probes import installed_workflows
+
+    settings, plan = steadydancer_plan(str(tmp_path / "ComfyUI"))
+    request = workflows.install_request(settings, plan)
+    [wanted] = request["workflows"]
+    example = tmp_path / wanted["example"]
+    example.parent.mkdir(parents=True)
+    example.write_bytes(EXAMPLE.read_bytes())
+    request_file, stamp = tmp_path / "request.json", tmp_path / "workflows.json"
+    request_file.write_text(json.dumps(request))
+    argv = ["workflows", "install", "--request", str(request_file), "--stamp", str(stamp)]
+
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"workflows: {wanted['dest']} fitted from {example.name}" in out
+    assert "WanVideoModelLoader #22 [1]: 'fp16_fast' -> 'bf16'" in out
+    fitted = json.loads(Path(wanted["dest"]).read_text())
+    assert {r.path.split("/", 1)[1] for r in workflows.references(fitted)} == set(
+        wanted["files"].values()
+    )
+    state = installed_workflows(str(stamp))
+    assert state["files"] == state["current"] and list(state["files"]) == [wanted["dest"]]
+    assert state["request"] == hashlib.sha256(request_file.read_bytes()).hexdigest()
+
+    # The feature turned off: its workflow goes, the stamp says none.
+    request_file.write_text(json.dumps({**request, "workflows": []}))
+    assert main(argv) == 0
+    assert f"removed {wanted['dest']}" in capsys.readouterr().out
+    assert not Path(wanted["dest"]).exists()
+    assert installed_workflows(str(stamp))["files"] == {}
+
+    # An example that is not there (the node not checked out): one line naming it.
+    example.unlink()
+    request_file.write_text(json.dumps(request))
+    assert main(argv) == 1
+    assert f"workflows: FAILED steadydancer: its upstream example {example}" in (
+        capsys.readouterr().out
+    )

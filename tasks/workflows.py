@@ -1,0 +1,58 @@
+"""Workflows fitted to this pod: each enabled feature's upstream example, with its model
+widgets naming the files this plan fetched (the variant its GPU chose) and its precision and
+attention widgets set to what the stack runs, in ComfyUI's user workflows directory.
+
+The example lives in a checkout on the pod, so the pod fits it (`podforge workflows
+install`); the deploy writes the request and compares the stamp the last install left (in
+the PodSoftware fact): a no-op costs no command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import server
+
+from operations import files
+from podforge import workflows
+from podforge.config import Settings
+from podforge.plan import Plan
+from tasks.desired import Pod
+
+
+@deploy("Workflows")
+def install(settings: Settings, plan: Plan, pod: Pod) -> None:
+    if settings.phase == "image":
+        host.noop("workflows are fitted at boot, once the GPU (so each variant) is known")
+        return
+    try:
+        request = workflows.install_request(settings, plan)
+    except ValueError as error:
+        raise DeployError(f"{host.name}: {error}") from None
+    text = json.dumps(request, indent=2, sort_keys=True) + "\n"
+    names = ", ".join(posixpath.basename(w["dest"]) for w in request["workflows"])
+    installed = pod.software["workflows"]
+    if installed is None and not request["workflows"]:
+        host.noop("no enabled feature ships a workflow")
+        return
+    if (
+        installed is not None
+        and installed["request"] == hashlib.sha256(text.encode()).hexdigest()
+        and installed["files"] == installed["current"]
+    ):
+        host.noop(f"workflows fitted to this pod are in place ({names or 'none'})")
+        return
+    request_file = f"{settings.podforge_dir}/workflows-request.json"
+    files.content(name="Workflows request", dest=request_file, text=text, digests=pod.files)
+    server.shell(
+        name=f"Fit workflows to this pod ({names or 'remove the disabled ones'})",
+        commands=[
+            f"{settings.venv_dir}/bin/podforge workflows install"
+            f" --request {request_file} --stamp {settings.workflows_stamp}"
+        ],
+    )
