@@ -1,8 +1,10 @@
 """Local git repositories standing in for ComfyUI and its custom nodes, served by git daemon.
 
 Built from shared/upstream/: each repository holds its project's real requirements.txt and
-pyproject.toml (ComfyUI also its real comfy/cli_args.py and options.py) and a stand-in entry
-point (sandbox/standins/). Two commits each, so tests can move a pin; plus a node whose
+pyproject.toml (ComfyUI also its real comfy/cli_args.py and options.py, WanVideoWrapper its
+SteadyDancer example workflow) and a stand-in entry point (sandbox/standins/) registering the
+node types the real project registers that podforge's workflows use (STANDIN_NODE_TYPES), in
+the real project's style. Two commits each, so tests can move a pin; plus a node whose
 requirements contradict the stack's pins. git daemon serves any commit by sha, as GitHub does.
 """
 
@@ -19,6 +21,55 @@ STANDINS = REPO / "sandbox" / "standins"
 # A node that asks for a torch the stack does not pin (tests add it to one pod).
 CONFLICTING_NODE = "ComfyUI-NeedsNewerTorch"
 CONFLICTING_REQUIREMENT = "torch>=2.6"
+
+
+# Node types each real project registers (those podforge's workflows and loaders use).
+STANDIN_NODE_TYPES: dict[str, tuple[str, ...]] = {
+    "ComfyUI": (
+        "CLIPVisionLoader",
+        "LoadImage",
+        "UNETLoader",
+        "VAELoader",
+        "CLIPLoader",
+        "LoraLoaderModelOnly",
+    ),
+    "ComfyUI-GGUF": ("UnetLoaderGGUF",),
+    "ComfyUI-KJNodes": (
+        "GetImageRangeFromBatch",
+        "GetImageSizeAndCount",
+        "ImageConcatMulti",
+        "ImageResizeKJv2",
+    ),
+    "ComfyUI-VideoHelperSuite": ("VHS_LoadVideo", "VHS_VideoCombine"),
+    "ComfyUI-WanAnimatePreprocess": (
+        "OnnxDetectionModelLoader",
+        "PoseAndFaceDetection",
+        "DrawViTPose",
+    ),
+    "ComfyUI-WanVideoWrapper": (
+        "WanVideoModelLoader",
+        "WanVideoVAELoader",
+        "WanVideoTextEncodeCached",
+        "LoadWanVideoT5TextEncoder",
+        "WanVideoLoraSelect",
+        "WanVideoSetLoRAs",
+        "WanVideoBlockSwap",
+        "WanVideoSetBlockSwap",
+        "WanVideoTorchCompileSettings",
+        "WanVideoClipVisionEncode",
+        "WanVideoImageToVideoEncode",
+        "WanVideoAddSteadyDancerEmbeds",
+        "WanVideoEncode",
+        "WanVideoDecode",
+        "WanVideoContextOptions",
+        "WanVideoScheduler",
+        "WanVideoSamplerSettings",
+        "WanVideoSamplerFromSettings",
+    ),
+    "comfyui_controlnet_aux": ("DWPreprocessor",),
+}
+# KJNodes builds its mappings from a NODE_CONFIG table; the others write the dict itself.
+NODE_CONFIG_STYLE = frozenset({"ComfyUI-KJNodes"})
 
 
 def upstream_dir() -> Path:
@@ -50,9 +101,23 @@ def _files(name: str, upstream: Path) -> dict[str, bytes]:
             files[path.relative_to(source).as_posix()] = path.read_bytes()
     if name == "ComfyUI":
         files["main.py"] = (STANDINS / "comfyui_main.py").read_bytes()
+        files["nodes.py"] = _registrations(name).encode()
     else:
-        files["__init__.py"] = (STANDINS / "node_init.py").read_bytes()
+        init = (STANDINS / "node_init.py").read_text()
+        files["__init__.py"] = (init + _registrations(name)).encode()
     return files
+
+
+def _registrations(name: str) -> str:
+    types = STANDIN_NODE_TYPES.get(name, ())
+    if name in NODE_CONFIG_STYLE:
+        rows = "".join(f'    "{t}": {{"class": object, "name": "{t}"}},\n' for t in types)
+        return (
+            f"\nNODE_CONFIG = {{\n{rows}}}\n"
+            "NODE_CLASS_MAPPINGS = {name: row['class'] for name, row in NODE_CONFIG.items()}\n"
+        )
+    rows = "".join(f'    "{t}": object,\n' for t in types)
+    return f"\nNODE_CLASS_MAPPINGS = {{\n{rows}}}\n"
 
 
 def _commit_repo(bare: Path, files: dict[str, bytes]) -> list[str]:
@@ -93,7 +158,7 @@ def build_repos(base: Path) -> dict[str, dict[str, Any]]:
         repos[name] = {"path": str(bare), "commits": _commit_repo(bare, _files(name, upstream))}
     conflicting = {
         "requirements.txt": f"{CONFLICTING_REQUIREMENT}\n".encode(),
-        "__init__.py": (STANDINS / "node_init.py").read_bytes(),
+        "__init__.py": ((STANDINS / "node_init.py").read_text() + _registrations("")).encode(),
     }
     bare = base / f"{CONFLICTING_NODE}.git"
     repos[CONFLICTING_NODE] = {"path": str(bare), "commits": _commit_repo(bare, conflicting)}
