@@ -85,6 +85,12 @@ STACK_WIDGETS: dict[str, dict[int, str]] = {
     "WanVideoTextEncodeCached": {1: "precision"},
 }
 
+# Files a model loads from beside itself (ONNX external data: the .onnx names its sibling),
+# by the model's file name: without them the loader fails though its widget's file is there.
+COMPANION_FILES: dict[str, tuple[str, ...]] = {
+    "vitpose_h_wholebody_model.onnx": ("vitpose_h_wholebody_data.bin",),
+}
+
 # Node types the ComfyUI frontend handles itself: no node pack provides them.
 FRONTEND_ONLY = frozenset(
     {"Note", "MarkdownNote", "PrimitiveNode", "Reroute", "SetNode", "GetNode"}
@@ -281,9 +287,21 @@ class CheckResult:
         return not self.missing_files and not self.missing_nodes
 
 
+def with_companions(refs: Iterable[Reference]) -> list[Reference]:
+    """The references and, after each, the files its model loads from beside itself."""
+    found = []
+    for ref in refs:
+        found.append(ref)
+        folder, _, base = ref.name.rpartition("/")
+        for companion in COMPANION_FILES.get(base, ()):
+            name = f"{folder}/{companion}" if folder else companion
+            found.append(Reference(ref.node_id, ref.node_type, ref.folder, name, ref.role))
+    return found
+
+
 def check(workflow: Mapping[str, Any], files: set[str], provided: set[str]) -> CheckResult:
     """``files``: model paths on the pod relative to the models dir; ``provided``: node types."""
-    refs = references(workflow)
+    refs = with_companions(references(workflow))
     types = node_types(workflow)
     return CheckResult(
         present=[r for r in refs if r.path in files],

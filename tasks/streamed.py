@@ -1,4 +1,4 @@
-"""Long pod-side commands (fetch, stack install) with their lines shown live."""
+"""Pod-side commands (fetch, stack install, workflows) with their lines shown live."""
 
 from __future__ import annotations
 

@@ -16,13 +16,14 @@ import posixpath
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import server
+from pyinfra.operations import python
 
 from operations import files
 from podforge import workflows
 from podforge.config import Settings
 from podforge.plan import Plan
 from tasks.desired import Pod
+from tasks.streamed import run_streamed
 
 
 @deploy("Workflows")
@@ -49,10 +50,12 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         return
     request_file = f"{settings.podforge_dir}/workflows-request.json"
     files.content(name="Workflows request", dest=request_file, text=text, digests=pod.files)
-    server.shell(
+    python.call(
         name=f"Fit workflows to this pod ({names or 'remove the disabled ones'})",
-        commands=[
+        function=run_streamed,
+        command=(
             f"{settings.venv_dir}/bin/podforge workflows install"
-            f" --request {request_file} --stamp {settings.workflows_stamp}"
-        ],
+            f" --request {request_file} --stamp {settings.workflows_stamp} 2>&1"
+        ),
+        failure="the workflows were not fitted: see the workflows lines above",
     )

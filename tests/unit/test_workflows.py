@@ -33,6 +33,17 @@ def example() -> dict:
 
 
 def planned_files(variant: str, vram_mib: int = 81_559) -> dict[str, str]:
+    settings, plan = h100_plan(variant, vram_mib)
+    return workflows.files_by_role(plan.models, settings.models_dir, "steadydancer")
+
+
+def planned_paths(variant: str) -> set[str]:
+    """Every file the plan fetches, relative to the models dir (a pod after its fetch)."""
+    settings, plan = h100_plan(variant)
+    return {m.dest.removeprefix(settings.models_dir + "/") for m in plan.models}
+
+
+def h100_plan(variant: str, vram_mib: int = 81_559) -> tuple:
     precision, _, quant = variant.partition(":")
     wanted = {"enable_steadydancer": True, "steadydancer_variant": precision}
     settings = load_settings({**wanted, "steadydancer_gguf_model": quant or "auto"}, {})
@@ -46,8 +57,7 @@ def planned_files(variant: str, vram_mib: int = 81_559) -> dict[str, str]:
         driver_version="550.54.15",
         compute_cap="9.0",
     )
-    plan = build_plan(settings, GpuReport(devices=(gpu,)), (3, 11, 2), "x86_64")
-    return workflows.files_by_role(plan.models, settings.models_dir, "steadydancer")
+    return settings, build_plan(settings, GpuReport(devices=(gpu,)), (3, 11, 2), "x86_64")
 
 
 def test_the_example_names_its_files_by_kijais_layout(example):
@@ -121,7 +131,7 @@ def test_torch_27_with_sageattention_keeps_them(example):
 def test_the_unmodified_example_fails_the_check_naming_each_missing_file(example):
     # A fresh pod with every file the plan fetches: the example still names kijai's paths.
     files = planned_files("fp8")
-    on_pod = {f"{r.folder}/{files[r.role]}" for r in workflows.references(example)}
+    on_pod = planned_paths("fp8")
     result = workflows.check(example, on_pod, set(workflows.node_types(example)))
     missing = sorted(r.path for r in result.missing_files)
     assert missing == [
@@ -207,15 +217,30 @@ def test_the_check_command_on_a_pod_layout(tmp_path, example, capsys):
     installed.write_text(json.dumps(fitted))
     argv = ["workflows", "check", "--comfyui-dir", str(comfyui), "--models-dir", str(models)]
 
+    # Every widget's file is there, but the ONNX pose model loads its weights from a
+    # sibling file no widget names: checked too.
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "MISSING" in out and out.count("MISSING") == 1
+    assert "MISSING  model detection/onnx/vitpose_h_wholebody_data.bin  (Onnx" in out
+    data = models / "detection" / "onnx" / "vitpose_h_wholebody_data.bin"
+    data.write_bytes(b"external data")
     assert main(argv) == 0
-    assert "every workflow has what it loads" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "every workflow has what it loads" in out
+    assert "ok       model detection/onnx/vitpose_h_wholebody_data.bin" in out
 
     vae = models / "vae" / "Wan2_1_VAE_bf16.safetensors"
     vae.unlink()
+    data.unlink()
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "MISSING  model vae/Wan2_1_VAE_bf16.safetensors  (WanVideoVAELoader #38)" in out
-    assert out.count("MISSING") == 1
+    assert (
+        "MISSING  model detection/onnx/vitpose_h_wholebody_data.bin  (OnnxDetectionModelLoader"
+        in out
+    )
+    assert out.count("MISSING") == 2
 
     # The upstream example as shipped: its loaders name files no pod has by those names.
     assert main([*argv, str(EXAMPLE)]) == 1
