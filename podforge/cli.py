@@ -15,8 +15,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from podforge.fetch import FetchError, Hub, fetch_all, read_manifest
-
 
 def _plan(args: argparse.Namespace) -> int:
     # Imported here: pydantic costs about 0.2 s at start that `fetch` should not pay.
@@ -58,6 +56,9 @@ def _hf_token() -> str | None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
+    # Imported here: every verb would pay its HTTP stack at start (a no-op's verify too).
+    from podforge.fetch import FetchError, Hub, fetch_all, read_manifest
+
     hub = Hub(
         os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
         _hf_token(),

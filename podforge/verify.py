@@ -10,12 +10,15 @@ Each problem names the program, the port, the cause and the program's last log l
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,15 +61,45 @@ def check_comfyui(
         time.sleep(0.5)
 
 
-def program_states(supervisorctl: str = "supervisorctl") -> dict[str, str]:
-    """program -> state, as supervisorctl reports them."""
-    done = subprocess.run([supervisorctl, "status"], capture_output=True, text=True)
-    states = {}
-    for line in done.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2:
-            states[parts[0]] = parts[1]
-    return states
+# Debian's supervisord.conf ([unix_http_server] file=), which podforge's programs join.
+SUPERVISOR_SOCKET = "/var/run/supervisor.sock"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=5)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(self.path)
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return _UnixConnection(self.path)
+
+
+def program_states(socket_path: str = SUPERVISOR_SOCKET) -> dict[str, str]:
+    """program -> state, as supervisorctl names them, asked of supervisord's own XML-RPC
+    socket (supervisorctl is a Python program: it would cost a no-op 0.14 s of CPU per pod).
+    Empty when no supervisord listens there (systemd pods, or supervisord is down)."""
+    proxy = xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(socket_path))
+    try:
+        infos = proxy.supervisor.getAllProcessInfo()
+    except OSError:
+        return {}
+    return {
+        info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}": (
+            info["statename"]
+        )
+        for info in infos
+    }
 
 
 def wait_running(program: str, deadline: float, known: dict[str, str] | None = None) -> str:
