@@ -8,6 +8,7 @@ the CLI does.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +47,7 @@ def converge_pods(
     pods: dict[str, dict[str, object]], workdir: Path, data: dict[str, object] | None = None
 ) -> dict[str, HostResult]:
     """Deploy to some pods only, each with host data of its own: {pod name: data}."""
-    inventory = workdir / f"inventory-{'-'.join(sorted(pods))}.py"
-    inventory.write_text(
+    source = (
         "import json\n"
         "from sandbox.control import load_state, pod_hosts\n"
         f"_extra = json.loads({json.dumps(json.dumps(pods))})\n"
@@ -55,6 +55,10 @@ def converge_pods(
         "           for address, host_data in pod_hosts(load_state())\n"
         "           if host_data['pod_name'] in _extra]\n"
     )
+    # Named by content: pyinfra keeps each file's compiled code by name for the process.
+    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    inventory = workdir / f"inventory-{'-'.join(sorted(pods))}-{digest}.py"
+    inventory.write_text(source)
     return converge(str(inventory), data)
 
 
