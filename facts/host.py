@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -34,8 +35,8 @@ class PodHost(FactBase[dict[str, Any]]):
                 """df -Pk "$d" | awk 'NR==2 {print "disk_free_kib=" $4}'""",
                 'awk \'/^MemTotal:/ {print "mem_total_kib=" $2} '
                 '/^MemAvailable:/ {print "mem_available_kib=" $2}\' /proc/meminfo',
-                "if command -v python3 >/dev/null; then python3 -c "
-                "'import sys; print(\"python=%d.%d.%d\" % sys.version_info[:3])'; "
+                # -V answers before the interpreter starts (1 ms; -c costs 10 ms).
+                'if command -v python3 >/dev/null; then v=$(python3 -V); echo "python=${v#* }"; '
                 "else echo python=; fi",
                 'echo "machine=$(uname -m)"',
                 # ubuntu2204 / debian12: how NVIDIA's apt repositories name the OS.
@@ -53,7 +54,10 @@ class PodHost(FactBase[dict[str, Any]]):
         info["systemd"] = info["init"] == "systemd"
         info["disk_path"] = values["disk_path"]
         python = values["python"].strip()
-        info["python"] = tuple(int(part) for part in python.split(".")) if python else None
+        version = re.match(r"(\d+)\.(\d+)\.(\d+)", python)  # 3.13.0rc1 -> (3, 13, 0)
+        if python and not version:
+            raise FactProcessError(f"host probe: python3 -V printed {python!r}, not a version")
+        info["python"] = tuple(int(part) for part in version.groups()) if version else None
         info["machine"] = values["machine"].strip()
         info["os"] = values["os"].strip()
         return info

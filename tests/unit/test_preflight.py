@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pyinfra.api.exceptions import FactProcessError
 
 from facts.host import PodHost
 from podforge.config import load_settings
@@ -48,10 +49,23 @@ def test_host_fact_command_runs_here(tmp_path):
     assert fact["machine"] == platform.machine()
     assert fact["os"] == "debian12"  # this machine is Debian bookworm
     assert fact["disk_path"] == str(tmp_path)
+    system = subprocess.run(
+        ["python3", "-c", "import sys; print(*sys.version_info[:3])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert fact["python"] == tuple(int(part) for part in system.stdout.split())
 
 
 def test_host_fact_without_python():
     assert PodHost().process([*HOST_OUTPUT[:-1], "python="])["python"] is None
+
+
+def test_host_fact_reads_prerelease_python_and_refuses_garbage():
+    assert PodHost().process([*HOST_OUTPUT[:-1], "python=3.13.0rc1"])["python"] == (3, 13, 0)
+    with pytest.raises(FactProcessError, match="not a version"):
+        PodHost().process([*HOST_OUTPUT[:-1], "python=unknown"])
 
 
 def plan(**data):

@@ -10,7 +10,14 @@ from importlib import metadata
 
 from facts.files import FileDigests
 from facts.software import PodSoftware
-from podforge.probes import digests, installed_debs, repo_state, software, venv_distributions
+from podforge.probes import (
+    digests,
+    installed_debs,
+    origin_url,
+    repo_state,
+    software,
+    venv_distributions,
+)
 
 
 def git(path, *args):
@@ -49,6 +56,18 @@ def test_repo_state_reads_head_origin_and_tracked_changes(tmp_path):
     assert repo_state(str(tmp_path / "node"))["dirty"] == []
     (tmp_path / "node" / "requirements.txt").write_text("numpy>=2\n")
     assert repo_state(str(tmp_path / "node"))["dirty"] == ["requirements.txt"]
+
+
+def test_origin_url_reads_what_git_config_prints(tmp_path):
+    make_repo(tmp_path / "node")
+    node = tmp_path / "node"
+    assert origin_url(str(node)) == "https://example.invalid/node"
+    git(node, "remote", "add", "upstream", "https://example.invalid/upstream")
+    for url in ("https://example.invalid/a#b;c", "git@example.invalid:org/node.git"):
+        git(node, "remote", "set-url", "origin", url)
+        assert origin_url(str(node)) == git(node, "config", "--get", "remote.origin.url") == url
+    git(node, "remote", "remove", "origin")
+    assert origin_url(str(node)) is None
 
 
 def test_repo_state_without_a_checkout(tmp_path):
