@@ -1,4 +1,4 @@
-"""Files and directories judged by one batched fact (FileDigests), not a fact per path."""
+"""Files and directories judged by one batched fact (PodState["files"]), not a fact per path."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pyinfra.api.command import FileUploadCommand, StringCommand
 
 
 def is_current(digests: dict[str, Any], dest: str, text: str | bytes, mode: str = "644") -> bool:
-    """Whether the FileDigests fact shows ``dest`` with exactly this content and mode."""
+    """Whether the pod-state fact's files show ``dest`` with exactly this content and mode."""
     data = text.encode() if isinstance(text, str) else text
     present = digests["files"].get(dest)
     return (
@@ -32,7 +32,7 @@ def content(
     """
     Write ``text`` to ``dest`` unless the file there already has that content and mode.
 
-    + digests: the FileDigests fact, read once for every file the deploy writes
+    + digests: PodState["files"], read once for every file the deploy writes
 
     .. code:: python
 

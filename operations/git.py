@@ -17,7 +17,7 @@ def pinned_checkout(
     """
     Check out ``commit`` of ``url`` at ``dest``: fetched alone and shallowly, HEAD detached.
 
-    + present: this checkout as the PodSoftware fact read it (None: no directory)
+    + present: this checkout as the pod-state fact read it (None: no directory)
 
     A checkout with local changes (or a directory that is not a checkout) is reported and
     left alone, never wiped. A commit the remote does not have fails the host, naming both.

@@ -1,8 +1,8 @@
-"""What is on the pod, read in one command per fact: git checkouts, the venv, files.
+"""What is on the pod: git checkouts, the venvs, stamps, the files the deploy writes.
 
-Standard library only: facts/software.py and facts/files.py run this file's source with the
-pod's system python3 (no venv needed), so a no-op deploy does not grow a remote command per
-node, per package or per file.
+Standard library only and self-contained: the pod-state fact (facts/pod.py) runs this
+file's source with the pod's system python3 (no venv needed), so a no-op deploy does not
+grow a remote command per node, per package or per file.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Verification stamps: "this file was sha256-checked and has not changed since".
 
-Stdlib only and self-contained: the model-file fact runs this very source on the pod with
-the system python3 (``python3 -c``), so the fact and the fetcher judge files one way.
+Stdlib only and self-contained: the pod-state fact (facts/pod.py) runs this very source on
+the pod with the system python3 (``python3 -c``), so the fact and the fetcher judge files
+one way.
 """
 
 from __future__ import annotations

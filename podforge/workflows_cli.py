@@ -7,7 +7,7 @@
 - ``install --request FILE --stamp FILE``: fit each feature's upstream example to this pod
   (the request the deploy writes: podforge/workflows.py install_request) into ComfyUI's user
   directory; remove the ones an earlier request installed and this one does not; record what
-  was written in the stamp (the deploy's PodSoftware fact compares it).
+  was written in the stamp (the deploy's pod-state fact compares it).
 """
 
 from __future__ import annotations

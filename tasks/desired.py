@@ -1,8 +1,8 @@
 """The desired state of this host and what is there now: read once, at the top of deploy.py.
 
-Settings and the Plan say what the pod should be; four facts (GPU, host, software, files)
-and the model-file fact say what it is, each in one remote command however many nodes,
-packages and files the pod holds. Tasks compare the two and nothing else.
+Settings and the Plan say what the pod should be; three facts (GPU, host, pod state) say
+what it is, each in one remote command however many nodes, packages, files and models the
+pod holds. Tasks compare the two and nothing else.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
-from facts.files import FileDigests
 from facts.gpu import NvidiaGpus
 from facts.host import PodHost
-from facts.models import ModelFiles
-from facts.software import PodSoftware
+from facts.pod import PodState
 from podforge.config import Settings, SettingsError, load_settings
 from podforge.gpu import GpuReport
 from podforge.plan import Plan, PlanError, build_plan
@@ -44,9 +42,9 @@ class Pod:
     """What is on this pod now, as the facts read it before any change."""
 
     host: dict[str, Any]  # PodHost
-    software: dict[str, Any]  # PodSoftware
-    files: dict[str, Any]  # FileDigests
-    models: dict[str, dict[str, Any]]  # dest -> ModelFiles status
+    software: dict[str, Any]  # PodState["software"]
+    files: dict[str, Any]  # PodState["files"]
+    models: dict[str, dict[str, Any]]  # dest -> its PodState["models"] status
 
 
 def saved_settings_paths(podforge_dir: str) -> tuple[str, str]:
@@ -93,37 +91,38 @@ def model_dirs(wanted: Settings) -> list[str]:
 
 
 def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
-    """Everything tasks compare against, in three remote commands."""
-    software = host.get_fact(
-        PodSoftware,
-        repos=list(wanted.checkouts()),
-        venv=wanted.venv_dir,
-        stamp=wanted.stack_stamp,
-        deployer=f"{wanted.podforge_dir}/deployer",
-        workflows=wanted.workflows_stamp,
+    """Everything tasks compare against, in one remote command."""
+    state = host.get_fact(
+        PodState,
+        software={
+            "repos": list(wanted.checkouts()),
+            "venv": wanted.venv_dir,
+            "stamp": wanted.stack_stamp,
+            "deployer": f"{wanted.podforge_dir}/deployer",
+            "workflows": wanted.workflows_stamp,
+        },
+        files={
+            "patterns": [
+                f"{wanted.podforge_dir}/*",
+                f"{wanted.podforge_dir}/secrets/*",
+                f"{wanted.podforge_dir}/deploy/VERSION",
+                wanted.start_script,
+                f"{wanted.comfyui_dir}/extra_model_paths.yaml",
+                f"{SUPERVISOR_CONF_DIR}/{PREFIX}*.conf",
+                f"{SYSTEMD_UNIT_DIR}/{PREFIX}*.service",
+            ],
+            "dirs": [
+                *model_dirs(wanted),
+                f"{wanted.comfyui_dir}/output",
+                secrets_dir(wanted),
+                f"{wanted.workspace_dir}/logs",
+            ],
+        },
+        models=[model.dest for model in plan.models],
     )
-    files = host.get_fact(
-        FileDigests,
-        patterns=[
-            f"{wanted.podforge_dir}/*",
-            f"{wanted.podforge_dir}/secrets/*",
-            f"{wanted.podforge_dir}/deploy/VERSION",
-            wanted.start_script,
-            f"{wanted.comfyui_dir}/extra_model_paths.yaml",
-            f"{SUPERVISOR_CONF_DIR}/{PREFIX}*.conf",
-            f"{SYSTEMD_UNIT_DIR}/{PREFIX}*.service",
-        ],
-        dirs=[
-            *model_dirs(wanted),
-            f"{wanted.comfyui_dir}/output",
-            secrets_dir(wanted),
-            f"{wanted.workspace_dir}/logs",
-        ],
-    )
-    statuses = host.get_fact(ModelFiles, dests=[model.dest for model in plan.models])
     return Pod(
         host=pod_host,
-        software=software,
-        files=files,
-        models={status["dest"]: status for status in statuses},
+        software=state["software"],
+        files=state["files"],
+        models={status["dest"]: status for status in state["models"]},
     )

@@ -3,7 +3,7 @@
 The environment (the profile's pinned torch family and flash-attn, ComfyUI's and every
 node's requirements) is resolved and installed on the pod by `podforge stack install`; a
 stamp records the request it satisfied, so a no-op deploy compares one key and the venv's
-versions (the PodSoftware fact) and runs nothing.
+versions (the pod-state fact) and runs nothing.
 """
 
 from __future__ import annotations

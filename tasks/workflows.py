@@ -4,7 +4,7 @@ attention widgets set to what the stack runs, in ComfyUI's user workflows direct
 
 The example lives in a checkout on the pod, so the pod fits it (`podforge workflows
 install`); the deploy writes the request and compares the stamp the last install left (in
-the PodSoftware fact): a no-op costs no command.
+the pod-state fact): a no-op costs no command.
 """
 
 from __future__ import annotations

@@ -1,15 +1,19 @@
-"""The pod-side probes on real git checkouts, a real venv and real files."""
+"""The pod-state fact and its probes on real git checkouts, a real venv, real files and
+model files judged like the fetcher judges them."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from importlib import metadata
 
-from facts.files import FileDigests
-from facts.software import PodSoftware
+import pytest
+
+from facts.pod import PodState, one_program
+from podforge import stamps
 from podforge.probes import (
     digests,
     installed_debs,
@@ -88,7 +92,35 @@ def test_venv_distributions_match_importlib(tmp_path):
     assert venv_distributions(str(tmp_path)) is None
 
 
-def test_the_software_fact_runs_its_one_command(tmp_path):
+NO_SOFTWARE = {
+    "repos": [],
+    "venv": "/none",
+    "stamp": "/none",
+    "deployer": "/none",
+    "workflows": "/none",
+}
+NO_FILES: dict[str, list[str]] = {"patterns": [], "dirs": []}
+
+
+def models_command(dests: list[str]) -> str:
+    return PodState().command(software=NO_SOFTWARE, files=NO_FILES, models=dests)
+
+
+def run_fact(software=None, files=None, models=()):
+    """PodState's one command run here as on a pod; its processed result."""
+    fact = PodState()
+    command = fact.command(
+        software=software or NO_SOFTWARE, files=files or NO_FILES, models=list(models)
+    )
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    return fact.process(out.stdout.splitlines())
+
+
+def run_models(dests: list[str]) -> list[dict]:
+    return run_fact(models=dests)["models"]
+
+
+def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
     head = make_repo(tmp_path / "ComfyUI")
     stamp = tmp_path / "stack.json"
     stamp.write_text(json.dumps({"key": "k", "lock": {}}))
@@ -100,16 +132,15 @@ def test_the_software_fact_runs_its_one_command(tmp_path):
     recorded = {str(kept): written, str(edited): written, str(tmp_path / "gone.json"): written}
     workflows.write_text(json.dumps({"request": "r", "files": recorded}))
     edited.write_text('{"edited": true}\n')
-    fact = PodSoftware()
-    command = fact.command(
-        repos=[str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
-        venv=sys.prefix,
-        stamp=str(stamp),
-        deployer=str(tmp_path / "no-deployer"),
-        workflows=str(workflows),
-    )
-    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
-    result = fact.process(out.stdout.splitlines())
+    result = run_fact(
+        software={
+            "repos": [str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
+            "venv": sys.prefix,
+            "stamp": str(stamp),
+            "deployer": str(tmp_path / "no-deployer"),
+            "workflows": str(workflows),
+        }
+    )["software"]
     assert result["repos"][str(tmp_path / "ComfyUI")]["head"] == head
     assert result["repos"][str(tmp_path / "none")] is None
     assert result["venv"]["pyinfra"] == metadata.version("pyinfra")
@@ -132,17 +163,16 @@ def test_the_software_fact_runs_its_one_command(tmp_path):
     )
 
 
-def test_the_digest_fact_runs_its_one_command(tmp_path):
+def test_the_pod_state_fact_reads_the_deploys_files_in_its_one_command(tmp_path):
     (tmp_path / "a.env").write_text("A=1\n")
     (tmp_path / "start.sh").write_text("#!/bin/sh\n")
     (tmp_path / "start.sh").chmod(0o755)
-    fact = FileDigests()
-    command = fact.command(
-        patterns=[f"{tmp_path}/*.env", f"{tmp_path}/start.sh"],
-        dirs=[str(tmp_path), str(tmp_path / "no")],
-    )
-    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
-    result = fact.process(out.stdout.splitlines())
+    result = run_fact(
+        files={
+            "patterns": [f"{tmp_path}/*.env", f"{tmp_path}/start.sh"],
+            "dirs": [str(tmp_path), str(tmp_path / "no")],
+        }
+    )["files"]
     sha1 = subprocess.run(["sha1sum", str(tmp_path / "a.env")], capture_output=True, text=True)
     assert result["files"][f"{tmp_path}/a.env"] == {"sha1": sha1.stdout.split()[0], "mode": "644"}
     assert result["files"][f"{tmp_path}/start.sh"]["mode"] == "755"
@@ -162,3 +192,59 @@ def test_installed_debs_are_those_dpkg_marks_installed(tmp_path):
     )
     assert installed_debs(str(status)) == ["curl", "git"]
     assert installed_debs(str(tmp_path / "no-dpkg")) == []
+
+
+def test_one_program_refuses_a_name_two_modules_define(tmp_path):
+    import types
+
+    first, second = tmp_path / "first.py", tmp_path / "second.py"
+    first.write_text("from __future__ import annotations\n\ndef status():\n    return 1\n")
+    second.write_text("from __future__ import annotations\n\nstatus = 2\n")
+    modules = []
+    for path in (first, second):
+        module = types.ModuleType(path.stem)
+        module.__file__ = str(path)
+        modules.append(module)
+    with pytest.raises(ValueError, match="status is defined by both first and second"):
+        one_program(modules, "print(status)")
+    second.write_text("from __future__ import annotations\n\nother = 2\n")
+    program = one_program(modules, "print(status(), other)")
+    assert program.count("from __future__") == 1
+    ran = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert ran.stdout == "1 2\n", ran.stderr
+
+
+def test_missing_unstamped_stamped_and_changed_files(tmp_path):
+    missing, unstamped, stamped, changed = (str(tmp_path / n) for n in "abcd")
+    for path in (unstamped, stamped, changed):
+        with open(path, "wb") as out:
+            out.write(b"x" * 10)
+    stamps.write_stamp(stamped, "f" * 64)
+    stamps.write_stamp(changed, "e" * 64)
+    with open(changed, "ab") as out:
+        out.write(b"more")
+    statuses = {s["dest"]: s for s in run_models([missing, unstamped, stamped, changed])}
+    assert statuses[missing] == {"dest": missing, "size": None, "sha256": None}
+    assert statuses[unstamped]["sha256"] is None
+    assert statuses[stamped] == {"dest": stamped, "size": 10, "sha256": "f" * 64}
+    assert statuses[changed] == {"dest": changed, "size": 14, "sha256": None}
+    assert stamps.is_current(statuses[stamped], 10, "f" * 64)
+    assert not stamps.is_current(statuses[stamped], 11, None)
+    assert not stamps.is_current(statuses[stamped], None, "0" * 64)
+
+
+def test_a_touched_file_loses_its_stamp(tmp_path):
+    path = str(tmp_path / "model.safetensors")
+    with open(path, "wb") as out:
+        out.write(b"weights")
+    stamps.write_stamp(path, "a" * 64)
+    os.utime(path, ns=(1, 1))
+    (status,) = run_models([path])
+    assert status["sha256"] is None
+
+
+def test_one_command_whatever_the_number_of_files(tmp_path):
+    five = models_command([str(tmp_path / f"f{i}") for i in range(5)])
+    fifty = models_command([str(tmp_path / f"f{i}") for i in range(50)])
+    assert isinstance(five, str) and isinstance(fifty, str)
+    assert len(run_models([str(tmp_path / f"f{i}") for i in range(50)])) == 50

@@ -46,7 +46,7 @@ def test_gpu_fact_from_the_cli(fake_gpu_path, tmp_path):
 
 
 def test_dry_deploy_with_openmmlab_plans_the_source_build(fake_gpu_path, tmp_path):
-    from facts.software import PodSoftware
+    from facts.pod import PodState
 
     env = fake_gpu_path("rtx-4090") | {
         "PODFORGE_SANDBOX_DIR": str(tmp_path / "none"),
@@ -58,13 +58,17 @@ def test_dry_deploy_with_openmmlab_plans_the_source_build(fake_gpu_path, tmp_pat
     text = result.stdout + result.stderr
     assert "Resolve, then install the torch25-cu124 environment" in text
     # The CUDA toolkit is planned exactly when this machine has no nvcc (the same probe).
-    probe = PodSoftware().command(
-        repos=[],
-        venv=str(tmp_path),
-        stamp=str(tmp_path / "s"),
-        deployer=str(tmp_path / "d"),
-        workflows=str(tmp_path / "w"),
+    probe = PodState().command(
+        software={
+            "repos": [],
+            "venv": str(tmp_path),
+            "stamp": str(tmp_path / "s"),
+            "deployer": str(tmp_path / "d"),
+            "workflows": str(tmp_path / "w"),
+        },
+        files={"patterns": [], "dirs": []},
+        models=[],
     )
     found = subprocess.run(["sh", "-c", probe], env=env, capture_output=True, text=True)
-    has_nvcc = json.loads(found.stdout)["nvcc"] is not None
+    has_nvcc = json.loads(found.stdout)["software"]["nvcc"] is not None
     assert ("CUDA toolkit 12.4 (nvcc, for source builds)" in text) is not has_nvcc
