@@ -1,12 +1,17 @@
 """One pod vs ten: fresh deploy and no-op rerun, in the same run. Prints figures and ratios.
 
-    .venv/bin/python -m bench.fleet [--file-mib 1] [--throttle-kib 16] [--rounds 3]
+    .venv/bin/python -m bench.fleet [--file-mib 1] [--throttle-kib 16] [--rtt-ms 50] [--rounds 3]
 
 One sandbox of 11 pods: pod 0 is "the fleet of one", pods 1-10 the fleet of ten, deployed
 through fleet.rollout's runner (one pyinfra run each, as `python -m fleet rollout` does).
-The hub serves every download at a per-connection rate (plain HTTP, Xet off), so pods wait
-on the network as real pods do (20-40 GB per pod at ~100 MB/s), not only on this machine's
-2 cores, which all eleven pods share (the ~150-package stack install is CPU-bound here).
+The network is made network-like, so pods wait on it as real pods do, not only on this
+machine's 2 cores, which the controller and all eleven pods share:
+- the hub serves every download at a per-connection rate (plain HTTP, Xet off): real pods
+  fetch 20-40 GB each at ~100 MB/s;
+- SSH goes through sandbox.latency, which delays every byte by half of ``--rtt-ms`` each way:
+  a laptop reaches a RunPod datacenter in tens of milliseconds, a sandbox pod in microseconds.
+The no-op is also measured without the delay (SSH straight over loopback), where 10 pods are
+bound by the 2 cores alone; both ratios are printed.
 Targets: 10-pod no-op <= 1.5x the 1-pod no-op; 10-pod fresh <= 2x the 1-pod fresh.
 Controller CPU: this process's user+system seconds (pyinfra, facts, the plan), per pod.
 """
@@ -17,9 +22,17 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from bench.sandbox import bench_sandbox
 from fleet.report import RunCollector
@@ -27,6 +40,7 @@ from fleet.rollout import load_inventory, run_deploy
 from podforge.rollout import PodRun
 
 GPUS = ["rtx-4090", "h100", "rtx-4080-super", "2x-a40", "rtx-3060"]
+RELAY_PORT = 2223  # sandbox.latency listens here on each pod's address
 
 
 def _cpu() -> float:
@@ -34,9 +48,12 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _deploy(names: list[str]) -> tuple[float, float, list[PodRun]]:
-    """(wall s, controller CPU s, rows) of one pyinfra run on the named pods."""
-    inventory = load_inventory("inventories/sandbox.py")
+def _deploy(names: list[str], ssh_port: int | None) -> tuple[float, float, list[PodRun]]:
+    """(wall s, controller CPU s, rows) of one pyinfra run on the named pods; ``ssh_port``:
+    the relay's port instead of the pods' own."""
+    inventory = load_inventory(
+        "inventories/sandbox.py", {"ssh_port": ssh_port} if ssh_port is not None else None
+    )
     hosts = [h for h in inventory if h.data.get("pod_name") in names]
     collector = RunCollector()
     began, cpu = time.monotonic(), _cpu()
@@ -60,10 +77,36 @@ def _control(hub: str, what: str, body: dict[str, object]) -> None:
     urllib.request.urlopen(request).read()
 
 
+@contextmanager
+def latency_relay(pods: list[dict[str, Any]], rtt_ms: float) -> Iterator[int]:
+    """sandbox.latency in front of every pod's sshd, until the block ends; its port."""
+    routes = [f"{pod['address']}:{RELAY_PORT}={pod['address']}:{pod['port']}" for pod in pods]
+    with tempfile.NamedTemporaryFile(prefix="podforge-relay-", suffix=".log") as log:
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "sandbox.latency", "--one-way-ms", str(rtt_ms / 2), *routes],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while b"ready" not in Path(log.name).read_bytes():
+                if relay.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"sandbox.latency did not start: {Path(log.name).read_text()}"
+                    )
+                time.sleep(0.05)
+            yield RELAY_PORT
+        finally:
+            relay.send_signal(signal.SIGTERM)
+            relay.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.fleet")
     parser.add_argument("--file-mib", type=float, default=1.0, help="size of each model file")
     parser.add_argument("--throttle-kib", type=int, default=16, help="KiB/s per connection")
+    parser.add_argument("--rtt-ms", type=float, default=50, help="SSH round trip to each pod")
     parser.add_argument("--rounds", type=int, default=3, help="no-op reruns per fleet size")
     args = parser.parse_args()
     gpus = [GPUS[i % len(GPUS)] for i in range(11)]
@@ -72,33 +115,45 @@ def main() -> None:
         hub = state["hub"]["url"]
         _control(hub, "faults", {"throttle_bps": args.throttle_kib * 1024})
         names = [pod["name"] for pod in state["pods"]]
-        one, ten = names[:1], names[1:]
-        print(f"hub: {args.file_mib:g} MiB files at {args.throttle_kib} KiB/s per connection")
-        figures = {}
-        for label, pods in (("1 pod", one), ("10 pods", ten)):
-            wall, cpu, runs = _deploy(pods)
-            gb = sum(run.gb_fetched for run in runs)
-            figures[label, "fresh"] = wall
-            print(
-                f"{label}: fresh deploy {wall:.1f} s, {gb * 1000:.1f} MB fetched, "
-                f"controller CPU {cpu / len(pods):.2f} s per pod"
-            )
-        for label, pods in (("1 pod", one), ("10 pods", ten)):
-            walls, cpus = [], []
-            for _ in range(args.rounds):
-                wall, cpu, runs = _deploy(pods)
-                assert all(run.changed == 0 for run in runs), runs
-                walls.append(wall)
-                cpus.append(cpu / len(pods))
-            figures[label, "noop"] = statistics.median(walls)
-            print(
-                f"{label}: no-op deploy {figures[label, 'noop']:.2f} s (median of "
-                f"{args.rounds}), controller CPU {statistics.median(cpus):.2f} s per pod "
-                f"(all pods share this machine's {os.cpu_count()} cores)"
-            )
-        for kind, target in (("fresh", 2.0), ("noop", 1.5)):
+        fleets = (("1 pod", names[:1]), ("10 pods", names[1:]))
+        print(
+            f"hub: {args.file_mib:g} MiB files at {args.throttle_kib} KiB/s per connection; "
+            f"SSH round trip {args.rtt_ms:g} ms"
+        )
+        figures: dict[tuple[str, str], float] = {}
+        with latency_relay(state["pods"], args.rtt_ms) as relay_port:
+            for label, pods in fleets:
+                wall, cpu, runs = _deploy(pods, relay_port)
+                gb = sum(run.gb_fetched for run in runs)
+                figures[label, "fresh"] = wall
+                print(
+                    f"{label}: fresh deploy {wall:.1f} s, {gb * 1000:.1f} MB fetched, "
+                    f"controller CPU {cpu / len(pods):.2f} s per pod"
+                )
+            for label, pods in fleets:
+                figures[label, "noop"] = _noops(label, pods, relay_port, args.rounds)
+        for label, pods in fleets:
+            figures[label, "noop-loopback"] = _noops(label, pods, None, args.rounds)
+        for kind, target in (("fresh", 2.0), ("noop", 1.5), ("noop-loopback", 1.5)):
             ratio = figures["10 pods", kind] / figures["1 pod", kind]
             print(f"10 pods / 1 pod, {kind}: {ratio:.2f}x (target <= {target}x)")
+
+
+def _noops(label: str, pods: list[str], ssh_port: int | None, rounds: int) -> float:
+    """Median wall time of ``rounds`` no-op deploys; prints it with the controller's CPU."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+        wall, cpu, runs = _deploy(pods, ssh_port)
+        assert all(run.changed == 0 for run in runs), runs
+        walls.append(wall)
+        cpus.append(cpu / len(pods))
+    path = "through the relay" if ssh_port is not None else "over loopback, no delay"
+    print(
+        f"{label}: no-op deploy {statistics.median(walls):.2f} s ({path}, median of {rounds}), "
+        f"controller CPU {statistics.median(cpus):.2f} s per pod "
+        f"(all pods share this machine's {os.cpu_count()} cores)"
+    )
+    return statistics.median(walls)
 
 
 if __name__ == "__main__":
