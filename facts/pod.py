@@ -3,9 +3,10 @@
 ComfyUI's and the nodes' checkouts, both venvs' distributions, the stack and workflows
 stamps, nvcc, supervisord, the Debian packages (podforge/probes.py); the files the deploy
 writes and its directories (probes.py); each wanted model file's size and verification
-stamp (podforge/stamps.py, the fetcher's own judge). Both modules are standard library only;
-their sources run as one program with the pod's system python3 (no venv needed), so a no-op
-pays one interpreter start, not one per concern.
+stamp (podforge/stamps.py, the fetcher's own judge); whether ComfyUI and r2sync serve right
+now (podforge/serving.py, `podforge verify`'s own check, without waiting). The modules are
+standard library only; their sources run as one program with the pod's system python3 (no
+venv needed), so a no-op pays one interpreter start and one round trip, not one per concern.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
 
-from podforge import probes, stamps
+from podforge import probes, serving, stamps
 
 _FUTURE = "from __future__ import annotations\n"
 
@@ -52,13 +53,14 @@ def one_program(modules: list[ModuleType], main: str) -> str:
 
 
 _PROGRAM = one_program(
-    [probes, stamps],
+    [probes, stamps, serving],
     "\nimport sys\n"
     "wish = json.loads(sys.argv[1])\n"
     "print(json.dumps({\n"
     '    "software": software(**wish["software"]),\n'
     '    "files": digests(**wish["files"]),\n'
     '    "models": [file_status(dest) for dest in wish["models"]],\n'
+    '    "serving": wish["serving"] and serving_problems(**wish["serving"], timeout=0),\n'
     "}))\n",
 )
 
@@ -66,7 +68,8 @@ _PROGRAM = one_program(
 class PodState(FactBase[dict[str, Any]]):
     """
     ``software``: probes.software's arguments (repos, venv, stamp, deployer, workflows);
-    ``files``: probes.digests' (patterns, dirs); ``models``: the wanted model files.
+    ``files``: probes.digests' (patterns, dirs); ``models``: the wanted model files;
+    ``serving``: serving.serving_problems' (comfyui, r2sync, log_dir), or None: not asked.
 
     .. code:: python
 
@@ -85,11 +88,20 @@ class PodState(FactBase[dict[str, Any]]):
          "files": {"files": {"/opt/podforge/plan.json": {"sha1": "3f78...", "mode": "644"}},
                    "dirs": {"/workspace/ComfyUI/output": "755", "/workspace/logs": None}},
          "models": [{"dest": "/workspace/ComfyUI/models/vae/wan_2.1_vae.safetensors",
-                     "size": 253815318, "sha256": "2fc39d31..."}]}  # sha256: a valid stamp's
+                     "size": 253815318, "sha256": "2fc39d31..."}],  # sha256: a valid stamp's
+         "serving": ["r2sync is FATAL; last log lines: ..."]}  # [] serves; None: not asked
     """
 
-    def command(self, software: dict[str, Any], files: dict[str, Any], models: list[str]) -> str:
-        wish = json.dumps({"software": software, "files": files, "models": models})
+    def command(
+        self,
+        software: dict[str, Any],
+        files: dict[str, Any],
+        models: list[str],
+        serving: dict[str, Any] | None = None,
+    ) -> str:
+        wish = json.dumps(
+            {"software": software, "files": files, "models": models, "serving": serving}
+        )
         return f"python3 -c {shlex.quote(_PROGRAM)} {shlex.quote(wish)}"
 
     def process(self, output: list[str]) -> dict[str, Any]:

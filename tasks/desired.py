@@ -45,6 +45,7 @@ class Pod:
     software: dict[str, Any]  # PodState["software"]
     files: dict[str, Any]  # PodState["files"]
     models: dict[str, dict[str, Any]]  # dest -> its PodState["models"] status
+    serving: list[str] | None  # PodState["serving"]: what keeps it from serving (pod phase)
 
 
 def saved_settings_paths(podforge_dir: str) -> tuple[str, str]:
@@ -119,10 +120,19 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
             ],
         },
         models=[model.dest for model in plan.models],
+        # Whether the pod serves now; verify uses it when the deploy changes nothing.
+        serving={
+            "comfyui": [instance.model_dump(mode="json") for instance in plan.comfyui],
+            "r2sync": wanted.enable_r2_sync,
+            "log_dir": f"{wanted.workspace_dir}/logs",
+        }
+        if wanted.phase == "pod"
+        else None,
     )
     return Pod(
         host=pod_host,
         software=state["software"],
         files=state["files"],
         models={status["dest"]: status for status in state["models"]},
+        serving=state["serving"],
     )

@@ -1,9 +1,11 @@
 """Verify, last in the recipe: the pod serves what its plan says (`podforge verify`).
 
 A deploy that changes something runs the check after its changes, live. A deploy that
-changes nothing reads it as a fact before any operation runs (the pod is already final), so
-a second run still reports zero changes, and a dead program still fails its host (that read
-is the quick check: ComfyUI and supervisor; see podforge/verify.py).
+changes nothing judges by facts read before any operation (the pod is already final), so a
+second run still reports zero changes and a dead program still fails its host: the pod-state
+fact's answer of ComfyUI and supervisor (podforge/serving.py, in the command every deploy
+runs anyway) and, only when that finds a problem, the quick check, which gives a program
+still starting its time (`podforge verify --quick`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from facts.verify import PodServes
 from podforge.config import Settings
 from podforge.plan import Plan
 from podforge.services import env_paths
+from podforge.serving import serving_line
 from tasks.desired import Pod
 from tasks.streamed import run_streamed
 
@@ -48,6 +51,10 @@ def check(settings: Settings, plan: Plan, pod: Pod) -> None:
         return
     # Nothing changed: what can break without a deploy (ComfyUI, the programs) is asked;
     # the S3 round trip and torch's view of the GPUs stand from the run that last changed it.
+    if pod.serving == []:
+        r2sync = "runs" if settings.enable_r2_sync else None
+        host.noop(serving_line([instance.port for instance in plan.comfyui], r2sync))
+        return
     result = host.get_fact(PodServes, command=command(settings, quick=True))
     if result["ok"]:
         host.noop("verify: " + " / ".join(result["lines"]))

@@ -7,7 +7,7 @@ import socket
 import sys
 import time
 
-from tests.conftest import free_port, start_listening
+from conftest import free_port, start_listening
 
 ECHO = """
 import socket, sys

@@ -106,11 +106,14 @@ def models_command(dests: list[str]) -> str:
     return PodState().command(software=NO_SOFTWARE, files=NO_FILES, models=dests)
 
 
-def run_fact(software=None, files=None, models=()):
+def run_fact(software=None, files=None, models=(), serving=None):
     """PodState's one command run here as on a pod; its processed result."""
     fact = PodState()
     command = fact.command(
-        software=software or NO_SOFTWARE, files=files or NO_FILES, models=list(models)
+        software=software or NO_SOFTWARE,
+        files=files or NO_FILES,
+        models=list(models),
+        serving=serving,
     )
     out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
     return fact.process(out.stdout.splitlines())
@@ -181,6 +184,21 @@ def test_the_pod_state_fact_reads_the_deploys_files_in_its_one_command(tmp_path)
     assert result == digests(
         [f"{tmp_path}/*.env", f"{tmp_path}/start.sh"], [str(tmp_path), str(tmp_path / "no")]
     )
+
+
+def test_the_pod_state_fact_asks_whether_the_pod_serves_only_when_told(tmp_path):
+    from conftest import free_port
+
+    port = free_port()  # nothing listens there
+    instance = {"device": 0, "port": port, "args": ["--listen", "127.0.0.1", "--port", str(port)]}
+    asked = {"comfyui": [instance], "r2sync": True, "log_dir": str(tmp_path)}
+    comfyui, r2sync = run_fact(serving=asked)["serving"]
+    assert comfyui.startswith(f"comfyui-0 (port {port}, not under supervisor): GET /system_stats")
+    assert (
+        r2sync
+        == f"r2sync is not under supervisor; last log lines: (no log at {tmp_path}/r2sync.log)"
+    )
+    assert run_fact()["serving"] is None
 
 
 def test_installed_debs_are_those_dpkg_marks_installed(tmp_path):

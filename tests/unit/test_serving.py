@@ -1,0 +1,136 @@
+"""podforge/serving.py against real servers: a supervisord (PyPI's, as Debian's 4.2 on the
+pods) asked over its XML-RPC socket, and an HTTP server answering like ComfyUI's
+/system_stats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, start_listening
+from podforge.serving import comfyui_problem, get_json, program_states, serving_problems
+
+BIN = Path(sys.executable).parent
+LISTEN = "127.0.0.1"
+
+
+def comfyui_standin(root: Path, port: int, argv_port: int | None = None) -> str:
+    """The command of an HTTP server whose /system_stats says it runs with --port argv_port."""
+    stats = {"system": {"argv": ["main.py", "--listen", LISTEN, "--port", str(argv_port or port)]}}
+    root.mkdir(exist_ok=True)
+    (root / "system_stats").write_text(json.dumps(stats))
+    return f"{sys.executable} -m http.server {port} --bind {LISTEN} --directory {root}"
+
+
+def instance(port: int) -> dict:
+    return {"device": 0, "port": port, "args": ["--listen", LISTEN, "--port", str(port)]}
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    """supervisord with comfyui-0 (an HTTP stand-in), r2sync (sleeps) and a program that
+    exits at once (FATAL); yields (socket path, supervisorctl argv, ComfyUI's port, logs)."""
+    port, logs = free_port(), tmp_path / "logs"
+    logs.mkdir()
+    sock = tmp_path / "supervisor.sock"
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(
+        f"""[unix_http_server]
+file={sock}
+[supervisord]
+nodaemon=true
+logfile={tmp_path}/supervisord.log
+pidfile={tmp_path}/supervisord.pid
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://{sock}
+[program:comfyui-0]
+command={comfyui_standin(tmp_path / "www", port)}
+startsecs=1
+stdout_logfile={logs}/comfyui-0.log
+redirect_stderr=true
+[program:r2sync]
+command=sleep 600
+startsecs=1
+stdout_logfile={logs}/r2sync.log
+[program:quitter]
+command=false
+startsecs=1
+startretries=0
+autorestart=false
+"""
+    )
+    daemon = subprocess.Popen([BIN / "supervisord", "-c", conf])
+    control = [BIN / "supervisorctl", "-c", conf]
+    try:
+        deadline = time.monotonic() + 30
+        while program_states(str(sock)) != {
+            "comfyui-0": "RUNNING",
+            "r2sync": "RUNNING",
+            "quitter": "FATAL",
+        }:
+            assert time.monotonic() < deadline, program_states(str(sock))
+            time.sleep(0.2)
+        yield str(sock), control, port, logs
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+
+
+def test_program_states_are_supervisorctls(supervisor):
+    sock, control, _, _ = supervisor
+    status = subprocess.run([*control, "status"], capture_output=True, text=True).stdout
+    said = dict(line.split()[:2] for line in status.splitlines())
+    assert (
+        program_states(sock)
+        == said
+        == {
+            "comfyui-0": "RUNNING",
+            "r2sync": "RUNNING",
+            "quitter": "FATAL",
+        }
+    )
+
+
+def test_no_supervisord_means_no_program_under_it(tmp_path):
+    assert program_states(str(tmp_path / "none.sock")) == {}
+
+
+def test_a_serving_pod_has_no_problem_and_a_stopped_program_is_named(supervisor):
+    sock, control, port, logs = supervisor
+
+    def problems() -> list[str]:
+        return serving_problems([instance(port)], True, str(logs), 0, supervisor_socket=sock)
+
+    assert problems() == []
+    subprocess.run([*control, "stop", "r2sync"], check=True, capture_output=True)
+    (problem,) = problems()
+    assert problem.startswith("r2sync is STOPPED; last log lines: ")
+    subprocess.run([*control, "stop", "comfyui-0"], check=True, capture_output=True)
+    comfyui, _ = problems()
+    assert comfyui.startswith(f"comfyui-0 (port {port}, STOPPED): GET /system_stats failed: ")
+    assert "last log lines: " in comfyui and "(no log at" not in comfyui
+
+
+def test_comfyui_answers_with_the_plans_flags_or_is_named(tmp_path):
+    port, other = free_port(), free_port()
+    server = start_listening(comfyui_standin(tmp_path / "www", port, argv_port=other).split(), port)
+    try:
+        assert get_json(LISTEN, port, "/system_stats")["system"]["argv"][-1] == str(other)
+        assert comfyui_problem(instance(port), deadline=0) == (
+            f"runs with '--listen {LISTEN} --port {other}', "
+            f"the plan says '--listen {LISTEN} --port {port}'"
+        )
+        with pytest.raises(OSError, match="404"):
+            get_json(LISTEN, port, "/nothing")
+    finally:
+        server.kill()
+        server.wait()
+    problem = comfyui_problem(instance(port), deadline=0)
+    assert problem is not None and problem.startswith("GET /system_stats failed: ")
