@@ -159,3 +159,22 @@ def test_wrong_r2_keys_fail_verify_naming_r2sync(running, sandbox, caplog, capfd
         assert "wrong-e2e-secret" not in shown
     finally:
         assert all(not r.failed for r in converge().values())
+
+
+def test_a_no_op_fails_the_pod_whose_program_stopped_and_passes_once_it_is_back(
+    running, sandbox, caplog, capfd
+):
+    pod = sandbox["pods"][0]
+    pod_shell(sandbox, pod, "supervisorctl stop r2sync")
+    try:
+        results = converge()
+        stopped = results.pop(pod["address"])
+        assert stopped.failed and stopped.changed == []  # nothing changed, and still it failed
+        assert all(not r.failed and r.changed == [] for r in results.values()), results
+        captured = capfd.readouterr()
+        shown = caplog.text + captured.out + captured.err
+        assert "verify: FAILED r2sync is STOPPED; last log lines: " in shown
+    finally:
+        pod_shell(sandbox, pod, "supervisorctl start r2sync")
+    results = converge()
+    assert all(not r.failed and r.changed == [] for r in results.values()), results
