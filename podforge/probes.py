@@ -23,7 +23,17 @@ def repo_state(path: str) -> dict[str, Any] | None:
     if not os.path.isdir(os.path.join(path, ".git")):
         return {"git": False, "head": None, "url": None, "dirty": []}
     status = subprocess.run(
-        ["git", "-C", path, "status", "--porcelain=v2", "--branch", "--untracked-files=no"],
+        # --no-optional-locks: a probe reads; it does not refresh (write) the checkout's index.
+        [
+            "git",
+            "--no-optional-locks",
+            "-C",
+            path,
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "--untracked-files=no",
+        ],
         capture_output=True,
         text=True,
     )
