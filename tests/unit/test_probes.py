@@ -56,6 +56,10 @@ def test_repo_state_reads_head_origin_and_tracked_changes(tmp_path):
         "url": "https://example.invalid/node",
         "dirty": [],
     }
+    index = (tmp_path / "node" / ".git" / "index").read_bytes()
+    os.utime(tmp_path / "node" / "requirements.txt", ns=(1, 1))  # same content, new stat
+    assert repo_state(str(tmp_path / "node"))["dirty"] == []
+    assert (tmp_path / "node" / ".git" / "index").read_bytes() == index  # read, not refreshed
     (tmp_path / "node" / "untracked.txt").write_text("mine")  # not a local change of the node
     assert repo_state(str(tmp_path / "node"))["dirty"] == []
     (tmp_path / "node" / "requirements.txt").write_text("numpy>=2\n")
