@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pyinfra import host, logger, state
+from pyinfra.context import ctx_host
 
 from podforge.config import Settings
 from podforge.plan import Plan
@@ -23,5 +24,7 @@ def passes(settings: Settings, plan: Plan, pod: Pod) -> bool:
         return True
     for problem in problems:
         logger.error(f"{host.print_prefix}preflight refused: {problem}")
-    state.fail_hosts({host})
+    # The Host itself, not pyinfra's `host` proxy: outside this host's greenlet the proxy
+    # hashes as another object, so `host in state.failed_hosts` would miss it.
+    state.fail_hosts({ctx_host.get()})
     return False

@@ -11,6 +11,7 @@ still starting its time (`podforge verify --quick`).
 from __future__ import annotations
 
 from pyinfra import host, logger, state
+from pyinfra.context import ctx_host
 from pyinfra.operations import python
 
 from facts.verify import PodServes
@@ -61,4 +62,6 @@ def check(settings: Settings, plan: Plan, pod: Pod) -> None:
         return
     for line in result["lines"]:
         logger.error(f"{host.print_prefix}{line}")
-    state.fail_hosts({host})
+    # The Host itself, not pyinfra's `host` proxy: outside this host's greenlet the proxy
+    # hashes as another object, so `host in state.failed_hosts` would miss it.
+    state.fail_hosts({ctx_host.get()})
