@@ -1,13 +1,13 @@
 """One pod vs ten: fresh deploy and no-op rerun, in the same run. Prints figures and ratios.
 
-    .venv/bin/python -m bench.fleet [--file-mib 1] [--throttle-kib 16] [--rtt-ms 50] [--rounds 3]
+    .venv/bin/python -m bench.fleet [--file-mib 2] [--throttle-kib 8] [--rtt-ms 50] [--rounds 5]
 
 One sandbox of 11 pods: pod 0 is "the fleet of one", pods 1-10 the fleet of ten, deployed
 through fleet.rollout's runner (one pyinfra run each, as `python -m fleet rollout` does).
 The network is made network-like, so pods wait on it as real pods do, not only on this
 machine's 2 cores, which the controller and all eleven pods share:
 - the hub serves every download at a per-connection rate (plain HTTP, Xet off): real pods
-  fetch 20-40 GB each at ~100 MB/s;
+  fetch 20-40 GB each at ~100 MB/s, minutes of it, as 2 MiB files at 8 KiB/s are here;
 - SSH goes through sandbox.latency, which delays every byte by half of ``--rtt-ms`` each way:
   a laptop reaches a RunPod datacenter in tens of milliseconds, a sandbox pod in microseconds.
 The no-op is also measured without the delay (SSH straight over loopback), where 10 pods are
@@ -104,10 +104,10 @@ def latency_relay(pods: list[dict[str, Any]], rtt_ms: float) -> Iterator[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.fleet")
-    parser.add_argument("--file-mib", type=float, default=1.0, help="size of each model file")
-    parser.add_argument("--throttle-kib", type=int, default=16, help="KiB/s per connection")
+    parser.add_argument("--file-mib", type=float, default=2.0, help="size of each model file")
+    parser.add_argument("--throttle-kib", type=int, default=8, help="KiB/s per connection")
     parser.add_argument("--rtt-ms", type=float, default=50, help="SSH round trip to each pod")
-    parser.add_argument("--rounds", type=int, default=3, help="no-op reruns per fleet size")
+    parser.add_argument("--rounds", type=int, default=5, help="no-op reruns per fleet size")
     args = parser.parse_args()
     gpus = [GPUS[i % len(GPUS)] for i in range(11)]
     size = int(args.file_mib * 2**20)
