@@ -43,8 +43,9 @@ def get_json(host: str, port: int, path: str, timeout: float = 3.0) -> Any:
 
 def program_states(socket_path: str = SUPERVISOR_SOCKET) -> dict[str, str]:
     """program -> state, as supervisorctl names them, asked of supervisord's XML-RPC socket.
-    Empty when no supervisord answers there (systemd pods, or supervisord is down): then
-    no program is under supervisor, which ``serving_problems`` reports for r2sync."""
+    Empty when no supervisord listens there (systemd pods, or supervisord is down): then no
+    program is under supervisor, which ``serving_problems`` reports for r2sync. OSError when
+    one listens and does not answer as supervisord does."""
     call = (
         b"<?xml version='1.0'?><methodCall><methodName>supervisor.getAllProcessInfo"
         b"</methodName><params></params></methodCall>"
@@ -58,10 +59,12 @@ def program_states(socket_path: str = SUPERVISOR_SOCKET) -> dict[str, str]:
             connection.settimeout(5)
             connection.connect(socket_path)
             answer = ElementTree.fromstring(_exchange(connection, request))
-    except OSError:
+    except (FileNotFoundError, ConnectionRefusedError):
         return {}
+    except ElementTree.ParseError as error:
+        raise OSError(f"its answer is not XML-RPC: {error}") from None
     if answer.find("fault") is not None:
-        raise OSError(f"supervisord refused getAllProcessInfo: {ElementTree.tostring(answer)!r}")
+        raise OSError(f"it refused getAllProcessInfo: {ElementTree.tostring(answer)!r}")
     states = {}
     for struct in answer.iter("struct"):
         info = {}
@@ -110,7 +113,10 @@ def wait_running(
     states already read, asked again only while the program is still starting."""
     while True:
         if known is None:
-            known = program_states(socket_path)
+            try:
+                known = program_states(socket_path)
+            except OSError as error:
+                return f"unknown (supervisord at {socket_path}: {error})"
         state = known.get(program, "not under supervisor")
         known = None
         if state not in ("STARTING", "BACKOFF") or time.monotonic() > deadline:
@@ -136,7 +142,10 @@ def serving_problems(
     ``timeout``: how long a starting program may take (0: as things are now)."""
     problems = []
     deadline = time.monotonic() + timeout
-    states = program_states(supervisor_socket)
+    try:
+        states = program_states(supervisor_socket)
+    except OSError as error:
+        return [f"supervisord at {supervisor_socket} does not answer: {error}"]
     for instance in comfyui:
         program = f"comfyui-{instance['device']}"
         cause = comfyui_problem(instance, deadline)

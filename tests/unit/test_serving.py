@@ -134,3 +134,34 @@ def test_comfyui_answers_with_the_plans_flags_or_is_named(tmp_path):
         server.wait()
     problem = comfyui_problem(instance(port), deadline=0)
     assert problem is not None and problem.startswith("GET /system_stats failed: ")
+
+
+def test_a_supervisord_that_refuses_the_call_is_named_not_taken_for_none(tmp_path):
+    sock, conf = tmp_path / "supervisor.sock", tmp_path / "supervisord.conf"
+    conf.write_text(
+        f"""[unix_http_server]
+file={sock}
+username=admin
+password=secret
+[supervisord]
+nodaemon=true
+logfile={tmp_path}/supervisord.log
+pidfile={tmp_path}/supervisord.pid
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+"""
+    )
+    daemon = subprocess.Popen([BIN / "supervisord", "-c", conf])
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with pytest.raises(OSError, match="401 Unauthorized"):
+            program_states(str(sock))
+        assert serving_problems([], True, str(tmp_path), 0, supervisor_socket=str(sock)) == [
+            f"supervisord at {sock} does not answer: answered 'HTTP/1.0 401 Unauthorized'"
+        ]
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
