@@ -31,17 +31,14 @@ def instance(port: int) -> dict:
     return {"device": 0, "port": port, "args": ["--listen", LISTEN, "--port", str(port)]}
 
 
-@pytest.fixture
-def supervisor(tmp_path):
-    """supervisord with comfyui-0 (an HTTP stand-in), r2sync (sleeps) and a program that
-    exits at once (FATAL); yields (socket path, supervisorctl argv, ComfyUI's port, logs)."""
-    port, logs = free_port(), tmp_path / "logs"
-    logs.mkdir()
-    sock = tmp_path / "supervisor.sock"
-    conf = tmp_path / "supervisord.conf"
+def supervisord_conf(tmp_path: Path, server: str = "", rest: str = "") -> tuple[Path, Path]:
+    """(socket, config) of a supervisord in tmp_path; ``server``: more [unix_http_server]
+    lines; ``rest``: more sections."""
+    sock, conf = tmp_path / "supervisor.sock", tmp_path / "supervisord.conf"
     conf.write_text(
         f"""[unix_http_server]
 file={sock}
+{server}
 [supervisord]
 nodaemon=true
 logfile={tmp_path}/supervisord.log
@@ -50,7 +47,20 @@ pidfile={tmp_path}/supervisord.pid
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://{sock}
-[program:comfyui-0]
+{rest}"""
+    )
+    return sock, conf
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    """supervisord with comfyui-0 (an HTTP stand-in), r2sync (sleeps) and a program that
+    exits at once (FATAL); yields (socket path, supervisorctl argv, ComfyUI's port, logs)."""
+    port, logs = free_port(), tmp_path / "logs"
+    logs.mkdir()
+    sock, conf = supervisord_conf(
+        tmp_path,
+        rest=f"""[program:comfyui-0]
 command={comfyui_standin(tmp_path / "www", port)}
 startsecs=1
 stdout_logfile={logs}/comfyui-0.log
@@ -64,7 +74,7 @@ command=false
 startsecs=1
 startretries=0
 autorestart=false
-"""
+""",
     )
     daemon = subprocess.Popen([BIN / "supervisord", "-c", conf])
     control = [BIN / "supervisorctl", "-c", conf]
@@ -137,20 +147,7 @@ def test_comfyui_answers_with_the_plans_flags_or_is_named(tmp_path):
 
 
 def test_a_supervisord_that_refuses_the_call_is_named_not_taken_for_none(tmp_path):
-    sock, conf = tmp_path / "supervisor.sock", tmp_path / "supervisord.conf"
-    conf.write_text(
-        f"""[unix_http_server]
-file={sock}
-username=admin
-password=secret
-[supervisord]
-nodaemon=true
-logfile={tmp_path}/supervisord.log
-pidfile={tmp_path}/supervisord.pid
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-"""
-    )
+    sock, conf = supervisord_conf(tmp_path, server="username=admin\npassword=secret")
     daemon = subprocess.Popen([BIN / "supervisord", "-c", conf])
     try:
         deadline = time.monotonic() + 30
