@@ -1,5 +1,5 @@
-"""Does the pod serve: ComfyUI's answer and supervisor's program states, asked over plain
-sockets.
+"""Does the pod serve: ComfyUI's answer and the programs' states, from supervisord (its
+XML-RPC socket, asked over plain sockets) or, on a systemd host, from systemctl.
 
 Standard library only and self-contained: the pod-state fact (facts/pod.py) runs this source
 with the pod's system python3 on every deploy, and `podforge verify` uses it in the venv.
@@ -12,12 +12,17 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 # Debian's supervisord.conf ([unix_http_server] file=), which podforge's programs join.
 SUPERVISOR_SOCKET = "/var/run/supervisor.sock"
+# How podforge/services.py names a program's unit on a systemd host (services.PREFIX).
+SYSTEMD_UNIT = "podforge-{}.service"
 LOG_LINES = 5
 
 
@@ -103,23 +108,57 @@ def comfyui_problem(instance: dict[str, Any], deadline: float) -> str | None:
         time.sleep(0.5)
 
 
+def init_system(comm: str = "/proc/1/comm") -> str:
+    """The host's init, as the host fact reads it: "systemd" runs the programs as units;
+    anything else (tini, a shell: containers) leaves them to supervisord."""
+    with open(comm) as name:
+        return "systemd" if name.read().strip() == "systemd" else "supervisor"
+
+
+def unit_states(programs: list[str]) -> dict[str, str]:
+    """program -> "ActiveState/SubState" of its unit (active/running, activating/auto-restart,
+    failed/failed, ...), as ``systemctl show`` reports them; units systemd does not have are
+    left out. OSError when systemctl cannot answer."""
+    units = {SYSTEMD_UNIT.format(program): program for program in programs}
+    shown = subprocess.run(
+        ["systemctl", "show", "--property=Id,LoadState,ActiveState,SubState", "--", *units],
+        capture_output=True,
+        text=True,
+    )
+    if shown.returncode != 0:
+        raise OSError(f"systemctl show failed: {shown.stderr.strip() or shown.returncode}")
+    states = {}
+    # One block of Key=value lines per unit, blank lines between (properties in systemd's order).
+    for block in shown.stdout.strip().split("\n\n"):
+        unit = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if unit.get("Id") in units and unit.get("LoadState") != "not-found":
+            states[units[unit["Id"]]] = f"{unit['ActiveState']}/{unit['SubState']}"
+    return states
+
+
+def _starting(state: str) -> bool:
+    """supervisor's STARTING/BACKOFF, systemd's activating (start, auto-restart)."""
+    return state in ("STARTING", "BACKOFF") or state.startswith("activating/")
+
+
 def wait_running(
     program: str,
     deadline: float,
     known: dict[str, str] | None,
-    socket_path: str = SUPERVISOR_SOCKET,
+    read_states: Callable[[], dict[str, str]],
+    manager: str = "supervisor",
 ) -> str:
-    """The program's state once it leaves STARTING/BACKOFF, or at the deadline; ``known``:
-    states already read, asked again only while the program is still starting."""
+    """The program's state once it is no longer starting, or at the deadline; ``known``:
+    states already read, asked again (``read_states``) only while the program still starts."""
     while True:
         if known is None:
             try:
-                known = program_states(socket_path)
+                known = read_states()
             except OSError as error:
-                return f"unknown (supervisord at {socket_path}: {error})"
-        state = known.get(program, "not under supervisor")
+                return f"unknown ({manager}: {error})"
+        state = known.get(program, f"not under {manager}")
         known = None
-        if state not in ("STARTING", "BACKOFF") or time.monotonic() > deadline:
+        if not _starting(state) or time.monotonic() > deadline:
             return state
         time.sleep(0.5)
 
@@ -136,35 +175,46 @@ def serving_problems(
     log_dir: str,
     timeout: float,
     supervisor_socket: str = SUPERVISOR_SOCKET,
+    init: str | None = None,
 ) -> list[str]:
     """What keeps the pod from serving: each ComfyUI instance (the plan's ``comfyui`` entries)
-    answers with its flags and, under supervisor, stays RUNNING; r2sync (when on) is RUNNING.
-    ``timeout``: how long a starting program may take (0: as things are now)."""
+    answers with its flags and, under its manager, stays running; r2sync (when on) runs.
+    ``timeout``: how long a starting program may take (0: as things are now); ``init``:
+    "systemd" or "supervisor" (None: as PID 1 says)."""
+    programs = [f"comfyui-{instance['device']}" for instance in comfyui]
+    programs += ["r2sync"] if r2sync else []
+    if (init or init_system()) == "systemd":
+        manager, running, where = "systemd", "active/running", "systemctl"
+        read_states = partial(unit_states, programs)
+    else:
+        manager, running = "supervisor", "RUNNING"
+        where = f"supervisord at {supervisor_socket}"
+        read_states = partial(program_states, supervisor_socket)
     problems = []
     deadline = time.monotonic() + timeout
     try:
-        states = program_states(supervisor_socket)
+        states = read_states()
     except OSError as error:
-        return [f"supervisord at {supervisor_socket} does not answer: {error}"]
+        return [f"{where} does not answer: {error}"]
     for instance in comfyui:
         program = f"comfyui-{instance['device']}"
         cause = comfyui_problem(instance, deadline)
-        # Under supervisor it must also have stayed up its startsecs (RUNNING, not STARTING).
+        # Under its manager it must also have stayed up (RUNNING after startsecs, not STARTING).
         state = (
-            wait_running(program, deadline, states, supervisor_socket)
+            wait_running(program, deadline, states, read_states, manager)
             if program in states
             else None
         )
-        if cause is None and state not in (None, "RUNNING"):
-            cause = f"supervisor reports {state}"
+        if cause is None and state not in (None, running):
+            cause = f"{manager} reports {state}"
         if cause:
-            state = state or "not under supervisor"
+            state = state or f"not under {manager}"
             problems.append(
                 f"{program} (port {instance['port']}, {state}): {cause}; "
                 f"last log lines: {log_tail(log_dir, program)}"
             )
     if r2sync:
-        state = wait_running("r2sync", deadline, states, supervisor_socket)
-        if state != "RUNNING":
+        state = wait_running("r2sync", deadline, states, read_states, manager)
+        if state != running:
             problems.append(f"r2sync is {state}; last log lines: {log_tail(log_dir, 'r2sync')}")
     return problems

@@ -1,7 +1,8 @@
 """`podforge verify`: the pod serves what its plan says (run on the pod; standard library).
 
 - every ComfyUI instance answers ``GET /system_stats`` on its port, with the plan's flags;
-- r2sync (when on) is RUNNING under supervisor and its ``--test`` round trip passes;
+- r2sync (when on) runs (RUNNING under supervisor, active/running under systemd) and its
+  ``--test`` round trip passes;
 - on GPU pods, torch in the venv sees CUDA and the plan's number of GPUs;
 - each workflow podforge fitted to the pod finds its model files and node types.
 

@@ -1,10 +1,13 @@
 """podforge/serving.py against real servers: a supervisord (PyPI's, as Debian's 4.2 on the
 pods) asked over its XML-RPC socket, and an HTTP server answering like ComfyUI's
-/system_stats."""
+/system_stats. systemd cannot run as PID 1 here: on that side a stand-in systemctl replays
+what the real one prints, and this machine's real systemctl gives the "not booted" failure."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,7 +16,16 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, start_listening
-from podforge.serving import comfyui_problem, get_json, program_states, serving_problems
+from podforge import services
+from podforge.serving import (
+    SYSTEMD_UNIT,
+    comfyui_problem,
+    get_json,
+    init_system,
+    program_states,
+    serving_problems,
+    unit_states,
+)
 
 BIN = Path(sys.executable).parent
 LISTEN = "127.0.0.1"
@@ -162,3 +174,116 @@ def test_a_supervisord_that_refuses_the_call_is_named_not_taken_for_none(tmp_pat
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
+
+
+# `systemctl show --property=Id,LoadState,ActiveState,SubState -- <units>` as systemd prints
+# it: one block per unit in the order asked, properties in systemd's own order, blank lines
+# between; a unit it has no file for is LoadState=not-found, inactive/dead.
+def unit_block(unit: str, load: str, active: str, sub: str) -> str:
+    return f"Id={unit}\nLoadState={load}\nActiveState={active}\nSubState={sub}\n"
+
+
+class FakeSystemctl:
+    """A systemctl first on PATH that shows the units as ``units`` (unit -> (load, active,
+    sub)) says at the time it is asked, and records its arguments."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        bindir, self.record, self.shown = tmp_path / "bin", tmp_path / "args", tmp_path / "units"
+        bindir.mkdir()
+        self.units: dict[str, tuple[str, str, str]] = {}
+        script = bindir / "systemctl"
+        script.write_text(
+            f"""#!{sys.executable}
+import json, sys
+open({str(self.record)!r}, "w").write(json.dumps(sys.argv[1:]))
+blocks = json.load(open({str(self.shown)!r}))
+units = sys.argv[sys.argv.index("--") + 1:]
+print("\\n".join(blocks[unit] for unit in units), end="")
+"""
+        )
+        script.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+    def show(self, **units: tuple[str, str, str]) -> None:
+        """The units' states from now on, by program name; the others are not-found."""
+        programs = ["comfyui-0", "comfyui-1", "r2sync"]
+        blocks = {
+            SYSTEMD_UNIT.format(p): unit_block(
+                SYSTEMD_UNIT.format(p), *units.get(p, ("not-found", "inactive", "dead"))
+            )
+            for p in programs
+        }
+        self.shown.write_text(json.dumps(blocks))
+
+
+def test_units_are_named_as_services_writes_them():
+    assert SYSTEMD_UNIT.format("r2sync") == f"{services.PREFIX}r2sync.service"
+
+
+def test_unit_states_read_systemctl_show(tmp_path, monkeypatch):
+    systemctl = FakeSystemctl(tmp_path, monkeypatch)
+    systemctl.show(
+        **{
+            "comfyui-0": ("loaded", "active", "running"),
+            "r2sync": ("loaded", "activating", "auto-restart"),
+        }
+    )
+    states = unit_states(["comfyui-0", "r2sync", "comfyui-1"])
+    assert states == {"comfyui-0": "active/running", "r2sync": "activating/auto-restart"}
+    assert json.loads(systemctl.record.read_text()) == [
+        "show",
+        "--property=Id,LoadState,ActiveState,SubState",
+        "--",
+        "podforge-comfyui-0.service",
+        "podforge-r2sync.service",
+        "podforge-comfyui-1.service",
+    ]
+
+
+def test_a_systemd_host_serves_when_its_units_run(tmp_path, monkeypatch):
+    port, logs = free_port(), tmp_path / "logs"
+    logs.mkdir()
+    (logs / "r2sync.log").write_text("podforge r2sync: bad credentials\n")
+    systemctl = FakeSystemctl(tmp_path, monkeypatch)
+    running = ("loaded", "active", "running")
+    server = start_listening(comfyui_standin(tmp_path / "www", port).split(), port)
+    try:
+
+        def problems() -> list[str]:
+            return serving_problems([instance(port)], True, str(logs), 0, init="systemd")
+
+        systemctl.show(**{"comfyui-0": running, "r2sync": running})
+        assert problems() == []
+        systemctl.show(**{"comfyui-0": running, "r2sync": ("loaded", "failed", "failed")})
+        assert problems() == [
+            "r2sync is failed/failed; last log lines: podforge r2sync: bad credentials"
+        ]
+        systemctl.show(**{"comfyui-0": running})
+        assert problems() == [
+            "r2sync is not under systemd; last log lines: podforge r2sync: bad credentials"
+        ]
+        systemctl.show(**{"comfyui-0": ("loaded", "activating", "auto-restart"), "r2sync": running})
+        (problem,) = problems()
+        assert problem.startswith(
+            f"comfyui-0 (port {port}, activating/auto-restart): systemd reports "
+            "activating/auto-restart; last log lines: (no log at"
+        )
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_systemctl_that_cannot_answer_is_named(tmp_path):
+    # This machine's own systemctl: PID 1 here is not systemd, so it fails as on a broken host.
+    assert shutil.which("systemctl"), "bin/setup installs Debian's systemd"
+    (problem,) = serving_problems([], True, str(tmp_path), 0, init="systemd")
+    assert problem.startswith("systemctl does not answer: systemctl show failed: ")
+    assert "System has not been booted with systemd" in problem
+
+
+def test_init_system_is_pid_1s(tmp_path):
+    comm = tmp_path / "comm"
+    comm.write_text("systemd\n")
+    assert init_system(str(comm)) == "systemd"
+    comm.write_text("tini\n")
+    assert init_system(str(comm)) == "supervisor"
