@@ -39,7 +39,7 @@ def _defined_names(source: str) -> set[str]:
 
 
 def one_program(modules: list[ModuleType], main: str) -> str:
-    """The modules' sources as one ``python3 -c`` program ending in ``main``. They share one
+    """The modules' sources as one ``python3 -I -S -c`` program ending in ``main``. They share one
     namespace, so a name both define is refused here rather than shadowed on the pod."""
     sources = [Path(str(module.__file__)).read_text() for module in modules]
     seen: dict[str, str] = {}
@@ -102,7 +102,9 @@ class PodState(FactBase[dict[str, Any]]):
         wish = json.dumps(
             {"software": software, "files": files, "models": models, "serving": serving}
         )
-        return f"python3 -c {shlex.quote(_PROGRAM)} {shlex.quote(wish)}"
+        # -I -S: the pod's PYTHONPATH, user site and site-packages (.pth hooks run at every
+        # start) can neither break nor slow the probe; it needs the standard library only.
+        return f"python3 -I -S -c {shlex.quote(_PROGRAM)} {shlex.quote(wish)}"
 
     def process(self, output: list[str]) -> dict[str, Any]:
         try:

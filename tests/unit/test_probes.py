@@ -270,3 +270,16 @@ def test_one_command_whatever_the_number_of_files(tmp_path):
     fifty = models_command([str(tmp_path / f"f{i}") for i in range(50)])
     assert isinstance(five, str) and isinstance(fifty, str)
     assert len(run_models([str(tmp_path / f"f{i}") for i in range(50)])) == 50
+
+
+def test_the_pods_python_path_and_site_cannot_reach_the_probe(tmp_path, monkeypatch):
+    # Images set PYTHONPATH, and a site-packages .pth runs code at every interpreter start:
+    # neither may shadow a module the probe imports or break its one command.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "json.py").write_text("raise SystemExit('shadowed json imported')\n")
+    (shadow / "sitecustomize.py").write_text("raise SystemExit('sitecustomize ran')\n")
+    monkeypatch.setenv("PYTHONPATH", str(shadow))
+    dest = tmp_path / "model.safetensors"
+    dest.write_bytes(b"x" * 10)
+    assert run_models([str(dest)]) == [{"dest": str(dest), "size": 10, "sha256": None}]
