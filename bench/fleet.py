@@ -11,7 +11,9 @@ machine's 2 cores, which the controller and all eleven pods share:
 - SSH goes through sandbox.latency, which delays every byte by half of ``--rtt-ms`` each way:
   a laptop reaches a RunPod datacenter in tens of milliseconds, a sandbox pod in microseconds.
 The no-op is also measured without the delay (SSH straight over loopback), where 10 pods are
-bound by the 2 cores alone; both ratios are printed.
+bound by the 2 cores alone; both ratios are printed. Beside each, the floor: a deploy of as
+many remote commands as podforge's no-op runs, each `true` (connect, the same round trips,
+sshd and a shell per command, no podforge), so the figures say what podforge itself adds.
 Targets: 10-pod no-op <= 1.5x the 1-pod no-op; 10-pod fresh <= 2x the 1-pod fresh.
 Controller CPU: this process's user+system seconds (pyinfra, facts, the plan), per pod.
 """
@@ -34,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.counting import counted_commands
 from bench.sandbox import bench_sandbox
 from fleet.report import RunCollector
 from fleet.rollout import load_inventory, run_deploy
@@ -48,9 +51,20 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _deploy(names: list[str], ssh_port: int | None) -> tuple[float, float, list[PodRun]]:
-    """(wall s, controller CPU s, rows) of one pyinfra run on the named pods; ``ssh_port``:
-    the relay's port instead of the pods' own."""
+FLOOR_DEPLOY = """\
+from pyinfra import host
+from pyinfra.facts.server import Command
+
+for number in range({commands}):
+    host.get_fact(Command, f"true {{number}}")
+"""
+
+
+def _deploy(
+    names: list[str], ssh_port: int | None, cwd: Path | None = None
+) -> tuple[float, float, list[PodRun]]:
+    """(wall s, controller CPU s, rows) of one pyinfra run of cwd/deploy.py (podforge's by
+    default) on the named pods; ``ssh_port``: the relay's port instead of the pods' own."""
     inventory = load_inventory(
         "inventories/sandbox.py", {"ssh_port": ssh_port} if ssh_port is not None else None
     )
@@ -58,7 +72,7 @@ def _deploy(names: list[str], ssh_port: int | None) -> tuple[float, float, list[
     collector = RunCollector()
     began, cpu = time.monotonic(), _cpu()
     try:
-        state, stopped = run_deploy(hosts, collector)
+        state, stopped = run_deploy(hosts, collector, **({"cwd": cwd} if cwd else {}))
     finally:
         collector.close()
     wall, spent = time.monotonic() - began, _cpu() - cpu
@@ -130,26 +144,49 @@ def main() -> None:
                     f"{label}: fresh deploy {wall:.1f} s, {gb * 1000:.1f} MB fetched, "
                     f"controller CPU {cpu / len(pods):.2f} s per pod"
                 )
-            for label, pods in fleets:
-                figures[label, "noop"] = _noops(label, pods, relay_port, args.rounds)
-        for label, pods in fleets:
-            figures[label, "noop-loopback"] = _noops(label, pods, None, args.rounds)
+            with counted_commands() as counted:
+                _, _, runs = _deploy(names[:1], relay_port)
+            assert runs[0].changed == 0, runs  # the floor copies a no-op's command count
+            with tempfile.TemporaryDirectory(prefix="podforge-floor-") as floor:
+                Path(floor, "deploy.py").write_text(FLOOR_DEPLOY.format(commands=counted["n"]))
+                for label, pods in fleets:
+                    figures[label, "noop"] = _noops(label, pods, relay_port, args.rounds)
+                    figures[label, "floor"] = _noops(
+                        label, pods, relay_port, args.rounds, Path(floor), counted["n"]
+                    )
+                for label, pods in fleets:
+                    figures[label, "noop-loopback"] = _noops(label, pods, None, args.rounds)
+                    figures[label, "floor-loopback"] = _noops(
+                        label, pods, None, args.rounds, Path(floor), counted["n"]
+                    )
         for kind, target in (("fresh", 2.0), ("noop", 1.5), ("noop-loopback", 1.5)):
             ratio = figures["10 pods", kind] / figures["1 pod", kind]
             print(f"10 pods / 1 pod, {kind}: {ratio:.2f}x (target <= {target}x)")
+        for kind in ("floor", "floor-loopback"):
+            ratio = figures["10 pods", kind] / figures["1 pod", kind]
+            print(f"10 pods / 1 pod, {kind}: {ratio:.2f}x (no podforge: the SSH floor here)")
 
 
-def _noops(label: str, pods: list[str], ssh_port: int | None, rounds: int) -> float:
-    """Median wall time of ``rounds`` no-op deploys; prints it with the controller's CPU."""
+def _noops(
+    label: str,
+    pods: list[str],
+    ssh_port: int | None,
+    rounds: int,
+    floor: Path | None = None,
+    commands: int = 0,
+) -> float:
+    """Median wall time of ``rounds`` no-op deploys (``floor``: that dir's deploy.py of
+    ``commands`` empty commands instead of podforge's); prints it with the controller's CPU."""
     walls, cpus = [], []
     for _ in range(rounds):
-        wall, cpu, runs = _deploy(pods, ssh_port)
+        wall, cpu, runs = _deploy(pods, ssh_port, floor)
         assert all(run.changed == 0 for run in runs), runs
         walls.append(wall)
         cpus.append(cpu / len(pods))
     path = "through the relay" if ssh_port is not None else "over loopback, no delay"
+    what = f"floor ({commands} x `true`, no podforge)" if floor else "no-op deploy"
     print(
-        f"{label}: no-op deploy {statistics.median(walls):.2f} s ({path}, median of {rounds}), "
+        f"{label}: {what} {statistics.median(walls):.2f} s ({path}, median of {rounds}), "
         f"controller CPU {statistics.median(cpus):.2f} s per pod "
         f"(all pods share this machine's {os.cpu_count()} cores)"
     )

@@ -76,6 +76,7 @@ class PodState(FactBase[dict[str, Any]]):
         {"software": {
             "repos": {"/workspace/ComfyUI": {"git": True, "head": "a125cd84...",
                                              "url": "https://github.com/...", "dirty": []},
+                      # dirty None: at its pin, local changes not asked (probes.repo_state)
                       "/workspace/ComfyUI/custom_nodes/ComfyUI-GGUF": None},
             "venv": {"torch": "2.5.1", "podforge": "0.1.0+g1a2b3c4d5e6f", ...},  # None: none
             "deployer": {"pyinfra": "3.10.0", ...},  # the boot phase's venv, or None

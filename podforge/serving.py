@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
@@ -119,6 +118,8 @@ def unit_states(programs: list[str]) -> dict[str, str]:
     """program -> "ActiveState/SubState" of its unit (active/running, activating/auto-restart,
     failed/failed, ...), as ``systemctl show`` reports them; units systemd does not have are
     left out. OSError when systemctl cannot answer."""
+    import subprocess  # only on systemd hosts: the pod-state probe's start stays lighter
+
     units = {SYSTEMD_UNIT.format(program): program for program in programs}
     shown = subprocess.run(
         ["systemctl", "show", "--property=Id,LoadState,ActiveState,SubState", "--", *units],

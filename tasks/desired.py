@@ -96,7 +96,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
     state = host.get_fact(
         PodState,
         software={
-            "repos": list(wanted.checkouts()),
+            "repos": {path: pin.commit for path, pin in wanted.checkouts().items()},
             "venv": wanted.venv_dir,
             "stamp": wanted.stack_stamp,
             "deployer": f"{wanted.podforge_dir}/deployer",

@@ -15,6 +15,7 @@ import pytest
 from facts.pod import PodState, one_program
 from podforge import stamps
 from podforge.probes import (
+    detached_head,
     digests,
     installed_debs,
     origin_url,
@@ -66,6 +67,35 @@ def test_repo_state_reads_head_origin_and_tracked_changes(tmp_path):
     assert repo_state(str(tmp_path / "node"))["dirty"] == ["requirements.txt"]
 
 
+def test_a_checkout_at_its_pin_is_read_without_git(tmp_path, monkeypatch):
+    node = tmp_path / "node"
+    head = make_repo(node)
+    git(node, "checkout", "-q", "--detach", head)  # as pinned_checkout leaves it
+    (node / "requirements.txt").write_text("numpy>=2\n")
+    off_pin = repo_state(str(node), pin="f" * 40)
+    assert off_pin == {
+        "git": True,
+        "head": head,
+        "url": "https://example.invalid/node",
+        "dirty": ["requirements.txt"],
+    }
+    # At the pin no git runs (none is on PATH now): the same head and origin, changes not asked.
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    assert repo_state(str(node), pin=head) == {**off_pin, "dirty": None}
+    with pytest.raises(FileNotFoundError, match="git"):
+        repo_state(str(node), pin="f" * 40)
+
+
+def test_detached_head_is_what_git_names(tmp_path):
+    node = tmp_path / "node"
+    head = make_repo(node)
+    assert detached_head(str(node)) is None  # on a branch: HEAD is "ref: refs/heads/..."
+    assert repo_state(str(node), pin=head)["head"] == head  # then git says where it is
+    git(node, "checkout", "-q", "--detach", head)
+    assert detached_head(str(node)) == git(node, "rev-parse", "HEAD") == head
+    assert detached_head(str(tmp_path)) is None  # no .git/HEAD at all
+
+
 def test_origin_url_reads_what_git_config_prints(tmp_path):
     make_repo(tmp_path / "node")
     node = tmp_path / "node"
@@ -97,7 +127,7 @@ def test_venv_distributions_match_importlib(tmp_path):
 
 
 NO_SOFTWARE = {
-    "repos": [],
+    "repos": {},
     "venv": "/none",
     "stamp": "/none",
     "deployer": "/none",
@@ -139,9 +169,10 @@ def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
     recorded = {str(kept): written, str(edited): written, str(tmp_path / "gone.json"): written}
     workflows.write_text(json.dumps({"request": "r", "files": recorded}))
     edited.write_text('{"edited": true}\n')
+    pins = {str(tmp_path / "ComfyUI"): "0" * 40, str(tmp_path / "none"): "1" * 40}
     result = run_fact(
         software={
-            "repos": [str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
+            "repos": pins,
             "venv": sys.prefix,
             "stamp": str(stamp),
             "deployer": str(tmp_path / "no-deployer"),
@@ -162,7 +193,7 @@ def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
     }
     assert "git" in result["debs"]  # this machine's dpkg, as the pod's is read
     assert result == software(
-        [str(tmp_path / "ComfyUI"), str(tmp_path / "none")],
+        pins,
         sys.prefix,
         str(stamp),
         str(tmp_path / "no-deployer"),

@@ -60,7 +60,7 @@ def test_dry_deploy_with_openmmlab_plans_the_source_build(fake_gpu_path, tmp_pat
     # The CUDA toolkit is planned exactly when this machine has no nvcc (the same probe).
     probe = PodState().command(
         software={
-            "repos": [],
+            "repos": {},
             "venv": str(tmp_path),
             "stamp": str(tmp_path / "s"),
             "deployer": str(tmp_path / "d"),
