@@ -3,8 +3,8 @@ XML-RPC socket, asked over plain sockets) or, on a systemd host, from systemctl.
 
 Standard library only and self-contained: the pod-state fact (facts/pod.py) runs this source
 with the pod's system python3 on every deploy, and `podforge verify` uses it in the venv.
-Plain sockets, not http.client / xmlrpc.client: their imports alone cost a no-op ~20 ms of
-CPU per pod; one GET and one XML-RPC call need neither.
+Plain sockets and expat, not http.client / xmlrpc.client / ElementTree: their imports alone
+cost a no-op ~20 ms of CPU per pod; one GET and one XML-RPC call need none of them.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import json
 import os
 import socket
 import time
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from functools import partial
+from pyexpat import ExpatError, ParserCreate
 from typing import Any
 
 # Debian's supervisord.conf ([unix_http_server] file=), which podforge's programs join.
@@ -62,22 +62,50 @@ def program_states(socket_path: str = SUPERVISOR_SOCKET) -> dict[str, str]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(5)
             connection.connect(socket_path)
-            answer = ElementTree.fromstring(_exchange(connection, request))
+            answer = _exchange(connection, request)
     except (FileNotFoundError, ConnectionRefusedError):
         return {}
-    except ElementTree.ParseError as error:
+    try:
+        fault, structs = xmlrpc_structs(answer)
+    except ExpatError as error:
         raise OSError(f"its answer is not XML-RPC: {error}") from None
-    if answer.find("fault") is not None:
-        raise OSError(f"it refused getAllProcessInfo: {ElementTree.tostring(answer)!r}")
+    if fault:
+        raise OSError(f"it refused getAllProcessInfo: {answer!r}")
     states = {}
-    for struct in answer.iter("struct"):
-        info = {}
-        for member in struct.iter("member"):
-            value = member.find("value")
-            info[member.findtext("name")] = "" if value is None else "".join(value.itertext())
+    for info in structs:
         name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
         states[name] = info["statename"]
     return states
+
+
+def xmlrpc_structs(answer: bytes) -> tuple[bool, list[dict[str, str]]]:
+    """(is it a fault, each <struct>'s members as name -> the text of its value) of an
+    XML-RPC answer; ExpatError when it is not XML."""
+    fault, structs, chars, path = False, [], [], []
+    name = ""
+
+    def start(tag: str, _attributes: dict[str, str]) -> None:
+        nonlocal fault
+        fault = fault or tag == "fault"
+        if tag == "struct":
+            structs.append({})
+        elif tag in ("name", "value"):
+            chars.clear()
+        path.append(tag)
+
+    def end(tag: str) -> None:
+        nonlocal name
+        path.pop()
+        if tag == "name":
+            name = "".join(chars)
+        elif tag == "value" and path[-1:] == ["member"]:
+            structs[-1][name] = "".join(chars)
+
+    parser = ParserCreate()
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.CharacterDataHandler = chars.append
+    parser.Parse(answer, True)
+    return fault, structs
 
 
 def log_tail(log_dir: str, program: str, lines: int = LOG_LINES) -> str:

@@ -18,6 +18,7 @@ from podforge.probes import (
     detached_head,
     digests,
     installed_debs,
+    matching,
     origin_url,
     repo_state,
     software,
@@ -265,6 +266,65 @@ def test_one_program_refuses_a_name_two_modules_define(tmp_path):
     assert program.count("from __future__") == 1
     ran = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert ran.stdout == "1 2\n", ran.stderr
+
+
+def module_at(path):
+    import types
+
+    module = types.ModuleType(path.stem)
+    module.__file__ = str(path)
+    return module
+
+
+def test_one_program_leaves_out_typing_only_when_annotations_alone_use_it(tmp_path):
+    typed = tmp_path / "typed.py"
+    typed.write_text(
+        "from __future__ import annotations\n\nfrom typing import Any\n\n"
+        "def echo(value: Any) -> dict[str, Any]:\n    answer: Any = {'v': value}\n"
+        "    return answer\n"
+    )
+    program = one_program([module_at(typed)], "print(echo(1))")
+    assert "typing" not in program
+    ran = subprocess.run([sys.executable, "-I", "-S", "-c", program], capture_output=True)
+    assert ran.stdout == b"{'v': 1}\n", ran.stderr
+    typed.write_text(
+        typed.read_text().replace("from typing import Any", "from typing import Any, cast")
+        + "\ndef count(value: object) -> int:\n    return cast(int, value)\n"
+    )
+    with pytest.raises(ValueError, match="typing's cast is used at run time"):
+        one_program([module_at(typed)], "print(count(1))")
+
+
+def test_the_probes_own_patterns_match_as_glob_does(tmp_path):
+    import glob
+
+    conf = tmp_path / "conf.d"
+    conf.mkdir()
+    for name in (
+        "podforge-a.conf",
+        "podforge-b.conf",
+        "other.conf",
+        ".podforge-c.conf",
+        "podforge-",
+    ):
+        (conf / name).write_text("")
+    (conf / "podforge-dir.conf").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    for pattern in (
+        f"{conf}/podforge-*.conf",
+        f"{conf}/*",
+        f"{conf}/.*",
+        f"{conf}/*.conf",
+        f"{conf}/podforge-*",
+        f"{conf}/other.conf",
+        f"{conf}/absent",
+        f"{tmp_path}/link",
+        f"{tmp_path}/absent/*",
+    ):
+        assert matching(pattern) == sorted(glob.glob(pattern)), pattern
+    for unsupported in (f"{tmp_path}/*/x", f"{conf}/*a*", f"{conf}/p?", f"{conf}/[ab]"):
+        with pytest.raises(ValueError, match="only one \\* in the last part"):
+            matching(unsupported)
 
 
 def test_missing_unstamped_stamped_and_changed_files(tmp_path):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from pyexpat import ExpatError
 
 import pytest
 
@@ -25,6 +26,7 @@ from podforge.serving import (
     program_states,
     serving_problems,
     unit_states,
+    xmlrpc_structs,
 )
 
 BIN = Path(sys.executable).parent
@@ -287,3 +289,28 @@ def test_init_system_is_pid_1s(tmp_path):
     assert init_system(str(comm)) == "systemd"
     comm.write_text("tini\n")
     assert init_system(str(comm)) == "supervisor"
+
+
+def test_xmlrpc_structs_read_what_xmlrpc_client_reads():
+    import xmlrpc.client
+
+    infos = [
+        {"name": "r2sync", "group": "r2sync", "statename": "RUNNING", "pid": 230, "exitstatus": 0},
+        {
+            "name": "comfyui-0",
+            "group": "comfyui-0",
+            "statename": "BACKOFF",
+            "pid": 0,
+            "description": "Exited too quickly (process log may have details) <&>",
+            "logfile": "",
+        },
+    ]
+    answer = xmlrpc.client.dumps((infos,), methodresponse=True).encode()
+    fault, structs = xmlrpc_structs(answer)
+    (loaded,), _ = xmlrpc.client.loads(answer)
+    assert not fault
+    assert structs == [{k: str(v) for k, v in info.items()} for info in loaded]
+    refused = xmlrpc.client.dumps(xmlrpc.client.Fault(1, "UNKNOWN_METHOD"), methodresponse=True)
+    assert xmlrpc_structs(refused.encode())[0] is True
+    with pytest.raises(ExpatError):
+        xmlrpc_structs(b"<html>not closed")
