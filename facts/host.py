@@ -26,21 +26,24 @@ class PodHost(FactBase[dict[str, Any]]):
     """
 
     def command(self, models_dir: str) -> str:
+        # Shell builtins where a tool is not needed: each exec costs the pod ~1 ms of CPU
+        # on every deploy; df, python3 -V and uname remain.
         return "; ".join(
             [
-                'echo "init=$(cat /proc/1/comm)"',
+                'read -r init < /proc/1/comm; echo "init=$init"',
                 f"d={shlex.quote(models_dir)}",
                 'while [ ! -d "$d" ]; do d=$(dirname "$d"); done',
                 'echo "disk_path=$d"',
-                """df -Pk "$d" | awk 'NR==2 {print "disk_free_kib=" $4}'""",
-                'awk \'/^MemTotal:/ {print "mem_total_kib=" $2} '
-                '/^MemAvailable:/ {print "mem_available_kib=" $2}\' /proc/meminfo',
+                'df -Pk "$d" | { read -r _; read -r _ _ _ free _; echo "disk_free_kib=$free"; }',
+                "while read -r key value _; do case $key in"
+                ' MemTotal:) echo "mem_total_kib=$value";;'
+                ' MemAvailable:) echo "mem_available_kib=$value";;'
+                " esac; done < /proc/meminfo",
                 # -V answers before the interpreter starts (1 ms; -c costs 10 ms).
                 'if command -v python3 >/dev/null; then v=$(python3 -V); echo "python=${v#* }"; '
                 "else echo python=; fi",
                 'echo "machine=$(uname -m)"',
-                # ubuntu2204 / debian12: how NVIDIA's apt repositories name the OS.
-                '( . /etc/os-release; echo "os=$ID$VERSION_ID" | tr -d . )',
+                '( . /etc/os-release; echo "os=$ID$VERSION_ID" )',
             ]
         )
 
@@ -59,5 +62,6 @@ class PodHost(FactBase[dict[str, Any]]):
             raise FactProcessError(f"host probe: python3 -V printed {python!r}, not a version")
         info["python"] = tuple(int(part) for part in version.groups()) if version else None
         info["machine"] = values["machine"].strip()
-        info["os"] = values["os"].strip()
+        # ubuntu22.04 -> ubuntu2204, debian12: how NVIDIA's apt repositories name the OS.
+        info["os"] = values["os"].strip().replace(".", "")
         return info

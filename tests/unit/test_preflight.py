@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from pyinfra.api.exceptions import FactProcessError
 
@@ -37,6 +40,10 @@ def test_host_fact_parses_its_one_command():
         "os": "ubuntu2204",
     }
     assert PodHost().process([*HOST_OUTPUT[1:], "init=systemd"])["systemd"] is True
+    # /etc/os-release's VERSION_ID has a dot on Ubuntu; NVIDIA's repositories have none.
+    assert PodHost().process([*HOST_OUTPUT[:6], "os=ubuntu22.04", HOST_OUTPUT[7]])["os"] == (
+        "ubuntu2204"
+    )
 
 
 def test_host_fact_command_runs_here(tmp_path):
@@ -49,6 +56,11 @@ def test_host_fact_command_runs_here(tmp_path):
     assert fact["machine"] == platform.machine()
     assert fact["os"] == "debian12"  # this machine is Debian bookworm
     assert fact["disk_path"] == str(tmp_path)
+    assert fact["init"] == Path("/proc/1/comm").read_text().strip()
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    assert fact["mem_total_kib"] == int(meminfo["MemTotal"].split()[0])
+    disk = os.statvfs(tmp_path)
+    assert abs(fact["disk_free_kib"] - disk.f_bavail * disk.f_frsize // 1024) < 2**20  # 1 GiB
     system = subprocess.run(
         ["python3", "-c", "import sys; print(*sys.version_info[:3])"],
         capture_output=True,
