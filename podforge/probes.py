@@ -120,8 +120,12 @@ def venv_distributions(venv: str) -> dict[str, str] | None:
     if not os.path.exists(os.path.join(venv, "bin", "python")):
         return None
     found = {}
-    site_packages = [os.path.join(lib, "site-packages") for lib in entries(venv + "/lib", "python")]
-    for info in (i for sp in site_packages for i in entries(sp, suffix=".dist-info")):
+    infos = [
+        info
+        for python in entries(os.path.join(venv, "lib"), "python")
+        for info in entries(os.path.join(python, "site-packages"), suffix=".dist-info")
+    ]
+    for info in infos:
         metadata = os.path.join(info, "METADATA")
         if not os.path.isfile(metadata):
             continue

@@ -279,7 +279,7 @@ def module_at(path):
 def test_one_program_leaves_out_typing_only_when_annotations_alone_use_it(tmp_path):
     typed = tmp_path / "typed.py"
     typed.write_text(
-        "from __future__ import annotations\n\nfrom typing import Any\n\n"
+        "from __future__ import annotations\n\nfrom typing import (\n    Any,\n)\n\n"
         "def echo(value: Any) -> dict[str, Any]:\n    answer: Any = {'v': value}\n"
         "    return answer\n"
     )
@@ -288,7 +288,7 @@ def test_one_program_leaves_out_typing_only_when_annotations_alone_use_it(tmp_pa
     ran = subprocess.run([sys.executable, "-I", "-S", "-c", program], capture_output=True)
     assert ran.stdout == b"{'v': 1}\n", ran.stderr
     typed.write_text(
-        typed.read_text().replace("from typing import Any", "from typing import Any, cast")
+        typed.read_text().replace("    Any,", "    Any,\n    cast,")
         + "\ndef count(value: object) -> int:\n    return cast(int, value)\n"
     )
     with pytest.raises(ValueError, match="typing's cast is used at run time"):
