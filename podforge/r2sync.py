@@ -160,7 +160,9 @@ def classify(error: BaseException, bucket: str) -> tuple[str, str]:
 
 @dataclass
 class Retry:
-    """Exponential backoff with jitter; ``budget`` seconds (None: until stopped)."""
+    """Exponential backoff with jitter; ``budget``: seconds of retrying after the first
+    failure (None: until stopped), so an attempt that failed slowly (a stalled connection
+    the server dropped) is still tried again."""
 
     bucket: str
     budget: float | None
@@ -168,7 +170,7 @@ class Retry:
     say: Callable[[str], None]
 
     def __call__(self, what: str, call: Callable[[], T]) -> T:
-        delay, began = 0.5, time.monotonic()
+        delay, failing_since = 0.5, None
         while True:
             try:
                 return call()
@@ -178,7 +180,9 @@ class Retry:
                     raise Fatal(cause) from None
                 if kind == "fail":
                     raise SyncError(f"{what}: {cause}") from None
-                spent = time.monotonic() - began
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                spent = now - failing_since
                 if self.stopping.is_set() or (self.budget is not None and spent > self.budget):
                     raise SyncError(f"{what}: {cause}") from None
                 self.say(f"r2sync: {what}: {cause}; retrying in {delay:.0f} s")

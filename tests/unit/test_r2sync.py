@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
@@ -13,6 +15,8 @@ from podforge.r2sync import (
     MIN_PART,
     Candidate,
     Fatal,
+    Retry,
+    SyncError,
     classify,
     load_settings,
     part_size_for,
@@ -89,3 +93,30 @@ def test_keys_are_dated_by_mtime_in_utc():
     # 2026-11-21 23:30 UTC, whatever the local time zone says.
     candidate = Candidate("/o/a/b.png", "a/b.png", 1, 1_795_303_800 * 10**9)
     assert candidate.key == "outputs/2026-11-21/a/b.png"
+
+
+def test_a_slow_failure_is_retried_and_the_budget_counts_from_it():
+    said: list[str] = []
+    retry = Retry("b", budget=0.2, stopping=threading.Event(), say=said.append)
+    attempts: list[float] = []
+
+    def stalls_once() -> str:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            time.sleep(0.4)  # longer than the budget, then the server drops the connection
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+        return "stored"
+
+    assert retry("PUT part 14", stalls_once) == "stored"
+    assert len(attempts) == 2 and said == [
+        "r2sync: PUT part 14: the endpoint is unreachable (EndpointConnectionError); "
+        "retrying in 0 s"
+    ]
+
+    def always_down() -> str:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    began = time.monotonic()
+    with pytest.raises(SyncError, match="PUT part 15: the endpoint is unreachable"):
+        retry("PUT part 15", always_down)
+    assert time.monotonic() - began < 5  # the budget, plus at most one backoff
