@@ -186,13 +186,12 @@ def unit_block(unit: str, load: str, active: str, sub: str) -> str:
 
 
 class FakeSystemctl:
-    """A systemctl first on PATH that shows the units as ``units`` (unit -> (load, active,
-    sub)) says at the time it is asked, and records its arguments."""
+    """A systemctl first on PATH: it prints the blocks ``show`` last set, for the units it
+    is asked about, and records its arguments."""
 
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         bindir, self.record, self.shown = tmp_path / "bin", tmp_path / "args", tmp_path / "units"
         bindir.mkdir()
-        self.units: dict[str, tuple[str, str, str]] = {}
         script = bindir / "systemctl"
         script.write_text(
             f"""#!{sys.executable}
@@ -207,7 +206,8 @@ print("\\n".join(blocks[unit] for unit in units), end="")
         monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
 
     def show(self, **units: tuple[str, str, str]) -> None:
-        """The units' states from now on, by program name; the others are not-found."""
+        """Each program's unit as (LoadState, ActiveState, SubState) from now on; the
+        programs not named have no unit (not-found)."""
         programs = ["comfyui-0", "comfyui-1", "r2sync"]
         blocks = {
             SYSTEMD_UNIT.format(p): unit_block(
