@@ -39,7 +39,7 @@ from typing import Any
 from bench.counting import counted_commands
 from bench.sandbox import bench_sandbox
 from fleet.report import RunCollector
-from fleet.rollout import load_inventory, run_deploy
+from fleet.rollout import REPO, load_inventory, run_deploy
 from podforge.rollout import PodRun
 
 GPUS = ["rtx-4090", "h100", "rtx-4080-super", "2x-a40", "rtx-3060"]
@@ -61,7 +61,7 @@ for number in range({commands}):
 
 
 def _deploy(
-    names: list[str], ssh_port: int | None, cwd: Path | None = None
+    names: list[str], ssh_port: int | None, cwd: Path = REPO
 ) -> tuple[float, float, list[PodRun]]:
     """(wall s, controller CPU s, rows) of one pyinfra run of cwd/deploy.py (podforge's by
     default) on the named pods; ``ssh_port``: the relay's port instead of the pods' own."""
@@ -72,7 +72,7 @@ def _deploy(
     collector = RunCollector()
     began, cpu = time.monotonic(), _cpu()
     try:
-        state, stopped = run_deploy(hosts, collector, **({"cwd": cwd} if cwd else {}))
+        state, stopped = run_deploy(hosts, collector, cwd)
     finally:
         collector.close()
     wall, spent = time.monotonic() - began, _cpu() - cpu
@@ -179,7 +179,7 @@ def _noops(
     ``commands`` empty commands instead of podforge's); prints it with the controller's CPU."""
     walls, cpus = [], []
     for _ in range(rounds):
-        wall, cpu, runs = _deploy(pods, ssh_port, floor)
+        wall, cpu, runs = _deploy(pods, ssh_port, floor or REPO)
         assert all(run.changed == 0 for run in runs), runs
         walls.append(wall)
         cpus.append(cpu / len(pods))
