@@ -7,10 +7,14 @@ grow a remote command per node, per package or per file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any
+
+try:  # CPython's own sha1: importing hashlib loads OpenSSL, ~2 ms of every probe's start
+    from _sha1 import sha1
+except ImportError:  # a Python built without it (FIPS builds): OpenSSL's, the same digest
+    from hashlib import sha1
 
 
 def repo_state(path: str, pin: str | None = None) -> dict[str, Any] | None:
@@ -147,7 +151,7 @@ def _sha1(path: str) -> str | None:
     if not os.path.isfile(path):
         return None
     with open(path, "rb") as file:
-        return hashlib.sha1(file.read()).hexdigest()
+        return sha1(file.read()).hexdigest()
 
 
 def _json_file(path: str) -> Any:

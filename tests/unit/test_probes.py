@@ -263,7 +263,7 @@ def test_one_program_refuses_a_name_two_modules_define(tmp_path):
         one_program(modules, "print(status)")
     second.write_text("from __future__ import annotations\n\nother = 2\n")
     program = one_program(modules, "print(status(), other)")
-    assert program.count("from __future__") == 1
+    assert "from __future__" not in program  # an import at every probe start; nothing needs it
     ran = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert ran.stdout == "1 2\n", ran.stderr
 
@@ -279,12 +279,16 @@ def module_at(path):
 def test_one_program_leaves_out_typing_only_when_annotations_alone_use_it(tmp_path):
     typed = tmp_path / "typed.py"
     typed.write_text(
-        "from __future__ import annotations\n\nfrom typing import (\n    Any,\n)\n\n"
-        "def echo(value: Any) -> dict[str, Any]:\n    answer: Any = {'v': value}\n"
+        '"""A module."""\n\nfrom __future__ import annotations\n\n'
+        "from collections.abc import Callable\nfrom typing import (\n    Any,\n)\n\n"
+        "def echo(value: Any, then: Callable[[], None] | None = None) -> dict[str, Any]:\n"
+        '    """Its docstring."""\n'
+        "    answer: Any = {'v': value}\n    unset: int\n"
         "    return answer\n"
     )
     program = one_program([module_at(typed)], "print(echo(1))")
-    assert "typing" not in program
+    for gone in ("typing", "Callable", "Any", "unset", "docstring", "A module", "__future__"):
+        assert gone not in program
     ran = subprocess.run([sys.executable, "-I", "-S", "-c", program], capture_output=True)
     assert ran.stdout == b"{'v': 1}\n", ran.stderr
     typed.write_text(
@@ -293,6 +297,9 @@ def test_one_program_leaves_out_typing_only_when_annotations_alone_use_it(tmp_pa
     )
     with pytest.raises(ValueError, match="typing's cast is used at run time"):
         one_program([module_at(typed)], "print(count(1))")
+    typed.write_text("class Point:\n    x: int = 0\n")  # a dataclass would read it
+    with pytest.raises(ValueError, match="class Point's annotations are read at run time"):
+        one_program([module_at(typed)], "print(Point.x)")
 
 
 def test_the_probes_own_patterns_match_as_glob_does(tmp_path):
@@ -374,3 +381,17 @@ def test_the_pods_python_path_and_site_cannot_reach_the_probe(tmp_path, monkeypa
     dest = tmp_path / "model.safetensors"
     dest.write_bytes(b"x" * 10)
     assert run_models([str(dest)]) == [{"dest": str(dest), "size": 10, "sha256": None}]
+
+
+def test_digests_without_cpythons_own_sha1_come_from_hashlib(tmp_path):
+    from podforge import probes
+
+    (tmp_path / "a.env").write_text("A=1\n")
+    program = one_program([probes], f"print(digests([{str(tmp_path / 'a.env')!r}], [])['files'])")
+    blocked = "import sys\nsys.modules['_sha1'] = None  # as on a Python built without it\n"
+    ran = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", blocked + program], capture_output=True, text=True
+    )
+    sha1 = hashlib.sha1(b"A=1\n").hexdigest()
+    assert ran.stdout == f"{{{str(tmp_path / 'a.env')!r}: {{'sha1': {sha1!r}, 'mode': '644'}}}}\n"
+    assert ran.stderr == ""
