@@ -16,7 +16,7 @@ import json
 import shlex
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
@@ -25,6 +25,7 @@ from podforge import probes, serving, stamps
 
 # Imports that annotations alone use: left out of the shipped program with the annotations.
 _TYPING_MODULES = ("typing", "collections.abc")
+_Function = TypeVar("_Function", ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 class _ShippedForm(ast.NodeTransformer):
@@ -56,6 +57,12 @@ class _ShippedForm(ast.NodeTransformer):
         return node
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.FunctionDef:
+        return self._function(node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> ast.AsyncFunctionDef:
+        return self._function(node)
+
+    def _function(self, node: _Function) -> _Function:
         node.body = self._body(node.body)
         node.returns = None
         self.generic_visit(node)
