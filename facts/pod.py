@@ -3,16 +3,17 @@
 ComfyUI's and the nodes' checkouts, both venvs' distributions, the stack and workflows
 stamps, nvcc, supervisord, the Debian packages (podforge/probes.py); the files the deploy
 writes and its directories (probes.py); each wanted model file's size and verification
-stamp (podforge/stamps.py, the fetcher's own judge); whether ComfyUI and r2sync serve right
-now (podforge/serving.py, `podforge verify`'s own check, without waiting). The modules are
+stamp (probes.file_with_stamp); what ComfyUI, supervisord or systemd say now
+(podforge/serving.py, what `podforge verify` reads, without waiting). The modules are
 standard library only; their sources run as one program with the pod's system python3 (no
 venv needed), so a no-op pays one interpreter start and one round trip, not one per concern.
+The program reads and does not judge: stamps and answers come back raw, for the controller
+(tasks/desired.py) to judge with the judges the pod's own tools use.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import shlex
 from pathlib import Path
 from types import ModuleType
@@ -125,14 +126,14 @@ def one_program(modules: list[ModuleType], main: str) -> str:
 
 
 _PROGRAM = one_program(
-    [probes, stamps, serving],
-    "\nimport sys\n"
-    "wish = json.loads(sys.argv[1])\n"
-    "print(json.dumps({\n"
+    [probes, serving],
+    # The wish arrives as a Python literal ahead of this, the answer leaves as one: json's
+    # import (re, enum) would cost every probe start ~6 ms of the pod's CPU.
+    "\nprint(repr({\n"
     '    "software": software(**wish["software"]),\n'
     '    "files": digests(**wish["files"]),\n'
-    '    "models": [file_status(dest) for dest in wish["models"]],\n'
-    '    "serving": wish["serving"] and serving_problems(**wish["serving"], timeout=0),\n'
+    '    "models": [file_with_stamp(dest, stamp) for dest, stamp in wish["models"]],\n'
+    '    "serving": wish["serving"] and observe(**wish["serving"]),\n'
     "}))\n",
 )
 
@@ -141,7 +142,7 @@ class PodState(FactBase[dict[str, Any]]):
     """
     ``software``: probes.software's arguments (repos, venv, stamp, deployer, workflows);
     ``files``: probes.digests' (patterns, dirs); ``models``: the wanted model files;
-    ``serving``: serving.serving_problems' (comfyui, r2sync, log_dir), or None: not asked.
+    ``serving``: serving.observe's (comfyui, r2sync, log_dir), or None: not asked.
 
     .. code:: python
 
@@ -152,17 +153,19 @@ class PodState(FactBase[dict[str, Any]]):
                       "/workspace/ComfyUI/custom_nodes/ComfyUI-GGUF": None},
             "venv": {"torch": "2.5.1", "podforge": "0.1.0+g1a2b3c4d5e6f", ...},  # None: none
             "deployer": {"pyinfra": "3.10.0", ...},  # the boot phase's venv, or None
-            "stack_stamp": {"key": "...", "lock": {...}, "shared_imports": [...]},  # or None
-            "workflows": {"request": "<sha256>", "files": {"/.../podforge-steadydancer.json":
-                          "<sha1 as written>"}, "current": {...: "<sha1 now>"}},  # or None
+            "stack_stamp": '{"key": "...", "lock": {...}, ...}',  # its text, or None
+            "workflows": '{"request": "<sha256>", "files": {...}}',  # its text, or None
             "nvcc": "/usr/local/cuda/bin/nvcc",  # or None
             "supervisord": True,  # Debian's supervisord (its pidfile) is running
             "debs": ["curl", "git", ...]},
          "files": {"files": {"/opt/podforge/plan.json": {"sha1": "3f78...", "mode": "644"}},
                    "dirs": {"/workspace/ComfyUI/output": "755", "/workspace/logs": None}},
          "models": [{"dest": "/workspace/ComfyUI/models/vae/wan_2.1_vae.safetensors",
-                     "size": 253815318, "sha256": "2fc39d31..."}],  # sha256: a valid stamp's
-         "serving": ["r2sync is FATAL; last log lines: ..."]}  # [] serves; None: not asked
+                     "size": 253815318, "mtime_ns": 1763..., "stamp": '{"size": ...}'}],
+         "serving": {"manager": "supervisor", "where": "supervisord at ...",
+                     "states": {"comfyui-0": "RUNNING", "r2sync": "FATAL"},
+                     "answers": [{"body": '{"system": {"argv": [...], ...}}'}],
+                     "logs": {"comfyui-0": "...", "r2sync": "..."}}}  # None: not asked
     """
 
     def command(
@@ -172,15 +175,21 @@ class PodState(FactBase[dict[str, Any]]):
         models: list[str],
         serving: dict[str, Any] | None = None,
     ) -> str:
-        wish = json.dumps(
-            {"software": software, "files": files, "models": models, "serving": serving}
-        )
+        wish = {
+            "software": software,
+            "files": files,
+            "models": [(dest, stamps.stamp_path(dest)) for dest in models],
+            "serving": serving,
+        }
+        program = f"wish = {wish!r}\n{_PROGRAM}"
         # -I -S: the pod's PYTHONPATH, user site and site-packages (.pth hooks run at every
         # start) can neither break nor slow the probe; it needs the standard library only.
-        return f"python3 -I -S -c {shlex.quote(_PROGRAM)} {shlex.quote(wish)}"
+        return f"python3 -I -S -c {shlex.quote(program)}"
 
     def process(self, output: list[str]) -> dict[str, Any]:
         try:
-            return dict(json.loads("\n".join(output)))
-        except ValueError as error:
-            raise FactProcessError(f"pod-state probe printed no JSON: {error}") from error
+            return dict(ast.literal_eval("\n".join(output)))
+        except (ValueError, SyntaxError) as error:
+            raise FactProcessError(
+                f"the pod-state probe printed no Python literal: {error}"
+            ) from error

@@ -2,12 +2,13 @@
 
 Standard library only and self-contained: the pod-state fact (facts/pod.py) runs this
 file's source with the pod's system python3 (no venv needed), so a no-op deploy does not
-grow a remote command per node, per package or per file.
+grow a remote command per node, per package or per file. It reads and does not judge:
+stamps come back as their text, which the controller parses (json's import, with re and
+enum, would cost every probe start ~6 ms of the pod's CPU).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -154,29 +155,35 @@ def _sha1(path: str) -> str | None:
         return sha1(file.read()).hexdigest()
 
 
-def _json_file(path: str) -> Any:
-    if not os.path.exists(path):
+def file_text(path: str) -> str | None:
+    """The file's text; None when there is none."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return file.read()
+    except FileNotFoundError:
         return None
-    with open(path) as file:
-        return json.load(file)
 
 
-def installed_workflows(stamp: str) -> dict[str, Any] | None:
-    """The workflows stamp (request digest, file -> sha1 as written) and each file's sha1
-    now (None: gone); None when no workflows were installed."""
-    recorded = _json_file(stamp)
-    if recorded is None:
-        return None
-    current = {path: _sha1(path) for path in recorded.get("files", {})}
-    return {**recorded, "current": current}
+def file_with_stamp(dest: str, stamp: str) -> dict[str, Any]:
+    """{dest, size and mtime_ns (None: no file), stamp: the text of its verification stamp
+    (None: none)}: what stamps.status judges."""
+    try:
+        info = os.stat(dest)
+    except FileNotFoundError:
+        return {"dest": dest, "size": None, "mtime_ns": None, "stamp": None}
+    return {
+        "dest": dest,
+        "size": info.st_size,
+        "mtime_ns": info.st_mtime_ns,
+        "stamp": file_text(stamp),
+    }
 
 
 def software(
     repos: dict[str, str], venv: str, stamp: str, deployer: str, workflows: str
 ) -> dict[str, Any]:
     """Checkouts (``repos``: path -> pinned commit), both venvs' distributions, the stack and
-    workflows stamps, nvcc, supervisord and the installed Debian packages."""
-    stamped = _json_file(stamp)
+    workflows stamps' texts, nvcc, supervisord and the installed Debian packages."""
     on_path = [os.path.join(directory, "nvcc") for directory in os.get_exec_path()]
     in_cuda = [os.path.join(cuda, "bin", "nvcc") for cuda in entries("/usr/local", "cuda")]
     nvcc = next((path for path in [*on_path, *in_cuda] if executable(path)), None)
@@ -184,8 +191,8 @@ def software(
         "repos": {path: repo_state(path, pin) for path, pin in repos.items()},
         "venv": venv_distributions(venv),
         "deployer": venv_distributions(deployer),
-        "stack_stamp": stamped,
-        "workflows": installed_workflows(workflows),
+        "stack_stamp": file_text(stamp),
+        "workflows": file_text(workflows),
         "nvcc": nvcc,
         "supervisord": supervisord_running(),
         "debs": installed_debs(),

@@ -1,20 +1,18 @@
-"""Does the pod serve: ComfyUI's answer and the programs' states, from supervisord (its
-XML-RPC socket, asked over plain sockets) or, on a systemd host, from systemctl.
+"""What the pod shows of its serving: ComfyUI's answer, the programs' states from supervisord
+(its XML-RPC socket, asked over plain sockets) or, on a systemd host, from systemctl, and
+their last log lines. It reads and does not judge: `podforge verify` judges (verify.judge),
+on the pod, and so does the deploy, on the controller, of what the pod-state probe read.
 
 Standard library only and self-contained: the pod-state fact (facts/pod.py) runs this source
-with the pod's system python3 on every deploy, and `podforge verify` uses it in the venv.
-Plain sockets and expat, not http.client / xmlrpc.client / ElementTree: their imports alone
-cost a no-op ~20 ms of CPU per pod; one GET and one XML-RPC call need none of them.
+with the pod's system python3 on every deploy. CPython's own _socket and expat, not socket,
+http.client, xmlrpc.client, ElementTree or json: their imports alone would cost a no-op
+~25 ms of CPU per pod; one GET and one XML-RPC call need none of them.
 """
 
 from __future__ import annotations
 
-import json
+import _socket
 import os
-import socket
-import time
-from collections.abc import Callable
-from functools import partial
 from pyexpat import ExpatError, ParserCreate
 from typing import Any
 
@@ -23,14 +21,23 @@ SUPERVISOR_SOCKET = "/var/run/supervisor.sock"
 # How podforge/services.py names a program's unit on a systemd host (services.PREFIX).
 SYSTEMD_UNIT = "podforge-{}.service"
 LOG_LINES = 5
+# The end of a log that its last lines are read from: a long-running ComfyUI's log is big.
+LOG_TAIL_BYTES = 16384
 
 
-def _exchange(connection: socket.socket, request: bytes) -> bytes:
+def _exchange(family: int, address: Any, request: bytes, timeout: float) -> bytes:
     """An HTTP/1.0 request's response body (the server closes after it); OSError unless 200."""
-    connection.sendall(request)
-    chunks = []
-    while chunk := connection.recv(65536):
-        chunks.append(chunk)
+    # _socket's socket, not socket.socket: socket's import (enum, selectors) costs ~3 ms.
+    connection = _socket.socket(family, _socket.SOCK_STREAM)
+    try:
+        connection.settimeout(timeout)
+        connection.connect(address)
+        connection.sendall(request)
+        chunks = []
+        while chunk := connection.recv(65536):
+            chunks.append(chunk)
+    finally:
+        connection.close()
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
     status = head.split(b"\r\n", 1)[0].decode("latin-1")
     if status.split(" ")[1:2] != ["200"]:
@@ -38,22 +45,19 @@ def _exchange(connection: socket.socket, request: bytes) -> bytes:
     return body
 
 
-def get_json(host: str, port: int, path: str, timeout: float = 3.0) -> Any:
-    """GET http://host:port/path as JSON; OSError or ValueError when that fails."""
-    # connect() to the address, not create_connection(): its getaddrinfo() imports the idna
-    # codec (with stringprep and unicodedata), ~1 ms of every probe start.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as connection:
-        connection.settimeout(timeout)
-        connection.connect((host, port))
-        request = f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n"
-        return json.loads(_exchange(connection, request.encode()))
+def get(host: str, port: int, path: str, timeout: float = 3.0) -> str:
+    """The body of GET http://host:port/path; OSError when that fails."""
+    # An address, not a name: getaddrinfo() would import the idna codec (with stringprep
+    # and unicodedata), ~1 ms of every probe start.
+    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+    request = f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode()
+    return _exchange(family, (host, port), request, timeout).decode("utf-8", "replace")
 
 
 def program_states(socket_path: str = SUPERVISOR_SOCKET) -> dict[str, str]:
     """program -> state, as supervisorctl names them, asked of supervisord's XML-RPC socket.
     Empty when no supervisord listens there (systemd pods, or supervisord is down): then no
-    program is under supervisor, which ``serving_problems`` reports for r2sync. OSError when
+    program is under supervisor, which verify.judge reports for r2sync. OSError when
     one listens and does not answer as supervisord does."""
     call = (
         b"<?xml version='1.0'?><methodCall><methodName>supervisor.getAllProcessInfo"
@@ -64,10 +68,7 @@ def program_states(socket_path: str = SUPERVISOR_SOCKET) -> dict[str, str]:
         b"Content-Length: %d\r\n\r\n%s" % (len(call), call)
     )
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.settimeout(5)
-            connection.connect(socket_path)
-            answer = _exchange(connection, request)
+        answer = _exchange(_socket.AF_UNIX, socket_path, request, timeout=5)
     except (FileNotFoundError, ConnectionRefusedError):
         return {}
     try:
@@ -115,29 +116,22 @@ def xmlrpc_structs(answer: bytes) -> tuple[bool, list[dict[str, str]]]:
 
 def log_tail(log_dir: str, program: str, lines: int = LOG_LINES) -> str:
     log = os.path.join(log_dir, f"{program}.log")
-    if not os.path.exists(log):
+    try:
+        with open(log, "rb") as text:
+            start = max(0, text.seek(0, os.SEEK_END) - LOG_TAIL_BYTES)
+            text.seek(start)
+            read = text.read().decode("utf-8", "replace").splitlines()
+    except FileNotFoundError:
         return f"(no log at {log})"
-    with open(log, errors="replace") as text:
-        tail = text.read().splitlines()[-lines:]
+    tail = read[1:][-lines:] if start else read[-lines:]  # from mid-file: its first is partial
     return " | ".join(line.strip() for line in tail) or "(log empty)"
 
 
-def comfyui_problem(instance: dict[str, Any], deadline: float) -> str | None:
-    """None when the instance answers with the plan's flags before the deadline."""
+def comfyui_address(instance: dict[str, Any]) -> str:
+    """Where the instance (a plan's ``comfyui`` entry) is asked: its --listen address, or
+    127.0.0.1 when it listens on all of them."""
     listen = instance["args"][instance["args"].index("--listen") + 1]
-    host = "127.0.0.1" if listen in ("0.0.0.0", "::") else listen.split(",")[0]
-    while True:
-        try:
-            argv = get_json(host, instance["port"], "/system_stats")["system"]["argv"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            cause = f"GET /system_stats failed: {error}"
-        else:
-            if argv[1:] == instance["args"]:
-                return None
-            return f"runs with {' '.join(argv[1:])!r}, the plan says {' '.join(instance['args'])!r}"
-        if time.monotonic() > deadline:
-            return cause
-        time.sleep(0.5)
+    return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen.split(",")[0]
 
 
 def init_system(comm: str = "/proc/1/comm") -> str:
@@ -170,85 +164,46 @@ def unit_states(programs: list[str]) -> dict[str, str]:
     return states
 
 
-def _starting(state: str) -> bool:
-    """supervisor's STARTING/BACKOFF, systemd's activating (start, auto-restart)."""
-    return state in ("STARTING", "BACKOFF") or state.startswith("activating/")
-
-
-def wait_running(
-    program: str,
-    deadline: float,
-    known: dict[str, str] | None,
-    read_states: Callable[[], dict[str, str]],
-    manager: str = "supervisor",
-) -> str:
-    """The program's state once it is no longer starting, or at the deadline; ``known``:
-    states already read, asked again (``read_states``) only while the program still starts."""
-    while True:
-        if known is None:
-            try:
-                known = read_states()
-            except OSError as error:
-                return f"unknown ({manager}: {error})"
-        state = known.get(program, f"not under {manager}")
-        known = None
-        if not _starting(state) or time.monotonic() > deadline:
-            return state
-        time.sleep(0.5)
-
-
-def serving_line(ports: list[int], r2sync: str | None) -> str:
-    """What a pod that serves says: ``r2sync`` is how far it was checked ("runs", "works")."""
-    answers = ", ".join(str(port) for port in ports) or "none"
-    return f"verify: ComfyUI answers on {answers}" + (f"; r2sync {r2sync}" if r2sync else "")
-
-
-def serving_problems(
+def observe(
     comfyui: list[dict[str, Any]],
     r2sync: bool,
     log_dir: str,
-    timeout: float,
     supervisor_socket: str = SUPERVISOR_SOCKET,
     init: str | None = None,
-) -> list[str]:
-    """What keeps the pod from serving: each ComfyUI instance (the plan's ``comfyui`` entries)
-    answers with its flags and, under its manager, stays running; r2sync (when on) runs.
-    ``timeout``: how long a starting program may take (0: as things are now); ``init``:
-    "systemd" or "supervisor" (None: as PID 1 says)."""
+) -> dict[str, Any]:
+    """What the pod shows now of the programs it should serve, unjudged (verify.judge):
+    ``manager``: "supervisor" or "systemd" (``init``; None: as PID 1 says); ``where``: what
+    was asked for the states; ``states``: program -> state, or why they could not be read;
+    ``answers``: per ComfyUI instance (the plan's ``comfyui`` entries), its /system_stats
+    body ({"body": ...}) or why the GET failed ({"error": ...}); ``logs``: program -> its
+    last log lines."""
     programs = [f"comfyui-{instance['device']}" for instance in comfyui]
     programs += ["r2sync"] if r2sync else []
+    states: dict[str, str] | str
     if (init or init_system()) == "systemd":
-        manager, running, where = "systemd", "active/running", "systemctl"
-        read_states = partial(unit_states, programs)
+        manager, where = "systemd", "systemctl"
+        try:
+            states = unit_states(programs)
+        except OSError as error:
+            states = str(error)
     else:
-        manager, running = "supervisor", "RUNNING"
-        where = f"supervisord at {supervisor_socket}"
-        read_states = partial(program_states, supervisor_socket)
-    problems = []
-    deadline = time.monotonic() + timeout
-    try:
-        states = read_states()
-    except OSError as error:
-        return [f"{where} does not answer: {error}"]
+        manager, where = "supervisor", f"supervisord at {supervisor_socket}"
+        try:
+            states = program_states(supervisor_socket)
+        except OSError as error:
+            states = str(error)
+    answers = []
     for instance in comfyui:
-        program = f"comfyui-{instance['device']}"
-        cause = comfyui_problem(instance, deadline)
-        # Under its manager it must also have stayed up (RUNNING after startsecs, not STARTING).
-        state = (
-            wait_running(program, deadline, states, read_states, manager)
-            if program in states
-            else None
-        )
-        if cause is None and state not in (None, running):
-            cause = f"{manager} reports {state}"
-        if cause:
-            state = state or f"not under {manager}"
-            problems.append(
-                f"{program} (port {instance['port']}, {state}): {cause}; "
-                f"last log lines: {log_tail(log_dir, program)}"
+        try:
+            answers.append(
+                {"body": get(comfyui_address(instance), instance["port"], "/system_stats")}
             )
-    if r2sync:
-        state = wait_running("r2sync", deadline, states, read_states, manager)
-        if state != running:
-            problems.append(f"r2sync is {state}; last log lines: {log_tail(log_dir, 'r2sync')}")
-    return problems
+        except OSError as error:
+            answers.append({"error": str(error)})
+    return {
+        "manager": manager,
+        "where": where,
+        "states": states,
+        "answers": answers,
+        "logs": {program: log_tail(log_dir, program) for program in programs},
+    }

@@ -1,8 +1,8 @@
 """Verification stamps: "this file was sha256-checked and has not changed since".
 
-Stdlib only and self-contained: the pod-state fact (facts/pod.py) runs this very source on
-the pod with the system python3 (``python3 -c``), so the fact and the fetcher judge files
-one way.
+The fetcher writes them and judges them on the pod (``file_status``); the pod-state fact
+reads them there (probes.file_with_stamp) and judges them on the controller (``status_of``):
+one judge either way.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+
+from podforge.probes import file_with_stamp
 
 STAMP_DIR = ".podforge-verified"
 
@@ -29,19 +31,25 @@ def write_stamp(dest: str, sha256: str) -> None:
     os.replace(stamp + ".tmp", stamp)
 
 
-def file_status(dest: str) -> dict[str, Any]:
-    """{dest, size (None if absent), sha256 (None unless a stamp still matches the file)}."""
+def status_of(read: dict[str, Any]) -> dict[str, Any]:
+    """{dest, size (None if absent), sha256 (None unless its stamp still matches the file)}
+    of what probes.file_with_stamp read: a stamp that is not JSON counts as none."""
     try:
-        info = os.stat(dest)
-    except FileNotFoundError:
-        return {"dest": dest, "size": None, "sha256": None}
-    try:
-        with open(stamp_path(dest)) as handle:
-            stamp = json.load(handle)
-    except (FileNotFoundError, ValueError):
+        stamp = json.loads(read["stamp"] or "{}")
+    except ValueError:
         stamp = {}
-    valid = stamp.get("size") == info.st_size and stamp.get("mtime_ns") == info.st_mtime_ns
-    return {"dest": dest, "size": info.st_size, "sha256": stamp.get("sha256") if valid else None}
+    valid = (
+        isinstance(stamp, dict)
+        and stamp.get("size") == read["size"]
+        and stamp.get("mtime_ns") == read["mtime_ns"]
+    )
+    sha256 = stamp.get("sha256") if valid and read["size"] is not None else None
+    return {"dest": read["dest"], "size": read["size"], "sha256": sha256}
+
+
+def file_status(dest: str) -> dict[str, Any]:
+    """``status_of`` the file now."""
+    return status_of(file_with_stamp(dest, stamp_path(dest)))
 
 
 def is_current(status: dict[str, Any], size: int | None, sha256: str | None) -> bool:

@@ -14,10 +14,92 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
-from podforge.serving import serving_line, serving_problems
+from podforge.serving import SUPERVISOR_SOCKET, observe
+
+# The state a program that serves is in, under each manager.
+RUNNING = {"supervisor": "RUNNING", "systemd": "active/running"}
+
+
+def _starting(state: str | None) -> bool:
+    """supervisor's STARTING/BACKOFF, systemd's activating (start, auto-restart)."""
+    return state is not None and (
+        state in ("STARTING", "BACKOFF") or state.startswith("activating/")
+    )
+
+
+def _comfyui_cause(answer: dict[str, str], args: list[str]) -> tuple[str | None, bool]:
+    """(why an instance's /system_stats answer (serving.observe's) is not the plan's flags,
+    whether that may pass by itself: it does not answer yet, as while ComfyUI loads)."""
+    try:
+        if "error" in answer:
+            raise OSError(answer["error"])
+        argv = json.loads(answer["body"])["system"]["argv"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"GET /system_stats failed: {error}", True
+    if argv[1:] == args:
+        return None, False
+    return f"runs with {' '.join(argv[1:])!r}, the plan says {' '.join(args)!r}", False
+
+
+def judge(
+    seen: dict[str, Any], comfyui: list[dict[str, Any]], r2sync: bool
+) -> tuple[list[str], bool]:
+    """(what keeps the pod from serving, whether any of it may pass by itself: a program
+    still starting, a ComfyUI that does not answer yet) of what serving.observe saw. Each
+    ComfyUI instance (the plan's ``comfyui`` entries) answers with its flags and, under its
+    manager, stays running; r2sync (when on) runs."""
+    manager, states = seen["manager"], seen["states"]
+    if isinstance(states, str):
+        return [f"{seen['where']} does not answer: {states}"], False
+    problems, pending = [], False
+    for instance, answer in zip(comfyui, seen["answers"], strict=True):
+        program = f"comfyui-{instance['device']}"
+        cause, answering = _comfyui_cause(answer, instance["args"])
+        state = states.get(program)
+        # Under its manager it must also have stayed up (RUNNING after startsecs, not STARTING).
+        if cause is None and state not in (None, RUNNING[manager]):
+            cause = f"{manager} reports {state}"
+        if cause:
+            pending = pending or answering or _starting(state)
+            problems.append(
+                f"{program} (port {instance['port']}, {state or f'not under {manager}'}):"
+                f" {cause}; last log lines: {seen['logs'][program]}"
+            )
+    if r2sync:
+        state = states.get("r2sync", f"not under {manager}")
+        if state != RUNNING[manager]:
+            pending = pending or _starting(state)
+            problems.append(f"r2sync is {state}; last log lines: {seen['logs']['r2sync']}")
+    return problems, pending
+
+
+def serving_problems(
+    comfyui: list[dict[str, Any]],
+    r2sync: bool,
+    log_dir: str,
+    timeout: float,
+    supervisor_socket: str = SUPERVISOR_SOCKET,
+    init: str | None = None,
+) -> list[str]:
+    """What keeps the pod from serving (``judge``), asked again every half second while some
+    of it may still pass, for up to ``timeout`` seconds (0: as things are now)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = observe(comfyui, r2sync, log_dir, supervisor_socket, init)
+        problems, pending = judge(seen, comfyui, r2sync)
+        if not pending or time.monotonic() > deadline:
+            return problems
+        time.sleep(0.5)
+
+
+def serving_line(ports: list[int], r2sync: str | None) -> str:
+    """What a pod that serves says: ``r2sync`` is how far it was checked ("runs", "works")."""
+    answers = ", ".join(str(port) for port in ports) or "none"
+    return f"verify: ComfyUI answers on {answers}" + (f"; r2sync {r2sync}" if r2sync else "")
 
 
 def verify(

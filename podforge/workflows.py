@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 # ComfyUI's user workflows, relative to its dir: what the UI's Workflows panel lists.
 USER_WORKFLOWS = "user/default/workflows"
+# How the fitted files are named (FeatureWorkflow.name), apart from the user's own there.
+FITTED_PREFIX, FITTED_SUFFIX = "podforge-", ".json"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,29 @@ class FeatureWorkflow:
     node: str  # the custom node (checkout name) that ships it
     example: str  # its path in that checkout
     name: str  # the fitted file's name in USER_WORKFLOWS
+
+    def __post_init__(self) -> None:
+        if not (self.name.startswith(FITTED_PREFIX) and self.name.endswith(FITTED_SUFFIX)):
+            raise ValueError(
+                f"{self.name}: fitted workflows are named {FITTED_PREFIX}*{FITTED_SUFFIX}"
+            )
+
+
+def fitted_pattern(comfyui_dir: str) -> str:
+    """The fitted workflows' files: the deploy asks the pod-state fact for their digests."""
+    return f"{comfyui_dir}/{USER_WORKFLOWS}/{FITTED_PREFIX}*{FITTED_SUFFIX}"
+
+
+def installed_workflows(
+    stamp: dict[str, Any] | None, digests: dict[str, dict[str, str]]
+) -> dict[str, Any] | None:
+    """The workflows stamp (request digest, file -> sha1 as written) with each file's sha1
+    now, from ``digests`` (probes.digests' files of ``fitted_pattern``; None: gone); None when
+    no workflows were installed."""
+    if stamp is None:
+        return None
+    files = stamp.get("files", {})
+    return {**stamp, "current": {path: digests.get(path, {}).get("sha1") for path in files}}
 
 
 FEATURE_WORKFLOWS: dict[str, FeatureWorkflow] = {

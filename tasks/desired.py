@@ -20,10 +20,13 @@ from pyinfra.api.exceptions import DeployError
 from facts.gpu import NvidiaGpus
 from facts.host import PodHost
 from facts.pod import PodState
+from podforge import stamps
 from podforge.config import Settings, SettingsError, load_settings
 from podforge.gpu import GpuReport
 from podforge.plan import Plan, PlanError, build_plan
 from podforge.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
+from podforge.verify import judge
+from podforge.workflows import fitted_pattern, installed_workflows
 
 # ComfyUI's model folders podforge fills (ComfyUI's own names).
 MODEL_DIRS = (
@@ -42,10 +45,10 @@ class Pod:
     """What is on this pod now, as the facts read it before any change."""
 
     host: dict[str, Any]  # PodHost
-    software: dict[str, Any]  # PodState["software"]
+    software: dict[str, Any]  # PodState["software"], its stamps parsed
     files: dict[str, Any]  # PodState["files"]
-    models: dict[str, dict[str, Any]]  # dest -> its PodState["models"] status
-    serving: list[str] | None  # PodState["serving"]: what keeps it from serving (pod phase)
+    models: dict[str, dict[str, Any]]  # dest -> its stamps.status_of
+    serving: list[str] | None  # verify.judge's problems of PodState["serving"] (pod phase)
 
 
 def saved_settings_paths(podforge_dir: str) -> tuple[str, str]:
@@ -91,8 +94,31 @@ def model_dirs(wanted: Settings) -> list[str]:
     return [posixpath.join(wanted.models_dir, sub) for sub in MODEL_DIRS]
 
 
+def stamp(path: str, text: str | None) -> dict[str, Any] | None:
+    """A stamp the pod-state fact read (None: there is none), parsed."""
+    if text is None:
+        return None
+    try:
+        return dict(json.loads(text))
+    except ValueError as error:
+        raise DeployError(
+            f"{host.name}: {path} is not a JSON object ({error}): delete it and deploy again"
+            " (the deploy writes it anew)"
+        ) from None
+
+
 def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
-    """Everything tasks compare against, in one remote command."""
+    """Everything tasks compare against, in one remote command, judged."""
+    # Whether the pod serves now; verify uses it when the deploy changes nothing.
+    serving = (
+        {
+            "comfyui": [instance.model_dump(mode="json") for instance in plan.comfyui],
+            "r2sync": wanted.enable_r2_sync,
+            "log_dir": f"{wanted.workspace_dir}/logs",
+        }
+        if wanted.phase == "pod"
+        else None
+    )
     state = host.get_fact(
         PodState,
         software={
@@ -109,6 +135,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
                 f"{wanted.podforge_dir}/deploy/VERSION",
                 wanted.start_script,
                 f"{wanted.comfyui_dir}/extra_model_paths.yaml",
+                fitted_pattern(wanted.comfyui_dir),
                 f"{SUPERVISOR_CONF_DIR}/{PREFIX}*.conf",
                 f"{SYSTEMD_UNIT_DIR}/{PREFIX}*.service",
             ],
@@ -120,19 +147,22 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
             ],
         },
         models=[model.dest for model in plan.models],
-        # Whether the pod serves now; verify uses it when the deploy changes nothing.
-        serving={
-            "comfyui": [instance.model_dump(mode="json") for instance in plan.comfyui],
-            "r2sync": wanted.enable_r2_sync,
-            "log_dir": f"{wanted.workspace_dir}/logs",
-        }
-        if wanted.phase == "pod"
-        else None,
+        serving=serving,
     )
+    software = state["software"]
+    workflows = stamp(wanted.workflows_stamp, software["workflows"])
     return Pod(
         host=pod_host,
-        software=state["software"],
+        software={
+            **software,
+            "stack_stamp": stamp(wanted.stack_stamp, software["stack_stamp"]),
+            "workflows": installed_workflows(workflows, state["files"]["files"]),
+        },
         files=state["files"],
-        models={status["dest"]: status for status in state["models"]},
-        serving=state["serving"],
+        models={read["dest"]: stamps.status_of(read) for read in state["models"]},
+        serving=(
+            None
+            if serving is None
+            else judge(state["serving"], serving["comfyui"], serving["r2sync"])[0]
+        ),
     )

@@ -18,7 +18,7 @@ from facts.verify import PodServes
 from podforge.config import Settings
 from podforge.plan import Plan
 from podforge.services import env_paths
-from podforge.serving import serving_line
+from podforge.verify import serving_line
 from tasks.desired import Pod
 from tasks.streamed import run_streamed
 

@@ -13,7 +13,7 @@ from importlib import metadata
 import pytest
 
 from facts.pod import PodState, one_program
-from podforge import stamps
+from podforge import probes, serving, stamps
 from podforge.probes import (
     detached_head,
     digests,
@@ -24,6 +24,7 @@ from podforge.probes import (
     software,
     venv_distributions,
 )
+from podforge.serving import observe
 
 
 def git(path, *args):
@@ -155,21 +156,16 @@ def run_fact(software=None, files=None, models=(), serving=None):
 
 
 def run_models(dests: list[str]) -> list[dict]:
-    return run_fact(models=dests)["models"]
+    """The models' statuses as the deploy judges what the fact read (tasks/desired.py)."""
+    return [stamps.status_of(read) for read in run_fact(models=dests)["models"]]
 
 
 def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
     head = make_repo(tmp_path / "ComfyUI")
     stamp = tmp_path / "stack.json"
     stamp.write_text(json.dumps({"key": "k", "lock": {}}))
-    kept, edited = tmp_path / "kept.json", tmp_path / "edited.json"
-    kept.write_text("{}\n")
-    edited.write_text("{}\n")
-    written = hashlib.sha1(b"{}\n").hexdigest()
     workflows = tmp_path / "workflows.json"
-    recorded = {str(kept): written, str(edited): written, str(tmp_path / "gone.json"): written}
-    workflows.write_text(json.dumps({"request": "r", "files": recorded}))
-    edited.write_text('{"edited": true}\n')
+    workflows.write_text('{"request": "r", "files": {"/w/podforge-a.json": "\u00e9"}}')
     pins = {str(tmp_path / "ComfyUI"): "0" * 40, str(tmp_path / "none"): "1" * 40}
     result = run_fact(
         software={
@@ -183,15 +179,10 @@ def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
     assert result["repos"][str(tmp_path / "ComfyUI")]["head"] == head
     assert result["repos"][str(tmp_path / "none")] is None
     assert result["venv"]["pyinfra"] == metadata.version("pyinfra")
-    assert result["stack_stamp"] == {"key": "k", "lock": {}}
+    # Stamps come back as their text: the controller parses them (tasks/desired.py).
+    assert result["stack_stamp"] == stamp.read_text()
+    assert result["workflows"] == workflows.read_text()
     assert result["deployer"] is None and result["supervisord"] is False
-    # What each installed workflow was written as, and what it is now (edited, gone).
-    assert result["workflows"]["files"] == recorded
-    assert result["workflows"]["current"] == {
-        str(kept): written,
-        str(edited): hashlib.sha1(b'{"edited": true}\n').hexdigest(),
-        str(tmp_path / "gone.json"): None,
-    }
     assert "git" in result["debs"]  # this machine's dpkg, as the pod's is read
     assert result == software(
         pins,
@@ -200,6 +191,17 @@ def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
         str(tmp_path / "no-deployer"),
         str(workflows),
     )
+
+
+def test_the_probe_ships_no_json_and_passes_any_text_through_its_literals(tmp_path):
+    # Its answer is a Python literal and its wish one in its program: no import of json.
+    assert "json" not in one_program([probes, serving], "")
+    odd = tmp_path / "stack.json"
+    odd.write_bytes('{"k": "\\n \' \\" \u00e9 \U0001f600"}\n'.encode() + b"\xff")
+    software = {**NO_SOFTWARE, "stamp": str(odd), "repos": {str(tmp_path / "it's"): "0" * 40}}
+    result = run_fact(software=software)["software"]
+    assert result["stack_stamp"] == odd.read_bytes().decode("utf-8", "replace")
+    assert result["repos"] == {str(tmp_path / "it's"): None}
 
 
 def test_the_pod_state_fact_reads_the_deploys_files_in_its_one_command(tmp_path):
@@ -228,12 +230,10 @@ def test_the_pod_state_fact_asks_whether_the_pod_serves_only_when_told(tmp_path)
     port = free_port()  # nothing listens there
     instance = {"device": 0, "port": port, "args": ["--listen", "127.0.0.1", "--port", str(port)]}
     asked = {"comfyui": [instance], "r2sync": True, "log_dir": str(tmp_path)}
-    comfyui, r2sync = run_fact(serving=asked)["serving"]
-    assert comfyui.startswith(f"comfyui-0 (port {port}, not under supervisor): GET /system_stats")
-    assert (
-        r2sync
-        == f"r2sync is not under supervisor; last log lines: (no log at {tmp_path}/r2sync.log)"
-    )
+    seen = run_fact(serving=asked)["serving"]
+    assert seen == observe(**asked)
+    assert seen["manager"] == "supervisor" and seen["states"] == {}  # no supervisord here
+    assert seen["answers"] == [{"error": "[Errno 111] Connection refused"}]
     assert run_fact()["serving"] is None
 
 
@@ -334,20 +334,27 @@ def test_the_probes_own_patterns_match_as_glob_does(tmp_path):
             matching(unsupported)
 
 
-def test_missing_unstamped_stamped_and_changed_files(tmp_path):
-    missing, unstamped, stamped, changed = (str(tmp_path / n) for n in "abcd")
-    for path in (unstamped, stamped, changed):
+def test_missing_unstamped_stamped_changed_and_garbled_files(tmp_path):
+    missing, unstamped, stamped, changed, garbled = (str(tmp_path / n) for n in "abcde")
+    for path in (unstamped, stamped, changed, garbled):
         with open(path, "wb") as out:
             out.write(b"x" * 10)
     stamps.write_stamp(stamped, "f" * 64)
     stamps.write_stamp(changed, "e" * 64)
     with open(changed, "ab") as out:
         out.write(b"more")
-    statuses = {s["dest"]: s for s in run_models([missing, unstamped, stamped, changed])}
+    stamps.write_stamp(garbled, "d" * 64)
+    with open(stamps.stamp_path(garbled), "w") as out:
+        out.write('{"size": 10, "mt')  # cut short, as by a full disk
+    dests = [missing, unstamped, stamped, changed, garbled]
+    statuses = {s["dest"]: s for s in run_models(dests)}
     assert statuses[missing] == {"dest": missing, "size": None, "sha256": None}
     assert statuses[unstamped]["sha256"] is None
     assert statuses[stamped] == {"dest": stamped, "size": 10, "sha256": "f" * 64}
     assert statuses[changed] == {"dest": changed, "size": 14, "sha256": None}
+    assert statuses[garbled] == {"dest": garbled, "size": 10, "sha256": None}
+    # The deploy judges what the probe read as the fetcher judges the file on the pod.
+    assert statuses == {dest: stamps.file_status(dest) for dest in dests}
     assert stamps.is_current(statuses[stamped], 10, "f" * 64)
     assert not stamps.is_current(statuses[stamped], 11, None)
     assert not stamps.is_current(statuses[stamped], None, "0" * 64)
@@ -375,7 +382,7 @@ def test_the_pods_python_path_and_site_cannot_reach_the_probe(tmp_path, monkeypa
     # neither may shadow a module the probe imports or break its one command.
     shadow = tmp_path / "shadow"
     shadow.mkdir()
-    (shadow / "json.py").write_text("raise SystemExit('shadowed json imported')\n")
+    (shadow / "pyexpat.py").write_text("raise SystemExit('shadowed pyexpat imported')\n")
     (shadow / "sitecustomize.py").write_text("raise SystemExit('sitecustomize ran')\n")
     monkeypatch.setenv("PYTHONPATH", str(shadow))
     dest = tmp_path / "model.safetensors"
@@ -384,8 +391,6 @@ def test_the_pods_python_path_and_site_cannot_reach_the_probe(tmp_path, monkeypa
 
 
 def test_digests_without_cpythons_own_sha1_come_from_hashlib(tmp_path):
-    from podforge import probes
-
     (tmp_path / "a.env").write_text("A=1\n")
     program = one_program([probes], f"print(digests([{str(tmp_path / 'a.env')!r}], [])['files'])")
     blocked = "import sys\nsys.modules['_sha1'] = None  # as on a Python built without it\n"

@@ -70,5 +70,5 @@ def test_dry_deploy_with_openmmlab_plans_the_source_build(fake_gpu_path, tmp_pat
         models=[],
     )
     found = subprocess.run(["sh", "-c", probe], env=env, capture_output=True, text=True)
-    has_nvcc = json.loads(found.stdout)["software"]["nvcc"] is not None
+    has_nvcc = PodState().process(found.stdout.splitlines())["software"]["nvcc"] is not None
     assert ("CUDA toolkit 12.4 (nvcc, for source builds)" in text) is not has_nvcc

@@ -1,7 +1,8 @@
-"""podforge/serving.py against real servers: a supervisord (PyPI's, as Debian's 4.2 on the
-pods) asked over its XML-RPC socket, and an HTTP server answering like ComfyUI's
-/system_stats. systemd cannot run as PID 1 here: on that side a stand-in systemctl replays
-what the real one prints, and this machine's real systemctl gives the "not booted" failure."""
+"""podforge/serving.py (what the pod shows) and verify's judge of it against real servers: a
+supervisord (PyPI's, as Debian's 4.2 on the pods) asked over its XML-RPC socket, and an HTTP
+server answering like ComfyUI's /system_stats. systemd cannot run as PID 1 here: on that side
+a stand-in systemctl replays what the real one prints, and this machine's real systemctl gives
+the "not booted" failure. The judge alone is checked with plain tables."""
 
 from __future__ import annotations
 
@@ -19,15 +20,17 @@ import pytest
 from conftest import free_port, start_listening
 from podforge import services
 from podforge.serving import (
+    LOG_TAIL_BYTES,
     SYSTEMD_UNIT,
-    comfyui_problem,
-    get_json,
+    get,
     init_system,
+    log_tail,
+    observe,
     program_states,
-    serving_problems,
     unit_states,
     xmlrpc_structs,
 )
+from podforge.verify import judge, serving_problems
 
 BIN = Path(sys.executable).parent
 LISTEN = "127.0.0.1"
@@ -133,6 +136,11 @@ def test_a_serving_pod_has_no_problem_and_a_stopped_program_is_named(supervisor)
         return serving_problems([instance(port)], True, str(logs), 0, supervisor_socket=sock)
 
     assert problems() == []
+    seen = observe([instance(port)], True, str(logs), supervisor_socket=sock)
+    assert seen["states"] == {"comfyui-0": "RUNNING", "r2sync": "RUNNING", "quitter": "FATAL"}
+    (answer,) = seen["answers"]
+    assert json.loads(answer["body"])["system"]["argv"][1:] == instance(port)["args"]
+    assert set(seen["logs"]) == {"comfyui-0", "r2sync"}
     subprocess.run([*control, "stop", "r2sync"], check=True, capture_output=True)
     (problem,) = problems()
     assert problem.startswith("r2sync is STOPPED; last log lines: ")
@@ -144,20 +152,156 @@ def test_a_serving_pod_has_no_problem_and_a_stopped_program_is_named(supervisor)
 
 def test_comfyui_answers_with_the_plans_flags_or_is_named(tmp_path):
     port, other = free_port(), free_port()
+    nowhere = str(tmp_path / "no-supervisor.sock")
+
+    def problems() -> list[str]:
+        return serving_problems([instance(port)], False, str(tmp_path), 0, nowhere)
+
     server = start_listening(comfyui_standin(tmp_path / "www", port, argv_port=other).split(), port)
     try:
-        assert get_json(LISTEN, port, "/system_stats")["system"]["argv"][-1] == str(other)
-        assert comfyui_problem(instance(port), deadline=0) == (
-            f"runs with '--listen {LISTEN} --port {other}', "
-            f"the plan says '--listen {LISTEN} --port {port}'"
-        )
+        assert json.loads(get(LISTEN, port, "/system_stats"))["system"]["argv"][-1] == str(other)
+        assert problems() == [
+            f"comfyui-0 (port {port}, not under supervisor): runs with"
+            f" '--listen {LISTEN} --port {other}', the plan says '--listen {LISTEN} --port {port}';"
+            f" last log lines: (no log at {tmp_path}/comfyui-0.log)"
+        ]
         with pytest.raises(OSError, match="404"):
-            get_json(LISTEN, port, "/nothing")
+            get(LISTEN, port, "/nothing")
     finally:
         server.kill()
         server.wait()
-    problem = comfyui_problem(instance(port), deadline=0)
-    assert problem is not None and problem.startswith("GET /system_stats failed: ")
+    (problem,) = problems()
+    assert problem.startswith(
+        f"comfyui-0 (port {port}, not under supervisor): GET /system_stats failed: "
+    )
+
+
+def test_a_comfyui_still_loading_is_waited_for(tmp_path):
+    # It answers 2 s after the check starts: a timeout waits for it, none judges it now.
+    port = free_port()
+    nowhere = str(tmp_path / "no-supervisor.sock")
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "system_stats").write_text(
+        json.dumps({"system": {"argv": ["main.py", "--listen", LISTEN, "--port", str(port)]}})
+    )
+    late = subprocess.Popen(
+        ["sh", "-c", f"sleep 2; exec {comfyui_standin(tmp_path / 'www', port)}"]
+    )
+    try:
+        assert serving_problems([instance(port)], False, str(tmp_path), 0, nowhere) != []
+        assert serving_problems([instance(port)], False, str(tmp_path), 30, nowhere) == []
+    finally:
+        late.kill()
+        late.wait()
+
+
+STATS = json.dumps({"system": {"argv": ["main.py", "--port", "8188"], "python_version": "3.11"}})
+LOGS = {"comfyui-0": "loaded", "r2sync": "synced"}
+
+
+@pytest.mark.parametrize(
+    ("states", "answer", "r2sync", "problems", "pending"),
+    [
+        # Serves.
+        ({"comfyui-0": "RUNNING", "r2sync": "RUNNING"}, {"body": STATS}, True, [], False),
+        # Not under supervisor at all (started by hand): its answer is what counts.
+        ({}, {"body": STATS}, False, [], False),
+        # Loading: not answering yet, or answering before startsecs.
+        (
+            {"comfyui-0": "STARTING"},
+            {"error": "[Errno 111] Connection refused"},
+            False,
+            [
+                "comfyui-0 (port 8188, STARTING): GET /system_stats failed:"
+                " [Errno 111] Connection refused; last log lines: loaded"
+            ],
+            True,
+        ),
+        (
+            {"comfyui-0": "STARTING"},
+            {"body": STATS},
+            False,
+            [
+                "comfyui-0 (port 8188, STARTING): supervisor reports STARTING;"
+                " last log lines: loaded"
+            ],
+            True,
+        ),
+        # Other flags than the plan's: final.
+        (
+            {"comfyui-0": "RUNNING"},
+            {"body": STATS.replace("8188", "8189")},
+            False,
+            [
+                "comfyui-0 (port 8188, RUNNING): runs with '--port 8189', the plan says"
+                " '--port 8188'; last log lines: loaded"
+            ],
+            False,
+        ),
+        # An answer that is not ComfyUI's.
+        (
+            {"comfyui-0": "RUNNING"},
+            {"body": "<html>"},
+            False,
+            [
+                "comfyui-0 (port 8188, RUNNING): GET /system_stats failed: Expecting value:"
+                " line 1 column 1 (char 0); last log lines: loaded"
+            ],
+            True,
+        ),
+        # r2sync: given up (final), restarting (may pass), absent.
+        (
+            {"comfyui-0": "RUNNING", "r2sync": "FATAL"},
+            {"body": STATS},
+            True,
+            ["r2sync is FATAL; last log lines: synced"],
+            False,
+        ),
+        (
+            {"comfyui-0": "RUNNING", "r2sync": "BACKOFF"},
+            {"body": STATS},
+            True,
+            ["r2sync is BACKOFF; last log lines: synced"],
+            True,
+        ),
+        (
+            {"comfyui-0": "RUNNING"},
+            {"body": STATS},
+            True,
+            ["r2sync is not under supervisor; last log lines: synced"],
+            False,
+        ),
+    ],
+)
+def test_judge_reads_what_observe_saw(states, answer, r2sync, problems, pending):
+    seen = {"manager": "supervisor", "where": "supervisord at /s", "states": states}
+    seen |= {"answers": [answer], "logs": LOGS}
+    plan = [{"device": 0, "port": 8188, "args": ["--port", "8188"]}]
+    assert judge(seen, plan, r2sync) == (problems, pending)
+
+
+def test_judge_of_a_manager_that_does_not_answer_and_of_systemd():
+    seen = {"manager": "systemd", "where": "systemctl", "answers": [], "logs": LOGS}
+    assert judge({**seen, "states": "systemctl show failed: 1"}, [], True) == (
+        ["systemctl does not answer: systemctl show failed: 1"],
+        False,
+    )
+    assert judge({**seen, "states": {"r2sync": "active/running"}}, [], True) == ([], False)
+    assert judge({**seen, "states": {"r2sync": "activating/auto-restart"}}, [], True) == (
+        ["r2sync is activating/auto-restart; last log lines: synced"],
+        True,
+    )
+
+
+def test_log_tail_reads_the_end_of_a_big_log(tmp_path):
+    log = tmp_path / "comfyui-0.log"
+    log.write_text("x" * (3 * LOG_TAIL_BYTES) + "\n" + "".join(f"line {i}\n" for i in range(9)))
+    assert log_tail(str(tmp_path), "comfyui-0") == "line 4 | line 5 | line 6 | line 7 | line 8"
+    log.write_text("y" * (2 * LOG_TAIL_BYTES))  # one line, longer than the tail read
+    assert log_tail(str(tmp_path), "comfyui-0") == "(log empty)"
+    log.write_text("")
+    assert log_tail(str(tmp_path), "comfyui-0") == "(log empty)"
+    assert log_tail(str(tmp_path), "r2sync") == f"(no log at {tmp_path}/r2sync.log)"
 
 
 def test_a_supervisord_that_refuses_the_call_is_named_not_taken_for_none(tmp_path):

@@ -325,7 +325,12 @@ def test_a_feature_whose_example_node_is_not_listed_is_refused():
 
 def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_path, capsys):
     from podforge.cli import main
-    from podforge.probes import installed_workflows
+    from podforge.probes import digests
+
+    def installed() -> dict:
+        """The stamp and the fitted files' digests, judged as the deploy judges them."""
+        fitted = digests([workflows.fitted_pattern(settings.comfyui_dir)], [])["files"]
+        return workflows.installed_workflows(json.loads(stamp.read_text()), fitted)
 
     settings, plan = steadydancer_plan(str(tmp_path / "ComfyUI"))
     request = workflows.install_request(settings, plan)
@@ -345,7 +350,7 @@ def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_p
     assert {r.path.split("/", 1)[1] for r in workflows.references(fitted)} == set(
         wanted["files"].values()
     )
-    state = installed_workflows(str(stamp))
+    state = installed()
     assert state["files"] == state["current"] and list(state["files"]) == [wanted["dest"]]
     assert state["request"] == hashlib.sha256(request_file.read_bytes()).hexdigest()
 
@@ -354,7 +359,7 @@ def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_p
     assert main(argv) == 0
     assert f"removed {wanted['dest']}" in capsys.readouterr().out
     assert not Path(wanted["dest"]).exists()
-    assert installed_workflows(str(stamp))["files"] == {}
+    assert installed()["files"] == {}
 
     # An example that is not there (the node not checked out): one line naming it.
     example.unlink()
@@ -363,3 +368,29 @@ def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_p
     assert f"workflows: FAILED steadydancer: its upstream example {example}" in (
         capsys.readouterr().out
     )
+
+
+def test_fitted_workflows_are_named_apart_from_the_users_own():
+    with pytest.raises(ValueError, match="mine.json: fitted workflows are named podforge-\\*.json"):
+        workflows.FeatureWorkflow(node="n", example="e.json", name="mine.json")
+    pattern = workflows.fitted_pattern("/workspace/ComfyUI")
+    assert pattern == "/workspace/ComfyUI/user/default/workflows/podforge-*.json"
+
+
+def test_installed_workflows_compare_as_written_with_now():
+    stamp = {
+        "request": "r",
+        "files": {"/w/podforge-kept.json": "a", "/w/podforge-edited.json": "b"},
+    }
+    stamp["files"]["/w/podforge-gone.json"] = "c"
+    now = {"/w/podforge-kept.json": {"sha1": "a", "mode": "644"}}
+    now["/w/podforge-edited.json"] = {"sha1": "e", "mode": "644"}
+    assert workflows.installed_workflows(stamp, now) == {
+        **stamp,
+        "current": {
+            "/w/podforge-kept.json": "a",
+            "/w/podforge-edited.json": "e",
+            "/w/podforge-gone.json": None,
+        },
+    }
+    assert workflows.installed_workflows(None, now) is None
