@@ -121,30 +121,20 @@ def executable(path: str) -> bool:
 
 
 def venv_distributions(venv: str) -> dict[str, str] | None:
-    """name -> version of every distribution in the venv; None when there is no venv."""
+    """name -> version of every distribution in the venv; None when there is no venv.
+
+    Read from the names of the .dist-info directories ("{name}-{version}", both normalized,
+    as PyPA's "Recording installed projects" fixes them), not from each METADATA file: 150
+    files opened and read were ~2 ms of every probe. Names come as the wheel spelled them
+    (``typing_extensions``): compare them canonicalized."""
     if not os.path.exists(os.path.join(venv, "bin", "python")):
         return None
     found = {}
-    infos = [
-        info
-        for python in entries(os.path.join(venv, "lib"), "python")
-        for info in entries(os.path.join(python, "site-packages"), suffix=".dist-info")
-    ]
-    for info in infos:
-        metadata = os.path.join(info, "METADATA")
-        if not os.path.isfile(metadata):
-            continue
-        name = version = None
-        with open(metadata, encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                if line.startswith("Name: "):
-                    name = line[6:].strip()
-                elif line.startswith("Version: "):
-                    version = line[9:].strip()
-                if (name and version) or line == "\n":
-                    break
-        if name and version:
-            found[name] = version
+    for python in entries(os.path.join(venv, "lib"), "python"):
+        for info in entries(os.path.join(python, "site-packages"), suffix=".dist-info"):
+            if os.path.isfile(os.path.join(info, "METADATA")):  # half-removed ones are not
+                name, _, version = os.path.basename(info)[: -len(".dist-info")].partition("-")
+                found[name] = version
     return found
 
 
