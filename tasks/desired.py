@@ -98,13 +98,15 @@ def stamp(path: str, text: str | None) -> dict[str, Any] | None:
     """A stamp the pod-state fact read (None: there is none), parsed."""
     if text is None:
         return None
+    fix = "delete it and deploy again (the deploy writes it anew)"
     try:
-        return dict(json.loads(text))
+        parsed = json.loads(text)
     except ValueError as error:
-        raise DeployError(
-            f"{host.name}: {path} is not a JSON object ({error}): delete it and deploy again"
-            " (the deploy writes it anew)"
-        ) from None
+        raise DeployError(f"{host.name}: {path} is not a JSON object ({error}): {fix}") from None
+    if not isinstance(parsed, dict):
+        kind = type(parsed).__name__
+        raise DeployError(f"{host.name}: {path} is not a JSON object (a {kind}): {fix}")
+    return parsed
 
 
 def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:

@@ -408,3 +408,23 @@ def test_digests_without_cpythons_own_sha1_come_from_hashlib(tmp_path):
     sha1 = hashlib.sha1(b"A=1\n").hexdigest()
     assert ran.stdout == f"{{{str(tmp_path / 'a.env')!r}: {{'sha1': {sha1!r}, 'mode': '644'}}}}\n"
     assert ran.stderr == ""
+
+
+def test_the_deploy_parses_the_stamps_the_probe_read_and_names_a_garbled_one():
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.exceptions import DeployError
+    from pyinfra.context import ctx_host, ctx_state
+
+    from tasks.desired import stamp
+
+    inventory = Inventory((["@local"], {}))
+    with ctx_state.use(State(inventory, Config())), ctx_host.use(inventory.get_host("@local")):
+        assert stamp("/opt/podforge/stack.json", '{"key": "k"}\n') == {"key": "k"}
+        assert stamp("/opt/podforge/stack.json", None) is None
+        with pytest.raises(DeployError) as refused:
+            stamp("/opt/podforge/stack.json", '{"key": "k", "lo')  # cut short by a full disk
+    assert str(refused.value).startswith("@local: /opt/podforge/stack.json is not a JSON object")
+    assert str(refused.value).endswith("delete it and deploy again (the deploy writes it anew)")
+    with ctx_state.use(State(inventory, Config())), ctx_host.use(inventory.get_host("@local")):
+        with pytest.raises(DeployError, match=r"stack.json is not a JSON object \(a list\)"):
+            stamp("/opt/podforge/stack.json", "[1]")
