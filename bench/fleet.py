@@ -1,6 +1,6 @@
 """One pod vs ten: fresh deploy and no-op rerun, in the same run. Prints figures and ratios.
 
-    .venv/bin/python -m bench.fleet [--file-mib 2] [--throttle-kib 8] [--rtt-ms 50] [--rounds 5]
+    .venv/bin/python -m bench.fleet [--file-mib 2] [--throttle-kib 8] [--rtt-ms 50] [--rounds 9]
 
 One sandbox of 11 pods: pod 0 is "the fleet of one", pods 1-10 the fleet of ten, deployed
 through fleet.rollout's runner (one pyinfra run each, as `python -m fleet rollout` does).
@@ -14,6 +14,8 @@ The no-op is also measured without the delay (SSH straight over loopback), where
 bound by the 2 cores alone; both ratios are printed. Beside each, the floor: a deploy of as
 many remote commands as podforge's no-op runs, each `true` (connect, the same round trips,
 sshd and a shell per command, no podforge), so the figures say what podforge itself adds.
+The no-op and floor rounds of both fleets take turns, so a drift in this machine's load
+(the fresh fleet's services settling, say) falls on all of them alike.
 Targets: 10-pod no-op <= 1.5x the 1-pod no-op; 10-pod fresh <= 2x the 1-pod fresh.
 Controller CPU: this process's user+system seconds (pyinfra, facts, the plan), per pod.
 """
@@ -121,7 +123,7 @@ def main() -> None:
     parser.add_argument("--file-mib", type=float, default=2.0, help="size of each model file")
     parser.add_argument("--throttle-kib", type=int, default=8, help="KiB/s per connection")
     parser.add_argument("--rtt-ms", type=float, default=50, help="SSH round trip to each pod")
-    parser.add_argument("--rounds", type=int, default=5, help="no-op reruns per fleet size")
+    parser.add_argument("--rounds", type=int, default=9, help="no-op reruns per fleet size")
     args = parser.parse_args()
     gpus = [GPUS[i % len(GPUS)] for i in range(11)]
     size = int(args.file_mib * 2**20)
@@ -149,16 +151,8 @@ def main() -> None:
             assert runs[0].changed == 0, runs  # the floor copies a no-op's command count
             with tempfile.TemporaryDirectory(prefix="podforge-floor-") as floor:
                 Path(floor, "deploy.py").write_text(FLOOR_DEPLOY.format(commands=counted["n"]))
-                for label, pods in fleets:
-                    figures[label, "noop"] = _noops(label, pods, relay_port, args.rounds)
-                    figures[label, "floor"] = _noops(
-                        label, pods, relay_port, args.rounds, Path(floor), counted["n"]
-                    )
-                for label, pods in fleets:
-                    figures[label, "noop-loopback"] = _noops(label, pods, None, args.rounds)
-                    figures[label, "floor-loopback"] = _noops(
-                        label, pods, None, args.rounds, Path(floor), counted["n"]
-                    )
+                for port in (relay_port, None):
+                    figures |= _noops(fleets, port, args.rounds, Path(floor), counted["n"])
         for kind, target in (("fresh", 2.0), ("noop", 1.5), ("noop-loopback", 1.5)):
             ratio = figures["10 pods", kind] / figures["1 pod", kind]
             print(f"10 pods / 1 pod, {kind}: {ratio:.2f}x (target <= {target}x)")
@@ -168,29 +162,45 @@ def main() -> None:
 
 
 def _noops(
-    label: str,
-    pods: list[str],
+    fleets: tuple[tuple[str, list[str]], ...],
     ssh_port: int | None,
     rounds: int,
-    floor: Path | None = None,
-    commands: int = 0,
-) -> float:
-    """Median wall time of ``rounds`` no-op deploys (``floor``: that dir's deploy.py of
-    ``commands`` empty commands instead of podforge's); prints it with the controller's CPU."""
-    walls, cpus = [], []
+    floor: Path,
+    commands: int,
+) -> dict[tuple[str, str], float]:
+    """Median wall time of ``rounds`` no-op deploys of each fleet, and of as many floors
+    (``floor``: that dir's deploy.py of ``commands`` empty commands instead of podforge's).
+    Rounds take turns (1 pod, 10 pods, each no-op then floor), so a drift in this machine's
+    load falls on all of them alike. Prints each with the controller's CPU, and the spread of
+    the rounds' own 10 pods / 1 pod ratios."""
+    suffix = "" if ssh_port is not None else "-loopback"
+    kinds = ((f"noop{suffix}", REPO), (f"floor{suffix}", floor))
+    walls: dict[tuple[str, str], list[float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
     for _ in range(rounds):
-        wall, cpu, runs = _deploy(pods, ssh_port, floor or REPO)
-        assert all(run.changed == 0 for run in runs), runs
-        walls.append(wall)
-        cpus.append(cpu / len(pods))
+        for label, pods in fleets:
+            for kind, cwd in kinds:
+                wall, cpu, runs = _deploy(pods, ssh_port, cwd)
+                assert all(run.changed == 0 for run in runs), runs
+                walls.setdefault((label, kind), []).append(wall)
+                cpus.setdefault((label, kind), []).append(cpu / len(pods))
     path = "through the relay" if ssh_port is not None else "over loopback, no delay"
-    what = f"floor ({commands} x `true`, no podforge)" if floor else "no-op deploy"
-    print(
-        f"{label}: {what} {statistics.median(walls):.2f} s ({path}, median of {rounds}), "
-        f"controller CPU {statistics.median(cpus):.2f} s per pod "
-        f"(all pods share this machine's {os.cpu_count()} cores)"
-    )
-    return statistics.median(walls)
+    for (label, kind), times in walls.items():
+        what = (
+            f"floor ({commands} x `true`, no podforge)"
+            if kind.startswith("floor")
+            else "no-op deploy"
+        )
+        print(
+            f"{label}: {what} {statistics.median(times):.2f} s ({path}, median of {rounds}), "
+            f"controller CPU {statistics.median(cpus[label, kind]):.2f} s per pod "
+            f"(all pods share this machine's {os.cpu_count()} cores)"
+        )
+    (one, _), (ten, _) = fleets
+    for kind, _ in kinds:
+        ratios = [t / o for o, t in zip(walls[one, kind], walls[ten, kind], strict=True)]
+        print(f"{kind}: each round's 10 pods / 1 pod: {min(ratios):.2f}-{max(ratios):.2f}x")
+    return {key: statistics.median(times) for key, times in walls.items()}
 
 
 if __name__ == "__main__":
