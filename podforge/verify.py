@@ -58,13 +58,13 @@ def judge(
     problems, pending = [], False
     for instance, answer in zip(comfyui, seen["answers"], strict=True):
         program = f"comfyui-{instance['device']}"
-        cause, answering = _comfyui_cause(answer, instance["args"])
+        cause, may_pass = _comfyui_cause(answer, instance["args"])
         state = states.get(program)
         # Under its manager it must also have stayed up (RUNNING after startsecs, not STARTING).
         if cause is None and state not in (None, RUNNING[manager]):
             cause = f"{manager} reports {state}"
         if cause:
-            pending = pending or answering or _starting(state)
+            pending = pending or may_pass or _starting(state)
             problems.append(
                 f"{program} (port {instance['port']}, {state or f'not under {manager}'}):"
                 f" {cause}; last log lines: {seen['logs'][program]}"
