@@ -156,7 +156,7 @@ def file_text(path: str) -> str | None:
 
 def file_with_stamp(dest: str, stamp: str) -> dict[str, Any]:
     """{dest, size and mtime_ns (None: no file), stamp: the text of its verification stamp
-    (None: none)}: what stamps.status judges."""
+    (None: none)}: what stamps.status_of judges."""
     try:
         info = os.stat(dest)
     except FileNotFoundError:
