@@ -28,13 +28,14 @@ settings = desired.settings()
 host_facts = desired.pod_host(settings)
 plan = desired.plan(settings, host_facts)
 pod = desired.pod(settings, plan, host_facts)
+lock = desired.stack_lock(settings, plan, pod)
 report.track_plan(plan)
 
-if preflight.passes(settings, plan, pod):
+if preflight.passes(settings, plan, pod, lock):
     system.install(settings, plan, pod)
-    python_stack.install_tools(settings, plan, pod)
+    python_stack.install_uv(settings, plan, pod)
     comfyui.install(settings, plan, pod)
-    python_stack.install_environment(settings, plan, pod)
+    python_stack.install_environment(settings, plan, pod, lock)
     report.track_fetch(models.install(settings, plan, pod))
     workflows.install(settings, plan, pod)
     services.install(settings, plan, pod)

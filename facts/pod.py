@@ -140,7 +140,7 @@ _PROGRAM = one_program(
 
 class PodState(FactBase[dict[str, Any]]):
     """
-    ``software``: probes.software's arguments (repos, venv, stamp, deployer, workflows);
+    ``software``: probes.software's arguments (repos, venv, deployer, workflows);
     ``files``: probes.digests' (patterns, dirs); ``models``: the wanted model files;
     ``serving``: serving.observe's (comfyui, r2sync, log_dir), or None: not asked.
 
@@ -153,7 +153,6 @@ class PodState(FactBase[dict[str, Any]]):
                       "/workspace/ComfyUI/custom_nodes/ComfyUI-GGUF": None},
             "venv": {"torch": "2.5.1", "podforge": "0.1.0+g1a2b3c4d5e6f", ...},  # None: none
             "deployer": {"pyinfra": "3.10.0", ...},  # the boot phase's venv, or None
-            "stack_stamp": '{"key": "...", "lock": {...}, ...}',  # its text, or None
             "workflows": '{"request": "<sha256>", "files": {...}}',  # its text, or None
             "nvcc": "/usr/local/cuda/bin/nvcc",  # or None
             "supervisord": True,  # Debian's supervisord (its pidfile) is running

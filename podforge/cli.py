@@ -15,6 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from podforge.stacks import DEFAULT_STACK, STACK_PROFILES
+
 
 def _plan(args: argparse.Namespace) -> int:
     # Imported here: pydantic costs about 0.2 s at start that `fetch` should not pay.
@@ -91,37 +93,17 @@ def _stack(args: argparse.Namespace) -> int:
     return stack_cli.main(args)
 
 
-def _python_version(text: str) -> tuple[int, int]:
-    major, minor = text.split(".")[:2]
-    return int(major), int(minor)
-
-
 def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
-    stack = verbs.add_parser("stack", help="resolve (check) or install the pinned environment")
+    stack = verbs.add_parser("stack", help="lock (or just check) the pinned environment")
     stack_verbs = stack.add_subparsers(dest="stack_verb", required=True)
+    lock = stack_verbs.add_parser("lock", help="resolve with uv and write locks/PROFILE.txt")
     check = stack_verbs.add_parser("check", help="does the whole environment resolve?")
-    check.add_argument("dirs", nargs="*", help="checkouts whose requirements.txt to include")
-    check.add_argument("--request", help="a stack request file (what the deploy writes)")
-    check.add_argument("--profile", default="torch25-cu124", help="stack profile")
     check.add_argument(
-        "--python-version",
-        type=_python_version,
-        default=sys.version_info[:2],
-        help="the pod's Python, X.Y (default: this one)",
+        "dirs", nargs="*", help="checkouts whose requirements.txt to resolve (default: the pins')"
     )
-    check.add_argument(
-        "--without-flash-attn", action="store_true", help="leave the release wheel out"
-    )
-    check.add_argument(
-        "--without-torch-index",
-        action="store_true",
-        help="take the torch family from PyPI, not the profile's own index",
-    )
-    check.set_defaults(run=_stack)
-    install = stack_verbs.add_parser("install", help="check, then install (the deploy runs this)")
-    install.add_argument("--request", required=True, help="the stack request file")
-    install.add_argument("--stamp", required=True, help="where to record what was installed")
-    install.set_defaults(run=_stack)
+    for parser in (lock, check):
+        parser.add_argument("--profile", default=DEFAULT_STACK, choices=sorted(STACK_PROFILES))
+        parser.set_defaults(run=_stack)
 
 
 def _workflows(args: argparse.Namespace) -> int:

@@ -111,11 +111,11 @@ class Settings(BaseModel):
 
     # Python stack
     stack_profile: StackProfileName = "auto"
-    install_python_stack: bool = True
+    # uv's cache, on the volume: a re-provisioned pod, a second venv or the boot phase
+    # installs the lock from it in seconds (hardlinks, when on the venv's filesystem).
+    uv_cache_dir: str = "/workspace/.cache/uv"
     # Where flash-attn's release wheels are downloaded from (GitHub, or a mirror of it).
     flash_attn_mirror: str = FLASH_ATTN_MIRROR
-    # Wheels built from source (mmcv) are kept here, on the volume, for the next pod.
-    wheelhouse_dir: str = "/workspace/wheelhouse"
 
     # Models
     custom_models: list[CustomModel] = Field(default_factory=list)
@@ -150,11 +150,6 @@ class Settings(BaseModel):
         pins = [*self.custom_nodes, *brought]
         nodes = {posixpath.join(nodes_dir, node.name): node for node in pins}
         return {self.comfyui_dir: self.comfyui_repo, **nodes}
-
-    @property
-    def stack_stamp(self) -> str:
-        """What `podforge stack install` last installed (its request's key and lock)."""
-        return f"{self.podforge_dir}/stack.json"
 
     @property
     def workflows_stamp(self) -> str:

@@ -1,14 +1,14 @@
 """The image build's stack layer (docker/Dockerfile): system packages, ComfyUI and its nodes
-at their pins, and the Python environment, installed from their inputs alone.
+at their pins, and the committed stack lock, installed from their inputs alone.
 
 A Dockerfile RUN runs again whenever a file copied before it changed. The stack (the torch
 family, ComfyUI's and every node's requirements: most of a build) depends on a few settings,
-the pins and the stack's own modules, not on the rest of podforge. So a build stage of its
-own writes those inputs (``inputs``: the whole repo, settings from the build arguments), the
-image copies only them, and ``install`` installs from them: an unchanged stack is an
-unchanged copy, and its layer comes from the build cache. The deploy that runs next finds the
-packages, the checkouts at their pins and the stack's stamp as they should be, and changes
-nothing there.
+the pins and the lock, not on the rest of podforge. So a build stage of its own writes those
+inputs (``inputs``: the whole repo, settings from the build arguments; the lock's text is in
+them, so the layer's cache key is the lock), the image copies only them, and ``install``
+installs from them: an unchanged stack is an unchanged copy, and its layer comes from the
+build cache. The deploy that runs next finds the packages, the checkouts at their pins and
+the lock installed, and adds podforge's own wheel (it changes with the code) beside it.
 
     python -m podforge.image inputs DIR                        # a stage with the whole repo
     PYTHONPATH=DIR/tools python -m podforge.image install DIR  # the stack layer
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -29,24 +30,16 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from podforge import stack_cli
-from podforge.environment import StackRequest
 from podforge.probes import installed_debs
 
 if TYPE_CHECKING:
     from podforge.config import Settings
     from podforge.plan import Plan
 
+REPO = Path(__file__).resolve().parent.parent
 INPUTS_FILE = "stack-inputs.json"
 # What the stack layer runs with, copied beside the inputs (tools/podforge/).
-STACK_MODULES = (
-    "__init__.py",
-    "environment.py",
-    "image.py",
-    "probes.py",
-    "stack_cli.py",
-    "stacks.py",
-)
+STACK_MODULES = ("__init__.py", "image.py", "probes.py")
 
 
 class Checkout(BaseModel):
@@ -65,9 +58,10 @@ class StackInputs(BaseModel):
     debs: list[str]
     checkouts: list[Checkout]
     venv: str
-    request: StackRequest | None  # None: install_python_stack is off
-    request_file: str
-    stamp: str
+    uv: str  # the uv requirement, installed into the venv with its pip
+    sync_file: str
+    sync: str  # the lock and flash-attn's release wheel (podforge/lock.sync_text)
+    commands: list[str]  # podforge/lock.sync_commands
 
 
 class ImageError(RuntimeError):
@@ -75,9 +69,46 @@ class ImageError(RuntimeError):
 
 
 def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
-    from podforge.environment import stack_request
-    from podforge.stacks import SYSTEM_PACKAGES
+    """What the stack layer installs; ImageError when the committed lock cannot be used."""
+    from podforge.lock import (
+        LockError,
+        changes,
+        for_pod,
+        lock_file,
+        lock_inputs,
+        lock_pins,
+        read_header,
+        release_wheel,
+        sync_commands,
+        sync_text,
+    )
+    from podforge.stacks import STACK_PROFILES, SYSTEM_PACKAGES, UV
+    from podforge.upstream import UpstreamError, requirement_texts
 
+    profile = STACK_PROFILES[plan.python_stack.profile]
+    path = REPO / lock_file(profile.name)
+    if not path.is_file():
+        raise ImageError(f"{lock_file(profile.name)} is missing: run `podforge stack lock`")
+    text = path.read_text()
+    try:
+        locked = read_header(text, lock_file(profile.name))
+        today = lock_inputs(profile, requirement_texts(lock_pins(settings)))
+    except (LockError, UpstreamError) as error:
+        raise ImageError(str(error)) from None
+    if locked.digest() != today.digest():
+        raise ImageError(
+            f"the stack lock {lock_file(profile.name)} is stale"
+            f" ({'; '.join(changes(locked, today))}): run `podforge stack lock`"
+        )
+    python = sys.version_info[:3]
+    installed = {entry.name: entry.version for entry in for_pod(text, python, platform.machine())}
+    beside = []
+    if plan.python_stack.flash_attn_wheel:
+        line, installed["flash-attn"] = release_wheel(
+            "flash-attn", plan.python_stack.flash_attn_wheel
+        )
+        beside.append(line)
+    sync_file = f"{settings.podforge_dir}/stack-sync.txt"
     return StackInputs(
         debs=list(SYSTEM_PACKAGES),
         checkouts=[
@@ -85,9 +116,10 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
             for dest, pin in settings.checkouts().items()
         ],
         venv=settings.venv_dir,
-        request=stack_request(settings, plan) if settings.install_python_stack else None,
-        request_file=f"{settings.podforge_dir}/stack-request.json",
-        stamp=settings.stack_stamp,
+        uv=UV,
+        sync_file=sync_file,
+        sync=sync_text(text, beside),
+        commands=sync_commands(settings.venv_dir, settings.uv_cache_dir, sync_file, installed),
     )
 
 
@@ -110,23 +142,17 @@ def install(directory: Path) -> None:
         _run(["apt-get", "install", "-q", "-y", "--no-install-recommends", *missing])
     for checkout in inputs.checkouts:
         _check_out(checkout)
-    if inputs.request is None:
-        _say("install_python_stack is off: the deploy installs podforge's tools only")
-        return
     python = f"{inputs.venv}/bin/python"
     if not Path(python).exists():
         _run(["python3", "-m", "venv", inputs.venv])
-    _run(
-        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *inputs.request.tools]
-    )
-    request_file = Path(inputs.request_file)
-    request_file.parent.mkdir(parents=True, exist_ok=True)
-    request_file.write_text(inputs.request.model_dump_json(indent=2) + "\n")
-    # The venv's own python runs the resolver and pip (stack_cli uses sys.executable).
-    environment = dict(os.environ, PYTHONPATH=str(directory / "tools"))
-    argv = [python, "-m", "podforge.image", "stack", str(request_file), inputs.stamp]
-    if subprocess.run(argv, env=environment).returncode != 0:
-        raise ImageError("the Python environment was not installed: see the stack lines above")
+    _run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", inputs.uv])
+    sync_file = Path(inputs.sync_file)
+    sync_file.parent.mkdir(parents=True, exist_ok=True)
+    sync_file.write_text(inputs.sync)
+    for command in inputs.commands:
+        _say(command.split(" pip ", 1)[1].split(" --python")[0])
+        if subprocess.run(["sh", "-c", command]).returncode != 0:
+            raise ImageError("the stack lock was not installed: see uv's lines above")
 
 
 def _check_out(checkout: Checkout) -> None:
@@ -161,8 +187,6 @@ def _say(line: str) -> None:
 
 def _inputs_from_environment(directory: Path) -> None:
     """The stack-inputs stage: settings from the build arguments (the environment)."""
-    import platform
-
     from podforge.config import SettingsError, load_settings
     from podforge.gpu import GpuReport
     from podforge.plan import PlanError, build_plan
@@ -186,14 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbs.add_parser("install", help="install the stack from its inputs").add_argument(
         "dir", type=Path
     )
-    stack = verbs.add_parser("stack", help="(inside the venv) podforge stack install")
-    stack.add_argument("request")
-    stack.add_argument("stamp")
     args = parser.parse_args(argv)
-    if args.verb == "stack":
-        return stack_cli.main(
-            argparse.Namespace(stack_verb="install", request=args.request, stamp=args.stamp)
-        )
     try:
         if args.verb == "inputs":
             _inputs_from_environment(args.dir)

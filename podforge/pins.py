@@ -69,7 +69,9 @@ DEFAULT_CUSTOM_NODES: tuple[RepoPin, ...] = (
     RepoPin(
         name="ComfyUI-KJNodes",
         url="https://github.com/kijai/ComfyUI-KJNodes",
-        commit="3f20054214fec9f9234fd3841ae6f1e4287948f6",
+        # 2025-10-19: the newest that loads fully with ComfyUI 0.3.64 (3f200542 loses 15
+        # node types, ImageConcatMulti among them: shared/upstream/PINS.json)
+        commit="6ee278aa7d802c03ad713a7c5fbc02861b6773a8",
     ),
 )
 

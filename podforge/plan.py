@@ -178,7 +178,7 @@ def build_plan(
     stack = _stack(settings)
     models = [] if settings.phase == "image" else _models(settings, variants)
     total = sum(m.planned_bytes for m in models)
-    stack_bytes = STACK_PROFILES[stack].approx_bytes if settings.install_python_stack else 0
+    stack_bytes = STACK_PROFILES[stack].approx_bytes
     return Plan(
         phase=settings.phase,
         gpus=devices,
@@ -318,7 +318,7 @@ def _python_stack(
 ) -> PythonStack:
     wheel = None
     # Unknown only outside a deploy (a plan for a table test): nothing to choose from yet.
-    if settings.install_python_stack and python is not None and machine is not None:
+    if python is not None and machine is not None:
         wheel, why_not = flash_attn_wheel(profile, python, machine, settings.flash_attn_mirror)
         if why_not:
             warnings.append(f"flash-attn: {why_not}; xformers only")

@@ -169,11 +169,9 @@ def file_with_stamp(dest: str, stamp: str) -> dict[str, Any]:
     }
 
 
-def software(
-    repos: dict[str, str], venv: str, stamp: str, deployer: str, workflows: str
-) -> dict[str, Any]:
-    """Checkouts (``repos``: path -> pinned commit), both venvs' distributions, the stack and
-    workflows stamps' texts, nvcc, supervisord and the installed Debian packages."""
+def software(repos: dict[str, str], venv: str, deployer: str, workflows: str) -> dict[str, Any]:
+    """Checkouts (``repos``: path -> pinned commit), both venvs' distributions, the workflows
+    stamp's text, nvcc, supervisord and the installed Debian packages."""
     on_path = [os.path.join(directory, "nvcc") for directory in os.get_exec_path()]
     in_cuda = [os.path.join(cuda, "bin", "nvcc") for cuda in entries("/usr/local", "cuda")]
     nvcc = next((path for path in [*on_path, *in_cuda] if executable(path)), None)
@@ -181,7 +179,6 @@ def software(
         "repos": {path: repo_state(path, pin) for path, pin in repos.items()},
         "venv": venv_distributions(venv),
         "deployer": venv_distributions(deployer),
-        "stack_stamp": file_text(stamp),
         "workflows": file_text(workflows),
         "nvcc": nvcc,
         "supervisord": supervisord_running(),

@@ -1,151 +1,46 @@
-"""`podforge stack check` and `podforge stack install`: pip's resolver, asked before installing.
+"""`podforge stack lock` and `podforge stack check`: uv's resolver, on the laptop.
 
-check    resolves the whole environment (profile pins as constraints over every requirement
-         file) with ``pip install --dry-run --report``, reading wheel metadata by HTTP range
-         (fast-deps) so the multi-GB wheels are not downloaded; prints what would be installed.
-install  (on the pod, run by the deploy) the same check, then installs exactly what it
-         resolved, decides the shared imports (cv2, onnxruntime), runs ``pip check`` and
-         stamps the result so the next deploy knows there is nothing to do.
+lock   resolves a profile's whole environment (podforge/lock.py says what goes in) with
+       ``uv pip compile --universal --generate-hashes`` and writes ``locks/<profile>.txt``
+       under a header naming its inputs. Same inputs, same index: the same file.
+check  the same resolution, printed, nothing written: does this set resolve? Either way a
+       conflict is traced to the repository that asked.
+
+Pods never resolve: the deploy installs the committed lock (tasks/python_stack.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
-from importlib import metadata
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from podforge.environment import (
-    SharedImport,
-    StackRequest,
-    explain_conflict,
-    lock_is_installed,
-    pin_conflicts,
-    requirement_lines,
-    shared_import_winners,
+from podforge.environment import explain_uv_conflict, pin_conflicts, requirement_lines
+from podforge.lock import (
+    LOCK_PYTHON,
+    LockInputs,
+    entries,
+    lock_file,
+    lock_inputs,
+    lock_pins,
+    render_header,
 )
+from podforge.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
+from podforge.upstream import UpstreamError, requirement_texts
 
-# pip refuses --platform without --only-binary=:all:; PyPI's torch 2.5.1 is manylinux1.
-_PLATFORMS = (
-    "manylinux_2_28_x86_64",
-    "manylinux_2_27_x86_64",
-    "manylinux_2_24_x86_64",
-    "manylinux_2_17_x86_64",
-    "manylinux2014_x86_64",
-    "manylinux2010_x86_64",
-    "manylinux1_x86_64",
-    "linux_x86_64",
-)
+REPO = Path(__file__).resolve().parent.parent
+TOOLS_SOURCE = "podforge"  # the name pins, tools and extras go by in uv's annotations
 
 
 class StackError(RuntimeError):
     """The environment cannot be had; the message names who asked for what."""
-
-
-def read_sources(request: StackRequest) -> dict[str, list[Requirement]]:
-    """Each source's requirements; a node without a requirements.txt asks for nothing."""
-    sources = {}
-    for name, path in request.sources.items():
-        file = Path(path)
-        sources[name] = requirement_lines(file.read_text()) if file.exists() else []
-    sources["podforge"] = [Requirement(text) for text in request.tools]
-    if request.extra:
-        sources["OpenMMLab"] = [Requirement(text) for text in request.extra]
-    return sources
-
-
-def _pip_args(request: StackRequest, constraints_file: str, with_source_builds: bool) -> list[str]:
-    args = ["-c", constraints_file]
-    for path in request.sources.values():
-        if Path(path).exists():
-            args += ["-r", path]
-    args += [*request.pins, *request.tools]
-    args += [
-        spec
-        for spec in request.extra
-        if with_source_builds or spec not in request.build_from_source
-    ]
-    if request.flash_attn_wheel:
-        args.append(f"flash-attn @ {request.flash_attn_wheel}")
-    return args + _index_args(request, with_wheelhouse=with_source_builds)
-
-
-def resolve(
-    request: StackRequest,
-    python_version: tuple[int, int] | None = None,
-    with_source_builds: bool = True,
-) -> list[dict[str, Any]]:
-    """pip's resolution of the request: [{name, version, url, direct}], or StackError."""
-    sources = read_sources(request)
-    _say(f"stack: resolving {request.profile} with {len(sources)} requirement sources")
-    problems = pin_conflicts(sources, request.pins, request.profile)
-    if problems:
-        raise StackError("; ".join(problems))
-    with tempfile.TemporaryDirectory(prefix="podforge-stack-") as tmp:
-        constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("\n".join(request.constraints) + "\n")
-        report = Path(tmp) / "report.json"
-        argv = [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--dry-run",
-            "--ignore-installed",
-            "--disable-pip-version-check",
-            "--use-feature=fast-deps",
-            "--report",
-            str(report),
-            *_target_args(python_version, tmp),
-            *_pip_args(request, str(constraints), with_source_builds),
-        ]
-        done = subprocess.run(argv, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise StackError(explain_conflict(done.stdout + done.stderr, sources, request.profile))
-        answer = json.loads(report.read_text())
-    return [
-        {
-            "name": item["metadata"]["name"],
-            "version": item["metadata"]["version"],
-            "url": item["download_info"]["url"],
-            "direct": bool(item.get("is_direct")),
-        }
-        for item in answer["install"]
-    ]
-
-
-def _target_args(python_version: tuple[int, int] | None, tmp: str) -> list[str]:
-    """Resolve for another Python/platform than this one: wheels only, by their tags."""
-    here = sys.version_info[:2]
-    native = platform.system() == "Linux" and platform.machine() == "x86_64"
-    if python_version is None or (python_version == here and native):
-        return []  # this machine is the target: sdists (fvcore, iopath) can be built too
-    major, minor = python_version
-    args = [
-        "--python-version",
-        f"{major}.{minor}",
-        "--implementation",
-        "cp",
-        "--abi",
-        f"cp{major}{minor}",
-        "--only-binary=:all:",
-        "--target",
-        str(Path(tmp) / "target"),
-    ]
-    for tag in _PLATFORMS:
-        args += ["--platform", tag]
-    return args
 
 
 def _say(line: str) -> None:
@@ -153,182 +48,125 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _pip(what: str, argv: Sequence[str]) -> None:
-    """Run pip quietly (its errors still show, live); say what it does; fail on its exit."""
-    _say(f"stack: {what}")
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *argv]
-    )
+def uv_binary() -> str:
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+def resolve(inputs: LockInputs, texts: Mapping[str, str | None]) -> str:
+    """uv's universal, hashed resolution of ``inputs`` (requirement files as ``texts``)."""
+    sources = {name: requirement_lines(text or "") for name, text in texts.items()}
+    sources[TOOLS_SOURCE] = [Requirement(line) for line in inputs.tools]
+    problems = pin_conflicts(sources, inputs.pins, inputs.profile)
+    if problems:
+        raise StackError("; ".join(problems))
+    with tempfile.TemporaryDirectory(prefix="podforge-lock-") as tmp:
+        work = Path(tmp)
+        # Relative paths: uv's "# via -r ComfyUI/requirements.txt" names the repository.
+        files = []
+        for name, text in texts.items():
+            if text is not None:
+                (work / name).mkdir()
+                (work / name / "requirements.txt").write_text(text)
+                files.append(f"{name}/requirements.txt")
+        (work / f"{TOOLS_SOURCE}.in").write_text("\n".join([*inputs.pins, *inputs.tools]) + "\n")
+        (work / "constraints.txt").write_text("\n".join(inputs.constraints) + "\n")
+        argv = [
+            uv_binary(),
+            "pip",
+            "compile",
+            "--quiet",
+            "--no-header",
+            "--universal",
+            "--python-version",
+            inputs.python,
+            "--generate-hashes",
+            "-c",
+            "constraints.txt",
+            f"{TOOLS_SOURCE}.in",
+            *files,
+        ]
+        if inputs.index:
+            # The profile's torch build lives there; everything else comes from PyPI.
+            argv += ["--extra-index-url", inputs.index, "--index-strategy", "unsafe-best-match"]
+        _say(f"stack: resolving {inputs.profile} with uv ({len(files)} requirement files)")
+        done = subprocess.run(
+            argv, cwd=work, capture_output=True, text=True, env={**os.environ, **UV_ENVIRONMENT}
+        )
     if done.returncode != 0:
-        raise StackError(f"pip failed while {what} (exit {done.returncode}); its output is above")
+        raise StackError(explain_uv_conflict(done.stderr, sources, inputs))
+    _check_shared_imports(done.stdout)
+    return done.stdout
 
 
-def _requirement(item: dict[str, Any]) -> str:
-    return (
-        f"{item['name']} @ {item['url']}"
-        if item["direct"]
-        else f"{item['name']}=={item['version']}"
-    )
+def _check_shared_imports(lock_body: str) -> None:
+    """Distributions sharing an import (cv2) must be at one version: the last installed wins."""
+    versions: dict[str, set[str]] = {}
+    for entry in entries(lock_body):
+        versions.setdefault(entry.name, set()).add(entry.version)
+    for module, providers in SHARED_IMPORTS.items():
+        present = {name: sorted(versions[name]) for name in providers if name in versions}
+        if len({tuple(v) for v in present.values()}) > 1:
+            shown = ", ".join(f"{name} {'/'.join(v)}" for name, v in present.items())
+            raise StackError(
+                f"the providers of `{module}` resolved to different versions ({shown}): "
+                "constrain them to one in the profile (podforge/stacks.py)"
+            )
 
 
-def build_source_wheels(request: StackRequest) -> None:
-    """mmcv and alike: built once into the wheelhouse on the volume, reused by later pods."""
-    if not request.build_from_source:
-        return
-    assert request.wheelhouse is not None
-    Path(request.wheelhouse).mkdir(parents=True, exist_ok=True)
-    for spec in request.build_from_source:
-        requirement = Requirement(spec)
-        version = next(iter(requirement.specifier)).version
-        pattern = f"{requirement.name.replace('-', '_')}-{version}-*.whl"
-        if glob.glob(os.path.join(request.wheelhouse, pattern)):
-            _say(f"stack: {spec} is in the wheelhouse {request.wheelhouse}")
-            continue
-        _say(f"stack: building {spec} from source (tens of minutes, once)")
-        os.environ.update(MMCV_WITH_OPS="1", FORCE_CUDA="1")
-        nvcc = shutil.which("nvcc") or next(
-            iter(sorted(glob.glob("/usr/local/cuda*/bin/nvcc"))), None
-        )
-        if nvcc is None:
-            raise StackError(f"{spec} compiles CUDA code but there is no nvcc on this pod")
-        # NVIDIA's toolkit package does not put nvcc on PATH; torch's build finds CUDA_HOME.
-        os.environ.setdefault("CUDA_HOME", str(Path(nvcc).resolve().parent.parent))
-        _pip(
-            f"building {spec} into {request.wheelhouse}",
-            ["wheel", "--no-deps", "--no-build-isolation", "-w", request.wheelhouse, spec],
-        )
+def write_lock(profile: StackProfile, texts: Mapping[str, str | None], repo: Path) -> Path:
+    """Resolve and write ``locks/<profile>.txt``: the header, then uv's answer."""
+    inputs = lock_inputs(profile, texts)
+    body = resolve(inputs, texts)
+    path = repo / lock_file(profile.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_header(inputs) + body)
+    return path
 
 
-def _requirement_texts(request: StackRequest) -> dict[str, str | None]:
-    return {
-        name: Path(path).read_text() if Path(path).exists() else None
-        for name, path in request.sources.items()
-    }
+def settings_texts(dirs: list[str]) -> dict[str, str | None]:
+    """Requirement texts: of DIRS (named by directory) when given, else of the settings'
+    repositories at their pins (group_data/all.py and the environment, as a deploy reads)."""
+    if dirs:
+        return {Path(d).name: _read(Path(d) / "requirements.txt") for d in dirs}
+    from podforge.config import load_settings
+
+    settings = load_settings(group_data(), os.environ)
+    return requirement_texts(lock_pins(settings))
 
 
-def _installed() -> dict[str, str]:
-    return {dist.metadata["Name"]: dist.version for dist in metadata.distributions()}
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.is_file() else None
 
 
-def _write_stamp(
-    stamp: Path, request: StackRequest, inputs: str, lock: dict[str, str], shared: list[Any]
-) -> None:
-    record = {"key": request.key(), "inputs": inputs, "lock": lock, "shared_imports": shared}
-    stamp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+def group_data() -> dict[str, object]:
+    """What users set for every host in group_data/all.py (pyinfra reads it the same way)."""
+    import runpy
 
-
-def install(request: StackRequest, stamp: Path) -> list[SharedImport]:
-    """Check, then install exactly what resolved; pip check; stamp. Returns the decisions."""
-    inputs = request.inputs(_requirement_texts(request))
-    previous = json.loads(stamp.read_text()) if stamp.exists() else None
-    if (
-        previous is not None
-        and previous.get("inputs") == inputs
-        and not lock_is_installed(previous["lock"], _installed())
-    ):
-        # Pins moved, requirements did not: the installed lock still answers the request.
-        _write_stamp(stamp, request, inputs, previous["lock"], previous["shared_imports"])
-        _say("stack: the requirement files are unchanged and installed: nothing to resolve")
-        return [SharedImport(**shared) for shared in previous["shared_imports"]]
-    if request.build_from_source:
-        # Source builds need torch in place: check what can be checked, install the pins,
-        # build, then resolve the whole.
-        resolve(request, with_source_builds=False)
-        _pip(
-            "installing the profile's pins first", ["install", *request.pins, *_index_args(request)]
-        )
-        build_source_wheels(request)
-    resolved = resolve(request)
-    decisions = shared_import_winners({item["name"]: item["version"] for item in resolved})
-    for decision in decisions:
-        _say(f"stack: warning: {decision.warning()}")
-    with tempfile.TemporaryDirectory(prefix="podforge-stack-") as tmp:
-        constraints = Path(tmp) / "constraints.txt"
-        constraints.write_text("\n".join(request.constraints) + "\n")
-        _pip(
-            f"installing {len(resolved)} distributions exactly as resolved",
-            [
-                "install",
-                "--no-deps",
-                "-c",
-                str(constraints),
-                *_index_args(request),
-                *[_requirement(item) for item in resolved],
-            ],
-        )
-    for decision in decisions:
-        _pip(
-            f"installing {decision.winner} last, for its `{decision.module}`",
-            ["install", "--no-deps", "--force-reinstall", f"{decision.winner}=={decision.version}"],
-        )
-    check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
-    if check.returncode != 0:
-        raise StackError(f"pip check found broken requirements: {check.stdout.strip()}")
-    lock = {item["name"]: metadata.version(item["name"]) for item in resolved}
-    _write_stamp(stamp, request, inputs, lock, [d.model_dump() for d in decisions])
-    return decisions
-
-
-def _index_args(request: StackRequest, with_wheelhouse: bool = True) -> list[str]:
-    """The profile's torch index and, once source builds are in it, the wheelhouse."""
-    args = []
-    if request.torch_index_url:
-        args += ["--extra-index-url", request.torch_index_url]
-    if request.wheelhouse and with_wheelhouse:
-        args += ["--find-links", request.wheelhouse]
-    return args
-
-
-def request_from_dirs(
-    profile: str,
-    dirs: Sequence[str],
-    python: tuple[int, int],
-    flash_attn: bool = True,
-    torch_index: bool = True,
-) -> StackRequest:
-    """A request for checkouts on this machine (e.g. shared/upstream), for `stack check`."""
-    from podforge.config import Settings
-    from podforge.environment import stack_request
-    from podforge.gpu import GpuReport
-    from podforge.plan import build_plan
-
-    settings = Settings(stack_profile=profile, custom_nodes=[])
-    plan = build_plan(settings, GpuReport(), python, "x86_64")
-    request = stack_request(settings, plan)
-    return request.model_copy(
-        update={
-            "sources": {Path(d).name: str(Path(d) / "requirements.txt") for d in dirs},
-            "flash_attn_wheel": request.flash_attn_wheel if flash_attn else None,
-            "torch_index_url": request.torch_index_url if torch_index else None,
-            "commits": {},
-        }
-    )
+    values = runpy.run_path(str(REPO / "group_data" / "all.py"))
+    return {key: value for key, value in values.items() if not key.startswith("_")}
 
 
 def main(args: argparse.Namespace) -> int:
+    profile = STACK_PROFILES[args.profile]
     try:
-        if args.request:
-            request = StackRequest.model_validate_json(Path(args.request).read_text())
-        else:
-            request = request_from_dirs(
-                args.profile,
-                args.dirs,
-                args.python_version,
-                flash_attn=not args.without_flash_attn,
-                torch_index=not args.without_torch_index,
-            )
-        if args.stack_verb == "install":
-            install(request, Path(args.stamp))
-            _say(f"stack: {request.profile} installed and pip check clean")
+        texts = settings_texts(getattr(args, "dirs", []))
+        if args.stack_verb == "lock":
+            path = write_lock(profile, texts, REPO)
+            count = len(entries(path.read_text()))
+            where = path.relative_to(REPO)
+            _say(f"stack lock: wrote {where}: {count} entries for Python >={LOCK_PYTHON} on every")
+            _say("platform; commit it")
             return 0
-        resolved = resolve(request, None if args.request else args.python_version)
-    except StackError as error:
+        body = resolve(lock_inputs(profile, texts), texts)
+    except (StackError, UpstreamError) as error:
         print(f"podforge stack: {error}", file=sys.stderr)
         return 1
-    for item in sorted(resolved, key=lambda i: i["name"].lower()):
-        print(f"{item['name']} {item['version']}")
-    names = {item["name"]: item["version"] for item in resolved}
-    for decision in shared_import_winners(names):
-        print(f"warning: {decision.warning()}")
-    print(f"stack check: {request.profile} resolves: {len(resolved)} distributions")
+    found = entries(body)
+    for entry in found:
+        marker = f" ; {entry.marker}" if entry.marker else ""
+        print(f"{entry.name} {entry.version}{marker}")
+    names = {canonicalize_name(entry.name) for entry in found}
+    print(f"stack check: {profile.name} resolves: {len(names)} distributions")
     return 0

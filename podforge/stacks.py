@@ -58,6 +58,14 @@ class StackProfile:
         )
 
 
+# With numpy<2 every cv2 provider stays below 4.12 (built against numpy 2), at one version.
+OPENCV_BELOW_NUMPY2 = (
+    "opencv-python<4.12",
+    "opencv-python-headless<4.12",
+    "opencv-contrib-python<4.12",
+    "opencv-contrib-python-headless<4.12",
+)
+
 STACK_PROFILES: dict[str, StackProfile] = {
     "torch25-cu124": StackProfile(
         name="torch25-cu124",
@@ -70,9 +78,11 @@ STACK_PROFILES: dict[str, StackProfile] = {
         flash_attn="2.7.4.post1",
         torch_index_url=None,
         constraints=(
-            "numpy<2",  # mediapipe and the GGUF loader; OpenCV then backtracks to 4.11
-            "transformers<5.20",  # 5.20+ disables itself below torch 2.6
+            "numpy<2",  # mediapipe and the GGUF loader
+            # 5.x calls torch.accelerator (torch >= 2.6): WanVideoWrapper fails to import.
+            "transformers<5",
             "onnxruntime-gpu<=1.26.0",  # 1.27+ is a CUDA 13 build
+            *OPENCV_BELOW_NUMPY2,
         ),
         torch_major_minor=(2, 5),
         approx_bytes=9 * 10**9,
@@ -137,14 +147,23 @@ DEPLOYER_REQUIREMENTS: tuple[str, ...] = (
     "packaging==26.3",
 )
 
-# What the pod-side tools (python -m podforge ...) need in the pod's venv.
+UV = "uv==0.13.9"
+# Every uv run, on the laptop and on pods: TLS through the system's CAs (a proxy's CA is
+# there, not in uv's bundled roots), and never a Python download from GitHub behind our back.
+UV_ENVIRONMENT = {"UV_SYSTEM_CERTS": "1", "UV_PYTHON_DOWNLOADS": "never"}
+
+# What the pod-side tools (python -m podforge ...) need. They share the pod's venv with
+# ComfyUI, so they are locked with the stack (podforge/lock.py) and take its versions.
 POD_TOOL_REQUIREMENTS: tuple[str, ...] = (
-    "pydantic==2.14.3",
-    "huggingface_hub==2.4.0",
+    "pydantic>=2.7,<3",
+    "huggingface_hub",  # brings hf_xet, the fetcher's fast path (transformers<5 caps it <1)
     "packaging>=23",
-    "boto3==1.44.5",  # r2sync
-    "pip==26.3",  # one resolver for `podforge stack` on every pod (Debian ships 23.0)
+    "boto3>=1.36,<2",  # r2sync
+    UV,  # installs the lock: on a pod, in the image's stack layer, at boot
 )
+# Locked beside them: triton imports setuptools, which a venv made by uv lacks; flash-attn
+# (installed from its release wheel, outside the lock: it is no PyPI wheel) needs einops.
+STACK_EXTRAS: tuple[str, ...] = ("setuptools", "einops")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 from sandbox.pods import Pod, is_alive, is_mounted, launch, reap, start_pod, stop_pod, wait_for_ssh
 from sandbox.repos import build_repos
 from sandbox.rootfs import ensure_rootfs
-from sandbox.wheels import build_standins
+from sandbox.wheels import build_standins, warm_uv_cache
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,6 +139,7 @@ def up(
     try:
         public_key = key.with_suffix(".pub").read_text()
         build_standins(base / "standins")
+        warm_uv_cache()
         pods = []
         for i, gpu in enumerate(gpus):
             pods.append(

@@ -1,7 +1,8 @@
 """docker/Dockerfile, built for real in the sandbox: Debian's buildah builds it without a
 Docker engine; nvidia/cuda cannot be pulled here, so the base is made from the pods' own
-rootfs; build arguments point the image at the sandbox's git daemon and stand-in wheels
-(sandbox/settings.py, as group_data/sandbox.py does for SSH deploys).
+rootfs; build arguments point the image at the sandbox's git daemon and flash-attn's stand-in
+(sandbox/settings.py, as group_data/sandbox.py does for SSH deploys); the stack lock comes
+from PyPI through the sandbox's warm uv cache.
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from podforge.config import SECRET_FIELDS, as_environment
-from sandbox.pods import PIP_CACHE
 from sandbox.rootfs import CACHE_DIR, cache_key, ensure_rootfs
 from sandbox.settings import sandbox_settings
-from sandbox.wheels import POD_RELEASES, POD_WHEELS
+from sandbox.wheels import POD_RELEASES, POD_UV_CACHE, UV_CACHE
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = "docker/Dockerfile"
@@ -101,17 +101,13 @@ def run_environment(state: dict[str, Any], pod: dict[str, Any]) -> dict[str, str
     return as_environment({**secrets, "comfyui_listen": pod["address"]})
 
 
-def build_volumes(standins: Path, workdir: Path) -> list[str]:
-    """What every RUN step sees: the stand-in wheels where the pods have them, pip's config
-    that finds them, and the pods' shared pip cache (the nodes' requirements download once)."""
-    pip_conf = workdir / "pip.conf"
-    pip_conf.write_text(f"[global]\nfind-links = {POD_WHEELS}\n")
-    PIP_CACHE.mkdir(parents=True, exist_ok=True)
+def build_volumes(standins: Path) -> list[str]:
+    """What every RUN step sees: flash-attn's stand-in where the pods have it, and the
+    sandbox's warm uv cache at the deploy's default uv_cache_dir (a mount: not in the image;
+    another filesystem than the venv's, so uv copies from it rather than linking)."""
     return [
-        f"{standins / 'wheels'}:{POD_WHEELS}:ro",
         f"{standins / 'releases'}:{POD_RELEASES}:ro",
-        f"{pip_conf}:/etc/pip.conf:ro",
-        f"{PIP_CACHE}:/root/.cache/pip",
+        f"{UV_CACHE}:/{POD_UV_CACHE}",
     ]
 
 

@@ -16,15 +16,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sandbox.rootfs import CACHE_DIR
-from sandbox.wheels import POD_RELEASES, POD_WHEELS
+from sandbox.wheels import POD_RELEASES, seed_uv_cache
 
 REPO = Path(__file__).resolve().parent.parent
 GPU_PROFILES = REPO / "sandbox" / "gpus"
 FAKE_NVIDIA_SMI = REPO / "sandbox" / "fake-nvidia-smi"
 SSH_PORT = 2222
-NO_GPU = "none"
-PIP_CACHE = CACHE_DIR / "pip"  # profile name for a pod without nvidia-smi at all
+NO_GPU = "none"  # profile name for a pod without nvidia-smi at all
 
 SSHD_CONFIG = """\
 # podforge sandbox pod: key-only root login
@@ -42,9 +40,7 @@ mount --rbind /sys "$ROOT/sys"
 mount --rbind /dev "$ROOT/dev"
 mount -t tmpfs tmpfs "$ROOT/tmp"
 mount -t tmpfs tmpfs "$ROOT/run"
-mkdir -p "$ROOT/run/sshd" "$ROOT/root/.cache/pip"
-# One pip cache for all pods and runs: the nodes' requirements download once.
-mount --bind "$PIP_CACHE" "$ROOT/root/.cache/pip"
+mkdir -p "$ROOT/run/sshd"
 hostname "$POD_NAME"
 exec chroot "$ROOT" /usr/bin/tini -s -- /usr/sbin/sshd -D -e \
     -o "ListenAddress=$ADDRESS" -o "Port=$PORT"
@@ -91,7 +87,6 @@ def start_pod(
     for sub in ("upper", "work", "root"):
         (pod_dir / sub).mkdir(parents=True)
     _prepare_upper(pod_dir / "upper", name, gpu, public_key, standins)
-    PIP_CACHE.mkdir(parents=True, exist_ok=True)
     pod = Pod(name, f"127.0.0.{address_octet}", SSH_PORT, gpu, 0, str(pod_dir), str(rootfs))
     return launch(pod, rootfs, log_dir)
 
@@ -123,7 +118,6 @@ def launch(pod: Pod, rootfs: Path, log_dir: Path) -> Pod:
             "POD_NAME": pod.name,
             "ADDRESS": pod.address,
             "PORT": str(pod.port),
-            "PIP_CACHE": str(PIP_CACHE),
         },
         stdout=log,
         stderr=log,
@@ -145,10 +139,9 @@ def _prepare_upper(upper: Path, name: str, gpu: str, public_key: str, standins: 
     (upper / "etc" / "hostname").write_text(name + "\n")
     shutil.copy2("/etc/resolv.conf", upper / "etc" / "resolv.conf")
     (upper / "workspace").mkdir()
-    # The torch family's stand-ins, found by pip through /etc/pip.conf (sandbox/wheels.py).
-    shutil.copytree(standins / "wheels", upper / POD_WHEELS.lstrip("/"))
+    seed_uv_cache(upper)
+    # flash-attn's stand-in release wheel (sandbox/wheels.py).
     shutil.copytree(standins / "releases", upper / POD_RELEASES.lstrip("/"))
-    (upper / "etc" / "pip.conf").write_text(f"[global]\nfind-links = {POD_WHEELS}\n")
     if gpu != NO_GPU:
         bin_dir = upper / "usr" / "local" / "bin"
         bin_dir.mkdir(parents=True)

@@ -1,68 +1,47 @@
-"""Stand-in wheels for the torch family and flash-attn: the real ones are gigabytes of CUDA.
+"""What sandbox pods install that PyPI cannot give them here, and PyPI's wheels kept warm.
 
-Each carries the profile's version with a ``+sandbox`` local label: ``torch==2.5.1`` accepts
-it, and pip prefers it over PyPI's 2.5.1 (a local version sorts higher), so the deploy asks
-for exactly what it asks for on a real pod while pods get these from a find-links dir. Every
-other requirement of ComfyUI and the nodes comes from PyPI for real.
+- flash-attn: its real wheels are GitHub release assets (unreachable here), so pods get a
+  stand-in under the release's own file name from a file:// mirror (``POD_RELEASES``).
+- uv's cache: the whole stack lock (real torch 2.5.1 from PyPI and every node's requirement,
+  ~3 GB of wheels) is downloaded once into a cache on this machine (``warm_uv_cache``) and
+  each pod starts with a hardlinked copy of it at the deploy's default ``uv_cache_dir``: a
+  pod's venv then hardlinks from it too (~20 MB a pod, not 7 GB), and a second pod, a pod
+  restart or a rerun of the tests downloads nothing again.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+from podforge.lock import lock_file
 from podforge.plan import flash_attn_wheel
-from podforge.stacks import DEFAULT_STACK, STACK_PROFILES
+from podforge.stacks import DEFAULT_STACK, STACK_PROFILES, UV_ENVIRONMENT
 from podforge.wheel import build_wheel
+from sandbox.rootfs import CACHE_DIR
 
-# Inside each pod: pip's find-links dir and a file:// mirror of flash-attn's releases.
-POD_WHEELS = "/opt/sandbox/wheels"
+REPO = Path(__file__).resolve().parent.parent
+# Inside each pod: a file:// mirror of flash-attn's releases.
 POD_RELEASES = "/opt/sandbox/releases"
-
-
-# torch.cuda of the stand-in: the GPUs the pod's (fake) nvidia-smi lists, as torch would
-# see them through the driver. A GPU mock, fed by the recorded nvidia-smi profiles.
-TORCH_CUDA = '''"""podforge sandbox stand-in for torch.cuda: the devices nvidia-smi -L lists."""
-import os
-import shutil
-import subprocess
-
-
-def device_count() -> int:
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
-    gpus = [line for line in listed.stdout.splitlines() if line.startswith("GPU ")]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return len(gpus) if visible is None else min(len(gpus), len(visible.split(",")))
-
-
-def is_available() -> bool:
-    return device_count() > 0
-'''
+UV_CACHE = CACHE_DIR / "uv"
+POD_UV_CACHE = "workspace/.cache/uv"  # the deploy's default uv_cache_dir, in a pod's root
 
 
 def _standin(name: str, version: str) -> dict[str, bytes]:
     module = name.replace("-", "_")
     text = (
-        f'"""podforge sandbox stand-in for {name} (no GPU here; the real wheel is large)."""\n'
+        f'"""podforge sandbox stand-in for {name} (its wheels are GitHub release assets)."""\n'
         f'__version__ = "{version}"\n'
     )
-    files = {f"{module}/__init__.py": text.encode()}
-    if module == "torch":
-        files["torch/__init__.py"] += b"from torch import cuda  # noqa: E402\n"
-        files["torch/cuda.py"] = TORCH_CUDA.encode()
-    return files
+    return {f"{module}/__init__.py": text.encode()}
 
 
 def build_standins(base: Path, python: tuple[int, int] = (3, 11)) -> None:
-    """The default profile's torch family into ``base/wheels``, flash-attn into ``releases``."""
+    """flash-attn's stand-in for the default profile into ``base/releases``."""
     profile = STACK_PROFILES[DEFAULT_STACK]
-    wheels = base / "wheels"
-    for pin in profile.pins:
-        name, version = pin.split("==")
-        local = f"{version}+sandbox"
-        requires = [f"torch=={profile.torch}"] if name != "torch" else []
-        build_wheel(wheels, name, local, _standin(name, local), requires=requires)
     url, why_not = flash_attn_wheel(profile, python, "x86_64", f"file://{POD_RELEASES}")
     if url is None:
         raise RuntimeError(f"no flash-attn wheel for the sandbox pods: {why_not}")
@@ -78,3 +57,35 @@ def build_standins(base: Path, python: tuple[int, int] = (3, 11)) -> None:
         requires=["torch", "einops"],
         tag=filename.removesuffix(".whl").split("-", 2)[2],
     )
+
+
+def warm_uv_cache(python: str = "/usr/bin/python3") -> None:
+    """Every wheel of the default profile's lock into ``UV_CACHE`` (the pods' Python: Debian's
+    3.11, as in the rootfs). Downloads only what the cache lacks (~3 GB the first time)."""
+    lock = REPO / lock_file(DEFAULT_STACK)
+    UV_CACHE.mkdir(parents=True, exist_ok=True)
+    print(f"sandbox: {lock.name} into the uv cache {UV_CACHE}", file=sys.stderr, flush=True)
+    from uv import find_uv_bin
+
+    uv = find_uv_bin()
+    environment = {**os.environ, **UV_ENVIRONMENT, "UV_CACHE_DIR": str(UV_CACHE)}
+    # A throwaway venv beside the cache: uv fills the cache and hardlinks into the venv.
+    with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="uv-warm-") as work:
+        venv = Path(work) / "venv"
+        for argv in (
+            [uv, "venv", "--quiet", "--python", python, str(venv)],
+            [uv, "pip", "sync", "--quiet", "--python", str(venv / "bin/python"), str(lock)],
+        ):
+            subprocess.run(argv, check=True, env=environment, stdout=sys.stderr)
+
+
+def seed_uv_cache(root: Path) -> None:
+    """A pod's own uv cache (``root``: its upper dir), hardlinked from the warm one."""
+    target = root / POD_UV_CACHE
+    if os.stat(UV_CACHE).st_dev != os.stat(root).st_dev:
+        raise RuntimeError(
+            f"{UV_CACHE} and {root} are on different filesystems, so pods cannot hardlink the"
+            " uv cache: set PODFORGE_ROOTFS_CACHE (or PODFORGE_SANDBOX_DIR) to put both on one"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-al", str(UV_CACHE), str(target)], check=True)

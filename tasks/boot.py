@@ -35,6 +35,7 @@ BUNDLE = (
     "podforge",
     "fleet",
     "templates",
+    "locks",
 )
 
 

@@ -23,10 +23,16 @@ from facts.pod import PodState
 from podforge import stamps
 from podforge.config import Settings, SettingsError, load_settings
 from podforge.gpu import GpuReport
+from podforge.lock import LockError, changes, lock_file, lock_inputs, lock_pins, read_header
+from podforge.lock import refresh_command as lock_command
 from podforge.plan import Plan, PlanError, build_plan
 from podforge.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
+from podforge.stacks import STACK_PROFILES
+from podforge.upstream import UpstreamError, requirement_texts
 from podforge.verify import judge
 from podforge.workflows import fitted_pattern, installed_workflows
+
+REPO = Path(__file__).resolve().parent.parent
 
 # ComfyUI's model folders podforge fills (ComfyUI's own names).
 MODEL_DIRS = (
@@ -126,7 +132,6 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
         software={
             "repos": {path: pin.commit for path, pin in wanted.checkouts().items()},
             "venv": wanted.venv_dir,
-            "stamp": wanted.stack_stamp,
             "deployer": f"{wanted.podforge_dir}/deployer",
             "workflows": wanted.workflows_stamp,
         },
@@ -157,7 +162,6 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
         host=pod_host,
         software={
             **software,
-            "stack_stamp": stamp(wanted.stack_stamp, software["stack_stamp"]),
             "workflows": installed_workflows(workflows, state["files"]["files"]),
         },
         files=state["files"],
@@ -168,3 +172,44 @@ def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
             else judge(state["serving"], serving["comfyui"], serving["r2sync"])[0]
         ),
     )
+
+
+@dataclass(frozen=True)
+class StackLock:
+    """The committed lock of this host's stack profile, or why it cannot be installed."""
+
+    path: str  # relative to the repo, as people see it
+    text: str
+    problem: str | None  # preflight refuses the host with this line
+
+
+def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
+    """The profile's lock, checked against today's inputs before anything changes."""
+    profile = STACK_PROFILES[plan.python_stack.profile]
+    path = lock_file(profile.name)
+    refresh = f"run `{lock_command(profile.name)}` and commit it"
+    if plan.python_stack.openmmlab:
+        return StackLock(
+            path, "", "enable_openmmlab: mmcv is built from source on the pod, which a lock "
+            "cannot hold; turn ENABLE_OPENMMLAB off (see the README)"
+        )
+    if not (REPO / path).is_file():
+        where = f" where {profile.torch_index_url} is reachable" if profile.torch_index_url else ""
+        return StackLock(path, "", f"{path} is missing: {refresh}{where}")
+    text = (REPO / path).read_text()
+    # A checkout on this machine at its pin (the image, the boot phase) is read in place.
+    local = {
+        pin.name: dest
+        for dest, pin in wanted.checkouts().items()
+        if host.name == "@local"
+        and (pod.software["repos"][dest] or {}).get("head") == pin.commit
+    }
+    try:
+        locked = read_header(text, path)
+        today = lock_inputs(profile, requirement_texts(lock_pins(wanted), local))
+    except (LockError, UpstreamError) as error:
+        return StackLock(path, "", str(error))
+    if locked.digest() != today.digest():
+        changed = "; ".join(changes(locked, today))
+        return StackLock(path, text, f"the stack lock {path} is stale ({changed}): {refresh}")
+    return StackLock(path, text, None)

@@ -8,18 +8,19 @@ from pyinfra.context import ctx_host
 from podforge.config import Settings
 from podforge.plan import Plan
 from podforge.preflight import shortfalls
-from tasks.desired import Pod
+from tasks.desired import Pod, StackLock
 
 
-def passes(settings: Settings, plan: Plan, pod: Pod) -> bool:
-    """True when the host can take the plan; otherwise log why and fail this host alone.
-
-    Model files already in place need no disk again.
+def passes(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
+    """True when the host can take the plan and its stack lock is current; otherwise log
+    why and fail this host alone. Model files already in place need no disk again.
     """
     for warning in plan.warnings:
         logger.warning(f"{host.print_prefix}{warning}")
     in_place = sum(status["size"] or 0 for status in pod.models.values())
     problems = shortfalls(plan, pod.host, in_place)
+    if lock.problem:
+        problems.append(lock.problem)
     if not problems:
         return True
     for problem in problems:

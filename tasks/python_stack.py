@@ -1,14 +1,15 @@
-"""The pod's venv: podforge's pod-side tools, then one resolved environment for ComfyUI.
+"""The pod's venv: uv, then exactly the committed stack lock, podforge's tools and flash-attn.
 
-The environment (the profile's pinned torch family and flash-attn, ComfyUI's and every
-node's requirements) is resolved and installed on the pod by `podforge stack install`; a
-stamp records the request it satisfied, so a no-op deploy compares one key and the venv's
-versions (the pod-state fact) and runs nothing.
+Nothing resolves on the pod. `uv pip sync` makes the venv hold exactly the lock's entries
+for the pod's Python and machine (hash-checked), podforge's own wheel and flash-attn's
+release wheel; anything else is removed. A no-op compares the venv's distributions (the
+pod-state fact) with that list and runs nothing; a drifted venv is synced back.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -18,14 +19,15 @@ from pyinfra.operations import python, server
 
 from operations import files
 from podforge.config import Settings
-from podforge.environment import lock_is_installed, stack_request
+from podforge.lock import drift, for_pod, release_wheel, sync_commands, sync_text
 from podforge.plan import Plan
-from podforge.stacks import POD_TOOL_REQUIREMENTS
+from podforge.stacks import POD_TOOL_REQUIREMENTS, UV
 from podforge.wheel import build_wheel, content_version, package_files
-from tasks.desired import Pod
+from tasks.desired import Pod, StackLock
 from tasks.streamed import run_streamed
 
 PODFORGE_PACKAGE = Path(__file__).resolve().parent.parent / "podforge"
+UV_VERSION = UV.split("==")[1]
 
 
 @functools.cache
@@ -43,56 +45,65 @@ def tools_wheel() -> Path:
 
 
 @deploy("Pod tools")
-def install_tools(settings: Settings, plan: Plan, pod: Pod) -> None:
+def install_uv(settings: Settings, plan: Plan, pod: Pod) -> None:
+    """The venv and uv in it, from PyPI: what installs the lock (the lock then keeps it)."""
     venv = pod.software["venv"]
     if venv is None:
         server.shell(
             name="Create the pod venv",
             commands=[f"python3 -m venv {settings.venv_dir}"],
         )
-    wheel = tools_wheel()
-    version = wheel.name.split("-")[1]
-    if venv is not None and venv.get("podforge") == version:
-        host.noop(f"podforge {version} is installed")
+    elif venv.get("uv") == UV_VERSION:
+        host.noop(f"uv {UV_VERSION} is in the venv")
         return
-    remote = f"{settings.podforge_dir}/wheels/{wheel.name}"
-    files.content(
-        name=f"Upload podforge {version}", dest=remote, text=wheel.read_bytes(), digests=pod.files
-    )
+    python_bin = f"{settings.venv_dir}/bin/python"
+    # A venv the lock was synced into holds no pip (it is not in the lock): bring it back.
+    bootstrap = [] if venv is None or "pip" in venv else [f"{python_bin} -m ensurepip -q"]
     server.shell(
-        name=f"Install podforge {version} (the pod-side tools)",
-        commands=[
-            f"{settings.venv_dir}/bin/python -m pip install -q --disable-pip-version-check {remote}"
-        ],
+        name=f"Install uv {UV_VERSION}",
+        commands=[*bootstrap, f"{python_bin} -m pip install -q --disable-pip-version-check {UV}"],
     )
 
 
 @deploy("Python environment")
-def install_environment(settings: Settings, plan: Plan, pod: Pod) -> None:
-    if not settings.install_python_stack:
-        host.noop("install_python_stack is off: the venv holds podforge's tools only")
-        return
-    request = stack_request(settings, plan)
-    stamp = pod.software["stack_stamp"]
-    if stamp is not None and stamp.get("key") == request.key():
-        drifted = lock_is_installed(stamp["lock"], pod.software["venv"] or {})
-        if not drifted:
-            host.noop(f"the {request.profile} environment is installed ({len(stamp['lock'])})")
-            return
-        host.noop(f"the venv drifted from its lock ({', '.join(drifted[:5])}): reinstalling")
-    request_file = f"{settings.podforge_dir}/stack-request.json"
+def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> None:
+    wheel = tools_wheel()
+    version = wheel.name.split("-")[1]
+    locked = for_pod(lock.text, pod.host["python"], pod.host["machine"])
+    wanted = {entry.name: entry.version for entry in locked}
+    wanted["podforge"] = version
+    remote_wheel = f"{settings.podforge_dir}/wheels/{wheel.name}"
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    beside = [f"podforge @ file://{remote_wheel} --hash=sha256:{digest}"]
+    flash_attn = plan.python_stack.flash_attn_wheel
+    if flash_attn:
+        # A GitHub release asset, not a PyPI wheel: chosen by the plan for this pod's Python.
+        line, wanted["flash-attn"] = release_wheel("flash-attn", flash_attn)
+        beside.append(line)
+    sync_file = f"{settings.podforge_dir}/stack-sync.txt"
     files.content(
-        name="Stack request",
-        dest=request_file,
-        text=request.model_dump_json(indent=2) + "\n",
+        name=f"{lock.path}, podforge {version} and flash-attn",
+        dest=sync_file,
+        text=sync_text(lock.text, beside),
         digests=pod.files,
     )
+    differences = drift(wanted, pod.software["venv"] or {})
+    if not differences:
+        host.noop(f"the venv holds exactly {lock.path} ({len(wanted)} distributions)")
+        return
+    files.content(
+        name=f"Upload podforge {version}",
+        dest=remote_wheel,
+        text=wheel.read_bytes(),
+        digests=pod.files,
+    )
+    shown = ", ".join(differences[:4]) + (", ..." if len(differences) > 4 else "")
     python.call(
-        name=f"Resolve, then install the {request.profile} environment",
+        name=f"Install {lock.path} exactly ({len(differences)} differ: {shown})",
         function=run_streamed,
-        command=(
-            f"{settings.venv_dir}/bin/podforge stack install --request {request_file}"
-            f" --stamp {settings.stack_stamp} 2>&1"
-        ),
-        failure="the environment was not installed: see the stack lines above",
+        command=" && ".join(
+            sync_commands(settings.venv_dir, settings.uv_cache_dir, sync_file, wanted)
+        )
+        + " 2>&1",
+        failure=f"the venv was not synced to {lock.path}: see uv's lines above",
     )

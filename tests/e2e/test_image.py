@@ -40,7 +40,7 @@ def builder(sandbox, tmp_path_factory) -> Iterator[dict[str, Any]]:
             "buildah": buildah,
             "work": work,
             "args": args,
-            "volumes": image.build_volumes(Path(sandbox["base"]) / "standins", work),
+            "volumes": image.build_volumes(Path(sandbox["base"]) / "standins"),
             "context": image.copy_context(work / "context"),
         }
     finally:

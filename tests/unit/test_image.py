@@ -1,6 +1,7 @@
 """The image build's pieces that need no build: the Dockerfile's build arguments are the
-settings, the stack layer runs on its own modules alone, and its inputs are what the deploy
-compares against (so the deploy after the stack layer changes nothing there)."""
+settings, the stack layer runs on its own modules alone, its inputs are the committed lock and
+the deploy's own commands (so the deploy after the stack layer changes nothing there), and a
+stale lock stops the build."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from podforge import image
 from podforge.config import SECRET_FIELDS, Settings, env_name, load_settings
-from podforge.environment import stack_request
 from podforge.gpu import GpuReport
+from podforge.lock import lock_file
 from podforge.plan import build_plan
+from podforge.stacks import DEFAULT_STACK
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
@@ -63,7 +67,7 @@ def test_the_stack_layer_runs_on_its_own_modules(tmp_path):
     # there or fails, and podforge's other modules are not importable.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import podforge.image, podforge.stack_cli;"
+        "import podforge.image;"
         "print(sorted(m for m in sys.modules if m.startswith('podforge')))"
     )
     result = subprocess.run(
@@ -78,28 +82,57 @@ def test_the_stack_layer_runs_on_its_own_modules(tmp_path):
     assert loaded <= set(image.STACK_MODULES)
 
 
-def test_the_inputs_are_what_the_deploy_compares():
-    node = {"name": "ComfyUI-GGUF", "url": "git://127.0.0.1/g.git", "commit": "c" * 40}
-    settings = load_settings(
-        {"phase": "image", "custom_nodes": [node], "comfyui_dir": "/opt/ComfyUI"}, {}
-    )
-    plan = build_plan(settings, GpuReport(), (3, 11, 2), "x86_64")
+def test_the_inputs_are_the_committed_lock_and_the_deploys_commands():
+    settings = load_settings({"phase": "image", "comfyui_dir": "/opt/ComfyUI"}, {})
+    plan = build_plan(settings, GpuReport(), sys.version_info[:3], "x86_64")
     inputs = image.stack_inputs(settings, plan)
-    # The deploy's install_environment compares its stamp with this key; ComfyUI's task
-    # checks out the same dirs at the same commits.
-    assert inputs.request is not None
-    assert inputs.request.key() == stack_request(settings, plan).key()
-    assert inputs.stamp == settings.stack_stamp
+    lock_text = (REPO / lock_file(DEFAULT_STACK)).read_text()
+    # The layer's cache key holds the lock itself: a new lock, a new layer; nothing else.
+    assert inputs.sync.startswith(lock_text)
+    assert inputs.sync.endswith(f"flash-attn @ {plan.python_stack.flash_attn_wheel}\n")
+    assert inputs.sync_file == "/opt/podforge/stack-sync.txt"
+    assert inputs.commands[0].endswith(
+        f"sync --python {settings.venv_dir}/bin/python"
+        " --compile-bytecode /opt/podforge/stack-sync.txt"
+    )
+    # ComfyUI's task checks out the same dirs at the same commits.
     assert [(c.dest, c.commit) for c in inputs.checkouts] == [
         (dest, pin.commit) for dest, pin in settings.checkouts().items()
     ]
     assert inputs.checkouts[1].dest == "/opt/ComfyUI/custom_nodes/ComfyUI-GGUF"
 
 
-def test_without_the_python_stack_the_layer_installs_no_environment():
-    settings = load_settings({"phase": "image", "install_python_stack": False}, {})
+def test_a_stale_lock_stops_the_inputs_stage(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    node = git_repo(tmp_path / "ComfyUI-GGUF", {"requirements.txt": "gguf>=0.99\n"})
+    settings = load_settings({"phase": "image", "custom_nodes": [node]}, {})
     plan = build_plan(settings, GpuReport(), (3, 11, 2), "x86_64")
-    assert image.stack_inputs(settings, plan).request is None
+    with pytest.raises(image.ImageError) as raised:
+        image.stack_inputs(settings, plan)
+    assert str(raised.value).startswith(
+        f"the stack lock {lock_file(DEFAULT_STACK)} is stale (ComfyUI-GGUF's requirements.txt"
+        " changed; "
+    )
+    assert "ComfyUI-KJNodes is no longer installed" in str(raised.value)
+
+
+def git_repo(path: Path, files: dict[str, str]) -> dict[str, str]:
+    """A repository with one commit, fetchable by sha as GitHub's are: its pin."""
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    env = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": str(path), "PATH": "/usr/bin:/bin"}
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one"],
+        ["config", "uploadpack.allowAnySHA1InWant", "true"],
+    ):
+        subprocess.run(["git", "-C", str(path), *args], check=True, env=env)
+    head = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return {"name": path.name, "url": f"file://{path}", "commit": head}
 
 
 def test_a_bad_setting_is_one_line_from_the_inputs_stage(tmp_path):

@@ -8,6 +8,7 @@ from podforge.comfyui import KNOWN_FLAGS
 from podforge.config import Settings, load_settings
 from podforge.gpu import GpuDevice, GpuReport
 from podforge.plan import PlanError, build_plan
+from podforge.stacks import STACK_PROFILES
 
 
 def gpu(vram_mib: int, index: int = 0, mig: str | None = None) -> GpuDevice:
@@ -256,11 +257,10 @@ def test_openmmlab_keeps_the_torch25_stack():
 
 
 def test_requirements_follow_models_and_stack():
-    with_stack = plan_for(24564, enable_dwpose=True)
-    without = plan_for(24564, enable_dwpose=True, install_python_stack=False)
-    assert without.requirements.disk_bytes == without.total_bytes
-    assert with_stack.requirements.disk_bytes > without.requirements.disk_bytes
-    assert with_stack.requirements.python == (3, 10)
+    plan = plan_for(24564, enable_dwpose=True)
+    stack = STACK_PROFILES[plan.stack].approx_bytes
+    assert plan.requirements.disk_bytes == plan.total_bytes + stack
+    assert plan.requirements.python == (3, 10)
 
 
 def test_catalog_sizes_can_be_left_to_the_hub():
@@ -318,6 +318,6 @@ def test_flash_attn_mirror_replaces_github():
     assert plan.python_stack.flash_attn_wheel.startswith("file:///workspace/mirror/v2.7.4.post1/")
 
 
-def test_no_flash_attn_without_the_stack():
-    plan = build_plan(Settings(install_python_stack=False), GpuReport(), (3, 11, 2), "x86_64")
+def test_no_flash_attn_before_the_pods_python_is_known():
+    plan = build_plan(Settings(), GpuReport(), None, None)
     assert plan.python_stack.flash_attn_wheel is None and plan.warnings == []

@@ -85,15 +85,15 @@ def plan(**data):
 
 
 def test_enough_of_everything_passes():
-    assert shortfalls(plan(install_python_stack=False), PodHost().process(HOST_OUTPUT)) == []
+    assert shortfalls(plan(), PodHost().process(HOST_OUTPUT)) == []
 
 
 def test_disk_shortfall_says_by_how_much():
     host = PodHost().process(HOST_OUTPUT)
-    (problem,) = shortfalls(plan(install_python_stack=False, enable_qwen_edit=True), host)
+    (problem,) = shortfalls(plan(enable_qwen_edit=True), host)
     assert problem.startswith("disk: ") and "10.0 GiB free" in problem and "short" in problem
     # Bytes already in place are not needed again.
-    assert shortfalls(plan(enable_qwen_edit=True, install_python_stack=False), host, 10**11) == []
+    assert shortfalls(plan(enable_qwen_edit=True), host, 10**11) == []
 
 
 @pytest.mark.parametrize(
@@ -106,5 +106,5 @@ def test_disk_shortfall_says_by_how_much():
 def test_memory_and_python_shortfalls(line, message):
     key = line.split("=")[0]
     output = [row for row in HOST_OUTPUT if not row.startswith(key)] + [line]
-    problems = shortfalls(plan(install_python_stack=False), PodHost().process(output))
+    problems = shortfalls(plan(), PodHost().process(output))
     assert any(message in p for p in problems), problems

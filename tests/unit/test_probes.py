@@ -4,7 +4,6 @@ model files judged like the fetcher judges them."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -139,7 +138,6 @@ def test_venv_distributions_match_importlib(tmp_path):
 NO_SOFTWARE = {
     "repos": {},
     "venv": "/none",
-    "stamp": "/none",
     "deployer": "/none",
     "workflows": "/none",
 }
@@ -170,8 +168,6 @@ def run_models(dests: list[str]) -> list[dict]:
 
 def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
     head = make_repo(tmp_path / "ComfyUI")
-    stamp = tmp_path / "stack.json"
-    stamp.write_text(json.dumps({"key": "k", "lock": {}}))
     workflows = tmp_path / "workflows.json"
     workflows.write_text('{"request": "r", "files": {"/w/podforge-a.json": "\u00e9"}}')
     pins = {str(tmp_path / "ComfyUI"): "0" * 40, str(tmp_path / "none"): "1" * 40}
@@ -179,7 +175,6 @@ def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
         software={
             "repos": pins,
             "venv": sys.prefix,
-            "stamp": str(stamp),
             "deployer": str(tmp_path / "no-deployer"),
             "workflows": str(workflows),
         }
@@ -188,14 +183,12 @@ def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
     assert result["repos"][str(tmp_path / "none")] is None
     assert result["venv"]["pyinfra"] == metadata.version("pyinfra")
     # Stamps come back as their text: the controller parses them (tasks/desired.py).
-    assert result["stack_stamp"] == stamp.read_text()
     assert result["workflows"] == workflows.read_text()
     assert result["deployer"] is None and result["supervisord"] is False
     assert "git" in result["debs"]  # this machine's dpkg, as the pod's is read
     assert result == software(
         pins,
         sys.prefix,
-        str(stamp),
         str(tmp_path / "no-deployer"),
         str(workflows),
     )
@@ -204,11 +197,11 @@ def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
 def test_the_probe_ships_no_json_and_passes_any_text_through_its_literals(tmp_path):
     # Its answer is a Python literal and its wish one in its program: no import of json.
     assert "json" not in one_program([probes, serving], "")
-    odd = tmp_path / "stack.json"
+    odd = tmp_path / "workflows.json"
     odd.write_bytes('{"k": "\\n \' \\" \u00e9 \U0001f600"}\n'.encode() + b"\xff")
-    software = {**NO_SOFTWARE, "stamp": str(odd), "repos": {str(tmp_path / "it's"): "0" * 40}}
+    software = {**NO_SOFTWARE, "workflows": str(odd), "repos": {str(tmp_path / "it's"): "0" * 40}}
     result = run_fact(software=software)["software"]
-    assert result["stack_stamp"] == odd.read_bytes().decode("utf-8", "replace")
+    assert result["workflows"] == odd.read_bytes().decode("utf-8", "replace")
     assert result["repos"] == {str(tmp_path / "it's"): None}
 
 

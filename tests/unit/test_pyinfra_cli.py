@@ -45,30 +45,14 @@ def test_gpu_fact_from_the_cli(fake_gpu_path, tmp_path):
     assert (device["mig"], device["vram_mib"]) == ("1g.10gb", 9536)
 
 
-def test_dry_deploy_with_openmmlab_plans_the_source_build(fake_gpu_path, tmp_path):
-    from facts.pod import PodState
-
+def test_openmmlab_is_refused_before_any_change(fake_gpu_path, tmp_path):
+    # mmcv is built from source on the pod: a lock cannot hold it, so the host is refused.
     env = fake_gpu_path("rtx-4090") | {
         "PODFORGE_SANDBOX_DIR": str(tmp_path / "none"),
         "ENABLE_OPENMMLAB": "true",
     }
-    # Without -y pyinfra lists the operations a dry run would change.
     result = _pyinfra(env, "@local", "deploy.py", "--dry")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode != 0
     text = result.stdout + result.stderr
-    assert "Resolve, then install the torch25-cu124 environment" in text
-    # The CUDA toolkit is planned exactly when this machine has no nvcc (the same probe).
-    probe = PodState().command(
-        software={
-            "repos": {},
-            "venv": str(tmp_path),
-            "stamp": str(tmp_path / "s"),
-            "deployer": str(tmp_path / "d"),
-            "workflows": str(tmp_path / "w"),
-        },
-        files={"patterns": [], "dirs": []},
-        models=[],
-    )
-    found = subprocess.run(["sh", "-c", probe], env=env, capture_output=True, text=True)
-    has_nvcc = PodState().process(found.stdout.splitlines())["software"]["nvcc"] is not None
-    assert ("CUDA toolkit 12.4 (nvcc, for source builds)" in text) is not has_nvcc
+    assert "[@local] preflight refused: enable_openmmlab: mmcv is built from source" in text
+    assert "Install locks/" not in text

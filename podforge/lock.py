@@ -1,0 +1,289 @@
+"""The stack lock: a profile's whole environment, resolved once, committed in locks/. Pure.
+
+`podforge stack lock` (podforge/stack_cli.py) asks uv to resolve the profile's pins, the
+requirements of ComfyUI and of every node podforge may install, podforge's pod tools and
+``STACK_EXTRAS``, under the profile's constraints. uv's answer is universal (one file for
+every Python from ``LOCK_PYTHON`` and every platform, by markers) and hashed; above it a
+header names the inputs it was resolved from. Every pod installs exactly that file
+(``uv pip sync``), so a fleet is identical and a user can read what a pod runs.
+
+A lock is keyed by what was resolved, not by commit ids: the digest of each requirement
+file's text, the pins, constraints, tools and the Python range. A node pin that moves without
+touching its requirements keeps the lock; one that changes them makes it stale, and the
+deploy refuses a stale lock before any change, naming what changed (``changes``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from pydantic import BaseModel, ConfigDict
+
+from podforge.environment import shared_import_winners, version_matches
+from podforge.pins import FEATURE_NODES, RepoPin
+from podforge.stacks import POD_TOOL_REQUIREMENTS, STACK_EXTRAS, UV_ENVIRONMENT, StackProfile
+
+if TYPE_CHECKING:
+    from podforge.config import Settings
+
+# The oldest Python a pod may have (Ubuntu 22.04's, the CUDA images' base); uv's universal
+# resolution covers every newer one too, so one lock serves every pod of a profile.
+LOCK_PYTHON = "3.10"
+LOCKS_DIR = "locks"
+_INPUT = "# input "
+
+
+class LockError(ValueError):
+    """A lock that cannot be read or used; the message names the file and the fix."""
+
+
+def lock_file(profile: str) -> str:
+    """Where a profile's lock lives, relative to the repository."""
+    return f"{LOCKS_DIR}/{profile}.txt"
+
+
+def refresh_command(profile: str) -> str:
+    return f"podforge stack lock --profile {profile}"
+
+
+def text_digest(text: str | None) -> str | None:
+    """What a lock records of a requirement file: its sha256 (None: the node has none)."""
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class LockInputs(BaseModel):
+    """Everything a lock was resolved from; equal inputs resolve to the same lock."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str
+    python: str  # the oldest Python covered (universal: every newer one and every platform)
+    index: str | None  # the profile's own torch index, next to PyPI
+    pins: list[str]
+    constraints: list[str]
+    tools: list[str]  # podforge's pod tools and STACK_EXTRAS
+    requirements: dict[str, str | None]  # repository name -> text_digest of requirements.txt
+
+    def digest(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def lock_pins(settings: Settings) -> list[RepoPin]:
+    """Every repository whose requirements a lock covers: ComfyUI, the custom nodes and the
+    nodes of every feature (enabled or not), so turning a feature on needs no new lock."""
+    listed = {node.name for node in settings.custom_nodes}
+    brought = {
+        node.name: node
+        for nodes in FEATURE_NODES.values()
+        for node in nodes
+        if node.name not in listed
+    }
+    return [settings.comfyui_repo, *settings.custom_nodes, *brought.values()]
+
+
+def lock_inputs(profile: StackProfile, texts: Mapping[str, str | None]) -> LockInputs:
+    """The inputs of ``profile``'s lock, given each repository's requirements.txt text."""
+    return LockInputs(
+        profile=profile.name,
+        python=LOCK_PYTHON,
+        index=profile.torch_index_url,
+        pins=list(profile.pins),
+        constraints=list(profile.constraints),
+        tools=[*POD_TOOL_REQUIREMENTS, *STACK_EXTRAS],
+        requirements={name: text_digest(text) for name, text in sorted(texts.items())},
+    )
+
+
+def render_header(inputs: LockInputs) -> str:
+    """The lock's header: its inputs, one per line, and their digest."""
+    lines = [
+        f"# podforge stack lock for {inputs.profile}: do not edit; refresh it with",
+        f"#   {refresh_command(inputs.profile)}",
+        "# Every pod of this profile installs exactly what follows (uv pip sync); a deploy",
+        "# refuses this file once the inputs below no longer match its settings.",
+        f"# inputs-digest: {inputs.digest()}",
+        f"{_INPUT}python: >={inputs.python} (universal: every Python and platform, by markers)",
+        f"{_INPUT}index: {inputs.index or 'PyPI only'}",
+        *(f"{_INPUT}pin: {pin}" for pin in inputs.pins),
+        *(f"{_INPUT}constraint: {line}" for line in inputs.constraints),
+        *(f"{_INPUT}tool: {line}" for line in inputs.tools),
+        *(
+            f"{_INPUT}requirements: {name} {digest or 'none'}"
+            for name, digest in inputs.requirements.items()
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def read_header(text: str, where: str) -> LockInputs:
+    """The inputs a lock's header names; LockError naming ``where`` when it has none."""
+    fields: dict[str, list[str]] = {}
+    profile = None
+    for line in text.splitlines():
+        if line.startswith("# podforge stack lock for "):
+            profile = line.removeprefix("# podforge stack lock for ").split(":", 1)[0]
+        elif line.startswith(_INPUT):
+            key, _, value = line.removeprefix(_INPUT).partition(": ")
+            fields.setdefault(key, []).append(value)
+        elif line and not line.startswith("#"):
+            break
+    if profile is None or "python" not in fields:
+        raise LockError(f"{where} has no podforge lock header: write it with `podforge stack lock`")
+    index = fields["index"][0]
+    requirements = {}
+    for entry in fields.get("requirements", []):
+        name, digest = entry.split(" ", 1)
+        requirements[name] = None if digest == "none" else digest
+    return LockInputs(
+        profile=profile,
+        python=fields["python"][0].split(" ", 1)[0].removeprefix(">="),
+        index=None if index == "PyPI only" else index,
+        pins=fields.get("pin", []),
+        constraints=fields.get("constraint", []),
+        tools=fields.get("tool", []),
+        requirements=requirements,
+    )
+
+
+def changes(locked: LockInputs, wanted: LockInputs) -> list[str]:
+    """What differs between the inputs a lock was resolved from and today's, for people."""
+    found = []
+    if locked.python != wanted.python:
+        found.append(f"Python >={locked.python} -> >={wanted.python}")
+    if locked.index != wanted.index:
+        found.append(f"index {locked.index or 'PyPI only'} -> {wanted.index or 'PyPI only'}")
+    for kind in ("pins", "constraints", "tools"):
+        before, after = getattr(locked, kind), getattr(wanted, kind)
+        added = [line for line in after if line not in before]
+        removed = [line for line in before if line not in after]
+        if added or removed:
+            moves = [*(f"+{line}" for line in added), *(f"-{line}" for line in removed)]
+            found.append(f"{kind}: {', '.join(moves)}")
+    for name in sorted(set(locked.requirements) | set(wanted.requirements)):
+        if name not in locked.requirements:
+            found.append(f"{name} is new")
+        elif name not in wanted.requirements:
+            found.append(f"{name} is no longer installed")
+        elif locked.requirements[name] != wanted.requirements[name]:
+            found.append(f"{name}'s requirements.txt changed")
+    return found
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    """One distribution of a lock: ``name==version ; marker`` and its hashes."""
+
+    name: str  # canonical
+    version: str
+    marker: Marker | None
+    text: str  # the entry as uv wrote it (requirement, hashes), without comments
+
+
+def entries(lock_text: str) -> list[LockEntry]:
+    """The distributions a lock lists, in its order."""
+    found = []
+    block: list[str] = []
+    for line in [*lock_text.splitlines(), ""]:
+        if block and (not line.startswith(" ") or line.lstrip().startswith("#")):
+            found.append(_entry(block))
+            block = []
+        if line and not line.startswith((" ", "#")):
+            block = [line]
+        elif block and line.lstrip().startswith("--hash"):
+            block.append(line)
+    return found
+
+
+def _entry(block: list[str]) -> LockEntry:
+    requirement = Requirement(block[0].rstrip(" \\"))
+    (specifier,) = requirement.specifier
+    return LockEntry(
+        name=canonicalize_name(requirement.name),
+        version=specifier.version,
+        marker=requirement.marker,
+        text="\n".join(block).rstrip(" \\"),
+    )
+
+
+def marker_environment(python: Iterable[int], machine: str) -> dict[str, str]:
+    """PEP 508 marker values of a Linux CPython pod (the host fact's python and machine)."""
+    version = [str(part) for part in python]
+    return {
+        "python_version": ".".join(version[:2]),
+        "python_full_version": ".".join(version),
+        "platform_machine": machine,
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
+
+
+def for_pod(lock_text: str, python: Iterable[int], machine: str) -> list[LockEntry]:
+    """The entries a pod with this Python and machine installs (markers evaluated)."""
+    environment = marker_environment(python, machine)
+    return [
+        entry
+        for entry in entries(lock_text)
+        if entry.marker is None or entry.marker.evaluate(environment)
+    ]
+
+
+def drift(wanted: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
+    """How a venv differs from what it should hold exactly: missing, other versions, extra."""
+    have = {canonicalize_name(name): version for name, version in installed.items()}
+    want = {canonicalize_name(name): version for name, version in wanted.items()}
+    found = []
+    for name, version in sorted(want.items()):
+        if name not in have:
+            found.append(f"{name} missing")
+        elif not version_matches(have[name], version):
+            found.append(f"{name} {have[name]} (locked {version})")
+    found += [f"{name} {have[name]} not in the lock" for name in sorted(set(have) - set(want))]
+    return found
+
+
+def release_wheel(name: str, url: str) -> tuple[str, str]:
+    """(the sync line, the version installed) of a wheel no index serves (flash-attn's
+    release asset); its file name carries the version, a local label after it."""
+    version = url.rsplit("/", 1)[1].split("-")[1].split("+")[0]
+    return f"{name} @ {url}", version
+
+
+def sync_text(lock_text: str, beside: Iterable[str]) -> str:
+    """What `uv pip sync` installs: the lock and the wheels no index serves (podforge's own,
+    flash-attn's release asset), so sync keeps them too."""
+    return lock_text + "\n# Installed beside the lock:\n" + "".join(f"{line}\n" for line in beside)
+
+
+def sync_commands(
+    venv: str, cache_dir: str, sync_file: str, installed: Mapping[str, str]
+) -> list[str]:
+    """Shell commands making ``venv`` hold exactly ``sync_file`` (``installed``: what that
+    file installs on this machine, name -> version), bytecode compiled, from uv's cache."""
+    environment = " ".join(
+        [*(f"{key}={value}" for key, value in UV_ENVIRONMENT.items()), f"UV_CACHE_DIR={cache_dir}"]
+    )
+    uv = f"{environment} {venv}/bin/uv pip"
+    target = f"--python {venv}/bin/python"
+    return [
+        # Without bytecode ComfyUI's first start takes twice as long (FACTS.md).
+        f"{uv} sync {target} --compile-bytecode {sync_file}",
+        # Several distributions ship `cv2` (at one version: `stack lock` checks); the one the
+        # plan names is installed last, so its files are the ones on disk.
+        *(
+            f"{uv} install {target} --quiet --no-deps --reinstall --compile-bytecode"
+            f" {decision.winner}=={decision.version}"
+            for decision in shared_import_winners(installed)
+        ),
+        f"{uv} check {target}",
+    ]

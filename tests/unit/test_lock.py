@@ -1,0 +1,182 @@
+"""The stack lock's format and judgements: the committed lock, header round trips, what a
+stale lock names, which entries a pod installs, and how a venv drifts from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from podforge.config import Settings
+from podforge.lock import (
+    LockError,
+    changes,
+    drift,
+    entries,
+    for_pod,
+    lock_file,
+    lock_inputs,
+    lock_pins,
+    read_header,
+    release_wheel,
+    render_header,
+    sync_commands,
+    sync_text,
+)
+from podforge.pins import RepoPin
+from podforge.stacks import DEFAULT_STACK, STACK_PROFILES
+from podforge.upstream import requirement_texts
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = STACK_PROFILES[DEFAULT_STACK]
+TEXTS = {"ComfyUI": "torch\nnumpy>=1.25.0\n", "ComfyUI-GGUF": "gguf>=0.13.0\n", "Bare": None}
+
+# A few entries as uv writes them (universal: markers; hashes; "# via" comments).
+LOCK_BODY = """\
+async-timeout==5.0.1 ; python_full_version < '3.11' \\
+    --hash=sha256:39e3809566ff85354557ec2398b55e096c8364bacac9405a7a1fa429e77fe76c
+    # via aiohttp
+numpy==1.26.4 \\
+    --hash=sha256:03a8c78d01d9781b28a6989f6fa1bb2c4f2d51201cf99d3dd875df6fbd96b23b \\
+    --hash=sha256:08beddf13648eb95f8d867350f6a018a4be2e5ad54c8d8caed89ebca558b2010
+    # via
+    #   -r ComfyUI/requirements.txt
+    #   gguf
+opencv-contrib-python==4.11.0.86 \\
+    --hash=sha256:085ad9b77c18853ea66283e98affefe2de8cc4c1f43eda4c100cf9b2721142ec
+    # via -r comfyui_controlnet_aux/requirements.txt
+opencv-python==4.11.0.86 \\
+    --hash=sha256:03d60ccae62304860d232272e4a4fda93c39d595780cb40b161b310244b736a4
+    # via -r ComfyUI-KJNodes/requirements.txt
+triton==3.1.0 ; python_full_version < '3.13' and platform_machine == 'x86_64' and sys_platform \
+== 'linux' \\
+    --hash=sha256:6b0dd10a925263abbe9fa37dcde67a5e9b2383fc269fdf59f5657cac38c5d1d8
+    # via torch
+"""
+
+
+def test_the_committed_lock_matches_the_default_settings():
+    # The lock in the repo answers today's pins, constraints and requirement files: a deploy
+    # with the default settings is not refused (the mirror of shared/upstream holds the pins).
+    text = (REPO / lock_file(DEFAULT_STACK)).read_text()
+    locked = read_header(text, lock_file(DEFAULT_STACK))
+    today = lock_inputs(PROFILE, requirement_texts(lock_pins(Settings())))
+    assert changes(locked, today) == []
+    assert locked.digest() == today.digest()
+    names = {entry.name: entry.version for entry in entries(text)}
+    assert names["torch"] == "2.5.1" and names["transformers"].startswith("4.")
+    assert names["setuptools"] and names["uv"] == "0.13.9"
+
+
+def test_the_header_round_trips_its_inputs():
+    inputs = lock_inputs(PROFILE, TEXTS)
+    text = render_header(inputs) + LOCK_BODY
+    assert read_header(text, "locks/x.txt") == inputs
+    assert f"# inputs-digest: {inputs.digest()}" in text
+    assert "# input requirements: Bare none" in text
+
+
+def test_a_file_without_a_header_is_named():
+    with pytest.raises(LockError, match=r"^locks/x.txt has no podforge lock header"):
+        read_header(LOCK_BODY, "locks/x.txt")
+
+
+def test_a_moved_pin_with_the_same_requirements_keeps_the_lock():
+    # The key is what was resolved, not commit ids.
+    assert lock_inputs(PROFILE, TEXTS).digest() == lock_inputs(PROFILE, dict(TEXTS)).digest()
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [
+        ({**TEXTS, "ComfyUI-GGUF": "gguf>=0.17.1\n"}, ["ComfyUI-GGUF's requirements.txt changed"]),
+        ({**TEXTS, "ComfyUI-New": "onnx\n"}, ["ComfyUI-New is new"]),
+        ({"ComfyUI": TEXTS["ComfyUI"], "Bare": None}, ["ComfyUI-GGUF is no longer installed"]),
+        ({**TEXTS, "Bare": "einops\n"}, ["Bare's requirements.txt changed"]),
+    ],
+)
+def test_a_stale_lock_names_the_repository_that_changed(texts, expected):
+    assert changes(lock_inputs(PROFILE, TEXTS), lock_inputs(PROFILE, texts)) == expected
+
+
+def test_a_stale_lock_names_a_changed_constraint_or_pin():
+    locked = lock_inputs(PROFILE, TEXTS)
+    today = locked.model_copy(
+        update={
+            "constraints": [*locked.constraints[1:], "numpy<2.1"],
+            "pins": ["torch==2.5.0", *locked.pins[1:]],
+        }
+    )
+    assert changes(locked, today) == [
+        "pins: +torch==2.5.0, -torch==2.5.1",
+        "constraints: +numpy<2.1, -numpy<2",
+    ]
+    assert locked.digest() != today.digest()
+
+
+def test_the_lock_covers_every_features_nodes_and_the_users_pins():
+    mine = RepoPin(
+        name="ComfyUI-WanAnimatePreprocess", url="https://example.org/x", commit="a" * 40
+    )
+    names = [pin.name for pin in lock_pins(Settings(custom_nodes=[mine]))]
+    assert names == ["ComfyUI", "ComfyUI-WanAnimatePreprocess"]  # the user's pin wins
+    assert "ComfyUI-WanAnimatePreprocess" in [pin.name for pin in lock_pins(Settings())]
+
+
+@pytest.mark.parametrize(
+    ("python", "machine", "expected"),
+    [
+        (
+            (3, 10, 12),
+            "x86_64",
+            ["async-timeout", "numpy", "opencv-contrib-python", "opencv-python", "triton"],
+        ),
+        ((3, 11, 2), "x86_64", ["numpy", "opencv-contrib-python", "opencv-python", "triton"]),
+        ((3, 13, 0), "x86_64", ["numpy", "opencv-contrib-python", "opencv-python"]),
+        ((3, 11, 2), "aarch64", ["numpy", "opencv-contrib-python", "opencv-python"]),
+    ],
+)
+def test_a_pod_installs_the_entries_its_markers_select(python, machine, expected):
+    assert [entry.name for entry in for_pod(LOCK_BODY, python, machine)] == expected
+
+
+def test_entries_keep_their_hashes_and_drop_uvs_comments():
+    numpy = next(entry for entry in entries(LOCK_BODY) if entry.name == "numpy")
+    assert numpy.version == "1.26.4" and numpy.text.count("--hash=sha256:") == 2
+    assert "# via" not in numpy.text and not numpy.text.endswith("\\")
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [
+        ({"numpy": "1.26.4", "torch": "2.5.1"}, []),
+        ({"NumPy": "1.26.4", "torch": "2.5.1+cu124"}, []),  # names canonical, local labels
+        ({"torch": "2.5.1"}, ["numpy missing"]),
+        ({"numpy": "2.1.0", "torch": "2.5.1"}, ["numpy 2.1.0 (locked 1.26.4)"]),
+        ({"numpy": "1.26.4", "torch": "2.5.1", "pip": "23.0"}, ["pip 23.0 not in the lock"]),
+    ],
+)
+def test_drift_names_what_differs_from_the_lock(installed, expected):
+    assert drift({"numpy": "1.26.4", "torch": "2.5.1"}, installed) == expected
+
+
+def test_flash_attns_release_wheel_is_installed_beside_the_lock():
+    url = (
+        "https://github.com/Dao-AILab/flash-attention/releases/download/v2.7.4.post1/"
+        "flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
+    )
+    line, version = release_wheel("flash-attn", url)
+    assert (line, version) == (f"flash-attn @ {url}", "2.7.4.post1")
+    text = sync_text(LOCK_BODY, [line])
+    assert text.startswith(LOCK_BODY) and text.endswith(f"\n{line}\n")
+
+
+def test_sync_commands_install_exactly_then_put_the_cv2_winner_last():
+    installed = {entry.name: entry.version for entry in entries(LOCK_BODY)}
+    sync, winner, check = sync_commands("/v", "/workspace/.cache/uv", "/opt/s.txt", installed)
+    assert "UV_CACHE_DIR=/workspace/.cache/uv /v/bin/uv pip sync --python /v/bin/python" in sync
+    assert sync.endswith("--compile-bytecode /opt/s.txt")
+    assert winner.endswith(
+        "--no-deps --reinstall --compile-bytecode opencv-contrib-python==4.11.0.86"
+    )
+    assert check.endswith("uv pip check --python /v/bin/python")
