@@ -79,6 +79,7 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
         lock_pins,
         read_header,
         release_wheel,
+        seeds_to_remove,
         sync_commands,
         sync_text,
     )
@@ -119,7 +120,14 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
         uv=UV,
         sync_file=sync_file,
         sync=sync_text(text, beside),
-        commands=sync_commands(settings.venv_dir, settings.uv_cache_dir, sync_file, installed),
+        # The layer makes the venv with `python3 -m venv`, so pip is in it.
+        commands=sync_commands(
+            settings.venv_dir,
+            settings.uv_cache_dir,
+            sync_file,
+            installed,
+            seeds_to_remove(installed, ["pip"]),
+        ),
     )
 
 

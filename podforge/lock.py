@@ -247,7 +247,7 @@ def drift(wanted: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
         if name not in have:
             found.append(f"{name} missing")
         elif not version_matches(have[name], version):
-            found.append(f"{name} {have[name]} (locked {version})")
+            found.append(f"{name} {have[name]} (wanted {version})")
     found += [f"{name} {have[name]} not in the lock" for name in sorted(set(have) - set(want))]
     return found
 
@@ -265,11 +265,22 @@ def sync_text(lock_text: str, beside: Iterable[str]) -> str:
     return lock_text + "\n# Installed beside the lock:\n" + "".join(f"{line}\n" for line in beside)
 
 
+# What `uv pip sync` leaves in a venv though no lock names it (uv calls them seed packages).
+SEED_PACKAGES = ("pip", "setuptools", "wheel")
+
+
+def seeds_to_remove(installed: Mapping[str, str], present: Iterable[str]) -> list[str]:
+    """The seed packages among ``present`` (a venv's distributions) that the lock lacks."""
+    names = {canonicalize_name(name) for name in present}
+    return [seed for seed in SEED_PACKAGES if seed in names and seed not in installed]
+
+
 def sync_commands(
-    venv: str, cache_dir: str, sync_file: str, installed: Mapping[str, str]
+    venv: str, cache_dir: str, sync_file: str, installed: Mapping[str, str], seeds: Iterable[str]
 ) -> list[str]:
     """Shell commands making ``venv`` hold exactly ``sync_file`` (``installed``: what that
-    file installs on this machine, name -> version), bytecode compiled, from uv's cache."""
+    file installs on this machine, name -> version; ``seeds``: seed packages to remove, which
+    sync keeps), bytecode compiled, from uv's cache."""
     environment = " ".join(
         [*(f"{key}={value}" for key, value in UV_ENVIRONMENT.items()), f"UV_CACHE_DIR={cache_dir}"]
     )
@@ -278,6 +289,7 @@ def sync_commands(
     return [
         # Without bytecode ComfyUI's first start takes twice as long (FACTS.md).
         f"{uv} sync {target} --compile-bytecode {sync_file}",
+        *(f"{uv} uninstall {target} {seed}" for seed in seeds),
         # Several distributions ship `cv2` (at one version: `stack lock` checks); the one the
         # plan names is installed last, so its files are the ones on disk.
         *(

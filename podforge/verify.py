@@ -3,7 +3,8 @@
 - every ComfyUI instance answers ``GET /system_stats`` on its port, with the plan's flags;
 - r2sync (when on) runs (RUNNING under supervisor, active/running under systemd) and its
   ``--test`` round trip passes;
-- on GPU pods, torch in the venv sees CUDA and the plan's number of GPUs;
+- on GPU pods whose ComfyUI does not run `--cpu`, torch in the venv sees CUDA and the
+  plan's number of GPUs;
 - each workflow podforge fitted to the pod finds its model files and node types.
 
 Each problem names the program, the port, the cause and the program's last log lines.
@@ -127,7 +128,8 @@ def verify(
         if test.returncode != 0:
             cause = (test.stderr.strip().splitlines() or ["no output"])[-1]
             problems.append(f"r2sync --test failed: {cause.split('FAILED: ', 1)[-1]}")
-    if plan["gpus"] and not quick:
+    on_gpus = [instance for instance in plan["comfyui"] if "--cpu" not in instance["args"]]
+    if plan["gpus"] and on_gpus and not quick:
         problems.extend(_torch_sees(plan, venv))
     return problems
 

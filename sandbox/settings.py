@@ -1,6 +1,6 @@
 """What every sandbox pod is told, deployed over SSH (group_data/sandbox.py) or built into an
 image (sandbox/image.py): models from the local hub, outputs to the local S3, ComfyUI and its
-nodes from the sandbox's git daemon, the torch family as stand-ins.
+nodes from the sandbox's git daemon, flash-attn as a stand-in, ComfyUI on the CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def sandbox_settings(state: dict[str, Any]) -> dict[str, Any]:
         # Features whose files depend on the GPU, so the demo pods get different plans.
         "enable_wan22": True,
         "enable_dwpose": True,
+        # No GPU here (nvidia-smi is a recording): ComfyUI runs on the CPU with PyPI's torch.
+        # The plan still decides per recorded GPU; its VRAM flags give way to --cpu.
+        "comfyui_args": ["--cpu"],
         # The hub serves small stand-ins, not the real multi-GB files: sizes come from the hub.
         "verify_catalog_sizes": False,
     }

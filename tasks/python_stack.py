@@ -19,7 +19,14 @@ from pyinfra.operations import python, server
 
 from operations import files
 from podforge.config import Settings
-from podforge.lock import drift, for_pod, release_wheel, sync_commands, sync_text
+from podforge.lock import (
+    drift,
+    for_pod,
+    release_wheel,
+    seeds_to_remove,
+    sync_commands,
+    sync_text,
+)
 from podforge.plan import Plan
 from podforge.stacks import POD_TOOL_REQUIREMENTS, UV
 from podforge.wheel import build_wheel, content_version, package_files
@@ -87,6 +94,8 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         text=sync_text(lock.text, beside),
         digests=pod.files,
     )
+    # A venv made by `python3 -m venv` (here, or before the deploy) holds pip.
+    present = pod.software["venv"] or {"pip": "bundled"}
     differences = drift(wanted, pod.software["venv"] or {})
     if not differences:
         host.noop(f"the venv holds exactly {lock.path} ({len(wanted)} distributions)")
@@ -102,7 +111,13 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         name=f"Install {lock.path} exactly ({len(differences)} differ: {shown})",
         function=run_streamed,
         command=" && ".join(
-            sync_commands(settings.venv_dir, settings.uv_cache_dir, sync_file, wanted)
+            sync_commands(
+                settings.venv_dir,
+                settings.uv_cache_dir,
+                sync_file,
+                wanted,
+                seeds_to_remove(wanted, present),
+            )
         )
         + " 2>&1",
         failure=f"the venv was not synced to {lock.path}: see uv's lines above",

@@ -20,6 +20,7 @@ from podforge.lock import (
     read_header,
     release_wheel,
     render_header,
+    seeds_to_remove,
     sync_commands,
     sync_text,
 )
@@ -152,7 +153,7 @@ def test_entries_keep_their_hashes_and_drop_uvs_comments():
         ({"numpy": "1.26.4", "torch": "2.5.1"}, []),
         ({"NumPy": "1.26.4", "torch": "2.5.1+cu124"}, []),  # names canonical, local labels
         ({"torch": "2.5.1"}, ["numpy missing"]),
-        ({"numpy": "2.1.0", "torch": "2.5.1"}, ["numpy 2.1.0 (locked 1.26.4)"]),
+        ({"numpy": "2.1.0", "torch": "2.5.1"}, ["numpy 2.1.0 (wanted 1.26.4)"]),
         ({"numpy": "1.26.4", "torch": "2.5.1", "pip": "23.0"}, ["pip 23.0 not in the lock"]),
     ],
 )
@@ -173,9 +174,14 @@ def test_flash_attns_release_wheel_is_installed_beside_the_lock():
 
 def test_sync_commands_install_exactly_then_put_the_cv2_winner_last():
     installed = {entry.name: entry.version for entry in entries(LOCK_BODY)}
-    sync, winner, check = sync_commands("/v", "/workspace/.cache/uv", "/opt/s.txt", installed)
+    seeds = seeds_to_remove(installed, ["pip", "numpy", "Wheel"])
+    assert seeds == ["pip", "wheel"]  # what sync keeps though no lock names it
+    commands = sync_commands("/v", "/workspace/.cache/uv", "/opt/s.txt", installed, seeds)
+    sync, pip, wheel, winner, check = commands
     assert "UV_CACHE_DIR=/workspace/.cache/uv /v/bin/uv pip sync --python /v/bin/python" in sync
     assert sync.endswith("--compile-bytecode /opt/s.txt")
+    assert pip.endswith("uv pip uninstall --python /v/bin/python pip")
+    assert wheel.endswith("uv pip uninstall --python /v/bin/python wheel")
     assert winner.endswith(
         "--no-deps --reinstall --compile-bytecode opencv-contrib-python==4.11.0.86"
     )
