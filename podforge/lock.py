@@ -291,10 +291,11 @@ def sync_commands(
         f"{uv} sync {target} --compile-bytecode {sync_file}",
         *(f"{uv} uninstall {target} {seed}" for seed in seeds),
         # Several distributions ship `cv2` (at one version: `stack lock` checks); the one the
-        # plan names is installed last, so its files are the ones on disk.
+        # plan names is installed again last, so its files are the ones on disk (out of the
+        # cache: --reinstall would download it again).
         *(
-            f"{uv} install {target} --quiet --no-deps --reinstall --compile-bytecode"
-            f" {decision.winner}=={decision.version}"
+            f"{uv} uninstall {target} --quiet {decision.winner} && {uv} install {target}"
+            f" --quiet --no-deps --compile-bytecode {decision.winner}=={decision.version}"
             for decision in shared_import_winners(installed)
         ),
         f"{uv} check {target}",

@@ -1,7 +1,8 @@
-"""ComfyUI, its nodes and the one resolved environment on real sshd pods.
+"""ComfyUI, its nodes and the committed stack lock on real sshd pods.
 
-converge -> every checkout at its pin, `pip check` clean, one cv2; then a moved pin, a node
-whose requirements contradict the stack, and a node with local changes.
+converge -> every checkout at its pin, the venv exactly the lock (real torch from PyPI), one
+cv2; then a moved pin, a venv changed by hand, a node the lock does not cover (a stale lock),
+and a node with local changes.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ import json
 import shlex
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from e2e.conftest import pod_shell
+from podforge.pins import DEFAULT_CUSTOM_NODES
 from sandbox.converge import converge, converge_pods
-from sandbox.repos import CONFLICTING_NODE, CONFLICTING_REQUIREMENT
+from sandbox.repos import CONFLICTING_NODE
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
 
 VENV = "/workspace/venv"
 NODES = "/workspace/ComfyUI/custom_nodes"
@@ -61,26 +65,52 @@ def test_comfyui_and_every_node_are_at_their_pins(deployed, sandbox):
         assert pod_shell(sandbox, pod, "git -C /workspace/ComfyUI rev-list --count HEAD") == "1\n"
 
 
-def test_the_environment_resolved_and_is_consistent(deployed, sandbox):
-    for pod in sandbox["pods"]:
-        assert "No broken requirements" in pod_shell(sandbox, pod, f"{VENV}/bin/pip check")
-        versions = json.loads(
-            pod_python(
-                sandbox,
-                pod,
-                "import json, re, importlib.metadata as m\n"
-                "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): "
-                "d.version for d in m.distributions()}))",
-            )
+def distributions(sandbox, pod):
+    """name -> version of every distribution in the pod's venv, as Python itself sees them."""
+    return json.loads(
+        pod_python(
+            sandbox,
+            pod,
+            "import json, re, importlib.metadata as m\n"
+            "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): "
+            "d.version for d in m.distributions()}))",
         )
-        # The profile's pins (stand-ins here) and its constraints held against every node.
-        assert versions["torch"] == "2.5.1+sandbox"
-        assert versions["xformers"] == "0.0.28.post3+sandbox"
-        assert versions["flash-attn"].startswith("2.7.4.post1")
-        assert versions["numpy"].startswith("1.")
-        assert versions["comfyui-frontend-package"] == "1.27.10"
-        stamp = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/stack.json"))
-        assert [s["winner"] for s in stamp["shared_imports"]] == ["opencv-contrib-python"]
+    )
+
+
+def locked_for(pod_python_version):
+    from podforge.lock import for_pod, lock_file
+    from podforge.stacks import DEFAULT_STACK
+
+    text = (REPO / lock_file(DEFAULT_STACK)).read_text()
+    return {entry.name: entry.version for entry in for_pod(text, pod_python_version, "x86_64")}
+
+
+def test_the_venv_holds_exactly_the_lock(deployed, sandbox):
+    for pod in sandbox["pods"]:
+        version = pod_python(sandbox, pod, "import sys; print(*sys.version_info[:3])")
+        locked = locked_for(tuple(int(part) for part in version.split()))
+        installed = distributions(sandbox, pod)
+        # Every locked distribution at its version, and nothing else but podforge and flash-attn.
+        assert {name: installed.get(name) for name in locked} == locked
+        assert sorted(set(installed) - set(locked)) == ["flash-attn", "podforge"]
+        assert installed["torch"] == "2.5.1" and installed["transformers"].startswith("4.")
+        check = pod_shell(sandbox, pod, f"{VENV}/bin/uv pip check --python {VENV}/bin/python")
+        assert "All installed packages are compatible" in check
+
+
+def test_a_venv_changed_by_hand_is_synced_back(deployed, sandbox):
+    pod = sandbox["pods"][1]
+    uv = f"{VENV}/bin/uv pip --quiet"
+    pod_shell(sandbox, pod, f"{uv} uninstall --python {VENV}/bin/python einops")
+    pod_shell(sandbox, pod, f"{VENV}/bin/python -m ensurepip -q")  # pip is not in the lock
+    result = converge()[pod["address"]]
+    assert not result.failed
+    (synced,) = [op for op in result.changed if op.startswith("Python environment | Install ")]
+    assert "einops missing" in synced and "pip 23.0.1 not in the lock" in synced
+    installed = distributions(sandbox, pod)
+    assert "einops" in installed and "pip" not in installed
+    assert converge()[pod["address"]].changed == []
 
 
 def test_the_winning_opencv_build_is_the_cv2_on_disk(deployed, sandbox):
@@ -150,21 +180,25 @@ def test_a_moved_pin_is_applied_on_the_next_run(deployed, sandbox):
     assert head(sandbox, pod, f"{NODES}/ComfyUI-GGUF") == pinned(sandbox, "ComfyUI-GGUF")["commit"]
 
 
-def test_a_conflicting_node_stops_its_pod_before_installing(deployed, sandbox, capfd):
+def test_a_node_the_lock_does_not_cover_stops_its_pod_before_any_change(deployed, sandbox, capfd):
     victim, other = sandbox["pods"][0], sandbox["pods"][1]
-    before = pod_shell(sandbox, victim, f"{VENV}/bin/pip freeze --all")
+    before = distributions(sandbox, victim)
     nodes = [*node_pins(sandbox), pinned(sandbox, CONFLICTING_NODE)]
     results = converge_pods(
         {victim["name"]: {"custom_nodes": nodes}, other["name"]: {}}, workdir=_workdir(sandbox)
     )
     assert results[victim["address"]].failed
+    assert results[victim["address"]].changed == []
     assert not results[other["address"]].failed and results[other["address"]].changed == []
     err = capfd.readouterr().err
-    assert f"{CONFLICTING_NODE} requires {CONFLICTING_REQUIREMENT}" in err
-    assert "pins torch==2.5.1" in err
-    assert pod_shell(sandbox, victim, f"{VENV}/bin/pip freeze --all") == before
-    pod_shell(sandbox, victim, f"rm -rf {NODES}/{CONFLICTING_NODE}")
-    assert converge()[victim["address"]].changed == []
+    assert (
+        f"preflight refused: the stack lock locks/torch25-cu124.txt is stale ({CONFLICTING_NODE}"
+        " is new): run `podforge stack lock --profile torch25-cu124` and commit it"
+    ) in err
+    assert distributions(sandbox, victim) == before
+    assert pod_shell(sandbox, victim, f"ls {NODES}").split() == sorted(
+        node.name for node in DEFAULT_CUSTOM_NODES
+    )
 
 
 def test_a_node_with_local_changes_is_reported_and_left_alone(deployed, sandbox, caplog):
