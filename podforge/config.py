@@ -246,6 +246,8 @@ def as_environment(values: Mapping[str, Any]) -> dict[str, str]:
             environment[env_name(key)] = json.dumps(plain)
         elif isinstance(plain, bool):
             environment[env_name(key)] = "true" if plain else "false"
+        elif isinstance(plain, list):  # comfyui_args: flags, as COMFYUI_ARGS takes them
+            environment[env_name(key)] = " ".join(plain)
         else:
             environment[env_name(key)] = str(plain)
     return environment

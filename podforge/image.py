@@ -158,7 +158,7 @@ def install(directory: Path) -> None:
     sync_file.parent.mkdir(parents=True, exist_ok=True)
     sync_file.write_text(inputs.sync)
     for command in inputs.commands:
-        _say(command.split(" pip ", 1)[1].split(" --python")[0])
+        _say(command.split("/bin/uv ", 1)[1])
         if subprocess.run(["sh", "-c", command]).returncode != 0:
             raise ImageError("the stack lock was not installed: see uv's lines above")
 

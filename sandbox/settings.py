@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from podforge.pins import DEFAULT_CUSTOM_NODES, RepoPin
+from podforge.pins import DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
 from sandbox.wheels import POD_RELEASES
+
+SANDBOX_NODES = [
+    *DEFAULT_CUSTOM_NODES,
+    *(node for nodes in FEATURE_NODES.values() for node in nodes),
+]
 
 
 def sandbox_settings(state: dict[str, Any]) -> dict[str, Any]:
@@ -25,7 +30,8 @@ def sandbox_settings(state: dict[str, Any]) -> dict[str, Any]:
         "r2_access_key_id": state["s3"]["access_key"],
         "r2_secret_access_key": state["s3"]["secret_key"],
         "comfyui_repo": pin("ComfyUI"),
-        "custom_nodes": [pin(node.name) for node in DEFAULT_CUSTOM_NODES],
+        # Every node the sandbox's git serves, the features' nodes too: any feature works.
+        "custom_nodes": [pin(node.name) for node in SANDBOX_NODES],
         # flash-attn's release wheel, from a file:// mirror holding a stand-in (no GitHub here).
         "flash_attn_mirror": f"file://{POD_RELEASES}",
         # Outputs to the sandbox S3 (behind its R2-rules gate).

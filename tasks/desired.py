@@ -190,8 +190,10 @@ def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
     refresh = f"run `{lock_command(profile.name)}` and commit it"
     if plan.python_stack.openmmlab:
         return StackLock(
-            path, "", "enable_openmmlab: mmcv is built from source on the pod, which a lock "
-            "cannot hold; turn ENABLE_OPENMMLAB off (see the README)"
+            path,
+            "",
+            "enable_openmmlab: mmcv is built from source on the pod, which a lock "
+            "cannot hold; turn ENABLE_OPENMMLAB off (see the README)",
         )
     if not (REPO / path).is_file():
         where = f" where {profile.torch_index_url} is reachable" if profile.torch_index_url else ""
@@ -201,8 +203,7 @@ def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
     local = {
         pin.name: dest
         for dest, pin in wanted.checkouts().items()
-        if host.name == "@local"
-        and (pod.software["repos"][dest] or {}).get("head") == pin.commit
+        if host.name == "@local" and (pod.software["repos"][dest] or {}).get("head") == pin.commit
     }
     try:
         locked = read_header(text, path)

@@ -65,7 +65,7 @@ def install_uv(settings: Settings, plan: Plan, pod: Pod) -> None:
         return
     python_bin = f"{settings.venv_dir}/bin/python"
     # A venv the lock was synced into holds no pip (it is not in the lock): bring it back.
-    bootstrap = [] if venv is None or "pip" in venv else [f"{python_bin} -m ensurepip -q"]
+    bootstrap = [] if venv is None or "pip" in venv else [f"{python_bin} -m ensurepip"]
     server.shell(
         name=f"Install uv {UV_VERSION}",
         commands=[*bootstrap, f"{python_bin} -m pip install -q --disable-pip-version-check {UV}"],

@@ -77,15 +77,19 @@ def step_output(output: str, step: str) -> str:
 
 
 def test_the_image_phase_installs_the_stack_once(built):
-    # The deploy after the stack layer found packages, checkouts and the stack in place.
+    # The stack layer synced the committed lock; the deploy after it found packages,
+    # checkouts and the lock in place and added podforge's own wheel alone.
     stack, deploy = (step_output(built.output, step) for step in (STACK_STEP, DEPLOY_STEP))
-    assert "stack: torch25-cu124 installed and pip check clean" in stack
+    assert "image: pip sync --python /opt/venv/bin/python --compile-bytecode" in stack
+    assert "image: pip check --python /opt/venv/bin/python" in stack
     changed = changed_operations(deploy)
-    stack_ops = re.compile(r"^(System packages|Python environment) \||^ComfyUI \| .* at \w{12}$")
+    stack_ops = re.compile(r"^System packages \||^ComfyUI \| .* at \w{12}$")
     assert not [op for op in changed if stack_ops.match(op)], changed
+    (synced,) = [op for op in changed if op.startswith("Python environment | Install ")]
+    assert synced.endswith("exactly (1 differ: podforge missing)")
+    assert "Installed 1 package" in deploy
     # The checkouts are there, reported unchanged: the layer made them at the same pins.
     assert re.search(r"ComfyUI \| ComfyUI at [0-9a-f]{12}\s+1\s+-\s+-\s+1", deploy)
-    assert "stack: resolving" not in deploy
     assert any(op.startswith("Services") for op in changed)  # start.sh and program sections
 
 

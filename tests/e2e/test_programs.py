@@ -126,7 +126,7 @@ def test_a_second_deploy_restarts_nothing(running, sandbox):
 def test_new_comfyui_args_restart_comfyui_alone(running, sandbox):
     before = {pod["name"]: pids(sandbox, pod) for pod in sandbox["pods"]}
     try:
-        results = converge(data={"comfyui_args": "--disable-smart-memory"})
+        results = converge(data={"comfyui_args": "--cpu --disable-smart-memory"})
         assert all(not r.failed for r in results.values())
         for pod in sandbox["pods"]:
             after = pids(sandbox, pod)

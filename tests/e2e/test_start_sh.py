@@ -76,7 +76,8 @@ def test_a_pod_whose_gpu_changed_boots_with_its_new_flags_and_models(prepared, s
         swap_gpu(sandbox, pod, "rtx-3060")
         log = boot(sandbox, pod)
         plan = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
-        assert plan["comfyui"][0]["args"][0] == "--normalvram"  # 12 GB: the table's flags
+        # 12 GB: the table's row for it (24 GB had model_cpu_offload).
+        assert plan["comfyui"][0]["memory_mode"] == "sequential_cpu_offload"
         assert "Models | Fetch" in " ".join(changed_operations(log))
         new = {m["dest"] for m in plan["models"]} - {m["dest"] for m in before["models"]}
         assert new, "a 12 GB GPU gets other model variants than a 24 GB one"
