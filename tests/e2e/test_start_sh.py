@@ -85,9 +85,10 @@ def test_a_pod_whose_gpu_changed_boots_with_its_new_flags_and_models(prepared, s
         assert len(sizes.splitlines()) == len(new)
         section = pod_shell(sandbox, pod, "cat /etc/supervisor/conf.d/podforge-comfyui-0.conf")
         assert f"main.py {' '.join(plan['comfyui'][0]['args'])}\n" in section
-        assert "--normalvram" in pod_shell(
+        running = pod_shell(
             sandbox, pod, "tr '\\0' ' ' < /proc/$(supervisorctl pid comfyui-0)/cmdline"
         )
+        assert running.endswith(f"main.py {' '.join(plan['comfyui'][0]['args'])} ")
     finally:
         swap_gpu(sandbox, pod, "rtx-4090")
         assert all(not r.failed for r in converge().values())
