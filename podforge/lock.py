@@ -2,10 +2,12 @@
 
 `podforge stack lock` (podforge/stack_cli.py) asks uv to resolve the profile's pins, the
 requirements of ComfyUI and of every node podforge may install, podforge's pod tools and
-``STACK_EXTRAS``, under the profile's constraints. uv's answer is universal (one file for
-every Python from ``LOCK_PYTHON`` and every platform, by markers) and hashed; above it a
-header names the inputs it was resolved from. Every pod installs exactly that file
-(``uv pip sync``), so a fleet is identical and a user can read what a pod runs.
+``STACK_EXTRAS``, under the profile's constraints, once for each target a pod may be
+(``LOCK_TARGETS``: its Python and platform), with hashes. The answers go into one file, each
+entry marked with its target, under a header naming the inputs. Every pod installs exactly
+its target's entries (``uv pip sync``), so a fleet is identical and a user can read what a
+pod runs. One resolution per target rather than uv's universal one: each target gets what
+it alone resolves to, and the three targets take uv ~5 s together where universal takes ~13 s.
 
 A lock is keyed by what was resolved, not by commit ids: the digest of each requirement
 file's text, the pins, constraints, tools and the Python range. A node pin that moves without
@@ -33,9 +35,28 @@ from podforge.stacks import POD_TOOL_REQUIREMENTS, STACK_EXTRAS, UV_ENVIRONMENT,
 if TYPE_CHECKING:
     from podforge.config import Settings
 
-# The oldest Python a pod may have (Ubuntu 22.04's, the CUDA images' base); uv's universal
-# resolution covers every newer one too, so one lock serves every pod of a profile.
-LOCK_PYTHON = "3.10"
+
+@dataclass(frozen=True)
+class Target:
+    """A kind of pod a lock covers: its Python and its platform (uv's --python-platform)."""
+
+    python: str  # X.Y
+    machine: str  # platform_machine
+    platform: str  # uv's name for the platform, with the oldest glibc a pod may have
+
+    def __str__(self) -> str:
+        return f"{self.python} {self.platform}"
+
+    @property
+    def marker(self) -> str:
+        return f"python_version == '{self.python}' and platform_machine == '{self.machine}'"
+
+
+# Ubuntu 22.04 (the CUDA images, RunPod's templates) has 3.10, Debian 12 3.11, Ubuntu 24.04
+# 3.12; glibc 2.28 is older than any of them. flash-attn's release wheels are x86_64 only.
+LOCK_TARGETS: tuple[Target, ...] = tuple(
+    Target(python, "x86_64", "x86_64-manylinux_2_28") for python in ("3.10", "3.11", "3.12")
+)
 LOCKS_DIR = "locks"
 _INPUT = "# input "
 
@@ -64,7 +85,7 @@ class LockInputs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     profile: str
-    python: str  # the oldest Python covered (universal: every newer one and every platform)
+    targets: list[str]  # str(Target) of every target resolved
     index: str | None  # the profile's own torch index, next to PyPI
     pins: list[str]
     constraints: list[str]
@@ -93,7 +114,7 @@ def lock_inputs(profile: StackProfile, texts: Mapping[str, str | None]) -> LockI
     """The inputs of ``profile``'s lock, given each repository's requirements.txt text."""
     return LockInputs(
         profile=profile.name,
-        python=LOCK_PYTHON,
+        targets=[str(target) for target in LOCK_TARGETS],
         index=profile.torch_index_url,
         pins=list(profile.pins),
         constraints=list(profile.constraints),
@@ -110,7 +131,7 @@ def render_header(inputs: LockInputs) -> str:
         "# Every pod of this profile installs exactly what follows (uv pip sync); a deploy",
         "# refuses this file once the inputs below no longer match its settings.",
         f"# inputs-digest: {inputs.digest()}",
-        f"{_INPUT}python: >={inputs.python} (universal: every Python and platform, by markers)",
+        *(f"{_INPUT}target: {target}" for target in inputs.targets),
         f"{_INPUT}index: {inputs.index or 'PyPI only'}",
         *(f"{_INPUT}pin: {pin}" for pin in inputs.pins),
         *(f"{_INPUT}constraint: {line}" for line in inputs.constraints),
@@ -135,7 +156,7 @@ def read_header(text: str, where: str) -> LockInputs:
             fields.setdefault(key, []).append(value)
         elif line and not line.startswith("#"):
             break
-    if profile is None or "python" not in fields:
+    if profile is None or "target" not in fields:
         raise LockError(f"{where} has no podforge lock header: write it with `podforge stack lock`")
     index = fields["index"][0]
     requirements = {}
@@ -144,7 +165,7 @@ def read_header(text: str, where: str) -> LockInputs:
         requirements[name] = None if digest == "none" else digest
     return LockInputs(
         profile=profile,
-        python=fields["python"][0].split(" ", 1)[0].removeprefix(">="),
+        targets=fields["target"],
         index=None if index == "PyPI only" else index,
         pins=fields.get("pin", []),
         constraints=fields.get("constraint", []),
@@ -156,11 +177,9 @@ def read_header(text: str, where: str) -> LockInputs:
 def changes(locked: LockInputs, wanted: LockInputs) -> list[str]:
     """What differs between the inputs a lock was resolved from and today's, for people."""
     found = []
-    if locked.python != wanted.python:
-        found.append(f"Python >={locked.python} -> >={wanted.python}")
     if locked.index != wanted.index:
         found.append(f"index {locked.index or 'PyPI only'} -> {wanted.index or 'PyPI only'}")
-    for kind in ("pins", "constraints", "tools"):
+    for kind in ("targets", "pins", "constraints", "tools"):
         before, after = getattr(locked, kind), getattr(wanted, kind)
         added = [line for line in after if line not in before]
         removed = [line for line in before if line not in after]
@@ -228,8 +247,22 @@ def marker_environment(python: Iterable[int], machine: str) -> dict[str, str]:
     }
 
 
+def marked(body: str, target: Target) -> str:
+    """uv's answer for one target, each entry marked with the target (one lock, all pods)."""
+    lines = []
+    for line in body.splitlines():
+        if line and not line.startswith((" ", "#")):
+            requirement, continued = line.removesuffix(" \\"), line.endswith(" \\")
+            name, _, marker = requirement.partition(" ; ")
+            both = f"({marker}) and {target.marker}" if marker else target.marker
+            line = f"{name} ; {both}" + (" \\" if continued else "")
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def for_pod(lock_text: str, python: Iterable[int], machine: str) -> list[LockEntry]:
-    """The entries a pod with this Python and machine installs (markers evaluated)."""
+    """The entries a pod with this Python and machine installs (markers evaluated); empty
+    when no target of the lock is this pod's."""
     environment = marker_environment(python, machine)
     return [
         entry

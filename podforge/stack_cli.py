@@ -1,8 +1,9 @@
 """`podforge stack lock` and `podforge stack check`: uv's resolver, on the laptop.
 
 lock   resolves a profile's whole environment (podforge/lock.py says what goes in) with
-       ``uv pip compile --universal --generate-hashes`` and writes ``locks/<profile>.txt``
-       under a header naming its inputs. Same inputs, same index: the same file.
+       ``uv pip compile --generate-hashes`` for each target (a Python and a platform), in
+       parallel, and writes ``locks/<profile>.txt`` under a header naming its inputs. Same
+       inputs, same index: the same file.
 check  the same resolution, printed, nothing written: does this set resolve? Either way a
        conflict is traced to the repository that asked.
 
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -24,12 +26,14 @@ from packaging.utils import canonicalize_name
 
 from podforge.environment import explain_uv_conflict, pin_conflicts, requirement_lines
 from podforge.lock import (
-    LOCK_PYTHON,
+    LOCK_TARGETS,
     LockInputs,
+    Target,
     entries,
     lock_file,
     lock_inputs,
     lock_pins,
+    marked,
     render_header,
 )
 from podforge.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
@@ -55,7 +59,8 @@ def uv_binary() -> str:
 
 
 def resolve(inputs: LockInputs, texts: Mapping[str, str | None]) -> str:
-    """uv's universal, hashed resolution of ``inputs`` (requirement files as ``texts``)."""
+    """uv's hashed resolution of ``inputs`` for every target (requirement files as
+    ``texts``), each entry marked with its target: the lock's body."""
     sources = {name: requirement_lines(text or "") for name, text in texts.items()}
     sources[TOOLS_SOURCE] = [Requirement(line) for line in inputs.tools]
     problems = pin_conflicts(sources, inputs.pins, inputs.profile)
@@ -78,9 +83,6 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None]) -> str:
             "compile",
             "--quiet",
             "--no-header",
-            "--universal",
-            "--python-version",
-            inputs.python,
             "--generate-hashes",
             "-c",
             "constraints.txt",
@@ -90,17 +92,29 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None]) -> str:
         if inputs.index:
             # The profile's torch build lives there; everything else comes from PyPI.
             argv += ["--extra-index-url", inputs.index, "--index-strategy", "unsafe-best-match"]
-        _say(f"stack: resolving {inputs.profile} with uv ({len(files)} requirement files)")
-        done = subprocess.run(
-            argv, cwd=work, capture_output=True, text=True, env={**os.environ, **UV_ENVIRONMENT}
+        _say(
+            f"stack: resolving {inputs.profile} with uv ({len(files)} requirement files) for"
+            f" {', '.join(str(target) for target in LOCK_TARGETS)}"
         )
-    if done.returncode != 0:
-        raise StackError(explain_uv_conflict(done.stderr, sources, inputs))
-    _check_shared_imports(done.stdout)
-    return done.stdout
+
+        def one(target: Target) -> str:
+            done = subprocess.run(
+                [*argv, "--python-version", target.python, "--python-platform", target.platform],
+                cwd=work,
+                capture_output=True,
+                text=True,
+                env={**os.environ, **UV_ENVIRONMENT},
+            )
+            if done.returncode != 0:
+                raise StackError(explain_uv_conflict(done.stderr, sources, inputs))
+            _check_shared_imports(done.stdout, target)
+            return f"# Python {target.python} on {target.platform}\n" + marked(done.stdout, target)
+
+        with ThreadPoolExecutor(len(LOCK_TARGETS)) as pool:
+            return "".join(pool.map(one, LOCK_TARGETS))
 
 
-def _check_shared_imports(lock_body: str) -> None:
+def _check_shared_imports(lock_body: str, target: Target) -> None:
     """Distributions sharing an import (cv2) must be at one version: the last installed wins."""
     versions: dict[str, set[str]] = {}
     for entry in entries(lock_body):
@@ -110,8 +124,8 @@ def _check_shared_imports(lock_body: str) -> None:
         if len({tuple(v) for v in present.values()}) > 1:
             shown = ", ".join(f"{name} {'/'.join(v)}" for name, v in present.items())
             raise StackError(
-                f"the providers of `{module}` resolved to different versions ({shown}): "
-                "constrain them to one in the profile (podforge/stacks.py)"
+                f"the providers of `{module}` resolved to different versions on {target}"
+                f" ({shown}): constrain them to one in the profile (podforge/stacks.py)"
             )
 
 
@@ -156,17 +170,19 @@ def main(args: argparse.Namespace) -> int:
             path = write_lock(profile, texts, REPO)
             count = len(entries(path.read_text()))
             where = path.relative_to(REPO)
-            _say(f"stack lock: wrote {where}: {count} entries for Python >={LOCK_PYTHON} on every")
-            _say("platform; commit it")
+            _say(f"stack lock: wrote {where}: {count} entries for {len(LOCK_TARGETS)} targets")
+            _say("commit it")
             return 0
         body = resolve(lock_inputs(profile, texts), texts)
     except (StackError, UpstreamError) as error:
         print(f"podforge stack: {error}", file=sys.stderr)
         return 1
     found = entries(body)
-    for entry in found:
-        marker = f" ; {entry.marker}" if entry.marker else ""
-        print(f"{entry.name} {entry.version}{marker}")
+    for target in LOCK_TARGETS:
+        print(f"# {target}")
+        for entry in found:
+            if entry.marker is not None and str(entry.marker).endswith(target.marker):
+                print(f"{entry.name} {entry.version}")
     names = {canonicalize_name(entry.name) for entry in found}
     print(f"stack check: {profile.name} resolves: {len(names)} distributions")
     return 0

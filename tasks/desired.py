@@ -23,7 +23,15 @@ from facts.pod import PodState
 from podforge import stamps
 from podforge.config import Settings, SettingsError, load_settings
 from podforge.gpu import GpuReport
-from podforge.lock import LockError, changes, lock_file, lock_inputs, lock_pins, read_header
+from podforge.lock import (
+    LockError,
+    changes,
+    for_pod,
+    lock_file,
+    lock_inputs,
+    lock_pins,
+    read_header,
+)
 from podforge.lock import refresh_command as lock_command
 from podforge.plan import Plan, PlanError, build_plan
 from podforge.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
@@ -213,4 +221,14 @@ def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
     if locked.digest() != today.digest():
         changed = "; ".join(changes(locked, today))
         return StackLock(path, text, f"the stack lock {path} is stale ({changed}): {refresh}")
+    python, machine = pod.host["python"], pod.host["machine"]
+    if python is not None and not for_pod(text, python, machine):
+        here = f"Python {python[0]}.{python[1]} on {machine}"
+        covered = "; ".join(locked.targets)
+        return StackLock(
+            path,
+            text,
+            f"{path} has nothing for {here} (it covers {covered}): add the target to"
+            f" LOCK_TARGETS (podforge/lock.py), then {refresh}",
+        )
     return StackLock(path, text, None)

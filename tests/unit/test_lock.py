@@ -9,6 +9,7 @@ import pytest
 
 from podforge.config import Settings
 from podforge.lock import (
+    LOCK_TARGETS,
     LockError,
     changes,
     drift,
@@ -17,6 +18,7 @@ from podforge.lock import (
     lock_file,
     lock_inputs,
     lock_pins,
+    marked,
     read_header,
     release_wheel,
     render_header,
@@ -32,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROFILE = STACK_PROFILES[DEFAULT_STACK]
 TEXTS = {"ComfyUI": "torch\nnumpy>=1.25.0\n", "ComfyUI-GGUF": "gguf>=0.13.0\n", "Bare": None}
 
-# A few entries as uv writes them (universal: markers; hashes; "# via" comments).
+# A few entries with markers (as `marked` and uv write them), hashes and "# via" comments.
 LOCK_BODY = """\
 async-timeout==5.0.1 ; python_full_version < '3.11' \\
     --hash=sha256:39e3809566ff85354557ec2398b55e096c8364bacac9405a7a1fa429e77fe76c
@@ -139,6 +141,27 @@ def test_the_lock_covers_every_features_nodes_and_the_users_pins():
 )
 def test_a_pod_installs_the_entries_its_markers_select(python, machine, expected):
     assert [entry.name for entry in for_pod(LOCK_BODY, python, machine)] == expected
+
+
+def test_each_targets_answer_is_marked_with_its_target():
+    answer = (
+        "numpy==1.26.4 \\\n    --hash=sha256:03a8\n    # via gguf\n"
+        "six==1.17.0 ; sys_platform == 'linux'\n"
+    )
+    py310, py311 = LOCK_TARGETS[:2]
+    lock = marked(answer, py310) + marked(answer, py311)
+    assert lock.splitlines()[0] == (
+        "numpy==1.26.4 ; python_version == '3.10' and platform_machine == 'x86_64' \\"
+    )
+    assert "six==1.17.0 ; (sys_platform == 'linux') and python_version == '3.11'" in lock
+    assert [(e.name, str(e.marker)) for e in for_pod(lock, (3, 11, 2), "x86_64")] == [
+        ("numpy", 'python_version == "3.11" and platform_machine == "x86_64"'),
+        (
+            "six",
+            'sys_platform == "linux" and python_version == "3.11" and platform_machine == "x86_64"',
+        ),
+    ]
+    assert for_pod(lock, (3, 13, 0), "x86_64") == []  # no target of the lock
 
 
 def test_entries_keep_their_hashes_and_drop_uvs_comments():
