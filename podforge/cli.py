@@ -133,8 +133,9 @@ def _verify(args: argparse.Namespace) -> int:
     if args.workflows:
         models_dir = args.models_dir or f"{args.comfyui_dir}/models"
         workflows = (args.workflows, args.comfyui_dir, models_dir)
+    smoke = str(Path(args.comfyui_dir) / "output") if args.smoke else None
     return verify.main(
-        args.plan, args.venv, args.logs, args.r2sync, args.timeout, args.quick, workflows
+        args.plan, args.venv, args.logs, args.r2sync, args.timeout, args.quick, workflows, smoke
     )
 
 
@@ -193,6 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check.add_argument(
         "--workflows", metavar="STAMP", help="check the workflows this stamp lists as installed"
+    )
+    check.add_argument(
+        "--smoke",
+        action="store_true",
+        help="also run a workflow needing no model file (its files go to <comfyui-dir>/output)",
     )
     check.add_argument("--comfyui-dir", default="/workspace/ComfyUI", help="ComfyUI's checkout")
     check.add_argument("--models-dir", help="the models dir (default: <comfyui-dir>/models)")

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podforge.serving import SUPERVISOR_SOCKET, observe
+from podforge.comfyui_checks import ComfyClient, node_problems, smoke_prompt
+from podforge.serving import SUPERVISOR_SOCKET, comfyui_address, observe
 
 # The state a program that serves is in, under each manager.
 RUNNING = {"supervisor": "RUNNING", "systemd": "active/running"}
@@ -110,14 +111,26 @@ def verify(
     r2_env: Path | None,
     timeout: float,
     quick: bool = False,
+    smoke: Path | None = None,
+    workflows: tuple[Path, Path, Path] | None = None,
 ) -> list[str]:
     """What keeps the pod from serving its plan (nothing: it serves).
 
     ``quick``: only what can change while no deploy changes anything (ComfyUI answers with
-    the plan's flags, supervisor keeps the programs RUNNING); the S3 round trip and torch's
-    view of the GPUs were checked by the run that last changed the pod.
+    the plan's flags, supervisor keeps the programs RUNNING); the S3 round trip, torch's
+    view of the GPUs and the node packs were checked by the run that last changed the pod.
+    ``smoke``: ComfyUI's output dir: each instance also runs the smoke workflow into it.
+    ``workflows``: (stamp, ComfyUI dir, models dir) of the workflows podforge installed, whose
+    node types ComfyUI must serve and whose model files must be there.
     """
     problems = serving_problems(plan["comfyui"], r2_env is not None, str(log_dir), timeout)
+    if not problems and not quick:
+        for instance in plan["comfyui"]:
+            served, found = served_problems(instance, log_dir, smoke)
+            problems += found
+            if workflows is not None and served:
+                problems += fitted_workflows_problems(*workflows, served)
+                workflows = None  # every instance runs the same ComfyUI and nodes
     if r2_env is not None and not quick:
         test = subprocess.run(
             [str(venv / "bin" / "podforge"), "r2sync", "--test"],
@@ -132,6 +145,39 @@ def verify(
     if plan["gpus"] and on_gpus and not quick:
         problems.extend(_torch_sees(plan, venv))
     return problems
+
+
+def served_problems(
+    instance: dict[str, Any], log_dir: Path, smoke: Path | None
+) -> tuple[set[str], list[str]]:
+    """(the node types it serves, what is wrong) of one ComfyUI instance, answering already:
+    every pack loaded, every node type described, and with ``smoke`` (the output dir) a
+    workflow run whose files are there."""
+    program = f"comfyui-{instance['device']}"
+    client = ComfyClient(comfyui_address(instance), instance["port"])
+    try:
+        # Asked first: a node type that cannot describe itself is logged only then.
+        served = set(client.get("/object_info"))
+    except (OSError, ValueError) as error:
+        return set(), [f"{program}: GET /object_info failed: {error}"]
+    log = log_dir / f"{program}.log"
+    problems = node_problems(log.read_text(errors="replace") if log.exists() else "", str(log))
+    print(f"verify: {program} serves {len(served)} node types", flush=True)
+    if smoke is None:
+        return served, problems
+    began = time.monotonic()
+    try:
+        failed, outputs = client.run(smoke_prompt(served), timeout=120)
+    except (OSError, ValueError, KeyError) as error:
+        return served, [*problems, f"{program}: the smoke workflow was not queued: {error}"]
+    if failed:
+        return served, [*problems, f"{program}: the smoke workflow failed: {failed} (see {log})"]
+    missing = [path for path in outputs if not (smoke / path).is_file()]
+    if not outputs or missing:
+        return served, [*problems, f"{program}: the smoke workflow's files are not in {smoke}"]
+    seconds = time.monotonic() - began
+    print(f"verify: {program} ran the smoke workflow in {seconds:.1f} s: {', '.join(outputs)}")
+    return served, problems
 
 
 def _torch_sees(plan: dict[str, Any], venv: Path) -> list[str]:
@@ -154,12 +200,15 @@ def _torch_sees(plan: dict[str, Any], venv: Path) -> list[str]:
     return []
 
 
-def fitted_workflows_problems(stamp: Path, comfyui_dir: Path, models_dir: Path) -> list[str]:
-    """The workflows the stamp says podforge installed, checked (their lines printed)."""
+def fitted_workflows_problems(
+    stamp: Path, comfyui_dir: Path, models_dir: Path, served: set[str]
+) -> list[str]:
+    """The workflows the stamp says podforge installed, checked against the node types
+    ComfyUI serves and the model files there (their lines printed)."""
     from podforge.workflows_cli import check_workflows
 
     installed = [Path(p) for p in json.loads(stamp.read_text())["files"]] if stamp.exists() else []
-    if not installed or check_workflows(installed, comfyui_dir, models_dir):
+    if not installed or check_workflows(installed, comfyui_dir, models_dir, served):
         return []
     return ["workflows: a fitted workflow misses a model file or node type (MISSING above)"]
 
@@ -172,14 +221,22 @@ def main(
     timeout: float,
     quick: bool,
     workflows: tuple[str, str, str] | None = None,
+    smoke: str | None = None,
 ) -> int:
-    """``workflows``: (stamp, ComfyUI dir, models dir), checked unless ``quick``."""
+    """``workflows``: (stamp, ComfyUI dir, models dir), checked unless ``quick``; ``smoke``:
+    ComfyUI's output dir, where the smoke workflow's files must land."""
     plan = json.loads(Path(plan_file).read_text())
     r2 = Path(r2_env) if r2_env else None
-    problems = verify(plan, Path(venv), Path(log_dir), r2, timeout, quick=quick)
-    if workflows is not None and not quick:
-        stamp, comfyui_dir, models_dir = (Path(p) for p in workflows)
-        problems += fitted_workflows_problems(stamp, comfyui_dir, models_dir)
+    problems = verify(
+        plan,
+        Path(venv),
+        Path(log_dir),
+        r2,
+        timeout,
+        quick=quick,
+        smoke=Path(smoke) if smoke else None,
+        workflows=tuple(Path(p) for p in workflows) if workflows else None,  # type: ignore[arg-type]
+    )
     for problem in problems:
         print(f"verify: FAILED {problem}", flush=True)
     if problems:

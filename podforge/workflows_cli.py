@@ -48,10 +48,13 @@ def installed_workflows(comfyui_dir: Path) -> list[Path]:
     return sorted((comfyui_dir / workflows.USER_WORKFLOWS).glob("*.json"))
 
 
-def check_workflows(paths: list[Path], comfyui_dir: Path, models_dir: Path) -> bool:
-    """Print each workflow's models and node types; whether all are there."""
+def check_workflows(
+    paths: list[Path], comfyui_dir: Path, models_dir: Path, served: set[str] | None = None
+) -> bool:
+    """Print each workflow's models and node types; whether all are there. ``served``: the
+    node types a running ComfyUI serves (/object_info); else those the sources register."""
     files = model_files(models_dir)
-    provided = provided_node_types(comfyui_dir)
+    provided = served if served is not None else provided_node_types(comfyui_dir)
     failed = False
     for path in paths:
         try:

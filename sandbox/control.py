@@ -283,7 +283,7 @@ def start_s3(base: Path, logs: Path) -> dict[str, Any]:
 
 
 def _start_git(base: Path, logs: Path) -> dict[str, Any]:
-    """git daemon serving the stand-in repositories at git://127.0.0.1:PORT/<name>.git."""
+    """git daemon serving the repositories at git://127.0.0.1:PORT/<name>.git."""
     repos = build_repos(base / "git")
     port = _free_port()
     argv = [
@@ -304,7 +304,7 @@ def _start_git(base: Path, logs: Path) -> dict[str, Any]:
         "port": port,
         "pid": pid,
         "repos": {
-            name: {"url": f"{url}/{name}.git", "commits": repo["commits"]}
+            name: {"url": f"{url}/{name}.git", **{k: v for k, v in repo.items() if k != "path"}}
             for name, repo in repos.items()
         },
     }

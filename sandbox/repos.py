@@ -1,11 +1,9 @@
-"""Local git repositories standing in for ComfyUI and its custom nodes, served by git daemon.
+"""Local git repositories of ComfyUI and its custom nodes, served by git daemon.
 
-Built from shared/upstream/: each repository holds its project's real requirements.txt and
-pyproject.toml (ComfyUI also its real comfy/cli_args.py and options.py, WanVideoWrapper its
-SteadyDancer example workflow) and a stand-in entry point (sandbox/standins/) registering the
-node types the real project registers that podforge's workflows use (STANDIN_NODE_TYPES), in
-the real project's style. Two commits each, so tests can move a pin; plus a node whose
-requirements contradict the stack's pins. git daemon serves any commit by sha, as GitHub does.
+Each is the real tree of shared/upstream/<name> at its pin (the real ComfyUI and nodes run
+on the pods), committed twice so tests can move a pin. Besides: a node whose requirements
+contradict the stack's pins, and, on ComfyUI-GGUF, a commit whose import raises (same
+requirements, so the lock still covers it). git daemon serves any commit by sha, as GitHub.
 """
 
 from __future__ import annotations
@@ -17,59 +15,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-STANDINS = REPO / "sandbox" / "standins"
 # A node that asks for a torch the stack does not pin (tests add it to one pod).
 CONFLICTING_NODE = "ComfyUI-NeedsNewerTorch"
 CONFLICTING_REQUIREMENT = "torch>=2.6"
-
-
-# Node types each real project registers (those podforge's workflows and loaders use).
-STANDIN_NODE_TYPES: dict[str, tuple[str, ...]] = {
-    "ComfyUI": (
-        "CLIPVisionLoader",
-        "LoadImage",
-        "UNETLoader",
-        "VAELoader",
-        "CLIPLoader",
-        "LoraLoaderModelOnly",
-    ),
-    "ComfyUI-GGUF": ("UnetLoaderGGUF",),
-    "ComfyUI-KJNodes": (
-        "GetImageRangeFromBatch",
-        "GetImageSizeAndCount",
-        "ImageConcatMulti",
-        "ImageResizeKJv2",
-    ),
-    "ComfyUI-VideoHelperSuite": ("VHS_LoadVideo", "VHS_VideoCombine"),
-    "ComfyUI-WanAnimatePreprocess": (
-        "OnnxDetectionModelLoader",
-        "PoseAndFaceDetection",
-        "DrawViTPose",
-    ),
-    "ComfyUI-WanVideoWrapper": (
-        "WanVideoModelLoader",
-        "WanVideoVAELoader",
-        "WanVideoTextEncodeCached",
-        "LoadWanVideoT5TextEncoder",
-        "WanVideoLoraSelect",
-        "WanVideoSetLoRAs",
-        "WanVideoBlockSwap",
-        "WanVideoSetBlockSwap",
-        "WanVideoTorchCompileSettings",
-        "WanVideoClipVisionEncode",
-        "WanVideoImageToVideoEncode",
-        "WanVideoAddSteadyDancerEmbeds",
-        "WanVideoEncode",
-        "WanVideoDecode",
-        "WanVideoContextOptions",
-        "WanVideoScheduler",
-        "WanVideoSamplerSettings",
-        "WanVideoSamplerFromSettings",
-    ),
-    "comfyui_controlnet_aux": ("DWPreprocessor",),
-}
-# KJNodes builds its mappings from a NODE_CONFIG table; the others write the dict itself.
-NODE_CONFIG_STYLE = frozenset({"ComfyUI-KJNodes"})
+# A pack with a commit whose import raises: its requirements are the real ones, so the
+# committed lock covers it and verify, not the lock, must find it.
+BROKEN_PACK = "ComfyUI-GGUF"
+BROKEN_CAUSE = "podforge sandbox: this commit of ComfyUI-GGUF fails on import"
 
 
 def upstream_dir() -> Path:
@@ -93,35 +45,19 @@ def _git(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def _files(name: str, upstream: Path) -> dict[str, bytes]:
-    source = upstream / name
-    files: dict[str, bytes] = {}
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            files[path.relative_to(source).as_posix()] = path.read_bytes()
-    if name == "ComfyUI":
-        files["main.py"] = (STANDINS / "comfyui_main.py").read_bytes()
-        files["nodes.py"] = _registrations(name).encode()
-    else:
-        init = (STANDINS / "node_init.py").read_text()
-        files["__init__.py"] = (init + _registrations(name)).encode()
-    return files
+def _files(source: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(source).as_posix(): path.read_bytes()
+        for path in sorted(source.rglob("*"))
+        if path.is_file()
+    }
 
 
-def _registrations(name: str) -> str:
-    types = STANDIN_NODE_TYPES.get(name, ())
-    if name in NODE_CONFIG_STYLE:
-        rows = "".join(f'    "{t}": {{"class": object, "name": "{t}"}},\n' for t in types)
-        return (
-            f"\nNODE_CONFIG = {{\n{rows}}}\n"
-            "NODE_CLASS_MAPPINGS = {name: row['class'] for name, row in NODE_CONFIG.items()}\n"
-        )
-    rows = "".join(f'    "{t}": object,\n' for t in types)
-    return f"\nNODE_CLASS_MAPPINGS = {{\n{rows}}}\n"
-
-
-def _commit_repo(bare: Path, files: dict[str, bytes]) -> list[str]:
-    """A bare repository with two commits (the pin tests move between them)."""
+def _commit_repo(
+    bare: Path, files: dict[str, bytes], broken: dict[str, bytes] | None = None
+) -> dict[str, Any]:
+    """A bare repository with two commits (the pin tests move between them) and, given
+    ``broken`` files, a third on a branch of its own: {path, commits, broken?}."""
     work = bare.with_suffix(".work")
     work.mkdir(parents=True)
     _git(work, "init", "-q", "-b", "main")
@@ -130,36 +66,46 @@ def _commit_repo(bare: Path, files: dict[str, bytes]) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     _git(work, "add", "-A")
-    _git(work, "commit", "-q", "-m", "upstream files and a stand-in entry point")
+    _git(work, "commit", "-q", "-m", "the upstream tree at its pin")
     first = _git(work, "rev-parse", "HEAD")
     (work / "SANDBOX_REVISION").write_text("2\n")
     _git(work, "add", "-A")
     _git(work, "commit", "-q", "-m", "a second commit to move pins between")
     second = _git(work, "rev-parse", "HEAD")
+    repo: dict[str, Any] = {"path": str(bare), "commits": [first, second]}
+    if broken:
+        _git(work, "checkout", "-q", "-b", "broken")
+        for relative, data in broken.items():
+            (work / relative).write_bytes(data)
+        _git(work, "commit", "-q", "-a", "-m", "an import that raises")
+        repo["broken"] = _git(work, "rev-parse", "HEAD")
+        _git(work, "checkout", "-q", "main")
     subprocess.run(
         ["git", "clone", "-q", "--bare", str(work), str(bare)], check=True, capture_output=True
     )
     # What lets `git fetch --depth 1 origin <sha>` work, as it does against GitHub.
     _git(bare, "config", "uploadpack.allowAnySHA1InWant", "true")
     shutil.rmtree(work)
-    return [first, second]
+    return repo
 
 
 def build_repos(base: Path) -> dict[str, dict[str, Any]]:
-    """Every stand-in repository under ``base``: name -> {path, commits (oldest first)}."""
+    """Every repository under ``base``: name -> {path, commits (oldest first), broken?}."""
     upstream = upstream_dir()
     if not (upstream / "PINS.json").exists():
         raise FileNotFoundError(f"{upstream}/PINS.json is missing: set PODFORGE_UPSTREAM")
     base.mkdir(parents=True, exist_ok=True)
-    names = sorted(path.name for path in upstream.iterdir() if path.is_dir())
     repos = {}
-    for name in names:
-        bare = base / f"{name}.git"
-        repos[name] = {"path": str(bare), "commits": _commit_repo(bare, _files(name, upstream))}
+    for source in sorted(path for path in upstream.iterdir() if path.is_dir()):
+        files = _files(source)
+        broken = None
+        if source.name == BROKEN_PACK:
+            init = files["__init__.py"]
+            broken = {"__init__.py": f"raise RuntimeError({BROKEN_CAUSE!r})\n".encode() + init}
+        repos[source.name] = _commit_repo(base / f"{source.name}.git", files, broken)
     conflicting = {
         "requirements.txt": f"{CONFLICTING_REQUIREMENT}\n".encode(),
-        "__init__.py": ((STANDINS / "node_init.py").read_text() + _registrations("")).encode(),
+        "__init__.py": b"NODE_CLASS_MAPPINGS = {}\n",
     }
-    bare = base / f"{CONFLICTING_NODE}.git"
-    repos[CONFLICTING_NODE] = {"path": str(bare), "commits": _commit_repo(bare, conflicting)}
+    repos[CONFLICTING_NODE] = _commit_repo(base / f"{CONFLICTING_NODE}.git", conflicting)
     return repos

@@ -32,7 +32,7 @@ def command(settings: Settings, quick: bool = False) -> str:
             " --quick"
             if quick
             else f" --workflows {settings.workflows_stamp} --comfyui-dir {settings.comfyui_dir}"
-            f" --models-dir {settings.models_dir}"
+            f" --models-dir {settings.models_dir} --smoke"
         )
     )
 
@@ -44,7 +44,7 @@ def check(settings: Settings, plan: Plan, pod: Pod) -> None:
         return
     if any(data.operation_meta.will_change for data in state.ops[host].values()):
         python.call(
-            name="Verify: ComfyUI answers, r2sync works, torch sees the GPUs",
+            name="Verify: ComfyUI serves every node and runs a workflow, r2sync works",
             function=run_streamed,
             command=command(settings) + " 2>&1",
             failure="the pod does not serve as planned: see the verify lines above",
