@@ -63,17 +63,13 @@ def _traceback_cause(lines: Iterable[str]) -> str:
     return "no cause logged"
 
 
-def missing_node_types(wanted: Iterable[str], served: Iterable[str]) -> list[str]:
-    return sorted(set(wanted) - set(served))
-
-
 def smoke_prompt(served: Iterable[str]) -> dict[str, Any]:
     """A workflow (API format) that needs no model file: core image nodes and, when its pack
     is installed, VideoHelperSuite's mp4 writer (through imageio-ffmpeg)."""
     prompt: dict[str, Any] = {
         "1": {
             "class_type": "EmptyImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 8, "color": 0},
+            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0},
         },
         "2": {
             "class_type": "SaveImage",
@@ -82,9 +78,13 @@ def smoke_prompt(served: Iterable[str]) -> dict[str, Any]:
     }
     if "VHS_VideoCombine" in set(served):
         prompt["3"] = {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 8, "color": 0},
+        }
+        prompt["4"] = {
             "class_type": "VHS_VideoCombine",
             "inputs": {
-                "images": ["1", 0],
+                "images": ["3", 0],
                 "frame_rate": 8,
                 "loop_count": 0,
                 "filename_prefix": SMOKE_PREFIX,

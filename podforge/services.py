@@ -9,6 +9,7 @@ of the program's definition, so a changed secret restarts exactly the programs t
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 from collections.abc import Mapping
 
@@ -101,14 +102,30 @@ def _digest(texts: Mapping[str, str], paths: list[str]) -> str:
     return digest.hexdigest()[:12]
 
 
-def programs(settings: Settings, plan: Plan, env_texts: Mapping[str, str]) -> list[Program]:
-    """Every program the pod runs; ``env_texts``: path -> content of the env files."""
+def software_digest(checkouts: Mapping[str, str], lock_text: str, flash_attn: str | None) -> str:
+    """What ComfyUI runs besides its settings: each checkout's commit (path -> commit), the
+    stack lock and flash-attn's wheel. In its section, so a moved pin or a new lock restarts
+    ComfyUI (a node pack is imported once, at start)."""
+    digest = hashlib.sha256(json.dumps(sorted(checkouts.items())).encode())
+    digest.update(lock_text.encode())
+    digest.update((flash_attn or "").encode())
+    return digest.hexdigest()[:12]
+
+
+def programs(
+    settings: Settings, plan: Plan, env_texts: Mapping[str, str], software: str
+) -> list[Program]:
+    """Every program the pod runs; ``env_texts``: path -> content of the env files;
+    ``software``: ComfyUI's software_digest."""
     paths = env_paths(settings)
     logs = f"{settings.workspace_dir}/logs"
     found = []
     comfy_env = [paths["generation"], paths["comfyui_secrets"]]
     for instance in plan.comfyui:
-        environment = {"PODFORGE_CONFIG_DIGEST": _digest(env_texts, comfy_env)}
+        environment = {
+            "PODFORGE_CONFIG_DIGEST": _digest(env_texts, comfy_env),
+            "PODFORGE_SOFTWARE_DIGEST": software,
+        }
         if instance.cuda_visible_devices:
             environment["CUDA_VISIBLE_DEVICES"] = instance.cuda_visible_devices
         found.append(

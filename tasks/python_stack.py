@@ -73,7 +73,8 @@ def install_uv(settings: Settings, plan: Plan, pod: Pod) -> None:
 
 
 @deploy("Python environment")
-def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> None:
+def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
+    """Whether the venv is synced (ComfyUI must then restart: it imported the old one)."""
     wheel = tools_wheel()
     version = wheel.name.split("-")[1]
     locked = for_pod(lock.text, pod.host["python"], pod.host["machine"])
@@ -99,7 +100,7 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
     differences = drift(wanted, pod.software["venv"] or {})
     if not differences:
         host.noop(f"the venv holds exactly {lock.path} ({len(wanted)} distributions)")
-        return
+        return False
     files.content(
         name=f"Upload podforge {version}",
         dest=remote_wheel,
@@ -122,3 +123,4 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         + " 2>&1",
         failure=f"the venv was not synced to {lock.path}: see uv's lines above",
     )
+    return True

@@ -2,8 +2,9 @@
 or systemd on VMs; their env files; start.sh, the container's entrypoint (the boot phase).
 
 Restarts only what changed: each program is its own supervisor group, so `supervisorctl
-update` restarts exactly the programs whose section changed (a changed env file changes
-the section through its digest); on systemd, exactly the units whose unit or env changed.
+update` restarts exactly the programs whose section changed (a changed env file, a moved
+node pin or a new lock changes the section through a digest); on systemd, exactly the units
+whose unit or env changed.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from podforge import services
 from podforge.config import Settings
 from podforge.plan import Plan
 from tasks import render
-from tasks.desired import Pod
+from tasks.desired import Pod, StackLock
 
 SUPERVISORD_CONF = "/etc/supervisor/supervisord.conf"
 
 
 @deploy("Services")
-def install(settings: Settings, plan: Plan, pod: Pod) -> None:
+def install(settings: Settings, plan: Plan, pod: Pod, lock: StackLock, venv_synced: bool) -> None:
+    """``venv_synced``: the deploy changed the venv, so ComfyUI restarts (it imported the
+    old one at its start)."""
     files.content(
         name="The pod's plan",
         dest=f"{settings.podforge_dir}/plan.json",
@@ -62,14 +65,22 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         digests=pod.files,
         mode="755",
     )
-    programs = services.programs(settings, plan, env_texts)
+    software = services.software_digest(
+        {dest: pin.commit for dest, pin in settings.checkouts().items()},
+        lock.text,
+        plan.python_stack.flash_attn_wheel,
+    )
+    programs = services.programs(settings, plan, env_texts, software)
+    comfyui = [p.name for p in programs if p.name.startswith("comfyui-")] if venv_synced else []
     if pod.host["systemd"]:
-        _systemd(settings, pod, programs, env_texts)
+        _systemd(settings, pod, programs, env_texts, comfyui)
     else:
-        _supervisor(settings, pod, programs)
+        _supervisor(settings, pod, programs, comfyui)
 
 
-def _supervisor(settings: Settings, pod: Pod, programs: list[services.Program]) -> None:
+def _supervisor(
+    settings: Settings, pod: Pod, programs: list[services.Program], restart: list[str]
+) -> None:
     wanted = {
         f"{services.SUPERVISOR_CONF_DIR}/{services.PREFIX}{p.name}.conf": render(
             "supervisor-program.conf.j2", program=p
@@ -94,17 +105,29 @@ def _supervisor(settings: Settings, pod: Pod, programs: list[services.Program]) 
     if not pod.software["supervisord"]:
         # Debian's package does not start it in a container; it reads every section.
         server.shell(name="Start supervisord", commands=[f"supervisord -c {SUPERVISORD_CONF}"])
-    elif changed or stale:
-        server.shell(
-            name=f"supervisorctl update ({', '.join(_names(changed + stale))})",
-            commands=["supervisorctl update"],
-        )
     else:
-        host.noop("every program is as planned")
+        if changed or stale:
+            server.shell(
+                name=f"supervisorctl update ({', '.join(_names(changed + stale))})",
+                commands=["supervisorctl update"],
+            )
+        # `update` restarted those whose section changed; the others run the old venv.
+        restart = [name for name in restart if name not in _names(changed)]
+        if restart:
+            server.shell(
+                name=f"Restart {', '.join(restart)} (the venv was synced)",
+                commands=[f"supervisorctl restart {' '.join(restart)}"],
+            )
+        if not (changed or stale or restart):
+            host.noop("every program is as planned")
 
 
 def _systemd(
-    settings: Settings, pod: Pod, programs: list[services.Program], env_texts: dict[str, str]
+    settings: Settings,
+    pod: Pod,
+    programs: list[services.Program],
+    env_texts: dict[str, str],
+    synced: list[str],
 ) -> None:
     wanted = {
         f"{services.SYSTEMD_UNIT_DIR}/{services.PREFIX}{p.name}.service": (
@@ -120,7 +143,11 @@ def _systemd(
             name=f"systemd unit {path.rsplit('/', 1)[1]}", dest=path, text=text, digests=pod.files
         )
         reads = set(program.env_files) | {program.environment.get("R2_ENV_FILE", "")}
-        if not files.is_current(pod.files, path, text) or reads & changed_env:
+        if (
+            not files.is_current(pod.files, path, text)
+            or reads & changed_env
+            or program.name in synced
+        ):
             restart.append(path.rsplit("/", 1)[1])
     stale = _stale(pod, f"{services.SYSTEMD_UNIT_DIR}/{services.PREFIX}", wanted)
     if settings.phase == "image":

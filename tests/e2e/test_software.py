@@ -8,22 +8,22 @@ and a node with local changes.
 from __future__ import annotations
 
 import json
+import re
 import shlex
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from e2e.conftest import pod_shell
 from sandbox.converge import converge, converge_pods
-from sandbox.repos import CONFLICTING_NODE
+from sandbox.repos import BROKEN_CAUSE, BROKEN_PACK, CONFLICTING_NODE
 from sandbox.settings import SANDBOX_NODES
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 VENV = "/workspace/venv"
+VERIFY_OP = "Verify: ComfyUI serves every node and runs a workflow, r2sync works"
 NODES = "/workspace/ComfyUI/custom_nodes"
 
 
@@ -122,38 +122,74 @@ def test_the_winning_opencv_build_is_the_cv2_on_disk(deployed, sandbox):
     assert pod_shell(sandbox, pod, f'{VENV}/bin/python -c "{program}"') == "True\n"
 
 
-def test_comfyui_runs_with_its_real_command_line(deployed, sandbox):
+def test_comfyui_rejects_a_flag_it_does_not_have(deployed, sandbox):
     pod = sandbox["pods"][0]
     rejected = pod_shell(
         sandbox, pod, f"cd /workspace/ComfyUI && {VENV}/bin/python main.py --medvram; echo $?"
     )
     assert rejected.splitlines()[-1] == "2"  # argparse: ComfyUI has no --medvram
-    port = 18188
-    pod_shell(
+
+
+def verify_on(sandbox, pod, *flags):
+    return pod_shell(
         sandbox,
         pod,
-        f"cd /workspace/ComfyUI && (setsid {VENV}/bin/python main.py --lowvram "
-        f"--listen {pod['address']} --port {port} > /tmp/comfy.log 2>&1 &)",
+        f"{VENV}/bin/podforge verify --comfyui-dir /workspace/ComfyUI --timeout 120 "
+        + " ".join(flags),
+        check=False,
     )
-    try:
-        stats = None
-        for _ in range(100):
-            try:
-                url = f"http://{pod['address']}:{port}/system_stats"
-                stats = json.load(urllib.request.urlopen(url, timeout=1))
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert stats is not None, "the ComfyUI stand-in did not answer"
-        assert stats["system"]["argv"][1:] == [
-            "--lowvram",
-            "--listen",
-            pod["address"],
-            "--port",
-            str(port),
-        ]
-    finally:
-        pod_shell(sandbox, pod, f"pkill -f 'main.py --lowvram --listen {pod['address']}'")
+
+
+def test_every_pack_loads_and_a_workflow_runs(deployed, sandbox):
+    # The real ComfyUI and nodes on PyPI's torch (CPU): no pack failed, a workflow ran.
+    for pod in sandbox["pods"]:
+        out = verify_on(sandbox, pod, "--smoke")
+        assert out.startswith("exit=0\n"), out
+        served = int(re.search(r"comfyui-0 serves (\d+) node types", out).group(1))
+        assert served > 900  # 952 with the six nodes, as a real start here showed
+        video = re.search(r"ran the smoke workflow in [\d.]+ s: .*(podforge-smoke_\d+\.mp4)", out)
+        assert video, out
+        size = pod_shell(sandbox, pod, f"stat -c %s /workspace/ComfyUI/output/{video.group(1)}")
+        assert int(size) > 0
+
+
+def test_a_pack_whose_import_raises_fails_verify_naming_it(deployed, sandbox, caplog):
+    pod = sandbox["pods"][2]
+    broken = {
+        **pinned(sandbox, BROKEN_PACK),
+        "commit": sandbox["git"]["repos"][BROKEN_PACK]["broken"],
+    }
+    result = converge_pods(
+        {pod["name"]: {"custom_nodes": node_pins(sandbox, **{BROKEN_PACK: broken})}},
+        workdir=_workdir(sandbox),
+    )[pod["address"]]
+    # Its requirements did not change: the lock covers the new pin, ComfyUI restarts on it.
+    assert result.failed and result.errors == [VERIFY_OP]
+    assert "Services | supervisorctl update (comfyui-0)" in result.changed
+    assert (
+        f"verify: FAILED {BROKEN_PACK}: IMPORT FAILED: {BROKEN_CAUSE}"
+        " (see /workspace/logs/comfyui-0.log)"
+    ) in caplog.text
+    assert not converge()[pod["address"]].failed
+
+
+def test_a_dependency_removed_by_hand_is_named_then_repaired(deployed, sandbox):
+    pod = sandbox["pods"][0]
+    uv = f"{VENV}/bin/uv pip --quiet"
+    pod_shell(sandbox, pod, f"{uv} uninstall --python {VENV}/bin/python gguf")
+    pod_shell(sandbox, pod, "supervisorctl restart comfyui-0")
+    out = verify_on(sandbox, pod)
+    assert out.startswith("exit=1\n")
+    for pack in ("ComfyUI-GGUF", "ComfyUI-WanVideoWrapper"):
+        assert f"verify: FAILED {pack}: IMPORT FAILED: No module named 'gguf'" in out
+    result = converge()[pod["address"]]
+    assert not result.failed
+    assert (
+        "Python environment | Install locks/torch25-cu124.txt exactly (1 differ: gguf missing)"
+        in result.changed
+    )
+    assert "Services | Restart comfyui-0 (the venv was synced)" in result.changed
+    assert verify_on(sandbox, pod).startswith("exit=0\n")
 
 
 def test_a_moved_pin_is_applied_on_the_next_run(deployed, sandbox):

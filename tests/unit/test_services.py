@@ -13,8 +13,10 @@ from conftest import run_probe
 from podforge.config import Settings
 from podforge.gpu import parse_probe
 from podforge.plan import build_plan
-from podforge.services import env_paths, generation_env, programs, r2_env
+from podforge.services import env_paths, generation_env, programs, r2_env, software_digest
 from tasks import render
+
+SOFTWARE = software_digest({"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.4\n", None)
 
 
 @pytest.fixture
@@ -36,7 +38,7 @@ def texts(settings: Settings) -> dict[str, str]:
 def test_one_comfyui_per_device_and_r2sync_when_on(pod):
     settings = Settings(enable_r2_sync=True, r2_endpoint="https://a.r2.cloudflarestorage.com")
     plan = pod(settings)
-    found = {p.name: p for p in programs(settings, plan, texts(settings))}
+    found = {p.name: p for p in programs(settings, plan, texts(settings), SOFTWARE)}
     assert list(found) == ["comfyui-0", "comfyui-1", "r2sync"]
     for instance in plan.comfyui:
         program = found[f"comfyui-{instance.device}"]
@@ -44,17 +46,35 @@ def test_one_comfyui_per_device_and_r2sync_when_on(pod):
         assert program.environment["CUDA_VISIBLE_DEVICES"] == instance.cuda_visible_devices
         assert program.log == f"/workspace/logs/comfyui-{instance.device}.log"
     assert found["r2sync"].environment["R2_ENV_FILE"] == "/opt/podforge/secrets/r2.env"
-    assert "r2sync" not in [p.name for p in programs(Settings(), plan, texts(Settings()))]
+    assert "r2sync" not in [p.name for p in programs(Settings(), plan, texts(Settings()), SOFTWARE)]
 
 
 def test_a_changed_secret_changes_only_the_programs_that_read_it(pod):
     settings = Settings(enable_r2_sync=True, r2_endpoint="https://a.r2.cloudflarestorage.com")
     plan = pod(settings)
-    before = {p.name: p for p in programs(settings, plan, texts(settings))}
+    before = {p.name: p for p in programs(settings, plan, texts(settings), SOFTWARE)}
     other = settings.model_copy(update={"r2_bucket": "another"})
-    after = {p.name: p for p in programs(other, plan, texts(other))}
+    after = {p.name: p for p in programs(other, plan, texts(other), SOFTWARE)}
     assert after["r2sync"] != before["r2sync"]
     assert after["comfyui-0"] == before["comfyui-0"]
+
+
+@pytest.mark.parametrize(
+    "software",
+    [
+        software_digest({"/workspace/ComfyUI": "b" * 40}, "numpy==1.26.4\n", None),  # a pin
+        software_digest({"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.3\n", None),  # a lock
+        software_digest({"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.4\n", "file:///f.whl"),
+    ],
+)
+def test_new_software_changes_comfyuis_section_alone(pod, software):
+    # ComfyUI imports its node packs once, at start: a moved pin or a new lock restarts it.
+    settings = Settings(enable_r2_sync=True, r2_endpoint="https://a.r2.cloudflarestorage.com")
+    plan = pod(settings)
+    before = {p.name: p for p in programs(settings, plan, texts(settings), SOFTWARE)}
+    after = {p.name: p for p in programs(settings, plan, texts(settings), software)}
+    assert software != SOFTWARE
+    assert after["comfyui-0"] != before["comfyui-0"] and after["r2sync"] == before["r2sync"]
 
 
 def test_the_shell_command_sources_env_files_and_keeps_argv_clean(tmp_path, pod):
@@ -62,7 +82,7 @@ def test_the_shell_command_sources_env_files_and_keeps_argv_clean(tmp_path, pod)
     (tmp_path / "generation.env").write_text(generation_env(settings))
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "comfyui.env").write_text("HF_TOKEN='hf_secret'\n")
-    program = programs(settings, pod(settings), texts(settings))[0]
+    program = programs(settings, pod(settings), texts(settings), SOFTWARE)[0]
     probe = program.model_copy(
         update={"argv": ["/bin/sh", "-c", 'echo "$STEADYDANCER_SEED $HF_TOKEN $0 $1"', "a", "b"]}
     )
@@ -72,7 +92,7 @@ def test_the_shell_command_sources_env_files_and_keeps_argv_clean(tmp_path, pod)
 
 def test_the_supervisor_section_restarts_with_backoff_and_stops_the_group(pod):
     settings = Settings()
-    program = programs(settings, pod(settings), texts(settings))[1]
+    program = programs(settings, pod(settings), texts(settings), SOFTWARE)[1]
     parsed = configparser.RawConfigParser()
     parsed.read_string(render("supervisor-program.conf.j2", program=program))
     section = parsed["program:comfyui-1"]
@@ -100,7 +120,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path, pod):
         r2_endpoint="https://a.r2.cloudflarestorage.com",
     )
     units = []
-    for program in programs(settings, pod(settings), texts(settings)):
+    for program in programs(settings, pod(settings), texts(settings), SOFTWARE):
         unit = tmp_path / f"podforge-{program.name}.service"
         unit.write_text(render("systemd.service.j2", program=program))
         units.append(str(unit))
