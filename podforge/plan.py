@@ -155,6 +155,12 @@ def build_plan(
     smallest = min(devices, key=lambda d: d.vram_mib) if devices else None
 
     instances = [_instance(settings, device) for device in devices]
+    if not devices and settings.phase != "image":
+        # A build reads no GPU and starts nothing; a pod without one still serves, slowly.
+        instances = [_cpu_instance(settings)]
+        warnings.append(
+            "no GPU found: one ComfyUI runs on the CPU (--cpu), which is slow for video models"
+        )
     if smallest is None:
         tier = "none" if settings.gpu_tier == "auto" else settings.gpu_tier
         memory_mode = "none" if settings.gpu_memory_mode == "auto" else settings.gpu_memory_mode
@@ -219,6 +225,21 @@ def _instance(settings: Settings, device: GpuDevice) -> ComfyInstance:
         tier=tier,
         memory_mode=mode,
         args=[*vram_args, *user_args, "--listen", settings.comfyui_listen, "--port", str(port)],
+    )
+
+
+def _cpu_instance(settings: Settings) -> ComfyInstance:
+    user_args = list(settings.comfyui_args)
+    # --cpu is a VRAM mode: a user's own (--cpu or another) stands instead.
+    mode = [] if has_vram_mode(user_args) else ["--cpu"]
+    port = settings.comfyui_port
+    return ComfyInstance(
+        device=0,
+        port=port,
+        cuda_visible_devices=None,
+        tier="none",
+        memory_mode="none",
+        args=[*mode, *user_args, "--listen", settings.comfyui_listen, "--port", str(port)],
     )
 
 

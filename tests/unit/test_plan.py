@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from podforge.comfyui import KNOWN_FLAGS
@@ -9,6 +11,7 @@ from podforge.config import Settings, load_settings
 from podforge.gpu import GpuDevice, GpuReport
 from podforge.plan import PlanError, build_plan
 from podforge.stacks import STACK_PROFILES
+from podforge.upstream import mirror_dir
 
 
 def gpu(vram_mib: int, index: int = 0, mig: str | None = None) -> GpuDevice:
@@ -170,7 +173,11 @@ def test_no_gpu_defers_variants_to_boot():
     plan = build_plan(
         load_settings({"enable_steadydancer": True, "enable_wan22": True}, {}), report
     )
-    assert (plan.gpus, plan.tier, plan.comfyui) == ([], "none", [])
+    assert (plan.gpus, plan.tier) == ([], "none")
+    # Still one ComfyUI, on the CPU, and the plan says so.
+    (cpu,) = plan.comfyui
+    assert cpu.args == ["--cpu", "--listen", "0.0.0.0", "--port", "8188"]
+    assert cpu.cuda_visible_devices is None
     assert plan.variants == {"steadydancer": "deferred", "wan22": "deferred"}
     # Only the files every variant needs are planned now.
     models_dir = Settings().models_dir + "/"
@@ -181,7 +188,10 @@ def test_no_gpu_defers_variants_to_boot():
         "loras",
         "detection",
     }
-    assert plan.warnings == list(report.warnings)
+    assert plan.warnings == [
+        *report.warnings,
+        "no GPU found: one ComfyUI runs on the CPU (--cpu), which is slow for video models",
+    ]
 
 
 def test_image_phase_plans_no_models():
@@ -224,6 +234,34 @@ def test_custom_models_join_the_manifest():
     plan = plan_for(24564, custom_models=[custom])
     (model,) = plan.models
     assert (model.feature, model.repo, model.bytes) == ("custom", "me/loras", 123)
+
+
+@pytest.fixture(scope="module")
+def comfyui_parser():
+    """ComfyUI's own argument parser (comfy/cli_args.py at the pin: standard library only)."""
+    sys.path.insert(0, str(mirror_dir() / "ComfyUI"))
+    try:
+        from comfy.cli_args import parser
+
+        yield parser
+    finally:
+        sys.path.remove(str(mirror_dir() / "ComfyUI"))
+
+
+@pytest.mark.parametrize("vram", [None, 4000, 7999, 8000, 12000, 20000, 24000, 48000, 81559])
+@pytest.mark.parametrize(
+    "user_args", ["", "--use-flash-attention --disable-smart-memory", "--cpu", "--reserve-vram 2"]
+)
+def test_comfyuis_own_parser_takes_every_flag_set_the_plan_gives(vram, user_args, comfyui_parser):
+    # The memory flags are decided here; the sandbox's pods (no GPU) run --cpu instead.
+    if vram is None:  # no GPU found: one ComfyUI on the CPU
+        plan = build_plan(load_settings({"comfyui_args": user_args}, {}), GpuReport())
+    else:
+        plan = plan_for(vram, comfyui_args=user_args)
+    assert plan.comfyui
+    for instance in plan.comfyui:
+        parsed = comfyui_parser.parse_args(instance.args)  # an unknown flag exits 2
+        assert parsed.port == instance.port
 
 
 @pytest.mark.parametrize("vram", [4000, 7999, 8000, 12000, 20000, 24000, 48000, 81559])
@@ -319,5 +357,5 @@ def test_flash_attn_mirror_replaces_github():
 
 
 def test_no_flash_attn_before_the_pods_python_is_known():
-    plan = build_plan(Settings(), GpuReport(), None, None)
+    plan = build_plan(Settings(phase="image"), GpuReport(), None, None)
     assert plan.python_stack.flash_attn_wheel is None and plan.warnings == []
