@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,13 @@ def test_every_pack_loads_and_a_workflow_runs(deployed, sandbox):
         assert video, out
         size = pod_shell(sandbox, pod, f"stat -c %s /workspace/ComfyUI/output/{video.group(1)}")
         assert int(size) > 0
+    # With R2 sync on, the workflow's video reaches the bucket (rclone keeps objects as files).
+    bucket = Path(sandbox["s3"]["dir"]) / sandbox["s3"]["bucket"]
+    deadline = time.monotonic() + 60
+    while not list(bucket.glob(f"outputs/*/{video.group(1)}")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    (stored,) = bucket.glob(f"outputs/*/{video.group(1)}")
+    assert stored.stat().st_size == int(size)
 
 
 def test_a_pack_whose_import_raises_fails_verify_naming_it(deployed, sandbox, caplog):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from conftest import run_probe
 from facts.gpu import NvidiaGpus
-from podforge.gpu import PROBE_COMMAND, GpuProbeError, mig_memory_mib, parse_probe
+from podforge.gpu import GpuProbeError, mig_memory_mib, parse_probe
 
 # profile -> [(name, usable VRAM MiB, MIG profile, CUDA_VISIBLE_DEVICES uuid)]
 EXPECTED = {
@@ -74,8 +76,17 @@ def test_recorded_profiles(profile, fake_gpu_path):
     assert fact["warnings"] == []
 
 
-def test_fact_runs_the_one_probe_command():
-    assert NvidiaGpus().command() == PROBE_COMMAND
+def test_the_facts_one_command_reads_every_device(fake_gpu_path):
+    # pyinfra runs the fact's command as one shell command on the pod: run it the same way.
+    done = subprocess.run(
+        ["sh", "-c", NvidiaGpus().command()],
+        env=fake_gpu_path("2x-a40"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    devices = _fact(done.stdout.splitlines())["devices"]
+    assert [(d["name"], d["vram_mib"], d["mig"], d["uuid"]) for d in devices] == EXPECTED["2x-a40"]
 
 
 def test_driver_and_compute_capability_are_read(fake_gpu_path):
