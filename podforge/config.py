@@ -57,7 +57,8 @@ class CustomModel(BaseModel):
 
 
 class Settings(BaseModel):
-    """Desired state of one pod. Defaults are documented once, in group_data/all.py."""
+    """Desired state of one pod: each setting, its default and what it accepts, documented
+    once, here, on its field (group_data/all.py only sets values for every host)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 

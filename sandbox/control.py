@@ -21,6 +21,7 @@ from typing import Any
 from sandbox.pods import Pod, is_alive, is_mounted, launch, reap, start_pod, stop_pod, wait_for_ssh
 from sandbox.repos import build_repos
 from sandbox.rootfs import ensure_rootfs
+from sandbox.settings import sandbox_settings
 from sandbox.wheels import build_standins, warm_uv_cache
 
 REPO = Path(__file__).resolve().parent.parent
@@ -330,11 +331,13 @@ def ssh_argv(state: dict[str, Any], pod: dict[str, Any]) -> list[str]:
 
 
 def pod_hosts(state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The pods as pyinfra hosts: (address, host data)."""
+    """The pods as pyinfra hosts: (address, host data: the sandbox's settings and the pod's
+    connection; nothing of the sandbox is in group_data, which production reads)."""
     return [
         (
             pod["address"],
             {
+                **sandbox_settings(state),
                 "ssh_port": pod["port"],
                 "ssh_user": "root",
                 "ssh_key": state["ssh_key"],

@@ -1,7 +1,7 @@
 """docker/Dockerfile, built for real in the sandbox: Debian's buildah builds it without a
 Docker engine; nvidia/cuda cannot be pulled here, so the base is made from the pods' own
 rootfs; build arguments point the image at the sandbox's git daemon and flash-attn's stand-in
-(sandbox/settings.py, as group_data/sandbox.py does for SSH deploys); the stack lock comes
+(sandbox/settings.py, as the sandbox's inventory does for SSH deploys); the stack lock comes
 from PyPI through the sandbox's warm uv cache.
 """
 

@@ -1,6 +1,7 @@
-"""What every sandbox pod is told, deployed over SSH (group_data/sandbox.py) or built into an
-image (sandbox/image.py): models from the local hub, outputs to the local S3, ComfyUI and its
-nodes from the sandbox's git daemon, flash-attn as a stand-in, ComfyUI on the CPU.
+"""What every sandbox pod is told, deployed over SSH (its host data, control.pod_hosts) or
+built into an image (sandbox/image.py): models from the local hub, outputs to the local S3,
+ComfyUI and its nodes from the sandbox's git daemon, flash-attn as a stand-in, ComfyUI on
+the CPU.
 """
 
 from __future__ import annotations
