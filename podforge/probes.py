@@ -3,19 +3,17 @@
 Standard library only and self-contained: the pod-state fact (facts/pod.py) runs this
 file's source with the pod's system python3 (no venv needed), so a no-op deploy does not
 grow a remote command per node, per package or per file. It reads and does not judge:
-stamps come back as their text, which the controller parses (json's import, with re and
-enum, would cost every probe start ~6 ms of the pod's CPU).
+stamps come back as their text, which the controller parses.
 """
 
 from __future__ import annotations
 
+import configparser
+import glob
+import hashlib
 import os
+import subprocess
 from typing import Any
-
-try:  # CPython's own sha1: importing hashlib loads OpenSSL, ~2 ms of every probe's start
-    from _sha1 import sha1
-except ImportError:  # a Python built without it (FIPS builds): OpenSSL's, the same digest
-    from hashlib import sha1
 
 
 def repo_state(path: str, pin: str | None = None) -> dict[str, Any] | None:
@@ -31,8 +29,6 @@ def repo_state(path: str, pin: str | None = None) -> dict[str, Any] | None:
         return {"git": False, "head": None, "url": None, "dirty": []}
     if pin is not None and detached_head(path) == pin:
         return {"git": True, "head": pin, "url": origin_url(path), "dirty": None}
-    import subprocess  # only off the pin: a no-op's probe then skips this import as well
-
     status = subprocess.run(
         # --no-optional-locks: a probe reads; it does not refresh (write) the checkout's index.
         [
@@ -71,49 +67,12 @@ def detached_head(path: str) -> str | None:
 
 
 def origin_url(path: str) -> str | None:
-    """remote.origin.url of the checkout's .git/config, as `git config --get` prints it,
-    read without spawning git (one process less per checkout on every no-op)."""
-    in_origin = False
-    try:
-        with open(os.path.join(path, ".git", "config")) as config:
-            for line in config:
-                line = line.strip()
-                if line.startswith("["):
-                    in_origin = line.replace("'", '"') == '[remote "origin"]'
-                elif in_origin and line.partition("=")[0].strip().lower() == "url":
-                    return line.partition("=")[2].strip().strip('"') or None
-    except FileNotFoundError:
-        return None
-    return None
-
-
-def entries(directory: str, prefix: str = "", suffix: str = "") -> list[str]:
-    """Sorted paths of the entries of ``directory`` named prefix*suffix, hidden ones only when
-    ``prefix`` starts with a dot (glob's rule); none when it is not a directory. Not glob
-    itself: its imports (re, fnmatch, contextlib) cost every probe start ~3 ms."""
-    try:
-        names = os.listdir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(
-        os.path.join(directory, name)
-        for name in names
-        if name.startswith(prefix)
-        and name.endswith(suffix)
-        and len(name) >= len(prefix) + len(suffix)
-        and (not name.startswith(".") or prefix.startswith("."))
-    )
-
-
-def matching(pattern: str) -> list[str]:
-    """The existing paths a pattern names: a path, or one ``*`` in its last part."""
-    directory, name = os.path.split(pattern)
-    if "*" in directory or name.count("*") > 1 or any(c in pattern for c in "?["):
-        raise ValueError(f"{pattern}: only one * in the last part of a path is supported")
-    if "*" not in name:
-        return [pattern] if os.path.lexists(pattern) else []
-    prefix, _, suffix = name.partition("*")
-    return entries(directory, prefix, suffix)
+    """remote.origin.url of the checkout's .git/config, as `git config --get` prints it."""
+    # strict=False: git repeats keys (fetch) that configparser would refuse; git quotes a
+    # value holding # or ;, which configparser leaves on.
+    config = configparser.ConfigParser(strict=False, interpolation=None)
+    config.read(os.path.join(path, ".git", "config"))
+    return config.get('remote "origin"', "url", fallback="").strip('"') or None
 
 
 def executable(path: str) -> bool:
@@ -130,19 +89,20 @@ def venv_distributions(venv: str) -> dict[str, str] | None:
     if not os.path.exists(os.path.join(venv, "bin", "python")):
         return None
     found = {}
-    for python in entries(os.path.join(venv, "lib"), "python"):
-        for info in entries(os.path.join(python, "site-packages"), suffix=".dist-info"):
-            if os.path.isfile(os.path.join(info, "METADATA")):  # half-removed ones are not
-                name, _, version = os.path.basename(info)[: -len(".dist-info")].partition("-")
-                found[name] = version
+    for info in sorted(
+        glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.dist-info"))
+    ):
+        if os.path.isfile(os.path.join(info, "METADATA")):  # half-removed ones are not
+            name, _, version = os.path.basename(info)[: -len(".dist-info")].partition("-")
+            found[name] = version
     return found
 
 
-def _sha1(path: str) -> str | None:
+def sha1_of(path: str) -> str | None:
     if not os.path.isfile(path):
         return None
     with open(path, "rb") as file:
-        return sha1(file.read()).hexdigest()
+        return hashlib.sha1(file.read()).hexdigest()
 
 
 def file_text(path: str) -> str | None:
@@ -173,7 +133,7 @@ def software(repos: dict[str, str], venv: str, deployer: str, workflows: str) ->
     """Checkouts (``repos``: path -> pinned commit), both venvs' distributions, the workflows
     stamp's text, nvcc, supervisord and the installed Debian packages."""
     on_path = [os.path.join(directory, "nvcc") for directory in os.get_exec_path()]
-    in_cuda = [os.path.join(cuda, "bin", "nvcc") for cuda in entries("/usr/local", "cuda")]
+    in_cuda = [os.path.join(cuda, "bin", "nvcc") for cuda in sorted(glob.glob("/usr/local/cuda*"))]
     nvcc = next((path for path in [*on_path, *in_cuda] if executable(path)), None)
     return {
         "repos": {path: repo_state(path, pin) for path, pin in repos.items()},
@@ -216,8 +176,8 @@ def digests(patterns: list[str], dirs: list[str]) -> dict[str, Any]:
     exists (None for the others)."""
     files = {}
     for pattern in patterns:
-        for path in matching(pattern):
-            digest = _sha1(path)
+        for path in sorted(glob.glob(pattern)):
+            digest = sha1_of(path)
             if digest is not None:
                 files[path] = {"sha1": digest, "mode": f"{os.stat(path).st_mode & 0o7777:o}"}
     return {

@@ -1,19 +1,19 @@
 """What the pod shows of its serving: ComfyUI's answer, the programs' states from supervisord
-(its XML-RPC socket, asked over plain sockets) or, on a systemd host, from systemctl, and
-their last log lines. It reads and does not judge: `podforge verify` judges (verify.judge),
-on the pod, and so does the deploy, on the controller, of what the pod-state probe read.
+(XML-RPC over its Unix socket) or, on a systemd host, from systemctl, and their last log
+lines. It reads and does not judge: `podforge verify` judges (verify.judge), on the pod, and
+so does the deploy, on the controller, of what the pod-state probe read.
 
 Standard library only and self-contained: the pod-state fact (facts/pod.py) runs this source
-with the pod's system python3 on every deploy. CPython's own _socket and expat, not socket,
-http.client, xmlrpc.client, ElementTree or json: their imports alone would cost a no-op
-~25 ms of CPU per pod; one GET and one XML-RPC call need none of them.
+with the pod's system python3 on every deploy.
 """
 
 from __future__ import annotations
 
-import _socket
+import http.client
 import os
-from pyexpat import ExpatError, ParserCreate
+import socket
+import subprocess
+import xmlrpc.client
 from typing import Any
 
 # Debian's supervisord.conf ([unix_http_server] file=), which podforge's programs join.
@@ -25,33 +25,42 @@ LOG_LINES = 5
 LOG_TAIL_BYTES = 16384
 
 
-def _exchange(family: int, address: Any, request: bytes, timeout: float) -> bytes:
-    """An HTTP/1.0 request's response body (the server closes after it); OSError unless 200."""
-    # _socket's socket, not socket.socket: socket's import (enum, selectors) costs ~3 ms.
-    connection = _socket.socket(family, _socket.SOCK_STREAM)
+def get(host: str, port: int, path: str, timeout: float = 3.0) -> str:
+    """The body of GET http://host:port/path; OSError when that fails (not 200 included)."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.settimeout(timeout)
-        connection.connect(address)
-        connection.sendall(request)
-        chunks = []
-        while chunk := connection.recv(65536):
-            chunks.append(chunk)
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        body = answer.read()
+    except http.client.HTTPException as error:
+        raise OSError(f"no HTTP answer: {error!r}") from None
     finally:
         connection.close()
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].decode("latin-1")
-    if status.split(" ")[1:2] != ["200"]:
-        raise OSError(f"answered {status or 'nothing'!r}")
-    return body
+    if answer.status != 200:
+        raise OSError(f"answered {answer.status} {answer.reason}")
+    return body.decode("utf-8", "replace")
 
 
-def get(host: str, port: int, path: str, timeout: float = 3.0) -> str:
-    """The body of GET http://host:port/path; OSError when that fails."""
-    # An address, not a name: getaddrinfo() would import the idna codec (with stringprep
-    # and unicodedata), ~1 ms of every probe start.
-    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-    request = f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode()
-    return _exchange(family, (host, port), request, timeout).decode("utf-8", "replace")
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP to a Unix socket (supervisord's), for xmlrpc.client."""
+
+    def __init__(self, socket_path: str) -> None:
+        super().__init__("localhost", timeout=5)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+class _UnixTransport(xmlrpc.client.Transport):
+    def __init__(self, socket_path: str) -> None:
+        super().__init__()
+        self.socket_path = socket_path
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return _UnixConnection(self.socket_path)
 
 
 def program_states(socket_path: str = SUPERVISOR_SOCKET) -> dict[str, str]:
@@ -59,59 +68,20 @@ def program_states(socket_path: str = SUPERVISOR_SOCKET) -> dict[str, str]:
     Empty when no supervisord listens there (systemd pods, or supervisord is down): then no
     program is under supervisor, which verify.judge reports for r2sync. OSError when
     one listens and does not answer as supervisord does."""
-    call = (
-        b"<?xml version='1.0'?><methodCall><methodName>supervisor.getAllProcessInfo"
-        b"</methodName><params></params></methodCall>"
-    )
-    request = (
-        b"POST /RPC2 HTTP/1.0\r\nHost: localhost\r\nContent-Type: text/xml\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(call), call)
-    )
+    server = xmlrpc.client.ServerProxy("http://localhost", transport=_UnixTransport(socket_path))
     try:
-        answer = _exchange(_socket.AF_UNIX, socket_path, request, timeout=5)
+        infos = server.supervisor.getAllProcessInfo()
     except (FileNotFoundError, ConnectionRefusedError):
         return {}
-    try:
-        fault, structs = xmlrpc_structs(answer)
-    except ExpatError as error:
+    except xmlrpc.client.Fault as fault:
+        raise OSError(f"it refused getAllProcessInfo: {fault.faultString}") from None
+    except (xmlrpc.client.ProtocolError, xmlrpc.client.ResponseError) as error:
         raise OSError(f"its answer is not XML-RPC: {error}") from None
-    if fault:
-        raise OSError(f"it refused getAllProcessInfo: {answer!r}")
     states = {}
-    for info in structs:
+    for info in infos:
         name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
         states[name] = info["statename"]
     return states
-
-
-def xmlrpc_structs(answer: bytes) -> tuple[bool, list[dict[str, str]]]:
-    """(is it a fault, each <struct>'s members as name -> the text of its value) of an
-    XML-RPC answer; ExpatError when it is not XML."""
-    fault, structs, chars, path = False, [], [], []
-    name = ""
-
-    def start(tag: str, _attributes: dict[str, str]) -> None:
-        nonlocal fault
-        fault = fault or tag == "fault"
-        if tag == "struct":
-            structs.append({})
-        elif tag in ("name", "value"):
-            chars.clear()
-        path.append(tag)
-
-    def end(tag: str) -> None:
-        nonlocal name
-        path.pop()
-        if tag == "name":
-            name = "".join(chars)
-        elif tag == "value" and path[-1:] == ["member"]:
-            structs[-1][name] = "".join(chars)
-
-    parser = ParserCreate()
-    parser.StartElementHandler, parser.EndElementHandler = start, end
-    parser.CharacterDataHandler = chars.append
-    parser.Parse(answer, True)
-    return fault, structs
 
 
 def log_tail(log_dir: str, program: str, lines: int = LOG_LINES) -> str:
@@ -145,7 +115,6 @@ def unit_states(programs: list[str]) -> dict[str, str]:
     """program -> "ActiveState/SubState" of its unit (active/running, activating/auto-restart,
     failed/failed, ...), as ``systemctl show`` reports them; units systemd does not have are
     left out. OSError when systemctl cannot answer."""
-    import subprocess  # only on systemd hosts: the pod-state probe's start stays lighter
 
     units = {SYSTEMD_UNIT.format(program): program for program in programs}
     shown = subprocess.run(

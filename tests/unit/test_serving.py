@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from pyexpat import ExpatError
 
 import pytest
 
@@ -28,7 +27,6 @@ from podforge.serving import (
     observe,
     program_states,
     unit_states,
-    xmlrpc_structs,
 )
 from podforge.verify import judge, serving_problems
 
@@ -315,7 +313,8 @@ def test_a_supervisord_that_refuses_the_call_is_named_not_taken_for_none(tmp_pat
         with pytest.raises(OSError, match="401 Unauthorized"):
             program_states(str(sock))
         assert serving_problems([], True, str(tmp_path), 0, supervisor_socket=str(sock)) == [
-            f"supervisord at {sock} does not answer: answered 'HTTP/1.0 401 Unauthorized'"
+            f"supervisord at {sock} does not answer: its answer is not XML-RPC:"
+            " <ProtocolError for localhost/RPC2: 401 Unauthorized>"
         ]
     finally:
         daemon.terminate()
@@ -433,28 +432,3 @@ def test_init_system_is_pid_1s(tmp_path):
     assert init_system(str(comm)) == "systemd"
     comm.write_text("tini\n")
     assert init_system(str(comm)) == "supervisor"
-
-
-def test_xmlrpc_structs_read_what_xmlrpc_client_reads():
-    import xmlrpc.client
-
-    infos = [
-        {"name": "r2sync", "group": "r2sync", "statename": "RUNNING", "pid": 230, "exitstatus": 0},
-        {
-            "name": "comfyui-0",
-            "group": "comfyui-0",
-            "statename": "BACKOFF",
-            "pid": 0,
-            "description": "Exited too quickly (process log may have details) <&>",
-            "logfile": "",
-        },
-    ]
-    answer = xmlrpc.client.dumps((infos,), methodresponse=True).encode()
-    fault, structs = xmlrpc_structs(answer)
-    (loaded,), _ = xmlrpc.client.loads(answer)
-    assert not fault
-    assert structs == [{k: str(v) for k, v in info.items()} for info in loaded]
-    refused = xmlrpc.client.dumps(xmlrpc.client.Fault(1, "UNKNOWN_METHOD"), methodresponse=True)
-    assert xmlrpc_structs(refused.encode())[0] is True
-    with pytest.raises(ExpatError):
-        xmlrpc_structs(b"<html>not closed")
