@@ -158,11 +158,16 @@ def classify(error: BaseException, bucket: str) -> tuple[str, str]:
     return "fail", f"{type(error).__name__}: {error}"
 
 
+# Tries of one call before a budget may end them: attempts that fail slowly (a stalled
+# connection the server drops, on a loaded machine) must not spend it all in one or two.
+MIN_ATTEMPTS = 3
+
+
 @dataclass
 class Retry:
     """Exponential backoff with jitter; ``budget``: seconds of retrying after the first
-    failure (None: until stopped), so an attempt that failed slowly (a stalled connection
-    the server dropped) is still tried again."""
+    failure (None: until stopped), and at least ``MIN_ATTEMPTS`` tries, so attempts that
+    fail slowly (a stalled connection the server dropped) are still tried again."""
 
     bucket: str
     budget: float | None
@@ -170,8 +175,9 @@ class Retry:
     say: Callable[[str], None]
 
     def __call__(self, what: str, call: Callable[[], T]) -> T:
-        delay, failing_since = 0.5, None
+        delay, failing_since, attempts = 0.5, None, 0
         while True:
+            attempts += 1
             try:
                 return call()
             except Exception as error:  # noqa: BLE001 - classified right below
@@ -183,7 +189,8 @@ class Retry:
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
                 spent = now - failing_since
-                if self.stopping.is_set() or (self.budget is not None and spent > self.budget):
+                spent_all = self.budget is not None and spent > self.budget
+                if self.stopping.is_set() or (spent_all and attempts >= MIN_ATTEMPTS):
                     raise SyncError(f"{what}: {cause}") from None
                 self.say(f"r2sync: {what}: {cause}; retrying in {delay:.0f} s")
                 if self.stopping.wait(delay * random.uniform(0.5, 1.5)):

@@ -30,6 +30,7 @@ from podforge.lock import (
     LockInputs,
     Target,
     entries,
+    for_pod,
     lock_file,
     lock_inputs,
     lock_pins,
@@ -177,12 +178,11 @@ def main(args: argparse.Namespace) -> int:
     except (StackError, UpstreamError) as error:
         print(f"podforge stack: {error}", file=sys.stderr)
         return 1
-    found = entries(body)
     for target in LOCK_TARGETS:
         print(f"# {target}")
-        for entry in found:
-            if entry.marker is not None and str(entry.marker).endswith(target.marker):
-                print(f"{entry.name} {entry.version}")
-    names = {canonicalize_name(entry.name) for entry in found}
+        python = (*map(int, target.python.split(".")), 0)
+        for entry in for_pod(body, python, target.machine):
+            print(f"{entry.name} {entry.version}")
+    names = {canonicalize_name(entry.name) for entry in entries(body)}
     print(f"stack check: {profile.name} resolves: {len(names)} distributions")
     return 0
