@@ -31,16 +31,24 @@ def write_stamp(dest: str, sha256: str) -> None:
     os.replace(stamp + ".tmp", stamp)
 
 
+def parsed(text: str | None) -> dict[str, Any] | None:
+    """A stamp's record; None when there is none or it is damaged (not a JSON object: cut
+    short by a full disk, say). One policy for every stamp: a damaged one counts as none,
+    so the work it records is done again (a file hashed, workflows installed) and writes
+    it anew."""
+    try:
+        record = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def status_of(read: dict[str, Any]) -> dict[str, Any]:
     """{dest, size (None if absent), sha256 (None unless its stamp still matches the file)}
-    of what probes.file_with_stamp read: a stamp that is not JSON counts as none."""
-    try:
-        stamp = json.loads(read["stamp"] or "{}")
-    except ValueError:
-        stamp = {}
+    of what probes.file_with_stamp read."""
+    stamp = parsed(read["stamp"]) or {}
     valid = (
-        isinstance(stamp, dict)
-        and stamp.get("size") == read["size"]
+        stamp.get("size") == read["size"]
         and stamp.get("mtime_ns") == read["mtime_ns"]
     )
     sha256 = stamp.get("sha256") if valid and read["size"] is not None else None

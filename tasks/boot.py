@@ -18,7 +18,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
-from operations import files
+from operations import pod_files
 from podforge.config import SECRET_FIELDS, Settings
 from podforge.plan import Plan
 from podforge.stacks import DEPLOYER_REQUIREMENTS
@@ -67,7 +67,7 @@ def bundle() -> tuple[str, bytes]:
 @deploy("Boot phase")
 def install(settings: Settings, plan: Plan, pod: Pod) -> None:
     public, secret = saved_settings_paths(settings.podforge_dir)
-    files.content(
+    pod_files.content(
         name="The settings this deploy used (for the boot phase)",
         dest=public,
         text=json.dumps(
@@ -81,7 +81,7 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         for name in sorted(SECRET_FIELDS)
         if getattr(settings, name) is not None
     }
-    files.content(
+    pod_files.content(
         name="The secrets it used (0600)",
         dest=secret,
         text=json.dumps(secrets) + "\n",
@@ -107,11 +107,13 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         )
     version, data = bundle()
     target = f"{settings.podforge_dir}/deploy"
-    if files.is_current(pod.files, f"{target}/VERSION", version + "\n"):
+    if pod_files.is_current(pod.files, f"{target}/VERSION", version + "\n"):
         host.noop(f"the deploy's files {version} are in {target}")
         return
     archive = f"{settings.podforge_dir}/deploy-{version}.tar.gz"
-    files.content(name=f"The deploy's files {version}", dest=archive, text=data, digests=pod.files)
+    pod_files.content(
+        name=f"The deploy's files {version}", dest=archive, text=data, digests=pod.files
+    )
     server.shell(
         name=f"Unpack the deploy's files into {target}",
         commands=[

@@ -6,7 +6,7 @@ import posixpath
 
 from pyinfra.api import deploy
 
-from operations import files, git
+from operations import git, pod_files
 from podforge.config import Settings
 from podforge.plan import Plan
 from tasks import render
@@ -23,7 +23,7 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
             commit=pin.commit,
             present=pod.software["repos"][dest],
         )
-    files.directories(
+    pod_files.directories(
         name="Model and output directories",
         paths=[*model_dirs(settings), f"{settings.comfyui_dir}/output"],
         digests=pod.files,
@@ -31,7 +31,7 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
     inside = posixpath.commonpath([settings.comfyui_dir, settings.models_dir])
     if inside != settings.comfyui_dir:
         # ComfyUI reads extra_model_paths.yaml beside main.py at start.
-        files.content(
+        pod_files.content(
             name=f"extra_model_paths.yaml (models in {settings.models_dir})",
             dest=f"{settings.comfyui_dir}/extra_model_paths.yaml",
             text=render(

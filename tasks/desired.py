@@ -12,9 +12,9 @@ import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api.exceptions import DeployError
 
 from facts.gpu import NvidiaGpus
@@ -54,14 +54,55 @@ MODEL_DIRS = (
 )
 
 
+class HostState(TypedDict):
+    """The PodHost fact."""
+
+    init: str
+    systemd: bool
+    disk_path: str
+    disk_free_kib: int
+    mem_total_kib: int
+    mem_available_kib: int
+    python: tuple[int, int, int] | None
+    machine: str
+    os: str
+
+
+class Software(TypedDict):
+    """PodState["software"], the workflows stamp parsed (probes.software)."""
+
+    repos: dict[str, dict[str, Any] | None]  # checkout -> probes.repo_state (None: no dir)
+    venv: dict[str, str] | None  # distribution -> version (None: no venv)
+    deployer: dict[str, str] | None  # the boot phase's venv
+    workflows: dict[str, Any] | None  # workflows.installed_workflows (None: none installed)
+    nvcc: str | None
+    supervisord: bool
+    debs: list[str]
+
+
+class Files(TypedDict):
+    """PodState["files"] (probes.digests)."""
+
+    files: dict[str, dict[str, str]]  # path -> {sha1, mode}
+    dirs: dict[str, str | None]  # path -> mode (None: no dir)
+
+
+class ModelStatus(TypedDict):
+    """stamps.status_of a model file."""
+
+    dest: str
+    size: int | None
+    sha256: str | None
+
+
 @dataclass(frozen=True)
 class Pod:
     """What is on this pod now, as the facts read it before any change."""
 
-    host: dict[str, Any]  # PodHost
-    software: dict[str, Any]  # PodState["software"], its stamps parsed
-    files: dict[str, Any]  # PodState["files"]
-    models: dict[str, dict[str, Any]]  # dest -> its stamps.status_of
+    host: HostState
+    software: Software
+    files: Files
+    models: dict[str, ModelStatus]  # dest -> its status
     serving: list[str] | None  # verify.judge's problems of PodState["serving"] (pod phase)
 
 
@@ -91,11 +132,11 @@ def settings() -> Settings:
         raise DeployError(f"{host.name}: {error}") from None
 
 
-def pod_host(wanted: Settings) -> dict[str, Any]:
+def pod_host(wanted: Settings) -> HostState:
     return host.get_fact(PodHost, models_dir=wanted.models_dir)
 
 
-def plan(wanted: Settings, pod_host: dict[str, Any]) -> Plan:
+def plan(wanted: Settings, pod_host: HostState) -> Plan:
     """The Plan for this host's real GPUs (none are read in the image phase)."""
     gpus = GpuReport() if wanted.phase == "image" else GpuReport(**host.get_fact(NvidiaGpus))
     try:
@@ -109,21 +150,15 @@ def model_dirs(wanted: Settings) -> list[str]:
 
 
 def stamp(path: str, text: str | None) -> dict[str, Any] | None:
-    """A stamp the pod-state fact read (None: there is none), parsed."""
-    if text is None:
-        return None
-    fix = "delete it and deploy again (the deploy writes it anew)"
-    try:
-        parsed = json.loads(text)
-    except ValueError as error:
-        raise DeployError(f"{host.name}: {path} is not a JSON object ({error}): {fix}") from None
-    if not isinstance(parsed, dict):
-        kind = type(parsed).__name__
-        raise DeployError(f"{host.name}: {path} is not a JSON object (a {kind}): {fix}")
-    return parsed
+    """A stamp the pod-state fact read, parsed (stamps.parsed: None when there is none or it
+    is damaged, which the deploy says: the work it records is done again)."""
+    record = stamps.parsed(text)
+    if text is not None and record is None:
+        logger.warning(f"{host.print_prefix}{path} is damaged (not a JSON object): redoing it")
+    return record
 
 
-def pod(wanted: Settings, plan: Plan, pod_host: dict[str, Any]) -> Pod:
+def pod(wanted: Settings, plan: Plan, pod_host: HostState) -> Pod:
     """Everything tasks compare against, in one remote command, judged."""
     # Whether the pod serves now; verify uses it when the deploy changes nothing.
     serving = (

@@ -11,7 +11,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, python
 
-from operations import files as pod_files
+from operations import pod_files
 from podforge import stamps
 from podforge.config import Settings
 from podforge.plan import Plan

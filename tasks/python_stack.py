@@ -17,7 +17,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import python, server
 
-from operations import files
+from operations import pod_files
 from podforge.config import Settings
 from podforge.lock import (
     drift,
@@ -89,7 +89,7 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         line, wanted["flash-attn"] = release_wheel("flash-attn", flash_attn)
         beside.append(line)
     sync_file = f"{settings.podforge_dir}/stack-sync.txt"
-    files.content(
+    pod_files.content(
         name=f"{lock.path}, podforge {version} and flash-attn",
         dest=sync_file,
         text=sync_text(lock.text, beside),
@@ -101,7 +101,7 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
     if not differences:
         host.noop(f"the venv holds exactly {lock.path} ({len(wanted)} distributions)")
         return False
-    files.content(
+    pod_files.content(
         name=f"Upload podforge {version}",
         dest=remote_wheel,
         text=wheel.read_bytes(),

@@ -15,7 +15,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
-from operations import files
+from operations import pod_files
 from podforge import services
 from podforge.config import Settings
 from podforge.plan import Plan
@@ -29,7 +29,7 @@ SUPERVISORD_CONF = "/etc/supervisor/supervisord.conf"
 def install(settings: Settings, plan: Plan, pod: Pod, lock: StackLock, venv_synced: bool) -> None:
     """``venv_synced``: the deploy changed the venv, so ComfyUI restarts (it imported the
     old one at its start)."""
-    files.content(
+    pod_files.content(
         name="The pod's plan",
         dest=f"{settings.podforge_dir}/plan.json",
         # Without the phase: the boot phase's plan for the same GPU is the same file.
@@ -43,7 +43,7 @@ def install(settings: Settings, plan: Plan, pod: Pod, lock: StackLock, venv_sync
     }
     if settings.enable_r2_sync:
         env_texts[paths["r2"]] = services.r2_env(settings)
-    files.directories(
+    pod_files.directories(
         name="Secrets directory (0700) and logs",
         paths=[services.secrets_dir(settings), f"{settings.workspace_dir}/logs"],
         digests=pod.files,
@@ -51,14 +51,14 @@ def install(settings: Settings, plan: Plan, pod: Pod, lock: StackLock, venv_sync
     )
     for path, text in env_texts.items():
         secret = path != paths["generation"]
-        files.content(
+        pod_files.content(
             name=f"{path.rsplit('/', 1)[1]}{' (0600)' if secret else ''}",
             dest=path,
             text=text,
             digests=pod.files,
             mode="600" if secret else "644",
         )
-    files.content(
+    pod_files.content(
         name="start.sh (the container's entrypoint: the boot phase, then supervisord)",
         dest=settings.start_script,
         text=render("start.sh.j2", settings=settings),
@@ -87,9 +87,11 @@ def _supervisor(
         )
         for p in programs
     }
-    changed = [path for path, text in wanted.items() if not files.is_current(pod.files, path, text)]
+    changed = [
+        path for path, text in wanted.items() if not pod_files.is_current(pod.files, path, text)
+    ]
     for path, text in wanted.items():
-        files.content(
+        pod_files.content(
             name=f"supervisor program {path.rsplit('/', 1)[1]}",
             dest=path,
             text=text,
@@ -136,15 +138,17 @@ def _systemd(
         )
         for p in programs
     }
-    changed_env = {p for p, text in env_texts.items() if not files.is_current(pod.files, p, text)}
+    changed_env = {
+        p for p, text in env_texts.items() if not pod_files.is_current(pod.files, p, text)
+    }
     restart = []
     for path, (program, text) in wanted.items():
-        files.content(
+        pod_files.content(
             name=f"systemd unit {path.rsplit('/', 1)[1]}", dest=path, text=text, digests=pod.files
         )
         reads = set(program.env_files) | {program.environment.get("R2_ENV_FILE", "")}
         if (
-            not files.is_current(pod.files, path, text)
+            not pod_files.is_current(pod.files, path, text)
             or reads & changed_env
             or program.name in synced
         ):

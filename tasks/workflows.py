@@ -18,7 +18,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import python
 
-from operations import files
+from operations import pod_files
 from podforge import workflows
 from podforge.config import Settings
 from podforge.plan import Plan
@@ -49,7 +49,7 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         host.noop(f"workflows fitted to this pod are in place ({names or 'none'})")
         return
     request_file = f"{settings.podforge_dir}/workflows-request.json"
-    files.content(name="Workflows request", dest=request_file, text=text, digests=pod.files)
+    pod_files.content(name="Workflows request", dest=request_file, text=text, digests=pod.files)
     python.call(
         name=f"Fit workflows to this pod ({names or 'remove the disabled ones'})",
         function=run_streamed,

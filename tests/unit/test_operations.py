@@ -9,7 +9,7 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.command import FileUploadCommand, StringCommand
 from pyinfra.context import ctx_host, ctx_state
 
-from operations import files, git
+from operations import git, pod_files
 
 URL = "git://127.0.0.1:9418/ComfyUI-GGUF.git"
 PIN = "795e45156ece99afbc3efef911e63fcb46e6a20d"
@@ -80,12 +80,12 @@ def test_content_uploads_only_what_differs(on_host):
     text = "CUDA_VISIBLE_DEVICES=0\n"
     digest = {"sha1": hashlib.sha1(text.encode()).hexdigest(), "mode": "644"}
     same = {"files": {"/opt/podforge/a.env": digest}, "dirs": {}}
-    assert on_host(files.content, dest="/opt/podforge/a.env", text=text, digests=same) == []
+    assert on_host(pod_files.content, dest="/opt/podforge/a.env", text=text, digests=same) == []
     changed_mode = on_host(
-        files.content, dest="/opt/podforge/a.env", text=text, digests=same, mode="600"
+        pod_files.content, dest="/opt/podforge/a.env", text=text, digests=same, mode="600"
     )
     absent = on_host(
-        files.content, dest="/opt/podforge/a.env", text=text, digests={"files": {}, "dirs": {}}
+        pod_files.content, dest="/opt/podforge/a.env", text=text, digests={"files": {}, "dirs": {}}
     )
     for commands in (changed_mode, absent):
         assert commands[0] == "mkdir -p /opt/podforge"
@@ -96,22 +96,24 @@ def test_content_uploads_only_what_differs(on_host):
 
 def test_directories_makes_only_the_missing_ones(on_host):
     present = {"files": {}, "dirs": {"/w/a": "755", "/w/b": None}}
-    assert on_host(files.directories, paths=["/w/a", "/w/b", "/w/c"], digests=present) == [
+    assert on_host(pod_files.directories, paths=["/w/a", "/w/b", "/w/c"], digests=present) == [
         "mkdir -p /w/b /w/c"
     ]
-    assert on_host(files.directories, paths=["/w/a"], digests=present) == []
+    assert on_host(pod_files.directories, paths=["/w/a"], digests=present) == []
 
 
 def test_a_directory_with_a_mode_is_made_with_it(on_host):
     present = {"files": {}, "dirs": {"/o/secrets": "755", "/o/logs": "755"}}
     assert on_host(
-        files.directories,
+        pod_files.directories,
         paths=["/o/secrets", "/o/logs"],
         digests=present,
         modes={"/o/secrets": "700"},
     ) == ["mkdir -p -m 700 /o/secrets && chmod 700 /o/secrets"]
     right = {"files": {}, "dirs": {"/o/secrets": "700"}}
     assert (
-        on_host(files.directories, paths=["/o/secrets"], digests=right, modes={"/o/secrets": "700"})
+        on_host(
+            pod_files.directories, paths=["/o/secrets"], digests=right, modes={"/o/secrets": "700"}
+        )
         == []
     )

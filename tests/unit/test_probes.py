@@ -304,21 +304,21 @@ def test_the_pods_python_path_and_site_cannot_reach_the_probe(tmp_path, monkeypa
     assert run_models([str(dest)]) == [{"dest": str(dest), "size": 10, "sha256": None}]
 
 
-def test_the_deploy_parses_the_stamps_the_probe_read_and_names_a_garbled_one():
+def test_a_damaged_stamp_counts_as_none_and_the_deploy_says_so(caplog):
     from pyinfra.api import Config, Inventory, State
-    from pyinfra.api.exceptions import DeployError
     from pyinfra.context import ctx_host, ctx_state
 
     from tasks.desired import stamp
 
     inventory = Inventory((["@local"], {}))
+    path = "/opt/podforge/workflows.json"
     with ctx_state.use(State(inventory, Config())), ctx_host.use(inventory.get_host("@local")):
-        assert stamp("/opt/podforge/stack.json", '{"key": "k"}\n') == {"key": "k"}
-        assert stamp("/opt/podforge/stack.json", None) is None
-        with pytest.raises(DeployError) as refused:
-            stamp("/opt/podforge/stack.json", '{"key": "k", "lo')  # cut short by a full disk
-    assert str(refused.value).startswith("@local: /opt/podforge/stack.json is not a JSON object")
-    assert str(refused.value).endswith("delete it and deploy again (the deploy writes it anew)")
-    with ctx_state.use(State(inventory, Config())), ctx_host.use(inventory.get_host("@local")):
-        with pytest.raises(DeployError, match=r"stack.json is not a JSON object \(a list\)"):
-            stamp("/opt/podforge/stack.json", "[1]")
+        assert stamp(path, '{"request": "r"}\n') == {"request": "r"}
+        assert stamp(path, None) is None
+        assert "damaged" not in caplog.text
+        assert stamp(path, '{"request": "r", "fi') is None  # cut short by a full disk
+        assert stamp(path, "[1]") is None
+    assert caplog.text.count(f"{path} is damaged (not a JSON object): redoing it") == 2
+    # Model stamps follow the same policy: the file is hashed again.
+    read = {"dest": "/m", "size": 3, "mtime_ns": 1, "stamp": '{"size": 3, "mtime_ns": 1, "sha'}
+    assert stamps.status_of(read) == {"dest": "/m", "size": 3, "sha256": None}
