@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from podforge.config import Settings
     from podforge.plan import Plan
 
-REPO = Path(__file__).resolve().parent.parent
 INPUTS_FILE = "stack-inputs.json"
 # What the stack layer runs with, copied beside the inputs (tools/podforge/).
 STACK_MODULES = ("__init__.py", "image.py", "probes.py")
@@ -70,37 +69,13 @@ class ImageError(RuntimeError):
 
 def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     """What the stack layer installs; ImageError when the committed lock cannot be used."""
-    from podforge.lock import (
-        LockError,
-        changes,
-        for_pod,
-        lock_file,
-        lock_inputs,
-        lock_pins,
-        read_header,
-        release_wheel,
-        seeds_to_remove,
-        sync_commands,
-        sync_text,
-    )
+    from podforge.lock import for_pod, release_wheel, seeds_to_remove, sync_commands, sync_text
+    from podforge.stack_cli import committed_lock
     from podforge.stacks import STACK_PROFILES, SYSTEM_PACKAGES, UV
-    from podforge.upstream import UpstreamError, requirement_texts
 
-    profile = STACK_PROFILES[plan.python_stack.profile]
-    path = REPO / lock_file(profile.name)
-    if not path.is_file():
-        raise ImageError(f"{lock_file(profile.name)} is missing: run `podforge stack lock`")
-    text = path.read_text()
-    try:
-        locked = read_header(text, lock_file(profile.name))
-        today = lock_inputs(profile, requirement_texts(lock_pins(settings)))
-    except (LockError, UpstreamError) as error:
-        raise ImageError(str(error)) from None
-    if locked.digest() != today.digest():
-        raise ImageError(
-            f"the stack lock {lock_file(profile.name)} is stale"
-            f" ({'; '.join(changes(locked, today))}): run `podforge stack lock`"
-        )
+    text, _, problem = committed_lock(settings, STACK_PROFILES[plan.python_stack.profile])
+    if problem:
+        raise ImageError(problem)
     python = sys.version_info[:3]
     installed = {entry.name: entry.version for entry in for_pod(text, python, platform.machine())}
     beside = []

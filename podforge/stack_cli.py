@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -27,18 +28,25 @@ from packaging.utils import canonicalize_name
 from podforge.environment import explain_uv_conflict, pin_conflicts, requirement_lines
 from podforge.lock import (
     LOCK_TARGETS,
+    LockError,
     LockInputs,
     Target,
+    changes,
     entries,
     for_pod,
     lock_file,
     lock_inputs,
     lock_pins,
     marked,
+    read_header,
+    refresh_command,
     render_header,
 )
 from podforge.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
 from podforge.upstream import UpstreamError, requirement_texts
+
+if TYPE_CHECKING:
+    from podforge.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS_SOURCE = "podforge"  # the name pins, tools and extras go by in uv's annotations
@@ -138,6 +146,29 @@ def write_lock(profile: StackProfile, texts: Mapping[str, str | None], repo: Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_header(inputs) + body)
     return path
+
+
+def committed_lock(
+    settings: Settings, profile: StackProfile, local_checkouts: Mapping[str, str] | None = None
+) -> tuple[str, LockInputs | None, str | None]:
+    """(the text, the inputs, why it cannot be installed: None when it can) of the committed
+    lock of ``profile``, its inputs checked against today's (``local_checkouts``: name -> a
+    checkout on this machine at its pin, read in place)."""
+    path = lock_file(profile.name)
+    refresh = f"run `{refresh_command(profile.name)}` and commit it"
+    if not (REPO / path).is_file():
+        where = f" where {profile.torch_index_url} is reachable" if profile.torch_index_url else ""
+        return "", None, f"{path} is missing: {refresh}{where}"
+    text = (REPO / path).read_text()
+    try:
+        locked = read_header(text, path)
+        today = lock_inputs(profile, requirement_texts(lock_pins(settings), local_checkouts))
+    except (LockError, UpstreamError) as error:
+        return "", None, str(error)
+    if locked.digest() != today.digest():
+        changed = "; ".join(changes(locked, today))
+        return text, locked, f"the stack lock {path} is stale ({changed}): {refresh}"
+    return text, locked, None
 
 
 def settings_texts(dirs: list[str]) -> dict[str, str | None]:

@@ -47,10 +47,7 @@ def status_of(read: dict[str, Any]) -> dict[str, Any]:
     """{dest, size (None if absent), sha256 (None unless its stamp still matches the file)}
     of what probes.file_with_stamp read."""
     stamp = parsed(read["stamp"]) or {}
-    valid = (
-        stamp.get("size") == read["size"]
-        and stamp.get("mtime_ns") == read["mtime_ns"]
-    )
+    valid = stamp.get("size") == read["size"] and stamp.get("mtime_ns") == read["mtime_ns"]
     sha256 = stamp.get("sha256") if valid and read["size"] is not None else None
     return {"dest": read["dest"], "size": read["size"], "sha256": sha256}
 

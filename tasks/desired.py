@@ -23,24 +23,14 @@ from facts.pod import PodState
 from podforge import stamps
 from podforge.config import Settings, SettingsError, load_settings
 from podforge.gpu import GpuReport
-from podforge.lock import (
-    LockError,
-    changes,
-    for_pod,
-    lock_file,
-    lock_inputs,
-    lock_pins,
-    read_header,
-)
+from podforge.lock import for_pod, lock_file
 from podforge.lock import refresh_command as lock_command
 from podforge.plan import Plan, PlanError, build_plan
 from podforge.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
+from podforge.stack_cli import committed_lock
 from podforge.stacks import STACK_PROFILES
-from podforge.upstream import UpstreamError, requirement_texts
 from podforge.verify import judge
 from podforge.workflows import fitted_pattern, installed_workflows
-
-REPO = Path(__file__).resolve().parent.parent
 
 # ComfyUI's model folders podforge fills (ComfyUI's own names).
 MODEL_DIRS = (
@@ -238,24 +228,15 @@ def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
             "enable_openmmlab: mmcv is built from source on the pod, which a lock "
             "cannot hold; turn ENABLE_OPENMMLAB off (see the README)",
         )
-    if not (REPO / path).is_file():
-        where = f" where {profile.torch_index_url} is reachable" if profile.torch_index_url else ""
-        return StackLock(path, "", f"{path} is missing: {refresh}{where}")
-    text = (REPO / path).read_text()
     # A checkout on this machine at its pin (the image, the boot phase) is read in place.
     local = {
         pin.name: dest
         for dest, pin in wanted.checkouts().items()
         if host.name == "@local" and (pod.software["repos"][dest] or {}).get("head") == pin.commit
     }
-    try:
-        locked = read_header(text, path)
-        today = lock_inputs(profile, requirement_texts(lock_pins(wanted), local))
-    except (LockError, UpstreamError) as error:
-        return StackLock(path, "", str(error))
-    if locked.digest() != today.digest():
-        changed = "; ".join(changes(locked, today))
-        return StackLock(path, text, f"the stack lock {path} is stale ({changed}): {refresh}")
+    text, locked, problem = committed_lock(wanted, profile, local)
+    if problem or locked is None:
+        return StackLock(path, text, problem)
     python, machine = pod.host["python"], pod.host["machine"]
     if python is not None and not for_pod(text, python, machine):
         here = f"Python {python[0]}.{python[1]} on {machine}"
