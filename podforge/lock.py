@@ -198,38 +198,26 @@ def changes(locked: LockInputs, wanted: LockInputs) -> list[str]:
 
 @dataclass(frozen=True)
 class LockEntry:
-    """One distribution of a lock: ``name==version ; marker`` and its hashes."""
+    """One distribution of a lock: ``name==version ; marker`` (its hashes are uv's to check)."""
 
     name: str  # canonical
     version: str
     marker: Marker | None
-    text: str  # the entry as uv wrote it (requirement, hashes), without comments
 
 
 def entries(lock_text: str) -> list[LockEntry]:
-    """The distributions a lock lists, in its order."""
+    """The distributions a lock lists, in its order: its lines that start a requirement."""
     found = []
-    block: list[str] = []
-    for line in [*lock_text.splitlines(), ""]:
-        if block and (not line.startswith(" ") or line.lstrip().startswith("#")):
-            found.append(_entry(block))
-            block = []
+    for line in lock_text.splitlines():
         if line and not line.startswith((" ", "#")):
-            block = [line]
-        elif block and line.lstrip().startswith("--hash"):
-            block.append(line)
+            requirement = Requirement(line.removesuffix(" \\"))
+            (specifier,) = requirement.specifier
+            found.append(
+                LockEntry(
+                    canonicalize_name(requirement.name), specifier.version, requirement.marker
+                )
+            )
     return found
-
-
-def _entry(block: list[str]) -> LockEntry:
-    requirement = Requirement(block[0].rstrip(" \\"))
-    (specifier,) = requirement.specifier
-    return LockEntry(
-        name=canonicalize_name(requirement.name),
-        version=specifier.version,
-        marker=requirement.marker,
-        text="\n".join(block).rstrip(" \\"),
-    )
 
 
 def marker_environment(python: Iterable[int], machine: str) -> dict[str, str]:
