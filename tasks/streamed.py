@@ -1,4 +1,4 @@
-"""Pod-side commands (fetch, stack install, workflows) with their lines shown live."""
+"""Pod-side commands (fetch, the stack sync, workflows, verify) with their lines shown live."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def run_streamed(
 ) -> None:
     """Run ``command`` on the host, its lines live under the host's prefix, as they come.
 
-    A fetch of tens of GB or a stack install takes minutes: a plain shell op would stay
+    A fetch of tens of GB or a stack sync takes minutes: a plain shell op would stay
     silent until the end. A failure fails the operation without a Python traceback; the
     command's own lines say what failed. ``on_success`` gets the lines of a run that worked.
     """
