@@ -1,6 +1,7 @@
 """Pod-state fact: what tasks compare against, in ONE command however big the pod grows.
 
-ComfyUI's and the nodes' checkouts, both venvs' distributions, the workflows stamp, nvcc, supervisord, the Debian packages (podforge/probes.py); the files the deploy
+ComfyUI's and the nodes' checkouts, both venvs' distributions, the workflows stamp, nvcc,
+supervisord, the Debian packages (podforge/probes.py); the files the deploy
 writes and its directories (probes.py); each wanted model file's size and verification
 stamp (probes.file_with_stamp); what ComfyUI, supervisord or systemd say now
 (podforge/serving.py, what `podforge verify` reads, without waiting). The modules are
