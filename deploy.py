@@ -4,11 +4,10 @@
     pyinfra @local deploy.py -y --data phase=image   # inside docker build
     pyinfra @local deploy.py --data phase=boot       # start.sh, at container start
 
-Settings come from group_data, the inventory, --data and the environment (podforge/config.py);
-the GPUs from nvidia-smi; the Plan (podforge/plan.py) decides the rest.
+Settings come from group_data, the inventory, --data and the environment (podforge/core/config.py);
+the GPUs from nvidia-smi; the Plan (podforge/core/plan.py) decides the rest.
 """
 
-from fleet import report, ssh
 from tasks import (
     boot,
     comfyui,
@@ -22,21 +21,18 @@ from tasks import (
     workflows,
 )
 
-ssh.keep_alive()
-report.start()
 settings = desired.settings()
 host_facts = desired.pod_host(settings)
 plan = desired.plan(settings, host_facts)
 pod = desired.pod(settings, plan, host_facts)
 lock = desired.stack_lock(settings, plan, pod)
-report.track_plan(plan)
 
 if preflight.passes(settings, plan, pod, lock):
     system.install(settings, plan, pod)
     python_stack.install_uv(settings, plan, pod)
     comfyui.install(settings, plan, pod)
     venv_synced = python_stack.install_environment(settings, plan, pod, lock)
-    report.track_fetch(models.install(settings, plan, pod))
+    models.install(settings, plan, pod)
     workflows.install(settings, plan, pod)
     services.install(settings, plan, pod, lock, venv_synced)
     boot.install(settings, plan, pod)

@@ -42,7 +42,7 @@ from bench.counting import counted_commands
 from bench.sandbox import bench_sandbox
 from fleet.report import RunCollector
 from fleet.rollout import REPO, load_inventory, run_deploy
-from podforge.rollout import PodRun
+from fleet.runs import PodRun
 
 GPUS = ["rtx-4090", "h100", "rtx-4080-super", "2x-a40", "rtx-3060"]
 RELAY_PORT = 2223  # sandbox.latency listens here on each pod's address

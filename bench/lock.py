@@ -20,18 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from podforge import stack_cli
-from podforge.config import Settings
-from podforge.lock import entries, lock_inputs, lock_pins
-from podforge.stacks import DEFAULT_STACK, STACK_PROFILES
-from podforge.upstream import requirement_texts
+from podforge.build import stack
+from podforge.build.upstream import requirement_texts
+from podforge.core.config import Settings
+from podforge.core.lock import entries, lock_inputs, lock_pins
+from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
 
 
 def timed_uv(texts: dict[str, str | None], cache: Path) -> tuple[float, int]:
     os.environ["UV_CACHE_DIR"] = str(cache)
     inputs = lock_inputs(STACK_PROFILES[DEFAULT_STACK], texts)
     began = time.monotonic()
-    body = stack_cli.resolve(inputs, texts)
+    body = stack.resolve(inputs, texts)
     return time.monotonic() - began, len(entries(body))
 
 

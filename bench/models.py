@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.counting import counted_commands
-from podforge.catalog import CATALOG
+from podforge.core.catalog import CATALOG
 from sandbox import control
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from typing import Any
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
 
-from podforge.gpu import PROBE_COMMAND, GpuProbeError, GpuReport, parse_probe
+from podforge.core.gpu import PROBE_COMMAND, GpuProbeError, GpuReport, parse_probe
 
 
 class NvidiaGpus(FactBase[dict[str, Any]]):

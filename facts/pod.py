@@ -1,10 +1,10 @@
 """Pod-state fact: what tasks compare against, in ONE command however big the pod grows.
 
 ComfyUI's and the nodes' checkouts, both venvs' distributions, the workflows stamp, nvcc,
-supervisord, the Debian packages (podforge/probes.py); the files the deploy
-writes and its directories (probes.py); each wanted model file's size and verification
-stamp (probes.file_with_stamp); what ComfyUI, supervisord or systemd say now
-(podforge/serving.py, what `podforge verify` reads, without waiting). The modules are
+supervisord, the Debian packages (podforge/probe/state.py); the files the deploy
+writes and its directories (probe/state.py); each wanted model file's size and verification
+stamp (state.file_with_stamp); what ComfyUI, supervisord or systemd say now
+(podforge/probe/serving.py, what `podforge verify` reads, without waiting). The modules are
 standard library only; their sources run as one program with the pod's system python3 (no
 venv needed), so a no-op pays one interpreter start and one round trip, not one per concern.
 The program reads and does not judge: stamps and answers come back raw, for the controller
@@ -21,7 +21,8 @@ from typing import Any
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
 
-from podforge import probes, serving, stamps
+from podforge.pod import stamps
+from podforge.probe import serving, state
 
 
 def _module(module: Any) -> str:
@@ -29,7 +30,7 @@ def _module(module: Any) -> str:
     traceback names its file and lines as they are here)."""
     path = Path(str(module.__file__))
     name = module.__name__.rsplit(".", 1)[1]
-    filename = f"podforge/{path.name}"
+    filename = f"podforge/probe/{path.name}"
     return f"{name} = load({name!r}, {filename!r}, {path.read_text()!r})\n"
 
 
@@ -38,11 +39,11 @@ _PROGRAM = (
     "def load(name, filename, source):\n"
     "    module = types.ModuleType(name)\n"
     "    exec(compile(source, filename, 'exec'), module.__dict__)\n"
-    "    return module\n" + _module(probes) + _module(serving) + "wish = json.loads(sys.argv[1])\n"
+    "    return module\n" + _module(state) + _module(serving) + "wish = json.loads(sys.argv[1])\n"
     "print(json.dumps({\n"
-    '    "software": probes.software(**wish["software"]),\n'
-    '    "files": probes.digests(**wish["files"]),\n'
-    '    "models": [probes.file_with_stamp(dest, stamp) for dest, stamp in wish["models"]],\n'
+    '    "software": state.software(**wish["software"]),\n'
+    '    "files": state.digests(**wish["files"]),\n'
+    '    "models": [state.file_with_stamp(dest, stamp) for dest, stamp in wish["models"]],\n'
     '    "serving": wish["serving"] and serving.observe(**wish["serving"]),\n'
     "}))\n"
 )
@@ -50,8 +51,8 @@ _PROGRAM = (
 
 class PodState(FactBase[dict[str, Any]]):
     """
-    ``software``: probes.software's arguments (repos, venv, deployer, workflows);
-    ``files``: probes.digests' (patterns, dirs); ``models``: the wanted model files;
+    ``software``: state.software's arguments (repos, venv, deployer, workflows);
+    ``files``: state.digests' (patterns, dirs); ``models``: the wanted model files;
     ``serving``: serving.observe's (comfyui, r2sync, log_dir), or None: not asked.
 
     .. code:: python
@@ -59,7 +60,7 @@ class PodState(FactBase[dict[str, Any]]):
         {"software": {
             "repos": {"/workspace/ComfyUI": {"git": True, "head": "a125cd84...",
                                              "url": "https://github.com/...", "dirty": []},
-                      # dirty None: at its pin, local changes not asked (probes.repo_state)
+                      # dirty None: at its pin, local changes not asked (state.repo_state)
                       "/workspace/ComfyUI/custom_nodes/ComfyUI-GGUF": None},
             "venv": {"torch": "2.5.1", "podforge": "0.1.0+g1a2b3c4d5e6f", ...},  # None: none
             "deployer": {"pyinfra": "3.10.0", ...},  # the boot phase's venv, or None

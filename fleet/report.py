@@ -1,15 +1,14 @@
-"""The per-pod report of a deploy, gathered from pyinfra's own state as the run goes.
+"""The per-pod report of a rollout, gathered from pyinfra's own state as the run goes.
 
-deploy.py calls ``start``, then ``track_plan`` / ``track_fetch`` for each pod. A
-``RunCollector`` registered on pyinfra's state times each pod's operations and keeps the
-last error line pyinfra logs for it, so a failure gets its cause in one line. pyinfra 3
-has no end-of-run hook: under its CLI the table is printed and ``.podforge/last-run.json``
-written when the process exits; ``fleet.rollout`` renders it itself after its batches.
+``fleet.rollout`` registers a ``RunCollector`` on each batch's state: it times each pod's
+operations and keeps the last error line pyinfra logs for it, so a failure gets its cause
+in one line; what the plan chose and the fetch brought come from what the tasks kept
+(``tasks.desired.PLANS``, ``tasks.models.FETCHES``). deploy.py knows nothing of it, and
+nothing here reaches a pod.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import re
 import time
@@ -17,18 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
-import pyinfra
 from paramiko import SSHException
-from pyinfra import host
 from pyinfra.api import State
 from pyinfra.api.host import Host
-from pyinfra.api.state import BaseStateCallback, StateStage
+from pyinfra.api.state import BaseStateCallback
 from pyinfra.connectors.ssh import SSHConnector
-from pyinfra.context import ctx_state
 
-from podforge.plan import Plan
-from podforge.rollout import REPORT_PATH, PodRun, render_table, write_report
-from tasks.models import Fetch
+from fleet.runs import REPORT_PATH, PodRun, render_table, write_report
+from tasks.desired import PLANS
+from tasks.models import FETCHES
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PREFIXED = re.compile(r"^\[(?P<host>[^\]]+)\]\s+(?:nested\s+)?(?P<message>.*\S)\s*$")
@@ -38,10 +34,6 @@ _GENERIC = re.compile(r"^(Error(: executed \d+ commands.*)?|Error in nested oper
 
 @dataclass
 class _Pod:
-    gpu: str | None = None
-    tier: str | None = None
-    variants: dict[str, object] = field(default_factory=dict)
-    fetch: Fetch | None = None
     # From when the run first dealt with the pod (connecting, or reading its facts).
     began: float = field(default_factory=time.monotonic)
     ended: float | None = None
@@ -110,6 +102,7 @@ class RunCollector(BaseStateCallback):
             if not state.is_host_in_limit(pod_host):
                 continue
             pod = self.record(pod_host)
+            plan, fetch = PLANS.get(pod_host.name), FETCHES.get(pod_host.name)
             ops = [h for h in state.get_op_order() if h in state.ops[pod_host]]
             metas = [state.ops[pod_host][h].operation_meta for h in ops]
             done = [m for m in metas if m.is_complete()]
@@ -121,18 +114,23 @@ class RunCollector(BaseStateCallback):
                 ),
                 None,
             )
+            gpus = plan.gpus if plan else ()
             run = PodRun(
                 pod=str(pod_host.data.get("pod_name") or pod_host.name),
                 host=pod_host.name,
-                gpu=pod.gpu or pod_host.data.get("runpod_gpu_type"),
-                tier=pod.tier,
-                variants=pod.variants,
+                gpu=(
+                    gpus[0].name + (f" x{len(gpus)}" if len(gpus) > 1 else "")
+                    if gpus
+                    else pod_host.data.get("runpod_gpu_type")
+                ),
+                tier=plan.tier if plan else None,
+                variants=dict(plan.variants) if plan else {},
                 changed=sum(1 for m in done if m.did_succeed() and m.did_change()),
                 duration_s=round((pod.ended or pod.began) - pod.began, 1),
                 status="ok",
             )
-            if pod.fetch is not None and pod.fetch.fetched_bytes is not None:
-                run.gb_fetched = round(pod.fetch.fetched_bytes / 1e9, 6)
+            if fetch is not None and fetch.fetched_bytes is not None:
+                run.gb_fetched = round(fetch.fetched_bytes / 1e9, 6)
             if pod.connect_error is not None and not done:
                 run.status, run.cause = "unreachable", f"cannot connect: {pod.connect_error}"
             elif failed_op is not None or pod_host in state.failed_hosts:
@@ -164,47 +162,6 @@ def _connection_lost(host: Host) -> bool:
     return False
 
 
-def collector(state: State) -> RunCollector | None:
-    return next((h for h in state.callback_handlers if isinstance(h, RunCollector)), None)
-
-
-def start() -> None:
-    """Collect this run's report, unless a runner (fleet.rollout) already does.
-
-    Deploys to pods report; a pod deploying itself (@local: the image build, the boot
-    phase) does not. Under pyinfra's CLI the report is shown when the process exits.
-    """
-    if host.name.startswith("@local"):
-        return
-    state = ctx_state.get()
-    found = collector(state)
-    if found is None:
-        found = RunCollector()
-        state.add_callback_handler(found)
-        if pyinfra.is_cli:
-            atexit.register(_report_at_exit, state, found)
-    found.record(host)
-
-
-def track_plan(plan: Plan) -> None:
-    """What the plan chose for this pod: its GPU, tier and model variants."""
-    found = collector(ctx_state.get())
-    if found is None:
-        return
-    pod = found.record(host)
-    if plan.gpus:
-        pod.gpu = plan.gpus[0].name + (f" x{len(plan.gpus)}" if len(plan.gpus) > 1 else "")
-    pod.tier, pod.variants = plan.tier, dict(plan.variants)
-
-
-def track_fetch(fetch: Fetch | None) -> None:
-    """The model fetch of this pod's deploy (None: nothing was missing); its bytes count
-    once it ran."""
-    found = collector(ctx_state.get())
-    if found is not None:
-        found.record(host).fetch = fetch
-
-
 def show(runs: list[PodRun], cwd: Path) -> None:
     """The table on the terminal (stderr: stdout may be pyinfra's --json) and the JSON file."""
     click.echo("--> Per-pod report:", err=True)
@@ -212,10 +169,3 @@ def show(runs: list[PodRun], cwd: Path) -> None:
     path = cwd / REPORT_PATH
     write_report(path, runs)
     click.echo(f"    (kept in {path})", err=True)
-
-
-def _report_at_exit(state: State, found: RunCollector) -> None:
-    if state.current_stage < StateStage.Execute:
-        return  # --dry, or stopped before running anything: nothing happened to report
-    found.close()
-    show(found.runs(state), Path(state.cwd or "."))

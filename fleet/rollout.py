@@ -34,7 +34,7 @@ from pyinfra_cli.log import setup_logging
 from pyinfra_cli.util import load_deploy_file, parse_cli_arg
 
 from fleet.report import RunCollector, show
-from podforge.rollout import PodRun, batches, budget_spent, failure_budget, is_failure
+from fleet.runs import PodRun, batches, budget_spent, failure_budget, is_failure
 
 REPO = Path(__file__).resolve().parent.parent
 

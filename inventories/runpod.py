@@ -4,7 +4,7 @@
     RUNPOD_API_KEY=... RUNPOD_POD_FILTER='wan-*' pyinfra inventories/runpod.py deploy.py
     PODFORGE_PODS_FILE=pods.json pyinfra inventories/runpod.py deploy.py   # without a key
 
-With RUNPOD_API_KEY, every RUNNING pod of the account with full SSH (podforge/runpod.py
+With RUNPOD_API_KEY, every RUNNING pod of the account with full SSH (fleet/runpod.py
 says which are skipped and why); RUNPOD_API_URL overrides the API's base URL, RUNPOD_SSH_KEY
 names the private key to log in with. Host names are pod names.
 
@@ -12,8 +12,10 @@ pods.json: [{"name": "pod-a", "host": "203.0.113.7", "port": 22077}, ...] - each
 public IP and the public port mapped to its port 22 ("full SSH": RunPod's basic SSH proxy
 has neither SFTP nor SCP, which pyinfra needs).
 
-Group `last_failed`: the pods that failed in the last run's report (.podforge/last-run.json),
-so `--limit last_failed` reruns only those.
+Group `last_failed`: the pods that failed in the last rollout's report
+(.podforge/last-run.json, written by `python -m fleet rollout`), so `--limit last_failed`
+reruns only those. Every pod gets SSH keepalives (fleet/ssh.py), unless its data names an
+`ssh_config_file` of its own.
 """
 
 import json
@@ -23,14 +25,15 @@ from pathlib import Path
 from pyinfra import logger
 from pyinfra.api.exceptions import InventoryError
 
-from podforge.rollout import REPORT_PATH, failed_hosts
-from podforge.runpod import (
+from fleet import ssh
+from fleet.runpod import (
     DEFAULT_API_URL,
     RunPodApiError,
     deployable_pods,
     host_names,
     list_pods,
 )
+from fleet.runs import REPORT_PATH, failed_hosts
 
 
 def _from_api(api_key: str) -> list[tuple[str, dict]]:
@@ -71,6 +74,10 @@ def _from_file() -> list[tuple[str, dict]]:
 
 
 _api_key = os.environ.get("RUNPOD_API_KEY")
-runpod = _from_api(_api_key) if _api_key else _from_file()
+_ssh_config = ssh.config_file()
+runpod = [
+    (name, {"ssh_config_file": _ssh_config, **data})
+    for name, data in (_from_api(_api_key) if _api_key else _from_file())
+]
 _failed = set(failed_hosts(REPORT_PATH))
 last_failed = [(name, data) for name, data in runpod if name in _failed]

@@ -15,14 +15,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from podforge.stacks import DEFAULT_STACK, STACK_PROFILES
+from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
 
 
 def _plan(args: argparse.Namespace) -> int:
     # Imported here: pydantic costs about 0.2 s at start that `fetch` should not pay.
-    from podforge.config import SettingsError, load_settings
-    from podforge.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
-    from podforge.plan import PlanError, build_plan
+    from podforge.core.config import SettingsError, load_settings
+    from podforge.core.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
+    from podforge.core.plan import PlanError, build_plan
 
     try:
         data = {}
@@ -59,7 +59,7 @@ def _hf_token() -> str | None:
 
 def _fetch(args: argparse.Namespace) -> int:
     # Imported here: every verb would pay its HTTP stack at start (a no-op's verify too).
-    from podforge.fetch import FetchError, Hub, fetch_all, read_manifest
+    from podforge.pod.fetch import FetchError, Hub, fetch_all, read_manifest
 
     hub = Hub(
         os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
@@ -88,9 +88,9 @@ def _fetch(args: argparse.Namespace) -> int:
 
 def _stack(args: argparse.Namespace) -> int:
     # Imported here for the same reason as in _plan: `fetch` starts without pydantic.
-    from podforge import stack_cli
+    from podforge.build import stack
 
-    return stack_cli.main(args)
+    return stack.main(args)
 
 
 def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
@@ -107,9 +107,9 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def _workflows(args: argparse.Namespace) -> int:
-    from podforge import workflows_cli
+    from podforge.pod import workflows
 
-    return workflows_cli.main(args)
+    return workflows.main(args)
 
 
 def _add_workflows_parser(verbs: argparse._SubParsersAction) -> None:
@@ -127,7 +127,7 @@ def _add_workflows_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from podforge import verify
+    from podforge.pod import verify
 
     workflows = None
     if args.workflows:
@@ -140,7 +140,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _r2sync(args: argparse.Namespace) -> int:
-    from podforge import r2sync
+    from podforge.pod import r2sync
 
     return r2sync.run(args, os.environ)
 

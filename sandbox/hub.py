@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from podforge.catalog import CATALOG
+from podforge.core.catalog import CATALOG
 from sandbox import xet
 
 CHUNK = 1 << 20

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from podforge.config import SECRET_FIELDS, as_environment
+from podforge.core.config import SECRET_FIELDS, as_environment
 from sandbox.rootfs import CACHE_DIR, cache_key, ensure_rootfs
 from sandbox.settings import sandbox_settings
 from sandbox.wheels import POD_RELEASES, POD_UV_CACHE, UV_CACHE

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from podforge.pins import DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
+from podforge.core.pins import DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
 from sandbox.wheels import POD_RELEASES
 
 SANDBOX_NODES = [

@@ -17,10 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from podforge.lock import lock_file
-from podforge.plan import flash_attn_wheel
-from podforge.stacks import DEFAULT_STACK, STACK_PROFILES, UV_ENVIRONMENT
-from podforge.wheel import build_wheel
+from podforge.build.wheel import build_wheel
+from podforge.core.lock import lock_file
+from podforge.core.plan import flash_attn_wheel
+from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES, UV_ENVIRONMENT
 from sandbox.rootfs import CACHE_DIR
 
 REPO = Path(__file__).resolve().parent.parent

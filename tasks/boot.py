@@ -19,9 +19,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import server
 
 from operations import pod_files
-from podforge.config import SECRET_FIELDS, Settings
-from podforge.plan import Plan
-from podforge.stacks import DEPLOYER_REQUIREMENTS
+from podforge.core.config import SECRET_FIELDS, Settings
+from podforge.core.plan import Plan
+from podforge.core.stacks import DEPLOYER_REQUIREMENTS
 from tasks.desired import Pod, saved_settings_paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +33,6 @@ BUNDLE = (
     "facts",
     "operations",
     "podforge",
-    "fleet",
     "templates",
     "locks",
 )

@@ -7,8 +7,8 @@ import posixpath
 from pyinfra.api import deploy
 
 from operations import git, pod_files
-from podforge.config import Settings
-from podforge.plan import Plan
+from podforge.core.config import Settings
+from podforge.core.plan import Plan
 from tasks import render
 from tasks.desired import MODEL_DIRS, Pod, model_dirs
 

@@ -20,17 +20,17 @@ from pyinfra.api.exceptions import DeployError
 from facts.gpu import NvidiaGpus
 from facts.host import PodHost
 from facts.pod import PodState
-from podforge import stamps
-from podforge.config import Settings, SettingsError, load_settings
-from podforge.gpu import GpuReport
-from podforge.lock import for_pod, lock_file
-from podforge.lock import refresh_command as lock_command
-from podforge.plan import Plan, PlanError, build_plan
-from podforge.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
-from podforge.stack_cli import committed_lock
-from podforge.stacks import STACK_PROFILES
-from podforge.verify import judge
-from podforge.workflows import fitted_pattern, installed_workflows
+from podforge.build.stack import committed_lock
+from podforge.core.config import Settings, SettingsError, load_settings
+from podforge.core.gpu import GpuReport
+from podforge.core.lock import for_pod, lock_file
+from podforge.core.lock import refresh_command as lock_command
+from podforge.core.plan import Plan, PlanError, build_plan
+from podforge.core.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
+from podforge.core.stacks import STACK_PROFILES
+from podforge.core.workflows import fitted_pattern, installed_workflows
+from podforge.pod import stamps
+from podforge.pod.verify import judge
 
 # ComfyUI's model folders podforge fills (ComfyUI's own names).
 MODEL_DIRS = (
@@ -42,6 +42,10 @@ MODEL_DIRS = (
     "annotators",
     "detection",  # ComfyUI-WanAnimatePreprocess's ONNX pose and person detectors
 )
+
+# Each host's Plan in this run, for whoever reports on it (python -m fleet rollout's per-pod
+# report); the recipe itself never reads it back.
+PLANS: dict[str, Plan] = {}
 
 
 class HostState(TypedDict):
@@ -59,9 +63,9 @@ class HostState(TypedDict):
 
 
 class Software(TypedDict):
-    """PodState["software"], the workflows stamp parsed (probes.software)."""
+    """PodState["software"], the workflows stamp parsed (state.software)."""
 
-    repos: dict[str, dict[str, Any] | None]  # checkout -> probes.repo_state (None: no dir)
+    repos: dict[str, dict[str, Any] | None]  # checkout -> state.repo_state (None: no dir)
     venv: dict[str, str] | None  # distribution -> version (None: no venv)
     deployer: dict[str, str] | None  # the boot phase's venv
     workflows: dict[str, Any] | None  # workflows.installed_workflows (None: none installed)
@@ -71,7 +75,7 @@ class Software(TypedDict):
 
 
 class Files(TypedDict):
-    """PodState["files"] (probes.digests)."""
+    """PodState["files"] (state.digests)."""
 
     files: dict[str, dict[str, str]]  # path -> {sha1, mode}
     dirs: dict[str, str | None]  # path -> mode (None: no dir)
@@ -130,9 +134,11 @@ def plan(wanted: Settings, pod_host: HostState) -> Plan:
     """The Plan for this host's real GPUs (none are read in the image phase)."""
     gpus = GpuReport() if wanted.phase == "image" else GpuReport(**host.get_fact(NvidiaGpus))
     try:
-        return build_plan(wanted, gpus, pod_host["python"], pod_host["machine"])
+        chosen = build_plan(wanted, gpus, pod_host["python"], pod_host["machine"])
     except PlanError as error:
         raise DeployError(f"{host.name}: {error}") from None
+    PLANS[host.name] = chosen
+    return chosen
 
 
 def model_dirs(wanted: Settings) -> list[str]:
@@ -245,6 +251,6 @@ def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
             path,
             text,
             f"{path} has nothing for {here} (it covers {covered}): add the target to"
-            f" LOCK_TARGETS (podforge/lock.py), then {refresh}",
+            f" LOCK_TARGETS (podforge/core/lock.py), then {refresh}",
         )
     return StackLock(path, text, None)

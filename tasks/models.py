@@ -12,9 +12,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, python
 
 from operations import pod_files
-from podforge import stamps
-from podforge.config import Settings
-from podforge.plan import Plan
+from podforge.core.config import Settings
+from podforge.core.plan import Plan
+from podforge.pod import stamps
 from tasks.desired import Pod
 from tasks.streamed import run_streamed
 
@@ -32,13 +32,16 @@ class Fetch:
                 self.fetched_bytes = int(found["bytes"])
 
 
+# Each host's model fetch in this run (none: every file was in place), for the per-pod
+# report of python -m fleet rollout.
+FETCHES: dict[str, Fetch] = {}
+
 # The fetcher's last line (podforge/cli.py): "fetch: 3 fetched (123 bytes), 2 already in place"
 FETCH_SUMMARY = re.compile(r"^fetch: \d+ fetched \((?P<bytes>\d+) bytes\)")
 
 
 @deploy("Models")
-def install(settings: Settings, plan: Plan, pod: Pod) -> Fetch | None:
-    """Returns the fetch it runs, or None when every file is in place."""
+def install(settings: Settings, plan: Plan, pod: Pod) -> None:
     manifest_path = f"{settings.podforge_dir}/manifest.json"
     manifest = [model.model_dump(mode="json") for model in plan.models]
     pod_files.content(
@@ -64,8 +67,8 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> Fetch | None:
     ]
     if not missing:
         host.noop(f"all {len(plan.models)} model files are in place and verified")
-        return None
-    fetch = Fetch()
+        return
+    fetch = FETCHES[host.name] = Fetch()
     python.call(
         name=f"Fetch {len(missing)} missing model files",
         function=run_streamed,
@@ -81,4 +84,3 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> Fetch | None:
             + " 2>&1"
         ),
     )
-    return fetch

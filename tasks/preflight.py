@@ -5,9 +5,9 @@ from __future__ import annotations
 from pyinfra import host, logger, state
 from pyinfra.context import ctx_host
 
-from podforge.config import Settings
-from podforge.plan import Plan
-from podforge.preflight import shortfalls
+from podforge.core.config import Settings
+from podforge.core.plan import Plan
+from podforge.core.preflight import shortfalls
 from tasks.desired import Pod, StackLock
 
 

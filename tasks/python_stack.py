@@ -18,8 +18,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import python, server
 
 from operations import pod_files
-from podforge.config import Settings
-from podforge.lock import (
+from podforge.build.wheel import build_wheel, content_version, package_files
+from podforge.core.config import Settings
+from podforge.core.lock import (
     drift,
     for_pod,
     release_wheel,
@@ -27,9 +28,8 @@ from podforge.lock import (
     sync_commands,
     sync_text,
 )
-from podforge.plan import Plan
-from podforge.stacks import POD_TOOL_REQUIREMENTS, UV
-from podforge.wheel import build_wheel, content_version, package_files
+from podforge.core.plan import Plan
+from podforge.core.stacks import POD_TOOL_REQUIREMENTS, UV
 from tasks.desired import Pod, StackLock
 from tasks.streamed import run_streamed
 

@@ -16,9 +16,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import server
 
 from operations import pod_files
-from podforge import services
-from podforge.config import Settings
-from podforge.plan import Plan
+from podforge.core import services
+from podforge.core.config import Settings
+from podforge.core.plan import Plan
 from tasks import render
 from tasks.desired import Pod, StackLock
 

@@ -6,9 +6,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt
 
-from podforge.config import Settings
-from podforge.plan import Plan
-from podforge.stacks import SYSTEM_PACKAGES
+from podforge.core.config import Settings
+from podforge.core.plan import Plan
+from podforge.core.stacks import SYSTEM_PACKAGES
 from tasks.desired import Pod
 
 NVIDIA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"

@@ -3,7 +3,7 @@
 A deploy that changes something runs the check after its changes, live. A deploy that
 changes nothing judges by facts read before any operation (the pod is already final), so a
 second run still reports zero changes and a dead program still fails its host: the pod-state
-fact's answer of ComfyUI and supervisor (podforge/serving.py, in the command every deploy
+fact's answer of ComfyUI and supervisor (podforge/probe/serving.py, in the command every deploy
 runs anyway) and, only when that finds a problem, the quick check, which gives a program
 still starting its time (`podforge verify --quick`).
 """
@@ -15,10 +15,10 @@ from pyinfra.context import ctx_host
 from pyinfra.operations import python
 
 from facts.verify import PodServes
-from podforge.config import Settings
-from podforge.plan import Plan
-from podforge.services import env_paths
-from podforge.verify import serving_line
+from podforge.core.config import Settings
+from podforge.core.plan import Plan
+from podforge.core.services import env_paths
+from podforge.pod.verify import serving_line
 from tasks.desired import Pod
 from tasks.streamed import run_streamed
 

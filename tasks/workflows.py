@@ -19,9 +19,9 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import python
 
 from operations import pod_files
-from podforge import workflows
-from podforge.config import Settings
-from podforge.plan import Plan
+from podforge.core import workflows
+from podforge.core.config import Settings
+from podforge.core.plan import Plan
 from tasks.desired import Pod
 from tasks.streamed import run_streamed
 

@@ -39,7 +39,7 @@ KEEP_ENV = {"HOME", "LANG", "LC_ALL", "TMPDIR", "USER"}
 
 
 def run_probe(env: dict[str, str]) -> list[str]:
-    from podforge.gpu import PROBE_COMMAND
+    from podforge.core.gpu import PROBE_COMMAND
 
     result = subprocess.run(
         ["sh", "-c", PROBE_COMMAND], env=env, capture_output=True, text=True, check=True

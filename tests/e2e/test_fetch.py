@@ -15,9 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from podforge.fetch import FetchError, Hub, fetch_all
-from podforge.stamps import stamp_path
+from podforge.pod.fetch import FetchError, Hub, fetch_all
+from podforge.pod.retry import Backoff
+from podforge.pod.stamps import stamp_path
 from sandbox import control
+
+# The fetcher's tries, with delays short enough for tests.
+QUICK = Backoff(attempts=6, first_delay_s=0.01)
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +105,7 @@ def _tmpfs(path: Path, size: str):
 
 
 def _fetch(hub, manifest, **options):
-    return fetch_all(manifest, Hub(hub["url"], None), backoff=0.01, **options)
+    return fetch_all(manifest, Hub(hub["url"], None), backoff=QUICK, **options)
 
 
 def test_fresh_fetch_is_byte_exact_and_stamped(hub, tmp_path):
@@ -319,9 +323,9 @@ def gated_xet_hub(tmp_path_factory):
 def test_gated_xet_file_needs_the_token_and_gets_it(gated_xet_hub, tmp_path):
     manifest = _manifest(tmp_path, SMALL[:1])
     with pytest.raises(FetchError, match=r"HTTP 401 from the hub \(gated repo: set HF_TOKEN\)"):
-        fetch_all(manifest, Hub(gated_xet_hub["url"], None), backoff=0.01)
+        fetch_all(manifest, Hub(gated_xet_hub["url"], None), backoff=QUICK)
     assert not Path(manifest[0]["dest"]).exists()
-    fetch_all(manifest, Hub(gated_xet_hub["url"], "hf_sandbox_token"), backoff=0.01)
+    fetch_all(manifest, Hub(gated_xet_hub["url"], "hf_sandbox_token"), backoff=QUICK)
     served = gated_xet_hub["dir"] / SMALL[0][0] / SMALL[0][1]
     assert _sha(Path(manifest[0]["dest"])) == _sha(served)
     log = _log(gated_xet_hub)

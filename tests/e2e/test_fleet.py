@@ -16,7 +16,7 @@ from paramiko import SSHException
 
 from conftest import free_port, start_listening
 from e2e.conftest import pod_shell
-from podforge.rollout import REPORT_PATH, read_report
+from fleet.runs import REPORT_PATH, read_report
 from sandbox.control import pod_hosts, restart_pod, stop_one_pod
 
 pytestmark = pytest.mark.e2e
@@ -140,15 +140,15 @@ def test_a_spent_budget_starts_no_new_batch_and_rerun_finishes_them(sandbox):
 
 @pytest.mark.parametrize(("keepalive_s", "survives"), [(1, True), (60, False)])
 def test_keepalives_keep_an_idle_connection_through_a_nat_that_drops_idle_ones(
-    sandbox, keepalive_s, survives
+    sandbox, keepalive_s, survives, tmp_path
 ):
     """A pod waiting while another fetches: idle for 4 s behind a relay that cuts after 2 s."""
     from pyinfra.api import Config, Inventory, State
     from pyinfra.api.command import StringCommand
     from pyinfra.api.connect import connect_all, disconnect_all
-    from pyinfra.context import ctx_host, ctx_state
+    from pyinfra.context import ctx_state
 
-    from fleet.ssh import keep_alive
+    from fleet.ssh import keepalive_config
 
     pod = sandbox["pods"][0]
     port = free_port()
@@ -159,12 +159,15 @@ def test_keepalives_keep_an_idle_connection_through_a_nat_that_drops_idle_ones(
         ],
         port,
     )
+    config = tmp_path / "ssh_config"
+    config.write_text(keepalive_config("", keepalive_s))
     try:
         data = {
             **dict(pod_hosts(sandbox))[pod["address"]],
             "ssh_port": port,
             "ssh_hostname": "127.0.0.1",
-            "ssh_keepalive_s": keepalive_s,
+            # What the inventories give every pod: an ssh_config with the interval.
+            "ssh_config_file": str(config),
         }
         inventory = Inventory(([("relayed-pod", data)], {}))
         state = State(inventory, Config(CONNECT_TIMEOUT=5))
@@ -172,8 +175,6 @@ def test_keepalives_keep_an_idle_connection_through_a_nat_that_drops_idle_ones(
         connect_all(state)
         host = inventory.get_host("relayed-pod")
         try:
-            with ctx_host.use(host):
-                keep_alive()
             time.sleep(4)
             try:
                 worked, _ = host.run_shell_command(StringCommand("true"))

@@ -76,8 +76,8 @@ def distributions(sandbox, pod):
 
 
 def locked_for(pod_python_version):
-    from podforge.lock import for_pod, lock_file
-    from podforge.stacks import DEFAULT_STACK
+    from podforge.core.lock import for_pod, lock_file
+    from podforge.core.stacks import DEFAULT_STACK
 
     text = (REPO / lock_file(DEFAULT_STACK)).read_text()
     return {entry.name: entry.version for entry in for_pod(text, pod_python_version, "x86_64")}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from e2e.conftest import pod_shell
-from podforge import workflows
-from podforge.config import Settings
+from podforge.core import workflows
+from podforge.core.config import Settings
 from sandbox.converge import converge, converge_pods
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +30,7 @@ CHECK = f"{PODFORGE} workflows check --comfyui-dir {COMFYUI} --models-dir {MODEL
 
 
 def steadydancer_data(sandbox):
-    from podforge.pins import DEFAULT_CUSTOM_NODES, WAN_ANIMATE_PREPROCESS
+    from podforge.core.pins import DEFAULT_CUSTOM_NODES, WAN_ANIMATE_PREPROCESS
 
     repos = sandbox["git"]["repos"]
     # The sandbox's own git serves every node, the one SteadyDancer brings too.

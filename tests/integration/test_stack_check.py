@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from podforge.lock import entries, lock_file, read_header
-from podforge.stacks import DEFAULT_STACK
-from podforge.upstream import mirror_dir
+from podforge.build.upstream import mirror_dir
+from podforge.core.lock import entries, lock_file, read_header
+from podforge.core.stacks import DEFAULT_STACK
 
 pytestmark = pytest.mark.pypi
 

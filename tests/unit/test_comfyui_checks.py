@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from podforge.comfyui_checks import (
+from podforge.pod.comfyui_checks import (
     SMOKE_PREFIX,
     history_problem,
     node_problems,

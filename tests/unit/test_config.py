@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from podforge.config import Settings, SettingsError, as_environment, load_settings, public_view
+from podforge.core.config import Settings, SettingsError, as_environment, load_settings, public_view
 
 
 @pytest.mark.parametrize(

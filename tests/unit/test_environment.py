@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from podforge.environment import (
+from podforge.core.environment import (
     explain_uv_conflict,
     pin_conflicts,
     requirement_lines,
     shared_import_winners,
     version_matches,
 )
-from podforge.lock import lock_inputs
-from podforge.pins import DEFAULT_CUSTOM_NODES
-from podforge.stacks import STACK_PROFILES
+from podforge.core.lock import lock_inputs
+from podforge.core.pins import DEFAULT_CUSTOM_NODES
+from podforge.core.stacks import STACK_PROFILES
 from sandbox.repos import upstream_dir
 
 UPSTREAM = upstream_dir()

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_probe
 from facts.gpu import NvidiaGpus
-from podforge.gpu import GpuProbeError, mig_memory_mib, parse_probe
+from podforge.core.gpu import GpuProbeError, mig_memory_mib, parse_probe
 
 # profile -> [(name, usable VRAM MiB, MIG profile, CUDA_VISIBLE_DEVICES uuid)]
 EXPECTED = {

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from podforge import image
-from podforge.config import SECRET_FIELDS, Settings, env_name, load_settings
-from podforge.gpu import GpuReport
-from podforge.lock import lock_file
-from podforge.plan import build_plan
-from podforge.stacks import DEFAULT_STACK
+from podforge.build import image
+from podforge.core.config import SECRET_FIELDS, Settings, env_name, load_settings
+from podforge.core.gpu import GpuReport
+from podforge.core.lock import lock_file
+from podforge.core.plan import build_plan
+from podforge.core.stacks import DEFAULT_STACK
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
@@ -61,13 +61,14 @@ def test_the_stack_layer_runs_on_its_own_modules(tmp_path):
     settings = load_settings({"phase": "image"}, {})
     plan = build_plan(settings, GpuReport(), (3, 11, 2), "x86_64")
     image.write_inputs(tmp_path, image.stack_inputs(settings, plan))
-    shipped = sorted(p.name for p in (tmp_path / "tools" / "podforge").iterdir())
+    tools = tmp_path / "tools" / "podforge"
+    shipped = sorted(str(p.relative_to(tools)) for p in tools.rglob("*.py"))
     assert shipped == sorted(image.STACK_MODULES)
     # Only the tools dir on the path (-I: not the repo, not the cwd): every import resolves
     # there or fails, and podforge's other modules are not importable.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import podforge.image;"
+        "import podforge.build.image;"
         "print(sorted(m for m in sys.modules if m.startswith('podforge')))"
     )
     result = subprocess.run(
@@ -78,8 +79,13 @@ def test_the_stack_layer_runs_on_its_own_modules(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     modules = ast.literal_eval(result.stdout)
-    loaded = {name.split(".")[-1] + ".py" for name in modules if name != "podforge"}
-    assert loaded <= set(image.STACK_MODULES)
+    # podforge.build.image -> build/image.py; a package -> its __init__.py
+    loaded = {
+        "/".join(name.split(".")[1:]) + (".py" if name.count(".") == 2 else "/__init__.py")
+        for name in modules
+        if name != "podforge"
+    }
+    assert "build/image.py" in loaded and loaded <= set(image.STACK_MODULES)
 
 
 def test_the_inputs_are_the_committed_lock_and_the_deploys_commands():
@@ -137,7 +143,7 @@ def git_repo(path: Path, files: dict[str, str]) -> dict[str, str]:
 
 def test_a_bad_setting_is_one_line_from_the_inputs_stage(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "podforge.image", "inputs", str(tmp_path / "inputs")],
+        [sys.executable, "-m", "podforge.build.image", "inputs", str(tmp_path / "inputs")],
         capture_output=True,
         text=True,
         cwd=REPO,

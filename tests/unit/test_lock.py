@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from podforge.config import Settings
-from podforge.lock import (
+from podforge.build.upstream import requirement_texts
+from podforge.core.config import Settings
+from podforge.core.lock import (
     LOCK_TARGETS,
     LockError,
     changes,
@@ -26,9 +27,8 @@ from podforge.lock import (
     sync_commands,
     sync_text,
 )
-from podforge.pins import RepoPin
-from podforge.stacks import DEFAULT_STACK, STACK_PROFILES
-from podforge.upstream import requirement_texts
+from podforge.core.pins import RepoPin
+from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = STACK_PROFILES[DEFAULT_STACK]

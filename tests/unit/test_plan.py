@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from podforge.comfyui import KNOWN_FLAGS
-from podforge.config import Settings, load_settings
-from podforge.gpu import GpuDevice, GpuReport
-from podforge.plan import PlanError, build_plan
-from podforge.stacks import STACK_PROFILES
-from podforge.upstream import mirror_dir
+from podforge.build.upstream import mirror_dir
+from podforge.core.comfyui_args import KNOWN_FLAGS
+from podforge.core.config import Settings, load_settings
+from podforge.core.gpu import GpuDevice, GpuReport
+from podforge.core.plan import PlanError, build_plan
+from podforge.core.stacks import STACK_PROFILES
 
 
 def gpu(vram_mib: int, index: int = 0, mig: str | None = None) -> GpuDevice:

@@ -9,10 +9,10 @@ import pytest
 from pyinfra.api.exceptions import FactProcessError
 
 from facts.host import PodHost
-from podforge.config import load_settings
-from podforge.gpu import GpuReport
-from podforge.plan import build_plan
-from podforge.preflight import shortfalls
+from podforge.core.config import load_settings
+from podforge.core.gpu import GpuReport
+from podforge.core.plan import build_plan
+from podforge.core.preflight import shortfalls
 
 HOST_OUTPUT = [
     "init=tini",

@@ -12,8 +12,9 @@ from importlib import metadata
 import pytest
 
 from facts.pod import PodState
-from podforge import stamps
-from podforge.probes import (
+from podforge.pod import stamps
+from podforge.probe.serving import observe
+from podforge.probe.state import (
     detached_head,
     digests,
     installed_debs,
@@ -22,7 +23,6 @@ from podforge.probes import (
     software,
     venv_distributions,
 )
-from podforge.serving import observe
 
 
 def git(path, *args):

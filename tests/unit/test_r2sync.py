@@ -9,7 +9,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from podforge.r2sync import (
+from podforge.pod.r2sync import (
     MAX_PARTS,
     MIB,
     MIN_PART,

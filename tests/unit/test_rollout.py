@@ -1,10 +1,10 @@
-"""podforge/rollout.py: batches, the failure budget, the report's table and file."""
+"""fleet/runs.py: batches, the failure budget, the report's table and file."""
 
 from __future__ import annotations
 
 import pytest
 
-from podforge.rollout import (
+from fleet.runs import (
     PodRun,
     batches,
     budget_spent,

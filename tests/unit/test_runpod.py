@@ -1,4 +1,4 @@
-"""podforge/runpod.py: which pods of a v2 listPods answer are deployed, and the API's errors."""
+"""fleet/runpod.py: which pods of a v2 listPods answer are deployed, and the API's errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from runpod_pods import v2_pod
 
 from conftest import free_port, start_listening
-from podforge.runpod import RunPodApiError, deployable_pods, host_names, list_pods
+from fleet.runpod import RunPodApiError, deployable_pods, host_names, list_pods
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "rpa_SECRETKEY0123456789"
@@ -116,7 +116,7 @@ def test_list_pods_reads_the_v2_answer(api):
 def test_api_errors_are_one_line_without_the_key(api, answer, expected, monkeypatch):
     url, answers = api
     answers.write_text(json.dumps(answer))
-    monkeypatch.setattr("podforge.runpod.RATE_LIMIT_MAX_WAIT_S", 5.0)  # 7 s: too long to wait
+    monkeypatch.setattr("fleet.runpod.RATE_LIMIT_MAX_WAIT_S", 5.0)  # 7 s: too long to wait
     with pytest.raises(RunPodApiError) as raised:
         list_pods(url, KEY)
     message = str(raised.value)

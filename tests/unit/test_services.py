@@ -10,10 +10,10 @@ import subprocess
 import pytest
 
 from conftest import run_probe
-from podforge.config import Settings
-from podforge.gpu import parse_probe
-from podforge.plan import build_plan
-from podforge.services import env_paths, generation_env, programs, r2_env, software_digest
+from podforge.core.config import Settings
+from podforge.core.gpu import parse_probe
+from podforge.core.plan import build_plan
+from podforge.core.services import env_paths, generation_env, programs, r2_env, software_digest
 from tasks import render
 
 SOFTWARE = software_digest({"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.4\n", None)

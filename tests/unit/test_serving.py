@@ -1,4 +1,4 @@
-"""podforge/serving.py (what the pod shows) and verify's judge of it against real servers: a
+"""podforge/probe/serving.py (what the pod shows) and verify's judge of it against real servers: a
 supervisord (PyPI's, as Debian's 4.2 on the pods) asked over its XML-RPC socket, and an HTTP
 server answering like ComfyUI's /system_stats. systemd cannot run as PID 1 here: on that side
 a stand-in systemctl replays what the real one prints, and this machine's real systemctl gives
@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, start_listening
-from podforge import services
-from podforge.serving import (
+from podforge.core import services
+from podforge.pod.verify import judge, serving_problems
+from podforge.probe.serving import (
     LOG_TAIL_BYTES,
     SYSTEMD_UNIT,
     get,
@@ -28,7 +29,6 @@ from podforge.serving import (
     program_states,
     unit_states,
 )
-from podforge.verify import judge, serving_problems
 
 BIN = Path(sys.executable).parent
 LISTEN = "127.0.0.1"

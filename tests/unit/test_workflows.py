@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from podforge import workflows
-from podforge.config import load_settings
-from podforge.gpu import GpuDevice, GpuReport
-from podforge.plan import build_plan
-from podforge.workflows import StackAbilities
+from podforge.core import workflows
+from podforge.core.config import load_settings
+from podforge.core.gpu import GpuDevice, GpuReport
+from podforge.core.plan import build_plan
+from podforge.core.workflows import StackAbilities
 from sandbox.repos import upstream_dir
 
 EXAMPLE = (
@@ -249,7 +249,7 @@ def test_the_check_command_on_a_pod_layout(tmp_path, example, capsys):
 
 
 def test_every_catalog_role_is_a_loader_widget_in_its_folder():
-    from podforge.catalog import CATALOG
+    from podforge.core.catalog import CATALOG
 
     for entry in CATALOG:
         if entry.role is not None:
@@ -315,7 +315,7 @@ def test_each_feature_gets_its_own_files_where_roles_are_shared():
 
 
 def test_a_feature_whose_example_node_is_not_listed_is_refused():
-    from podforge.pins import DEFAULT_CUSTOM_NODES
+    from podforge.core.pins import DEFAULT_CUSTOM_NODES
 
     nodes = [n for n in DEFAULT_CUSTOM_NODES if n.name != "ComfyUI-WanVideoWrapper"]
     settings, plan = steadydancer_plan("/workspace/ComfyUI", custom_nodes=nodes)
@@ -325,7 +325,7 @@ def test_a_feature_whose_example_node_is_not_listed_is_refused():
 
 def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_path, capsys):
     from podforge.cli import main
-    from podforge.probes import digests
+    from podforge.probe.state import digests
 
     def installed() -> dict:
         """The stamp and the fitted files' digests, judged as the deploy judges them."""

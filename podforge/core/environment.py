@@ -1,7 +1,7 @@
 """One resolved environment, decided before anything is installed. Pure: no I/O.
 
 The stack profile's pins and constraints bound ComfyUI's, every node's and podforge's own
-requirements; uv's resolver answers whether that resolves (podforge/stack_cli.py asks it).
+requirements; uv's resolver answers whether that resolves (podforge/build/stack.py asks it).
 This module turns its answers into decisions and into messages that name the node:
 - ``pin_conflicts``: a requirement that contradicts an exact pin, before uv is even asked;
 - ``explain_uv_conflict``: uv's "No solution found", each requirement traced to who asked;
@@ -19,10 +19,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict
 
-from podforge.stacks import SHARED_IMPORTS
+from podforge.core.stacks import SHARED_IMPORTS
 
 if TYPE_CHECKING:
-    from podforge.lock import LockInputs
+    from podforge.core.lock import LockInputs
 
 PROFILE_SOURCE = "stack profile"
 

@@ -1,7 +1,7 @@
 """Verification stamps: "this file was sha256-checked and has not changed since".
 
 The fetcher writes them and judges them on the pod (``file_status``); the pod-state fact
-reads them there (probes.file_with_stamp) and judges them on the controller (``status_of``):
+reads them there (state.file_with_stamp) and judges them on the controller (``status_of``):
 one judge either way.
 """
 
@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from podforge.probes import file_with_stamp
+from podforge.probe.state import file_with_stamp
 
 STAMP_DIR = ".podforge-verified"
 
@@ -45,7 +45,7 @@ def parsed(text: str | None) -> dict[str, Any] | None:
 
 def status_of(read: dict[str, Any]) -> dict[str, Any]:
     """{dest, size (None if absent), sha256 (None unless its stamp still matches the file)}
-    of what probes.file_with_stamp read."""
+    of what state.file_with_stamp read."""
     stamp = parsed(read["stamp"]) or {}
     valid = stamp.get("size") == read["size"] and stamp.get("mtime_ns") == read["mtime_ns"]
     sha256 = stamp.get("sha256") if valid and read["size"] is not None else None

@@ -28,9 +28,9 @@ from pydantic import (
     field_validator,
 )
 
-from podforge.comfyui import ComfyArgsError, parse_comfyui_args
-from podforge.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
-from podforge.stacks import FLASH_ATTN_MIRROR
+from podforge.core.comfyui_args import ComfyArgsError, parse_comfyui_args
+from podforge.core.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
+from podforge.core.stacks import FLASH_ATTN_MIRROR
 
 Phase = Literal["image", "pod", "boot"]
 Precision = Literal["auto", "fp16", "fp8", "gguf"]
@@ -105,7 +105,7 @@ class Settings(BaseModel):
     comfyui_listen: str = "0.0.0.0"
     comfyui_port: Annotated[int, Field(ge=1024, le=65000)] = 8188
 
-    # ComfyUI and custom nodes, each at a pinned commit (podforge/pins.py). A node is
+    # ComfyUI and custom nodes, each at a pinned commit (podforge/core/pins.py). A node is
     # {name, url, commit}: checked out at <comfyui_dir>/custom_nodes/<name>.
     comfyui_repo: RepoPin = COMFYUI
     custom_nodes: list[RepoPin] = Field(default_factory=lambda: list(DEFAULT_CUSTOM_NODES))
@@ -241,7 +241,7 @@ def as_environment(values: Mapping[str, Any]) -> dict[str, str]:
     environment = {}
     for key, value in values.items():
         if key not in SETTING_NAMES:
-            raise SettingsError(f"{key} is not a setting (see podforge/config.py)")
+            raise SettingsError(f"{key} is not a setting (see podforge/core/config.py)")
         plain = _plain(value)
         if key in JSON_SETTINGS:
             environment[env_name(key)] = json.dumps(plain)
@@ -315,7 +315,7 @@ def _accepts(field: str, error: Mapping[str, Any]) -> str:
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
     if kind == "extra_forbidden":
-        return "not a known key (see the schemas in podforge/config.py and podforge/pins.py)"
+        return "not a known key (see the schemas in podforge/core/config.py and core/pins.py)"
     return error["msg"].lower()
 
 

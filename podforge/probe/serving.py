@@ -18,7 +18,7 @@ from typing import Any
 
 # Debian's supervisord.conf ([unix_http_server] file=), which podforge's programs join.
 SUPERVISOR_SOCKET = "/var/run/supervisor.sock"
-# How podforge/services.py names a program's unit on a systemd host (services.PREFIX).
+# How podforge/core/services.py names a program's unit on a systemd host (services.PREFIX).
 SYSTEMD_UNIT = "podforge-{}.service"
 LOG_LINES = 5
 # The end of a log that its last lines are read from: a long-running ComfyUI's log is big.

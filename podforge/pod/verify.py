@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podforge.comfyui_checks import ComfyClient, node_problems, smoke_prompt
-from podforge.serving import SUPERVISOR_SOCKET, comfyui_address, observe
+from podforge.pod.comfyui_checks import ComfyClient, node_problems, smoke_prompt
+from podforge.probe.serving import SUPERVISOR_SOCKET, comfyui_address, observe
 
 # The state a program that serves is in, under each manager.
 RUNNING = {"supervisor": "RUNNING", "systemd": "active/running"}
@@ -205,7 +205,7 @@ def fitted_workflows_problems(
 ) -> list[str]:
     """The workflows the stamp says podforge installed, checked against the node types
     ComfyUI serves and the model files there (their lines printed)."""
-    from podforge.workflows_cli import check_workflows
+    from podforge.pod.workflows import check_workflows
 
     installed = [Path(p) for p in json.loads(stamp.read_text())["files"]] if stamp.exists() else []
     if not installed or check_workflows(installed, comfyui_dir, models_dir, served):

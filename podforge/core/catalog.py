@@ -25,7 +25,7 @@ class CatalogFile(BaseModel):
     bytes: int | None = None  # exact size, verified
     approx_bytes: int | None = None  # for planning only
     sha256: str | None = None
-    # Which loader widget the file fills in a workflow (podforge/workflows.py MODEL_WIDGETS).
+    # Which loader widget the file fills in a workflow (podforge/core/workflows.py MODEL_WIDGETS).
     role: str | None = None
 
     @property

@@ -31,9 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from podforge import stamps
+from podforge.pod import stamps
+from podforge.pod.retry import Backoff, GaveUp, retrying
 
 CHUNK = 1 << 20
+# A reset, a 5xx or a short body is tried again from the partial file: 6 tries in all.
+FETCH_BACKOFF = Backoff(attempts=6)
 
 
 class FetchError(RuntimeError):
@@ -240,14 +243,17 @@ def partial_path(wanted: Wanted, staging: Path | None) -> Path:
     return (staging or wanted.dest.parent) / (wanted.dest.name + ".partial")
 
 
+def _cause(error: Exception) -> str | None:
+    return str(error) if isinstance(error, Retryable) else None
+
+
 def fetch_one(
     wanted: Wanted,
     remote: Remote,
     hub: Hub,
     progress: Progress,
     staging: Path | None = None,
-    retries: int = 5,
-    backoff: float = 0.5,
+    backoff: Backoff = FETCH_BACKOFF,
 ) -> str:
     """Bring one file into place; returns "present" or "fetched". Raises FetchError."""
     with open(wanted.dest.with_name(wanted.dest.name + ".lock"), "a") as lock:
@@ -263,36 +269,34 @@ def fetch_one(
                 download = _download_xet
             else:
                 progress.say(f"fetch: {wanted.dest.name}: hf_xet is not installed; plain HTTP")
-        for attempt in range(retries + 1):
-            try:
-                digest = download(wanted, hub, partial, remote, progress)
-            except Retryable as why:
-                if attempt == retries:
-                    raise FetchError(f"gave up after {retries + 1} attempts: {why}") from None
-                progress.say(f"fetch: {wanted.dest.name}: {why}; retrying from {_size(partial)}")
-                time.sleep(backoff * 2**attempt)
-                continue
+
+        def verified_download() -> str:
+            digest = download(wanted, hub, partial, remote, progress)
             if remote.sha256 is not None and digest != remote.sha256:
                 partial.unlink()
-                if attempt == retries:
-                    raise FetchError(f"sha256 {digest} does not match the expected {remote.sha256}")
-                progress.say(f"fetch: {wanted.dest.name}: sha256 mismatch; fetching again")
-                continue
-            _publish(partial, wanted.dest)
-            stamps.write_stamp(str(wanted.dest), digest)
-            return "fetched"
-    raise AssertionError("unreachable")
+                raise Retryable(f"sha256 {digest} does not match the expected {remote.sha256}")
+            return digest
 
+        def say_retry(cause: str, delay: float) -> None:
+            progress.say(
+                f"fetch: {wanted.dest.name}: {cause}; retrying from {_size(partial)}"
+                f" in {delay:.1f} s"
+            )
 
-def _expected(wanted: Wanted, hub: Hub, retries: int, backoff: float) -> Remote:
-    for attempt in range(retries + 1):
         try:
-            remote = hub.remote(wanted)
-            break
-        except Retryable as why:
-            if attempt == retries:
-                raise FetchError(f"HEAD failed after {retries + 1} attempts: {why}") from None
-            time.sleep(backoff * 2**attempt)
+            digest = retrying(verified_download, _cause, backoff, say_retry)
+        except GaveUp as error:
+            raise FetchError(f"gave up after {error.attempts} attempts: {error}") from None
+        _publish(partial, wanted.dest)
+        stamps.write_stamp(str(wanted.dest), digest)
+        return "fetched"
+
+
+def _expected(wanted: Wanted, hub: Hub, backoff: Backoff) -> Remote:
+    try:
+        remote = retrying(lambda: hub.remote(wanted), _cause, backoff, lambda *_: None)
+    except GaveUp as error:
+        raise FetchError(f"HEAD failed after {error.attempts} attempts: {error}") from None
     if wanted.bytes is not None and wanted.bytes != remote.size:
         raise FetchError(f"the hub says {remote.size} bytes, the catalog expects {wanted.bytes}")
     if wanted.sha256 is not None and remote.sha256 not in (None, wanted.sha256):
@@ -437,8 +441,7 @@ def fetch_all(
     concurrency: int = 4,
     staging: Path | None = None,
     out: TextIO = sys.stderr,
-    retries: int = 5,
-    backoff: float = 0.5,
+    backoff: Backoff = FETCH_BACKOFF,
 ) -> dict[str, str]:
     """Fetch every missing or wrong file; returns dest -> "present" | "fetched".
 
@@ -453,7 +456,7 @@ def fetch_all(
     expected: dict[Wanted, Remote] = {}
     for w in missing:
         try:
-            expected[w] = _expected(w, hub, retries, backoff)
+            expected[w] = _expected(w, hub, backoff)
         except FetchError as error:
             failures.append(f"{w.dest}: {error}")
     if failures:
@@ -466,7 +469,7 @@ def fetch_all(
     progress = Progress(sum(remote.size for remote in expected.values()), out)
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = {
-            w: pool.submit(fetch_one, w, expected[w], hub, progress, staging, retries, backoff)
+            w: pool.submit(fetch_one, w, expected[w], hub, progress, staging, backoff)
             for w in missing
         }
         for w, future in futures.items():

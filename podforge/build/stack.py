@@ -1,6 +1,6 @@
 """`podforge stack lock` and `podforge stack check`: uv's resolver, on the laptop.
 
-lock   resolves a profile's whole environment (podforge/lock.py says what goes in) with
+lock   resolves a profile's whole environment (podforge/core/lock.py says what goes in) with
        ``uv pip compile --generate-hashes`` for each target (a Python and a platform), in
        parallel, and writes ``locks/<profile>.txt`` under a header naming its inputs. Same
        inputs, same index: the same file.
@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from podforge.environment import explain_uv_conflict, pin_conflicts, requirement_lines
-from podforge.lock import (
+from podforge.build.upstream import UpstreamError, requirement_texts
+from podforge.core.environment import explain_uv_conflict, pin_conflicts, requirement_lines
+from podforge.core.lock import (
     LOCK_TARGETS,
     LockError,
     LockInputs,
@@ -42,13 +43,12 @@ from podforge.lock import (
     refresh_command,
     render_header,
 )
-from podforge.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
-from podforge.upstream import UpstreamError, requirement_texts
+from podforge.core.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
 
 if TYPE_CHECKING:
-    from podforge.config import Settings
+    from podforge.core.config import Settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TOOLS_SOURCE = "podforge"  # the name pins, tools and extras go by in uv's annotations
 
 
@@ -134,7 +134,7 @@ def _check_shared_imports(lock_body: str, target: Target) -> None:
             shown = ", ".join(f"{name} {'/'.join(v)}" for name, v in present.items())
             raise StackError(
                 f"the providers of `{module}` resolved to different versions on {target}"
-                f" ({shown}): constrain them to one in the profile (podforge/stacks.py)"
+                f" ({shown}): constrain them to one in the profile (podforge/core/stacks.py)"
             )
 
 
@@ -176,7 +176,7 @@ def settings_texts(dirs: list[str]) -> dict[str, str | None]:
     repositories at their pins (group_data/all.py and the environment, as a deploy reads)."""
     if dirs:
         return {Path(d).name: _read(Path(d) / "requirements.txt") for d in dirs}
-    from podforge.config import load_settings
+    from podforge.core.config import load_settings
 
     settings = load_settings(group_data(), os.environ)
     return requirement_texts(lock_pins(settings))

@@ -11,11 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from podforge.catalog import files_for, nearest_quant, published_quants, published_variants
-from podforge.comfyui import has_vram_mode
-from podforge.config import Settings
-from podforge.gpu import GpuDevice, GpuReport
-from podforge.stacks import (
+from podforge.core.catalog import files_for, nearest_quant, published_quants, published_variants
+from podforge.core.comfyui_args import has_vram_mode
+from podforge.core.config import Settings
+from podforge.core.gpu import GpuDevice, GpuReport
+from podforge.core.stacks import (
     DEFAULT_STACK,
     FLASH_ATTN_RELEASES,
     OPENMMLAB_PACKAGES,

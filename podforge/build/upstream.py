@@ -1,6 +1,6 @@
 """Each pinned repository's requirements.txt, read where the deploy or `stack lock` runs.
 
-A lock is keyed by these texts (podforge/lock.py), so they are read before anything is
+A lock is keyed by these texts (podforge/core/lock.py), so they are read before anything is
 installed, from the first of:
 1. a checkout on this machine at the pin (``@local`` deploys: the image, the boot phase);
 2. a mirror directory of checkouts (``PODFORGE_UPSTREAM``, default ``../shared/upstream``)
@@ -18,9 +18,9 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from podforge.pins import RepoPin
+from podforge.core.pins import RepoPin
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NONE_MARK = "\0no requirements.txt\0"  # cached: the commit has no requirements.txt
 
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from podforge.config import Settings
-from podforge.plan import Plan
+from podforge.core.config import Settings
+from podforge.core.plan import Plan
 
 SUPERVISOR_CONF_DIR = "/etc/supervisor/conf.d"
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"

@@ -2,7 +2,7 @@
 widgets name a model file or choose a precision, so that a workflow can be fitted to a pod
 (model names rewritten to the files its plan fetched, precision and attention to what its
 stack runs) and checked against one (every file it loads present, every node type provided).
-Pure: no I/O; `podforge workflows` (podforge/workflows_cli.py) reads the files.
+Pure: no I/O; `podforge workflows` (podforge/pod/workflows.py) reads the files.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
-from podforge.catalog import CATALOG
-from podforge.stacks import STACK_PROFILES
+from podforge.core.catalog import CATALOG
+from podforge.core.stacks import STACK_PROFILES
 
 if TYPE_CHECKING:
-    from podforge.config import Settings
-    from podforge.plan import Plan
+    from podforge.core.config import Settings
+    from podforge.core.plan import Plan
 
 # ComfyUI's user workflows, relative to its dir: what the UI's Workflows panel lists.
 USER_WORKFLOWS = "user/default/workflows"
@@ -52,7 +52,7 @@ def installed_workflows(
     stamp: dict[str, Any] | None, digests: dict[str, dict[str, str]]
 ) -> dict[str, Any] | None:
     """The workflows stamp (request digest, file -> sha1 as written) with each file's sha1
-    now, from ``digests`` (probes.digests' files of ``fitted_pattern``; None: gone); None when
+    now, from ``digests`` (state.digests' files of ``fitted_pattern``; None: gone); None when
     no workflows were installed."""
     if stamp is None:
         return None

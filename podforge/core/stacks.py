@@ -1,7 +1,7 @@
 """Python stacks: consistent sets of pinned wheels and the constraints around them (data).
 
 A profile's pins and constraints are resolved together with ComfyUI's and every node's
-requirements (podforge/environment.py), so no node can move torch, numpy's major version or
+requirements (podforge/core/environment.py), so no node can move torch, numpy's major version or
 another pin. Facts behind each value: shared/FACTS.md ("Python stack", "Stack pins").
 """
 
@@ -153,7 +153,7 @@ UV = "uv==0.13.9"
 UV_ENVIRONMENT = {"UV_SYSTEM_CERTS": "1", "UV_PYTHON_DOWNLOADS": "never"}
 
 # What the pod-side tools (python -m podforge ...) need. They share the pod's venv with
-# ComfyUI, so they are locked with the stack (podforge/lock.py) and take its versions.
+# ComfyUI, so they are locked with the stack (podforge/core/lock.py) and take its versions.
 POD_TOOL_REQUIREMENTS: tuple[str, ...] = (
     "pydantic>=2.7,<3",
     "huggingface_hub",  # brings hf_xet, the fetcher's fast path (transformers<5 caps it <1)

@@ -5,7 +5,7 @@
   (their NODE_CLASS_MAPPINGS, read without importing them). Exit 1 naming each missing file
   and node type. Without FILEs: the workflows installed in ComfyUI's user directory.
 - ``install --request FILE --stamp FILE``: fit each feature's upstream example to this pod
-  (the request the deploy writes: podforge/workflows.py install_request) into ComfyUI's user
+  (the request the deploy writes: podforge/core/workflows.py install_request) into ComfyUI's user
   directory; remove the ones an earlier request installed and this one does not; record what
   was written in the stamp (the deploy's pod-state fact compares it).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from podforge import workflows
+from podforge.core import workflows
 
 # Where ComfyUI's own nodes are registered (its core loaders and the comfy_extras).
 CORE_SOURCES = ("nodes.py", "comfy_extras/*.py", "comfy_api_nodes/*.py")

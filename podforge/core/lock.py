@@ -1,6 +1,6 @@
 """The stack lock: a profile's whole environment, resolved once, committed in locks/. Pure.
 
-`podforge stack lock` (podforge/stack_cli.py) asks uv to resolve the profile's pins, the
+`podforge stack lock` (podforge/build/stack.py) asks uv to resolve the profile's pins, the
 requirements of ComfyUI and of every node podforge may install, podforge's pod tools and
 ``STACK_EXTRAS``, under the profile's constraints, once for each target a pod may be
 (``LOCK_TARGETS``: its Python and platform), with hashes. The answers go into one file, each
@@ -28,12 +28,12 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
-from podforge.environment import shared_import_winners, version_matches
-from podforge.pins import FEATURE_NODES, RepoPin
-from podforge.stacks import POD_TOOL_REQUIREMENTS, STACK_EXTRAS, UV_ENVIRONMENT, StackProfile
+from podforge.core.environment import shared_import_winners, version_matches
+from podforge.core.pins import FEATURE_NODES, RepoPin
+from podforge.core.stacks import POD_TOOL_REQUIREMENTS, STACK_EXTRAS, UV_ENVIRONMENT, StackProfile
 
 if TYPE_CHECKING:
-    from podforge.config import Settings
+    from podforge.core.config import Settings
 
 
 @dataclass(frozen=True)

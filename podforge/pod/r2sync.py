@@ -18,7 +18,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import random
 import signal
 import socket
 import sqlite3
@@ -32,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from podforge.pod.retry import Backoff, GaveUp, retrying
 
 MIB = 2**20
 # R2: parts of 5 MiB to 5 GiB, at most 10,000, all but the last of one size (FACTS.md).
@@ -158,16 +159,10 @@ def classify(error: BaseException, bucket: str) -> tuple[str, str]:
     return "fail", f"{type(error).__name__}: {error}"
 
 
-# Tries of one call before a budget may end them: attempts that fail slowly (a stalled
-# connection the server drops, on a loaded machine) must not spend it all in one or two.
-MIN_ATTEMPTS = 3
-
-
 @dataclass
 class Retry:
-    """Exponential backoff with jitter; ``budget``: seconds of retrying after the first
-    failure (None: until stopped), and at least ``MIN_ATTEMPTS`` tries, so attempts that
-    fail slowly (a stalled connection the server dropped) are still tried again."""
+    """R2 calls tried again (retry.retrying) while ``classify`` says retrying can help:
+    ``budget``: seconds of retrying after the first failure (None: until stopped)."""
 
     bucket: str
     budget: float | None
@@ -175,27 +170,26 @@ class Retry:
     say: Callable[[str], None]
 
     def __call__(self, what: str, call: Callable[[], T]) -> T:
-        delay, failing_since, attempts = 0.5, None, 0
-        while True:
-            attempts += 1
-            try:
-                return call()
-            except Exception as error:  # noqa: BLE001 - classified right below
-                kind, cause = classify(error, self.bucket)
-                if kind == "fatal":
-                    raise Fatal(cause) from None
-                if kind == "fail":
-                    raise SyncError(f"{what}: {cause}") from None
-                now = time.monotonic()
-                failing_since = now if failing_since is None else failing_since
-                spent = now - failing_since
-                spent_all = self.budget is not None and spent > self.budget
-                if self.stopping.is_set() or (spent_all and attempts >= MIN_ATTEMPTS):
-                    raise SyncError(f"{what}: {cause}") from None
-                self.say(f"r2sync: {what}: {cause}; retrying in {delay:.0f} s")
-                if self.stopping.wait(delay * random.uniform(0.5, 1.5)):
-                    raise SyncError(f"{what}: stopped while retrying ({cause})") from None
-                delay = min(delay * 2, 30.0)
+        def cause_of(error: Exception) -> str:
+            kind, cause = classify(error, self.bucket)
+            if kind == "fatal":
+                raise Fatal(cause) from None
+            if kind == "fail":
+                raise SyncError(f"{what}: {cause}") from None
+            return cause
+
+        try:
+            return retrying(
+                call,
+                cause_of,
+                Backoff(attempts=None, budget_s=self.budget),
+                lambda cause, delay: self.say(
+                    f"r2sync: {what}: {cause}; retrying in {delay:.0f} s"
+                ),
+                self.stopping,
+            )
+        except GaveUp as error:
+            raise SyncError(f"{what}: {error.cause}") from None
 
 
 # -- the journal -----------------------------------------------------------------------------
@@ -644,7 +638,7 @@ def _gpu_name() -> str:
     """The first GPU's name, as podforge's GPU probe reads it; "none" without one."""
     import subprocess
 
-    from podforge.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
+    from podforge.core.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
 
     probe = subprocess.run(["sh", "-c", PROBE_COMMAND], capture_output=True, text=True)
     try:

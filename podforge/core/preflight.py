@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from podforge.plan import Plan
+from podforge.core.plan import Plan
 
 GIB = 2**30
 

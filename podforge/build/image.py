@@ -10,8 +10,8 @@ installs from them: an unchanged stack is an unchanged copy, and its layer comes
 build cache. The deploy that runs next finds the packages, the checkouts at their pins and
 the lock installed, and adds podforge's own wheel (it changes with the code) beside it.
 
-    python -m podforge.image inputs DIR                        # a stage with the whole repo
-    PYTHONPATH=DIR/tools python -m podforge.image install DIR  # the stack layer
+    python -m podforge.build.image inputs DIR                        # a stage with the whole repo
+    PYTHONPATH=DIR/tools python -m podforge.build.image install DIR  # the stack layer
 
 Nothing at module level imports more than ``STACK_MODULES``: they are all the layer has.
 """
@@ -30,15 +30,21 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from podforge.probes import installed_debs
+from podforge.probe.state import installed_debs
 
 if TYPE_CHECKING:
-    from podforge.config import Settings
-    from podforge.plan import Plan
+    from podforge.core.config import Settings
+    from podforge.core.plan import Plan
 
 INPUTS_FILE = "stack-inputs.json"
-# What the stack layer runs with, copied beside the inputs (tools/podforge/).
-STACK_MODULES = ("__init__.py", "image.py", "probes.py")
+# What the stack layer runs with, copied beside the inputs (tools/podforge/...).
+STACK_MODULES = (
+    "__init__.py",
+    "build/__init__.py",
+    "build/image.py",
+    "probe/__init__.py",
+    "probe/state.py",
+)
 
 
 class Checkout(BaseModel):
@@ -69,9 +75,9 @@ class ImageError(RuntimeError):
 
 def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     """What the stack layer installs; ImageError when the committed lock cannot be used."""
-    from podforge.lock import for_pod, release_wheel, seeds_to_remove, sync_commands, sync_text
-    from podforge.stack_cli import committed_lock
-    from podforge.stacks import STACK_PROFILES, SYSTEM_PACKAGES, UV
+    from podforge.build.stack import committed_lock
+    from podforge.core.lock import for_pod, release_wheel, seeds_to_remove, sync_commands, sync_text
+    from podforge.core.stacks import STACK_PROFILES, SYSTEM_PACKAGES, UV
 
     text, _, problem = committed_lock(settings, STACK_PROFILES[plan.python_stack.profile])
     if problem:
@@ -109,10 +115,10 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
 def write_inputs(directory: Path, inputs: StackInputs) -> None:
     """The inputs file and the modules that install it; nothing else (the layer's cache key)."""
     tools = directory / "tools" / "podforge"
-    tools.mkdir(parents=True)
     (directory / INPUTS_FILE).write_text(inputs.model_dump_json(indent=2) + "\n")
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     for name in STACK_MODULES:
+        (tools / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(package / name, tools / name)
 
 
@@ -170,9 +176,9 @@ def _say(line: str) -> None:
 
 def _inputs_from_environment(directory: Path) -> None:
     """The stack-inputs stage: settings from the build arguments (the environment)."""
-    from podforge.config import SettingsError, load_settings
-    from podforge.gpu import GpuReport
-    from podforge.plan import PlanError, build_plan
+    from podforge.core.config import SettingsError, load_settings
+    from podforge.core.gpu import GpuReport
+    from podforge.core.plan import PlanError, build_plan
 
     try:
         settings = load_settings({"phase": "image"}, os.environ)
@@ -184,7 +190,7 @@ def _inputs_from_environment(directory: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m podforge.image", description=__doc__.split("\n")[0]
+        prog="python -m podforge.build.image", description=__doc__.split("\n")[0]
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser(
