@@ -49,28 +49,36 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hf_token() -> str | None:
-    """HF_TOKEN, or the 0600 file HF_TOKEN_FILE names (how the deploy hands it over)."""
-    token_file = os.environ.get("HF_TOKEN_FILE")
+def _token(name: str) -> str | None:
+    """NAME, or the 0600 file NAME_FILE names (how the deploy hands a token over)."""
+    token_file = os.environ.get(f"{name}_FILE")
     if token_file and Path(token_file).exists():
         return Path(token_file).read_text().strip()
-    return os.environ.get("HF_TOKEN") or None
+    return os.environ.get(name) or None
 
 
 def _fetch(args: argparse.Namespace) -> int:
     # Imported here: every verb would pay its HTTP stack at start (a no-op's verify too).
-    from podforge.pod.fetch import FetchError, Hub, fetch_all, read_manifest
+    from podforge.pod.fetch import FetchError, Sources, fetch_all, read_manifest
 
-    hub = Hub(
-        os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
-        _hf_token(),
+    sources = Sources(
+        hf_endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
+        hf_token=_token("HF_TOKEN"),
+        civitai_endpoint=os.environ.get("CIVITAI_ENDPOINT", "https://civitai.com"),
+        civitai_token=_token("CIVITAI_TOKEN"),
         # huggingface_hub's own switch, so one variable turns Xet off for both.
         xet=os.environ.get("HF_HUB_DISABLE_XET", "").lower() not in ("1", "true", "yes", "on"),
     )
     staging = Path(args.staging) if args.staging else None
     try:
         manifest = read_manifest(Path(args.manifest))
-        results = fetch_all(manifest, hub, concurrency=args.concurrency, staging=staging)
+        results = fetch_all(
+            manifest,
+            sources,
+            concurrency=args.concurrency,
+            connections=args.connections,
+            staging=staging,
+        )
     except FetchError as error:
         for failure in str(error).split("; "):
             print(f"podforge fetch: FAILED {failure}", file=sys.stderr)
@@ -170,8 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan.add_argument("--data", action="append", default=[], metavar="KEY=VALUE", help="a setting")
     plan.set_defaults(run=_plan)
     fetch = verbs.add_parser("fetch", help="download the manifest's missing model files")
-    fetch.add_argument("manifest", help="JSON list of {repo, revision, path, dest, bytes, sha256}")
+    fetch.add_argument(
+        "manifest",
+        help="JSON list of {dest, and repo+path, civitai (+file) or url; bytes, sha256}",
+    )
     fetch.add_argument("--concurrency", type=int, default=4, help="files at once (default 4)")
+    fetch.add_argument(
+        "--connections", type=int, default=16, help="connections per large file (default 16)"
+    )
     fetch.add_argument(
         "--staging", help="download here (local disk), then publish to the models dir"
     )

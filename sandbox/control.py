@@ -233,14 +233,22 @@ def start_hub(
         argv += ["--gated", repo]
     if offer_xet:
         argv.append("--xet")
-    env = dict(os.environ)
+    # Tokens travel in the environment, not on the command line. CivitAI's stand-in always
+    # has one: most of its downloads need it, as on civitai.com.
+    civitai_token = secrets.token_hex(16)
+    env = {**os.environ, "PODFORGE_CIVITAI_TOKEN": civitai_token}
     if token:
-        # The token travels in the environment, not on the command line.
         env["PODFORGE_HUB_TOKEN"] = token
     pid = _spawn(argv, logs / "hub.log", env)
     # Generating large sandbox files takes a while before the port opens.
     _wait_for_port(port, pid, "the hub", logs / "hub.log", timeout=600)
-    return {"url": f"http://127.0.0.1:{port}", "port": port, "pid": pid, "gated": gated}
+    return {
+        "url": f"http://127.0.0.1:{port}",
+        "port": port,
+        "pid": pid,
+        "gated": gated,
+        "civitai_token": civitai_token,
+    }
 
 
 def start_s3(base: Path, logs: Path) -> dict[str, Any]:

@@ -11,8 +11,17 @@ are switched at run time: ``POST /_control/faults`` with JSON, e.g.
 With Xet on (``--xet`` or ``POST /_control/xet {"enabled": true}``) resolve answers also carry
 ``X-Xet-Hash`` and a ``xet-auth`` Link, and the hub serves the CAS side (``sandbox/xet.py``).
 
+Beside Hugging Face it stands in for CivitAI and for plain URLs:
+``GET /api/v1/model-versions/{id}`` (files with name, sizeKB, upper-case SHA256, primary,
+downloadUrl), ``/api/download/models/{id}[?type=...]`` (401 without the CivitAI token for
+versions that need it, as ``?token=`` or a bearer header; 404 for unknown ids; else 307 to
+``/_presigned/...``, which refuses any request carrying an Authorization header, as
+CivitAI's CDN does), and ``/files/{name}`` (Range, HEAD). The throttle fault applies per
+response, so per connection.
+
 Run: ``python -m sandbox.hub --port 8555 --dir DIR [--file-size 1048576] [--gated REPO]``
-with the gated repos' token in ``PODFORGE_HUB_TOKEN``.
+with the gated repos' token in ``PODFORGE_HUB_TOKEN`` and CivitAI's in
+``PODFORGE_CIVITAI_TOKEN``.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import re
 import secrets
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +50,10 @@ _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+
 _XET_TOKEN = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/xet-read-token/(?P<rev>[^/]+)$")
 _CAS_RECONSTRUCTION = re.compile(r"^/cas/v(?P<version>\d+)/reconstructions/(?P<hash>[0-9a-f]{64})$")
 _CAS_XORB = re.compile(r"^/cas/xorb/(?P<hash>[0-9a-f]{64})$")
+_CIVITAI_VERSION = re.compile(r"^/api/v1/model-versions/(?P<id>\d+)$")
+_CIVITAI_DOWNLOAD = re.compile(r"^/api/download/models/(?P<id>\d+)$")
+_PRESIGNED = re.compile(r"^/_presigned/(?P<id>\d+)/(?P<name>[^/]+)$")
+_PLAIN = re.compile(r"^/files/(?P<name>[^/]+)$")
 _TREE = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$")
 
 
@@ -57,6 +71,29 @@ class Repo:
     commit: str
     files: dict[str, RepoFile] = field(default_factory=dict)
     gated: bool = False
+
+
+# CivitAI-like model versions: id -> its files (name, CivitAI's file type), the primary
+# first. Downloading 1001 needs the CivitAI token; 1002 is public.
+CIVITAI_VERSIONS: dict[int, list[tuple[str, str]]] = {
+    1001: [("sandbox_style_lora.safetensors", "Model")],
+    1002: [
+        ("sandbox_checkpoint.safetensors", "Model"),
+        ("sandbox_checkpoint_training.zip", "Training Data"),
+    ],
+}
+CIVITAI_PUBLIC = frozenset({1002})
+# Files at plain URLs: /files/{name}.
+PLAIN_FILES = ("sandbox_upscaler.pth", "sandbox_big.bin")
+
+
+def civitai_key(version: int, name: str) -> str:
+    """A CivitAI file's key in ``sizes`` (and its place on disk)."""
+    return f"civitai/{version}/{name}"
+
+
+def plain_key(name: str) -> str:
+    return f"files/{name}"
 
 
 def _content_block(key: str) -> bytes:
@@ -100,6 +137,20 @@ def generate_repos(
     return repos
 
 
+def generate_extras(
+    directory: Path, file_size: int, sizes: dict[str, int] | None = None
+) -> dict[str, RepoFile]:
+    """The CivitAI versions' and plain URLs' files, by key (civitai_key, plain_key)."""
+    files: dict[str, RepoFile] = {}
+    keys = [civitai_key(v, name) for v, named in CIVITAI_VERSIONS.items() for name, _ in named]
+    for key in [*keys, *(plain_key(name) for name in PLAIN_FILES)]:
+        size = (sizes or {}).get(key, file_size)
+        disk = directory / "_extras" / key
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        files[key] = RepoFile(key, disk, size, _write_file(disk, key, size))
+    return files
+
+
 def _write_file(disk: Path, key: str, size: int) -> str:
     block = _content_block(key)
     digest = hashlib.sha256()
@@ -119,7 +170,9 @@ def _write_file(disk: Path, key: str, size: int) -> str:
 @dataclass
 class Faults:
     throttle_bps: int = 0  # bytes per second per response, 0 = unlimited
-    reset_after: int = 0  # close the connection after this many body bytes (once each)
+    # Close the connection after this many body bytes, in the first ``resets`` responses
+    # longer than that.
+    reset_after: int = 0
     resets: int = 0  # how many responses get reset
     errors_5xx: int = 0  # the next N requests get 503
     truncate_after: int = 0  # send only this many body bytes, then close (once each)
@@ -132,10 +185,18 @@ class Faults:
 
 class Hub:
     def __init__(
-        self, repos: dict[str, Repo], token: str | None = None, offer_xet: bool = False
+        self,
+        repos: dict[str, Repo],
+        token: str | None = None,
+        offer_xet: bool = False,
+        extras: dict[str, RepoFile] | None = None,
+        civitai_token: str | None = None,
     ) -> None:
         self.repos = repos
         self.token = token
+        self.extras = extras or {}
+        self.civitai_token = civitai_token
+        self.presign = secrets.token_hex(16)  # the CDN's signature in presigned URLs
         self.faults = Faults()
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -195,6 +256,7 @@ class Handler(BaseHTTPRequestHandler):
                     "method": self.command,
                     "path": re.sub(r"sig=[^&]*", "sig=<redacted>", self.path),
                     "range": self.headers.get("Range"),
+                    "authorization": "Authorization" in self.headers,
                     "time": time.time(),
                 }
             )
@@ -251,6 +313,18 @@ class Handler(BaseHTTPRequestHandler):
             self._reconstruction(int(match["version"]), match["hash"])
         elif match := _CAS_XORB.match(path):
             self._xorb(match["hash"])
+        elif match := _CIVITAI_VERSION.match(path):
+            self._civitai_version(int(match["id"]))
+        elif match := _CIVITAI_DOWNLOAD.match(path):
+            self._civitai_download(int(match["id"]))
+        elif match := _PRESIGNED.match(path):
+            self._presigned(int(match["id"]), match["name"])
+        elif match := _PLAIN.match(path):
+            entry = hub.extras.get(plain_key(match["name"]))
+            if entry is None:
+                self._error(404, "no such file")
+            else:
+                self._send_file(entry)
         elif match := _TREE.match(path):
             self._tree(match["repo"], match["path"] or "")
         elif match := _API.match(path):
@@ -313,6 +387,10 @@ class Handler(BaseHTTPRequestHandler):
             self._hub_headers(repo, revision, entry)
             self.end_headers()
             return
+        self._send_file(entry, None if cdn else (repo, revision))
+
+    def _send_file(self, entry: RepoFile, hub_headers: tuple[Repo, str] | None = None) -> None:
+        """The file's bytes, a byte range of them (206), or 416; HEAD: the headers alone."""
         start, end = 0, entry.size - 1
         status = 200
         if (wanted := self.headers.get("Range")) and (
@@ -334,8 +412,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("ETag", f'"{entry.sha256}"')
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{end}/{entry.size}")
-        if not cdn:
-            self._hub_headers(repo, revision, entry)
+        if hub_headers is not None:
+            self._hub_headers(*hub_headers, entry)
         self.end_headers()
         if self.command == "GET":
             self._body(entry.disk, start, end - start + 1)
@@ -349,6 +427,74 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("X-Xet-Hash", self.server.hub.xet_of[entry.disk].file_hash)
             route = f"{self._base()}/api/models/{repo.id}/xet-read-token/{revision}"
             self.send_header("Link", f'<{route}>; rel="xet-auth"')
+
+    # -- CivitAI ---------------------------------------------------------------------------
+    def _civitai_version(self, version: int) -> None:
+        named = CIVITAI_VERSIONS.get(version)
+        if named is None:
+            self._json(404, {"error": f"No model version with id {version}"})
+            return
+        files = []
+        for index, (name, kind) in enumerate(named):
+            entry = self.server.hub.extras[civitai_key(version, name)]
+            query = "" if index == 0 else "?" + urllib.parse.urlencode({"type": kind})
+            files.append(
+                {
+                    "id": version * 10 + index,
+                    "name": name,
+                    "type": kind,
+                    "sizeKB": entry.size / 1024,
+                    "primary": index == 0,
+                    "hashes": {"SHA256": entry.sha256.upper(), "AutoV2": entry.sha256[:10]},
+                    "downloadUrl": f"{self._base()}/api/download/models/{version}{query}",
+                }
+            )
+        self._json(200, {"id": version, "modelId": version // 10, "files": files})
+
+    def _civitai_download(self, version: int) -> None:
+        hub = self.server.hub
+        named = CIVITAI_VERSIONS.get(version)
+        if named is None:
+            self._json(404, {"error": f"No model version with id {version}"})
+            return
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        given = query.get("token", [None])[0] or self.headers.get("Authorization", "").removeprefix(
+            "Bearer "
+        )
+        if version not in CIVITAI_PUBLIC and (not hub.civitai_token or given != hub.civitai_token):
+            self._json(
+                401,
+                {
+                    "error": "Unauthorized",
+                    "message": "The creator of this asset requires you to be logged in",
+                },
+            )
+            return
+        kind = query.get("type", [named[0][1]])[0]
+        name = next((n for n, k in named if k == kind), None)
+        if name is None:
+            self._json(404, {"error": f"No file of type {kind} in version {version}"})
+            return
+        location = f"{self._base()}/_presigned/{version}/{name}?sig={hub.presign}"
+        self.send_response(307)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _presigned(self, version: int, name: str) -> None:
+        hub = self.server.hub
+        if "Authorization" in self.headers:
+            # As CivitAI's CDN: a presigned URL takes no other credentials.
+            self._error(400, "Only one auth mechanism allowed")
+            return
+        if f"sig={hub.presign}" not in self.path:
+            self._error(403, "presigned URL signature missing or wrong")
+            return
+        entry = hub.extras.get(civitai_key(version, name))
+        if entry is None:
+            self._error(404, "no such file")
+            return
+        self._send_file(entry)
 
     # -- Xet storage ------------------------------------------------------------------------
     def _base(self) -> str:
@@ -409,9 +555,14 @@ class Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         faults = hub.faults
         cut = None
-        if faults.reset_after and hub.take_fault("resets"):
+        # A cut is spent on a response long enough to reach it (not a 1-byte range probe).
+        if faults.reset_after and length > faults.reset_after and hub.take_fault("resets"):
             cut = faults.reset_after
-        elif faults.truncate_after and hub.take_fault("truncations"):
+        elif (
+            faults.truncate_after
+            and length > faults.truncate_after
+            and hub.take_fault("truncations")
+        ):
             cut = faults.truncate_after
         plain = cut is None and not faults.wrong_bytes and not faults.throttle_bps
         sent = 0
@@ -465,10 +616,16 @@ def main() -> None:
     parser.add_argument("--xet", action="store_true", help="offer every file through Xet too")
     args = parser.parse_args()
     repos = generate_repos(args.dir, args.file_size, args.sizes, frozenset(args.gated))
-    # The gated repos' bearer token comes from the environment, never the command line.
-    server = HubServer(
-        (args.address, args.port), Hub(repos, os.environ.get("PODFORGE_HUB_TOKEN"), args.xet)
+    extras = generate_extras(args.dir, args.file_size, args.sizes)
+    # Tokens come from the environment, never the command line.
+    hub = Hub(
+        repos,
+        os.environ.get("PODFORGE_HUB_TOKEN"),
+        args.xet,
+        extras,
+        os.environ.get("PODFORGE_CIVITAI_TOKEN"),
     )
+    server = HubServer((args.address, args.port), hub)
     print(f"hub: serving {len(repos)} repos on http://{args.address}:{args.port}", flush=True)
     server.serve_forever()
 

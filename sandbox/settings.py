@@ -26,6 +26,9 @@ def sandbox_settings(state: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "hf_endpoint": state["hub"]["url"],
+        # The hub stands in for CivitAI too, with a token of its own.
+        "civitai_endpoint": state["hub"]["url"],
+        "civitai_token": state["hub"]["civitai_token"],
         "r2_endpoint": state["s3"]["url"],
         "r2_bucket": state["s3"]["bucket"],
         "r2_access_key_id": state["s3"]["access_key"],

@@ -87,6 +87,7 @@ class ModelStatus(TypedDict):
     dest: str
     size: int | None
     sha256: str | None
+    source: str | None  # ModelSource.source_id the stamp recorded
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, python
+from pyinfra.operations import python
 
 from operations import pod_files
 from podforge.core.config import Settings
 from podforge.core.plan import Plan
+from podforge.core.services import secrets_dir
 from podforge.pod import stamps
 from tasks.desired import Pod
 from tasks.streamed import run_streamed
@@ -50,20 +50,33 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         text=json.dumps(manifest, indent=2, sort_keys=True) + "\n",
         digests=pod.files,
     )
-    token_file = f"{settings.podforge_dir}/hf_token"
-    if settings.hf_token is not None:
-        # pyinfra uploads, then chmods: the private dir keeps the token unreadable meanwhile.
-        files.directory(
-            name="podforge's dir is private (0700)", path=settings.podforge_dir, mode="700"
+    # The fetcher reads tokens from 0600 files: never on its command line.
+    secrets = secrets_dir(settings)
+    token_files = {
+        "HF_TOKEN_FILE": (f"{secrets}/hf_token", "Hugging Face token", settings.hf_token),
+        "CIVITAI_TOKEN_FILE": (f"{secrets}/civitai_token", "CivitAI token", settings.civitai_token),
+    }
+    if settings.hf_token is not None or settings.civitai_token is not None:
+        # Uploaded, then chmod-ed: the private dir keeps a token unreadable meanwhile.
+        pod_files.directories(
+            name="The secrets directory (0700)",
+            paths=[secrets],
+            digests=pod.files,
+            modes={secrets: "700"},
         )
-        files.put(
-            name="Hugging Face token (0600)",
-            src=io.StringIO(settings.hf_token.get_secret_value()),
-            dest=token_file,
-            mode="600",
-        )
+    for path, label, token in token_files.values():
+        if token is not None:
+            pod_files.content(
+                name=f"{label} (0600)",
+                dest=path,
+                text=token.get_secret_value(),
+                digests=pod.files,
+                mode="600",
+            )
     missing = [
-        m for m in plan.models if not stamps.is_current(pod.models[m.dest], m.bytes, m.sha256)
+        m
+        for m in plan.models
+        if not stamps.is_current(pod.models[m.dest], m.bytes, m.sha256, m.source_id)
     ]
     if not missing:
         host.noop(f"all {len(plan.models)} model files are in place and verified")
@@ -75,10 +88,11 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         on_success=fetch.read_summary,
         failure="the model fetcher failed: see its FAILED lines above",
         command=(
-            f"HF_ENDPOINT={settings.hf_endpoint}"
-            f" HF_TOKEN_FILE={token_file}"
-            f" {settings.venv_dir}/bin/podforge fetch {manifest_path}"
+            f"HF_ENDPOINT={settings.hf_endpoint} CIVITAI_ENDPOINT={settings.civitai_endpoint}"
+            + "".join(f" {name}={path}" for name, (path, _, _) in token_files.items())
+            + f" {settings.venv_dir}/bin/podforge fetch {manifest_path}"
             f" --concurrency {settings.fetch_concurrency}"
+            f" --connections {settings.fetch_connections}"
             + (f" --staging {settings.models_staging_dir}" if settings.models_staging_dir else "")
             # One stream, so progress, "fetched" and "FAILED" lines keep their order.
             + " 2>&1"

@@ -3,28 +3,22 @@
 Repos and paths are the real Hugging Face ones (shared/FACTS.md). ``bytes`` is exact where
 it is known and then checked after download; ``approx_bytes`` only sizes the disk
 preflight. Where neither is known the hub's HEAD supplies the size at fetch time.
-Users add files of their own with the same schema (``custom_models`` in group_data).
+Users add files of their own, from Hugging Face, CivitAI or any URL, with the same source
+schema (``custom_models`` in group_data; podforge/core/sources.py).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from podforge.core.sources import ModelSource
 
 GB = 10**9
 
 
-class CatalogFile(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class CatalogFile(ModelSource):
     feature: str
     variant: str | None  # None: needed by the feature whatever the variant
-    repo: str
-    path: str  # path inside the repo
     dest: str  # relative to the ComfyUI models dir
-    revision: str = "main"
-    bytes: int | None = None  # exact size, verified
     approx_bytes: int | None = None  # for planning only
-    sha256: str | None = None
     # Which loader widget the file fills in a workflow (podforge/core/workflows.py MODEL_WIDGETS).
     role: str | None = None
 

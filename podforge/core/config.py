@@ -30,6 +30,7 @@ from pydantic import (
 
 from podforge.core.comfyui_args import ComfyArgsError, parse_comfyui_args
 from podforge.core.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
+from podforge.core.sources import ModelSource
 from podforge.core.stacks import FLASH_ATTN_MIRROR
 
 Phase = Literal["image", "pod", "boot"]
@@ -40,20 +41,14 @@ MemoryMode = Literal["auto", "full", "model_cpu_offload", "sequential_cpu_offloa
 QwenModel = Literal["fp8", "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0"]
 StackProfileName = Literal["auto", "torch25-cu124", "torch27-cu128"]
 
-SECRET_FIELDS = frozenset({"hf_token", "r2_access_key_id", "r2_secret_access_key"})
+SECRET_FIELDS = frozenset({"hf_token", "civitai_token", "r2_access_key_id", "r2_secret_access_key"})
 
 
-class CustomModel(BaseModel):
-    """A user's own model file, same schema as the catalog's (group_data: custom_models)."""
+class CustomModel(ModelSource):
+    """A user's own model file (group_data: custom_models): its source as the catalog's
+    (podforge/core/sources.py) and where it goes, relative to models_dir."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    repo: str
-    path: str
     dest: str
-    revision: str = "main"
-    bytes: int | None = None
-    sha256: str | None = None
 
 
 class Settings(BaseModel):
@@ -121,7 +116,12 @@ class Settings(BaseModel):
     # Models
     custom_models: list[CustomModel] = Field(default_factory=list)
     hf_endpoint: str = "https://huggingface.co"
+    # CivitAI's site (its API and download routes); a stand-in's address in tests.
+    civitai_endpoint: str = "https://civitai.com"
+    # Files fetched at once, and connections per large file (ranges of at least 20 MiB
+    # each, as aria2c's -x16 -s16; Hugging Face's Xet files take hf_xet's own path).
     fetch_concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    fetch_connections: Annotated[int, Field(ge=1, le=64)] = 16
     # Download to this local-disk dir, then publish into models_dir (for a slow network
     # volume: RunPod's top out near 150 MB/s). None: download beside the target.
     models_staging_dir: str | None = None
@@ -129,6 +129,8 @@ class Settings(BaseModel):
     # stand-in files and turns this off (the hub's own size and sha256 are still checked).
     verify_catalog_sizes: bool = True
     hf_token: SecretStr | None = None
+    # A CivitAI API key: most CivitAI downloads need one (civitai.com, account settings).
+    civitai_token: SecretStr | None = None
 
     # R2 (outputs sync)
     r2_endpoint: str | None = None
@@ -184,7 +186,7 @@ class Settings(BaseModel):
             raise ValueError(f"node names must be unique; listed twice: {', '.join(doubled)}")
         return value
 
-    @field_validator("r2_endpoint", "hf_endpoint")
+    @field_validator("r2_endpoint", "hf_endpoint", "civitai_endpoint")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("https://", "http://")):
@@ -284,9 +286,13 @@ def _one_line(error: ValidationError, values: Mapping[str, Any], source: Mapping
     if field in SECRET_FIELDS:
         shown = "<hidden>"
     elif len(loc) > 1:
-        # Inside a list or object (custom_nodes[2].commit): name that item, show its value.
+        # Inside a list or object (custom_nodes[2].commit): name that item, show its value,
+        # but not a whole object, nor a URL's query (either may carry a token).
         where += "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
-        shown = repr(first.get("input"))
+        value = first.get("input")
+        shown = "{...}" if isinstance(value, dict) else repr(value)
+        if loc[-1] == "url" and isinstance(value, str):
+            shown = repr(value.split("?", 1)[0])
     else:
         shown = repr(values.get(field, first.get("input")))
     return f"{where}={shown} is not accepted: {_accepts(field, first)}"

@@ -15,6 +15,7 @@ from podforge.core.catalog import files_for, nearest_quant, published_quants, pu
 from podforge.core.comfyui_args import has_vram_mode
 from podforge.core.config import Settings
 from podforge.core.gpu import GpuDevice, GpuReport
+from podforge.core.sources import ModelSource
 from podforge.core.stacks import (
     DEFAULT_STACK,
     FLASH_ATTN_RELEASES,
@@ -86,17 +87,12 @@ class ComfyInstance(BaseModel):
     args: list[str]
 
 
-class PlannedModel(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class PlannedModel(ModelSource):
+    """One file of the fetch manifest: its source (sources.py), where it goes on the pod."""
 
-    feature: str
-    repo: str
-    revision: str
-    path: str
     dest: str  # absolute path on the pod
-    bytes: int | None  # exact size when known (verified)
-    planned_bytes: int  # exact or estimated, for disk planning
-    sha256: str | None
+    feature: str = "custom"
+    planned_bytes: int = 0  # exact or estimated, for disk planning
 
 
 class Requirements(BaseModel):
@@ -411,26 +407,20 @@ def _models(settings: Settings, variants: dict[str, Any]) -> list[PlannedModel]:
             chosen.setdefault(
                 dest,
                 PlannedModel(
+                    **_source(entry),
                     feature=feature,
-                    repo=entry.repo,
-                    revision=entry.revision,
-                    path=entry.path,
                     dest=dest,
-                    bytes=entry.bytes if settings.verify_catalog_sizes else None,
                     planned_bytes=entry.planned_bytes,
-                    sha256=entry.sha256,
+                ).model_copy(
+                    update={"bytes": entry.bytes if settings.verify_catalog_sizes else None}
                 ),
             )
     for custom in settings.custom_models:
         dest = posixpath.join(settings.models_dir, custom.dest)
-        chosen[dest] = PlannedModel(
-            feature="custom",
-            repo=custom.repo,
-            revision=custom.revision,
-            path=custom.path,
-            dest=dest,
-            bytes=custom.bytes,
-            planned_bytes=custom.bytes or 0,
-            sha256=custom.sha256,
-        )
+        chosen[dest] = PlannedModel(**_source(custom), dest=dest, planned_bytes=custom.bytes or 0)
     return list(chosen.values())
+
+
+def _source(entry: ModelSource) -> dict[str, Any]:
+    """The source fields of a catalog or custom entry (what PlannedModel takes from it)."""
+    return {name: getattr(entry, name) for name in ModelSource.model_fields}

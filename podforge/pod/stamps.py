@@ -21,9 +21,12 @@ def stamp_path(dest: str) -> str:
     return os.path.join(os.path.dirname(dest), STAMP_DIR, os.path.basename(dest) + ".json")
 
 
-def write_stamp(dest: str, sha256: str) -> None:
+def write_stamp(dest: str, sha256: str, source: str | None = None) -> None:
+    """``source``: where the file came from (ModelSource.source_id)."""
     info = os.stat(dest)
     record = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "sha256": sha256}
+    if source is not None:
+        record["source"] = source
     stamp = stamp_path(dest)
     os.makedirs(os.path.dirname(stamp), exist_ok=True)
     with open(stamp + ".tmp", "w") as out:
@@ -44,12 +47,18 @@ def parsed(text: str | None) -> dict[str, Any] | None:
 
 
 def status_of(read: dict[str, Any]) -> dict[str, Any]:
-    """{dest, size (None if absent), sha256 (None unless its stamp still matches the file)}
-    of what state.file_with_stamp read."""
+    """{dest, size (None if absent), sha256 (None unless its stamp still matches the file),
+    source (where the stamp says it came from; None: not recorded)} of what
+    state.file_with_stamp read."""
     stamp = parsed(read["stamp"]) or {}
     valid = stamp.get("size") == read["size"] and stamp.get("mtime_ns") == read["mtime_ns"]
     sha256 = stamp.get("sha256") if valid and read["size"] is not None else None
-    return {"dest": read["dest"], "size": read["size"], "sha256": sha256}
+    return {
+        "dest": read["dest"],
+        "size": read["size"],
+        "sha256": sha256,
+        "source": stamp.get("source"),
+    }
 
 
 def file_status(dest: str) -> dict[str, Any]:
@@ -57,10 +66,16 @@ def file_status(dest: str) -> dict[str, Any]:
     return status_of(file_with_stamp(dest, stamp_path(dest)))
 
 
-def is_current(status: dict[str, Any], size: int | None, sha256: str | None) -> bool:
-    """Whether a file_status() satisfies the wanted size and sha256 (None: not known)."""
+def is_current(
+    status: dict[str, Any], size: int | None, sha256: str | None, source: str | None = None
+) -> bool:
+    """Whether a file_status() satisfies the wanted size, sha256 and source (None: not known).
+
+    A stamp that records no source (written before podforge recorded them) is judged by
+    size and sha256 alone, so an upgrade does not fetch every model again."""
     return (
         status["sha256"] is not None
         and (size is None or status["size"] == size)
         and (sha256 is None or status["sha256"] == sha256)
+        and (source is None or status.get("source") in (None, source))
     )

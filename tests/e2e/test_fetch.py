@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -15,13 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from podforge.pod.fetch import FetchError, Hub, fetch_all
+from podforge.core.plan import PlannedModel
+from podforge.pod.fetch import FetchError, Sources, fetch_all
 from podforge.pod.retry import Backoff
 from podforge.pod.stamps import stamp_path
 from sandbox import control
+from sandbox.hub import CIVITAI_VERSIONS, civitai_key, plain_key
 
 # The fetcher's tries, with delays short enough for tests.
 QUICK = Backoff(attempts=6, first_delay_s=0.01)
+
+
+def _tries(attempts: int) -> Backoff:
+    return Backoff(attempts=attempts, first_delay_s=0.01)
+
 
 pytestmark = pytest.mark.e2e
 
@@ -33,14 +41,18 @@ SMALL = [
     ("Comfy-Org/Wan_2.1_ComfyUI_repackaged", "split_files/vae/wan_2.1_vae.safetensors"),
 ]
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# A plain-URL file large enough for 8 connections of 20 MiB.
+RANGED = "sandbox_big.bin"
+RANGED_SIZE = 160 * 2**20
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     base = tmp_path_factory.mktemp("hub")
     (base / "logs").mkdir()
-    info = control.start_hub(base, base / "logs", 3 * 2**20, {BIG[1]: BIG_SIZE}, None, [])
-    yield info
+    sizes = {BIG[1]: BIG_SIZE, plain_key(RANGED): RANGED_SIZE}
+    info = control.start_hub(base, base / "logs", 3 * 2**20, sizes, None, [])
+    yield info | {"dir": base / "hub"}
     control.stop_process(info["pid"])
 
 
@@ -104,8 +116,13 @@ def _tmpfs(path: Path, size: str):
         subprocess.run(["umount", str(path)], check=True)
 
 
-def _fetch(hub, manifest, **options):
-    return fetch_all(manifest, Hub(hub["url"], None), backoff=QUICK, **options)
+def _fetch(hub, manifest, sources: Sources | None = None, **options):
+    options.setdefault("backoff", QUICK)
+    return fetch_all(
+        [PlannedModel.model_validate(entry) for entry in manifest],
+        sources or Sources(hub["url"], civitai_endpoint=hub["url"]),
+        **options,
+    )
 
 
 def test_fresh_fetch_is_byte_exact_and_stamped(hub, tmp_path):
@@ -136,10 +153,16 @@ def test_a_changed_file_is_fetched_again(hub, tmp_path):
     assert _sha(dest) == _hub_sha(hub, *SMALL[0])
 
 
-def _cli_fetch(hub, manifest_file: Path, **env_vars: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, HF_ENDPOINT=hub["url"], PYTHONPATH=str(REPO_ROOT), **env_vars)
+def _cli_fetch(hub, manifest_file: Path, *options: str, **env_vars: str) -> subprocess.Popen[str]:
+    env = dict(
+        os.environ,
+        HF_ENDPOINT=hub["url"],
+        CIVITAI_ENDPOINT=hub["url"],
+        PYTHONPATH=str(REPO_ROOT),
+        **env_vars,
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "podforge", "fetch", str(manifest_file)],
+        [sys.executable, "-m", "podforge", "fetch", str(manifest_file), *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -147,13 +170,13 @@ def _cli_fetch(hub, manifest_file: Path, **env_vars: str) -> subprocess.Popen[st
     )
 
 
-def test_killed_fetch_resumes_with_range(hub, tmp_path):
+def test_killed_one_stream_fetch_resumes_with_range(hub, tmp_path):
     manifest_file = tmp_path / "manifest.json"
     manifest = _manifest(tmp_path / "models", [BIG])
     manifest_file.write_text(json.dumps(manifest))
     partial = tmp_path / "models" / (Path(BIG[1]).name + ".partial")
     _post(hub, "/_control/faults", {"throttle_bps": 16 * 2**20})
-    first = _cli_fetch(hub, manifest_file)
+    first = _cli_fetch(hub, manifest_file, "--connections", "1")
     deadline = time.monotonic() + 60
     while (not partial.exists() or partial.stat().st_size < BIG_SIZE // 2) and (
         time.monotonic() < deadline
@@ -164,7 +187,7 @@ def test_killed_fetch_resumes_with_range(hub, tmp_path):
     kept = partial.stat().st_size
     assert 0 < kept < BIG_SIZE
     _post(hub, "/_control/faults", {})
-    second = _cli_fetch(hub, manifest_file)
+    second = _cli_fetch(hub, manifest_file, "--connections", "1")
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
     ranges = [e["range"] for e in _gets(hub, BIG[1]) if e["range"]]
@@ -193,7 +216,7 @@ def test_wrong_bytes_fail_naming_the_file_and_leave_nothing_in_place(hub, tmp_pa
     manifest = _manifest(tmp_path, SMALL[:1])
     _post(hub, "/_control/faults", {"wrong_bytes": True})
     with pytest.raises(FetchError) as failure:
-        _fetch(hub, manifest, retries=2)
+        _fetch(hub, manifest, backoff=_tries(3))
     assert manifest[0]["dest"] in str(failure.value)
     assert "sha256" in str(failure.value)
     assert not Path(manifest[0]["dest"]).exists()
@@ -207,7 +230,7 @@ def test_hub_headers_are_read_before_the_cdn_redirect(hub, tmp_path):
     _post(hub, "/_control/faults", {"cdn_redirect": True, "wrong_bytes": True})
     manifest = _manifest(tmp_path, SMALL[:1])
     with pytest.raises(FetchError, match="sha256"):
-        _fetch(hub, manifest, retries=1)
+        _fetch(hub, manifest, backoff=_tries(2))
     assert not Path(manifest[0]["dest"]).exists()
     _post(hub, "/_control/faults", {"cdn_redirect": True})
     _post(hub, "/_control/log/clear", {})
@@ -293,7 +316,7 @@ def test_xet_wrong_bytes_fail_naming_the_file_and_leave_nothing_in_place(hub, tm
     _post(hub, "/_control/faults", {"wrong_bytes": True})
     manifest = _manifest(tmp_path, SMALL[:1])
     with pytest.raises(FetchError) as failure:
-        _fetch(hub, manifest, retries=1)
+        _fetch(hub, manifest, backoff=_tries(2))
     assert manifest[0]["dest"] in str(failure.value)
     assert "sha256" in str(failure.value)
     assert not Path(manifest[0]["dest"]).exists()
@@ -323,9 +346,9 @@ def gated_xet_hub(tmp_path_factory):
 def test_gated_xet_file_needs_the_token_and_gets_it(gated_xet_hub, tmp_path):
     manifest = _manifest(tmp_path, SMALL[:1])
     with pytest.raises(FetchError, match=r"HTTP 401 from the hub \(gated repo: set HF_TOKEN\)"):
-        fetch_all(manifest, Hub(gated_xet_hub["url"], None), backoff=QUICK)
+        _fetch(gated_xet_hub, manifest)
     assert not Path(manifest[0]["dest"]).exists()
-    fetch_all(manifest, Hub(gated_xet_hub["url"], "hf_sandbox_token"), backoff=QUICK)
+    _fetch(gated_xet_hub, manifest, Sources(gated_xet_hub["url"], "hf_sandbox_token"))
     served = gated_xet_hub["dir"] / SMALL[0][0] / SMALL[0][1]
     assert _sha(Path(manifest[0]["dest"])) == _sha(served)
     log = _log(gated_xet_hub)
@@ -333,3 +356,170 @@ def test_gated_xet_file_needs_the_token_and_gets_it(gated_xet_hub, tmp_path):
         f"/api/models/{SMALL[0][0]}/xet-read-token/main"
     ]
     assert _cas_requests(gated_xet_hub, "xorb/")
+
+
+# -- CivitAI ---------------------------------------------------------------------------------
+
+
+def _served(hub, key: str) -> Path:
+    return hub["dir"] / "_extras" / key
+
+
+def _civitai(hub, version: int, dest: Path, **fields):
+    return [{"civitai": version, "dest": str(dest), **fields}]
+
+
+def test_a_civitai_file_is_verified_against_the_apis_sha256(hub, tmp_path):
+    dest = tmp_path / "loras" / "style.safetensors"
+    token = hub["civitai_token"]
+    sources = Sources(hub["url"], civitai_endpoint=hub["url"], civitai_token=token)
+    assert _fetch(hub, _civitai(hub, 1001, dest), sources) == {str(dest): "fetched"}
+    name = CIVITAI_VERSIONS[1001][0][0]
+    assert _sha(dest) == _sha(_served(hub, civitai_key(1001, name)))
+    stamp = json.loads(Path(stamp_path(str(dest))).read_text())
+    assert stamp["sha256"] == _sha(dest) and stamp["source"] == "civitai:1001:"
+    # The token went to CivitAI's API alone: the redirect target saw neither it nor a header.
+    cdn = [e for e in _log(hub) if e["path"].startswith("/_presigned/")]
+    assert cdn and not any(e["authorization"] or token in e["path"] for e in cdn)
+    _post(hub, "/_control/log/clear", {})
+    assert _fetch(hub, _civitai(hub, 1001, dest), sources) == {str(dest): "present"}
+    assert _log(hub) == []
+
+
+def test_civitai_wrong_bytes_leave_nothing_at_the_final_path(hub, tmp_path):
+    dest = tmp_path / "ckpt.safetensors"
+    _post(hub, "/_control/faults", {"wrong_bytes": True})
+    with pytest.raises(FetchError, match="does not match the expected") as failure:
+        _fetch(hub, _civitai(hub, 1002, dest), backoff=_tries(2))
+    # The expected sha256 is the API's (upper case there), lower-cased.
+    served = _sha(_served(hub, civitai_key(1002, CIVITAI_VERSIONS[1002][0][0])))
+    assert served in str(failure.value)
+    assert not dest.exists()
+
+
+def test_a_civitai_version_of_several_files_gives_the_named_one(hub, tmp_path):
+    name = CIVITAI_VERSIONS[1002][1][0]
+    dest = tmp_path / "training.zip"
+    _fetch(hub, _civitai(hub, 1002, dest, file=name))
+    assert _sha(dest) == _sha(_served(hub, civitai_key(1002, name)))
+    with pytest.raises(FetchError, match=r"no file of that name \(it has .*\.safetensors"):
+        _fetch(hub, _civitai(hub, 1002, tmp_path / "x", file="nope.bin"))
+
+
+def test_civitai_without_a_token_fails_naming_it_and_an_unknown_version_by_its_id(hub, tmp_path):
+    dest = tmp_path / "models" / "style.safetensors"
+    for version, says in [
+        (1001, "CivitAI refused CivitAI model version 1001 (HTTP 401): set CIVITAI_TOKEN"),
+        (999, "CivitAI has no model version 999 (HTTP 404): check the id"),
+    ]:
+        manifest_file = tmp_path / f"manifest-{version}.json"
+        manifest_file.write_text(json.dumps(_civitai(hub, version, dest)))
+        fetcher = _cli_fetch(hub, manifest_file)
+        out, err = fetcher.communicate(timeout=60)
+        assert fetcher.returncode == 1
+        assert f"podforge fetch: FAILED {dest}: {says}" in err.splitlines()[-1]
+        assert not dest.exists()
+
+
+def test_the_civitai_token_is_in_no_output_and_no_command_line(hub, tmp_path):
+    token = hub["civitai_token"]
+    token_file = tmp_path / "civitai_token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    manifest_file = tmp_path / "manifest.json"
+    manifest_file.write_text(json.dumps(_civitai(hub, 1001, tmp_path / "m" / "style.bin")))
+    _post(hub, "/_control/faults", {"throttle_bps": 2**20})  # ~3 s: long enough to look at
+    fetcher = _cli_fetch(hub, manifest_file, CIVITAI_TOKEN_FILE=str(token_file))
+    time.sleep(1)
+    command_line = Path(f"/proc/{fetcher.pid}/cmdline").read_bytes().decode()
+    out, err = fetcher.communicate(timeout=60)
+    assert fetcher.returncode == 0, err
+    assert "fetched" in out
+    assert token not in command_line + out + err
+
+
+# -- plain URLs ------------------------------------------------------------------------------
+
+
+def _url(hub, name: str, dest: Path, **fields):
+    return [{"url": f"{hub['url']}/files/{name}", "dest": str(dest), **fields}]
+
+
+def test_a_url_with_a_sha256_is_checked_and_one_without_is_stamped_with_its_own(hub, tmp_path):
+    name = "sandbox_upscaler.pth"
+    served = _sha(_served(hub, plain_key(name)))
+    checked, unchecked = tmp_path / "checked.pth", tmp_path / "unchecked.pth"
+    _fetch(hub, _url(hub, name, checked, sha256=served.upper()))
+    _fetch(hub, _url(hub, name, unchecked))
+    for dest in (checked, unchecked):
+        assert json.loads(Path(stamp_path(str(dest))).read_text())["sha256"] == served
+    with pytest.raises(FetchError, match="does not match the expected " + "0" * 64):
+        _fetch(hub, _url(hub, name, tmp_path / "wrong.pth", sha256="0" * 64), backoff=_tries(2))
+    assert not (tmp_path / "wrong.pth").exists()
+    with pytest.raises(FetchError, match=r"HTTP 404 from http://127\.0\.0\.1:\d+/files/gone"):
+        _fetch(hub, _url(hub, "gone", tmp_path / "gone"))
+
+
+# -- several connections per file -------------------------------------------------------------
+
+
+def _ranges_served(hub, name: str) -> list[tuple[int, int]]:
+    """(first, last) byte of every ranged GET of ``name``, but the 1-byte probe."""
+    found = []
+    for entry in _gets(hub, name):
+        first, _, last = (entry["range"] or "").removeprefix("bytes=").partition("-")
+        if first and last and (int(first), int(last)) != (0, 0):
+            found.append((int(first), int(last)))
+    return found
+
+
+def test_a_large_file_comes_over_several_connections_byte_exact(hub, tmp_path):
+    dest = tmp_path / RANGED
+    _fetch(hub, _url(hub, RANGED, dest), connections=16)
+    assert _sha(dest) == _sha(_served(hub, plain_key(RANGED)))
+    ranges = sorted(_ranges_served(hub, RANGED))
+    assert len(ranges) == RANGED_SIZE // (20 * 2**20)  # 8: one per 20 MiB
+    assert ranges[0][0] == 0 and ranges[-1][1] == RANGED_SIZE - 1
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(ranges))  # no gap or overlap
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_a_killed_ranged_fetch_resumes_moving_only_the_missing_bytes(hub, tmp_path):
+    manifest_file = tmp_path / "manifest.json"
+    dest = tmp_path / "models" / RANGED
+    manifest_file.write_text(json.dumps(_url(hub, RANGED, dest)))
+    record = dest.with_name(RANGED + ".partial.ranges")
+    # 8 connections at 4 MiB/s each: the 160 MiB take ~5 s; killed after about half.
+    _post(hub, "/_control/faults", {"throttle_bps": 4 * 2**20})
+    first = _cli_fetch(hub, manifest_file)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        kept = json.loads(record.read_text()) if record.exists() else None
+        if kept and sum(e - n for _, n, e in kept["ranges"]) < RANGED_SIZE // 2:
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    missing = sum(end - next_ for _, next_, end in json.loads(record.read_text())["ranges"])
+    assert 0 < missing < RANGED_SIZE * 0.6
+    _post(hub, "/_control/faults", {})
+    _post(hub, "/_control/log/clear", {})
+    second = _cli_fetch(hub, manifest_file)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    moved = sum(last - first + 1 for first, last in _ranges_served(hub, RANGED))
+    assert moved == missing
+    assert _sha(dest) == _sha(_served(hub, plain_key(RANGED)))
+    assert not record.exists()
+
+
+def test_a_connection_reset_mid_range_is_retried_from_where_it_stopped(hub, tmp_path):
+    dest = tmp_path / RANGED
+    _post(hub, "/_control/faults", {"reset_after": 5 * 2**20, "resets": 1})
+    _fetch(hub, _url(hub, RANGED, dest))
+    assert _sha(dest) == _sha(_served(hub, plain_key(RANGED)))
+    ranges = _ranges_served(hub, RANGED)
+    starts = {first for first, _ in ranges}
+    # 8 ranges, and one again from 5 MiB into the range the reset cut.
+    assert len(ranges) == 9
+    assert any(first + 5 * 2**20 in starts for first in starts)

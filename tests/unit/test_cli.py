@@ -99,12 +99,17 @@ def run_fetch(manifest: Path) -> subprocess.CompletedProcess[str]:
     [
         ("", "cannot read it as JSON"),
         ('{"repo": "a"}', "expected a JSON list of files"),
-        ('["x"]', "entry 0: expected an object with repo, path and dest"),
-        ('[{"repo": "a", "dest": "/m/x"}]', "entry 0: 'path' is missing or not a string"),
+        ('["x"]', "entry 0: expected an object with dest and a source"),
+        (
+            '[{"repo": "a", "dest": "/m/x"}]',
+            "entry 0: a Hugging Face file needs both repo and path",
+        ),
+        ('[{"civitai": 5, "url": "https://a/b", "dest": "/m/x"}]', "found civitai and url"),
+        ('[{"repo": "a", "path": "x"}]', "entry 0: dest: Field required"),
         ('[{"repo": "a", "path": "x", "dest": "m/x"}]', "'dest' must be an absolute path"),
         (
-            '[{"repo": "a", "path": "x", "dest": "/m/x", "bytes": "12"}]',
-            "'bytes' must be an integer",
+            '[{"repo": "a", "path": "x", "dest": "/m/x", "bytes": "twelve"}]',
+            "entry 0: bytes: Input should be a valid integer",
         ),
     ],
 )

@@ -250,7 +250,7 @@ def test_missing_unstamped_stamped_changed_and_garbled_files(tmp_path):
     for path in (unstamped, stamped, changed, garbled):
         with open(path, "wb") as out:
             out.write(b"x" * 10)
-    stamps.write_stamp(stamped, "f" * 64)
+    stamps.write_stamp(stamped, "f" * 64, "civitai:5:")
     stamps.write_stamp(changed, "e" * 64)
     with open(changed, "ab") as out:
         out.write(b"more")
@@ -259,11 +259,22 @@ def test_missing_unstamped_stamped_changed_and_garbled_files(tmp_path):
         out.write('{"size": 10, "mt')  # cut short, as by a full disk
     dests = [missing, unstamped, stamped, changed, garbled]
     statuses = {s["dest"]: s for s in run_models(dests)}
-    assert statuses[missing] == {"dest": missing, "size": None, "sha256": None}
+    assert statuses[missing] == {"dest": missing, "size": None, "sha256": None, "source": None}
     assert statuses[unstamped]["sha256"] is None
-    assert statuses[stamped] == {"dest": stamped, "size": 10, "sha256": "f" * 64}
-    assert statuses[changed] == {"dest": changed, "size": 14, "sha256": None}
-    assert statuses[garbled] == {"dest": garbled, "size": 10, "sha256": None}
+    assert statuses[stamped] == {
+        "dest": stamped,
+        "size": 10,
+        "sha256": "f" * 64,
+        "source": "civitai:5:",
+    }
+    assert statuses[changed] == {"dest": changed, "size": 14, "sha256": None, "source": None}
+    assert statuses[garbled] == {"dest": garbled, "size": 10, "sha256": None, "source": None}
+    # A file from another source is not the one wanted; a stamp from before sources were
+    # recorded is judged by size and sha256 alone.
+    assert stamps.is_current(statuses[stamped], 10, None, "civitai:5:")
+    assert not stamps.is_current(statuses[stamped], 10, None, "civitai:6:")
+    legacy = {**statuses[stamped], "source": None}
+    assert stamps.is_current(legacy, 10, "f" * 64, "civitai:6:")
     # The deploy judges what the probe read as the fetcher judges the file on the pod.
     assert statuses == {dest: stamps.file_status(dest) for dest in dests}
     assert stamps.is_current(statuses[stamped], 10, "f" * 64)
@@ -301,7 +312,9 @@ def test_the_pods_python_path_and_site_cannot_reach_the_probe(tmp_path, monkeypa
     monkeypatch.setenv("PYTHONPATH", str(shadow))
     dest = tmp_path / "model.safetensors"
     dest.write_bytes(b"x" * 10)
-    assert run_models([str(dest)]) == [{"dest": str(dest), "size": 10, "sha256": None}]
+    assert run_models([str(dest)]) == [
+        {"dest": str(dest), "size": 10, "sha256": None, "source": None}
+    ]
 
 
 def test_a_damaged_stamp_counts_as_none_and_the_deploy_says_so(caplog):
@@ -321,4 +334,4 @@ def test_a_damaged_stamp_counts_as_none_and_the_deploy_says_so(caplog):
     assert caplog.text.count(f"{path} is damaged (not a JSON object): redoing it") == 2
     # Model stamps follow the same policy: the file is hashed again.
     read = {"dest": "/m", "size": 3, "mtime_ns": 1, "stamp": '{"size": 3, "mtime_ns": 1, "sha'}
-    assert stamps.status_of(read) == {"dest": "/m", "size": 3, "sha256": None}
+    assert stamps.status_of(read) == {"dest": "/m", "size": 3, "sha256": None, "source": None}
