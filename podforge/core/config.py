@@ -282,7 +282,9 @@ def _one_line(error: ValidationError, values: Mapping[str, Any], source: Mapping
     first = error.errors()[0]
     loc = first["loc"]
     field = str(loc[0]) if loc else "settings"
-    where = source.get(field, field)
+    # "custom_models[0].url (host data)=...": the item, then where the value came from.
+    where, _, origin = source.get(field, field).partition(" (")
+    note = f" ({origin}" if origin else ""
     if field in SECRET_FIELDS:
         shown = "<hidden>"
     elif len(loc) > 1:
@@ -295,7 +297,7 @@ def _one_line(error: ValidationError, values: Mapping[str, Any], source: Mapping
             shown = repr(value.split("?", 1)[0])
     else:
         shown = repr(values.get(field, first.get("input")))
-    return f"{where}={shown} is not accepted: {_accepts(field, first)}"
+    return f"{where}{note}={shown} is not accepted: {_accepts(field, first)}"
 
 
 def _bounds(field: str) -> tuple[Any, Any]:

@@ -179,6 +179,12 @@ def build_plan(
 
     stack = _stack(settings)
     models = [] if settings.phase == "image" else _models(settings, variants)
+    warnings += [
+        f"custom_models: {m.label} has no sha256: checked by size only, then stamped with "
+        "the sha256 its download computed (unverified; add sha256 to verify it)"
+        for m in models
+        if m.kind == "url" and m.sha256 is None
+    ]
     total = sum(m.planned_bytes for m in models)
     stack_bytes = STACK_PROFILES[stack].approx_bytes
     return Plan(

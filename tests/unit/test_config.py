@@ -145,3 +145,43 @@ def test_settings_as_environment_read_back_the_same():
     assert load_settings({}, environment) == load_settings(values, {})
     with pytest.raises(SettingsError, match="gpu_vram is not a setting"):
         as_environment({"gpu_vram": 16})
+
+
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        (
+            {"dest": "loras/a"},
+            r"custom_models\[0\] \(host data\)=\{...\} is not accepted: name one source",
+        ),
+        (
+            {"civitai": 5, "url": "https://a.example/x", "dest": "a"},
+            "name one source: .* \\(found civitai and url\\)",
+        ),
+        ({"repo": "me/loras", "dest": "a"}, "needs both repo and path"),
+        ({"file": "a.zip", "url": "https://a.example/x", "dest": "a"}, "set civitai too"),
+        (
+            {"civitai": 0, "dest": "a"},
+            r"custom_models\[0\]\.civitai \(host data\)=0 is not accepted",
+        ),
+        (
+            {"url": "http://models.example/a?token=s3cret", "dest": "a"},
+            r"custom_models\[0\]\.url \(host data\)='http://models.example/a' is not accepted: "
+            r"expected "
+            r"an https:// URL",
+        ),
+        ({"url": "https://a.example/x", "sha256": "abc", "dest": "a"}, "64 hexadecimal"),
+    ],
+)
+def test_a_bad_model_source_is_named_by_entry_and_field_without_its_secrets(entry, says):
+    with pytest.raises(SettingsError, match=says) as raised:
+        load_settings({"custom_models": [entry]}, {})
+    assert "s3cret" not in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_custom_models_from_the_environment_name_each_source():
+    value = '[{"civitai": 12, "file": "b.zip", "dest": "loras/b.zip"}]'
+    settings = load_settings({}, {"CUSTOM_MODELS": value})
+    (model,) = settings.custom_models
+    assert (model.kind, model.label) == ("civitai", "CivitAI model version 12, b.zip")

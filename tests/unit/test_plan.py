@@ -236,6 +236,24 @@ def test_custom_models_join_the_manifest():
     assert (model.feature, model.repo, model.bytes) == ("custom", "me/loras", 123)
 
 
+def test_civitai_and_url_models_join_the_manifest_and_an_unverified_url_is_warned_of():
+    lora = {"civitai": 1234567, "dest": "loras/style.safetensors"}
+    checked = {"url": "https://example.com/a.pth?sig=s3cret", "sha256": "A" * 64, "dest": "x/a"}
+    unchecked = {"url": "https://example.com/b.pth?token=s3cret", "dest": "x/b"}
+    plan = plan_for(24564, custom_models=[lora, checked, unchecked])
+    by_dest = {
+        model.dest.rsplit("/", 2)[-2] + "/" + model.dest.rsplit("/", 1)[-1]: model
+        for model in plan.models
+    }
+    assert by_dest["loras/style.safetensors"].source_id == "civitai:1234567:"
+    assert by_dest["x/a"].sha256 == "a" * 64
+    warned = [w for w in plan.warnings if "has no sha256" in w]
+    assert warned == [
+        "custom_models: https://example.com/b.pth has no sha256: checked by size only, then "
+        "stamped with the sha256 its download computed (unverified; add sha256 to verify it)"
+    ]
+
+
 @pytest.fixture(scope="module")
 def comfyui_parser():
     """ComfyUI's own argument parser (comfy/cli_args.py at the pin: standard library only)."""
