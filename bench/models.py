@@ -5,7 +5,10 @@
 (a) aggregate throughput of the fetcher vs curl on the same files (ratio, target >= 0.9),
 (b) bytes transferred after killing the fetcher at ~50 % of a large file (target <= 0.55),
 (c) wall time and remote command count of a no-op deploy with 5 vs 50 model files
-    (target: equal command counts), against sandbox pods.
+    (target: equal command counts), against sandbox pods,
+(d) one 1 GiB file at a plain URL, every connection capped (20 MiB/s, a CDN's per-connection
+    limit): the fetcher's 16 connections against ``aria2c -x16 -s16`` (Debian's aria2) and
+    one curl stream (target >= 0.9x aria2c).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from bench.counting import counted_commands
 from podforge.core.catalog import CATALOG
 from sandbox import control
+from sandbox.hub import plain_key
 
 REPO = Path(__file__).resolve().parent.parent
 MIB = 2**20
@@ -109,29 +113,85 @@ def resume(base: Path, size_mib: int) -> None:
         manifest_file.write_text(
             json.dumps([{"repo": entry.repo, "path": entry.path, "dest": str(dest)}])
         )
-        partial = dest.with_name(dest.name + ".partial")
-        _post(hub["url"] + "/_control/faults", {"throttle_bps": 200 * MIB})
+        record = dest.with_name(dest.name + ".partial.ranges")
+        # 16 connections at 16 MiB/s each: slow enough to stop near the middle.
+        _post(hub["url"] + "/_control/faults", {"throttle_bps": 16 * MIB})
         env = dict(os.environ, HF_ENDPOINT=hub["url"], PYTHONPATH=str(REPO))
         argv = [sys.executable, "-m", "podforge", "fetch", str(manifest_file)]
         first = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
-        while not partial.exists() or partial.stat().st_size < size // 2:
+        while _missing(record, size) > size // 2:
             time.sleep(0.01)
         first.send_signal(signal.SIGKILL)
         first.wait()
+        kept = size - _missing(record, size)
         _post(hub["url"] + "/_control/faults", {})
         _post(hub["url"] + "/_control/log/clear", {})
         subprocess.run(
             argv, env=env, check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
         )
         log = json.load(urllib.request.urlopen(hub["url"] + "/_control/log"))
-        start = next(int(e["range"][6:-1]) for e in log if e["method"] == "GET" and e["range"])
-        moved = size - start
+        moved = sum(e.get("sent", 0) for e in log if e["method"] == "GET")
         print(
-            f"(b) killed at {start / size:.0%} of {size_mib} MiB; re-run transferred "
-            f"{moved / MIB:.0f} MiB -> {moved / size:.2f} of the file (target <= 0.55)"
+            f"(b) killed with {kept / size:.0%} of {size_mib} MiB written (16 connections); "
+            f"the re-run transferred {moved / MIB:.0f} MiB -> {moved / size:.2f} of the file "
+            "(target <= 0.55)"
         )
     finally:
         control.stop_process(hub["pid"])
+
+
+def _missing(record: Path, size: int) -> int:
+    """Bytes a ranged download's record says are still missing (all, before it exists)."""
+    try:
+        return sum(end - next_ for _, next_, end in json.loads(record.read_text())["ranges"])
+    except (FileNotFoundError, ValueError):
+        return size
+
+
+def connections(base: Path, size_mib: int, cap_mib: int, rounds: int = 3) -> None:
+    """One file over many capped connections: podforge vs aria2c -x16 -s16 vs curl."""
+    if shutil.which("aria2c") is None:
+        raise SystemExit("bench.models (d) needs aria2c: apt-get install aria2 (bin/setup does)")
+    name = "sandbox_big.bin"
+    size = size_mib * MIB
+    (base / "logs").mkdir(parents=True)
+    hub = control.start_hub(base, base / "logs", 64 * 1024, {plain_key(name): size}, None, [])
+    url = f"{hub['url']}/files/{name}"
+    out = base / "out"
+    manifest_file = base / "manifest.json"
+    manifest_file.write_text(json.dumps([{"url": url, "dest": str(out / name)}]))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    commands = {
+        "podforge": [sys.executable, "-m", "podforge", "fetch", str(manifest_file)],
+        "aria2c": [
+            *("aria2c", "-x16", "-s16", "-d", str(out), "-o", f"aria2-{name}"),
+            *("--console-log-level=warn", "--summary-interval=0", "--allow-overwrite=true"),
+            url,
+        ],
+        "curl": ["curl", "-sSf", "-o", str(out / f"curl-{name}"), url],
+    }
+    seconds: dict[str, list[float]] = {tool: [] for tool in commands}
+    try:
+        _post(hub["url"] + "/_control/faults", {"throttle_bps": cap_mib * MIB})
+        for round_ in range(rounds):
+            for tool, argv in commands.items():
+                if tool == "curl" and round_:
+                    continue  # one stream at the cap: its time is size / cap, once is enough
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir()
+                os.sync()
+                began = time.monotonic()
+                subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+                seconds[tool].append(time.monotonic() - began)
+    finally:
+        control.stop_process(hub["pid"])
+    median = {tool: statistics.median(times) for tool, times in seconds.items()}
+    print(
+        f"(d) {size_mib} MiB at one URL, {cap_mib} MiB/s per connection, median of {rounds}: "
+        + ", ".join(f"{tool} {size_mib / s:.0f} MiB/s ({s:.1f} s)" for tool, s in median.items())
+        + f" -> podforge {median['aria2c'] / median['podforge']:.2f}x aria2c (target >= 0.9), "
+        f"{median['curl'] / median['podforge']:.1f}x curl; podforge also checked its sha256"
+    )
 
 
 def noop_deploy(base: Path) -> None:
@@ -170,10 +230,16 @@ def main() -> None:
     parser.add_argument("--total-mib", type=int, default=1024)
     parser.add_argument("--resume-mib", type=int, default=512)
     parser.add_argument("--skip-noop", action="store_true")
+    parser.add_argument("--connections-mib", type=int, default=1024)
+    parser.add_argument("--cap-mib", type=int, default=20, help="per-connection cap for (d)")
+    parser.add_argument("--only-connections", action="store_true", help="run (d) alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(
         dir=REPO / ".sandbox" if (REPO / ".sandbox").exists() else None
     ) as tmp:
+        connections(Path(tmp) / "d", args.connections_mib, args.cap_mib)
+        if args.only_connections:
+            return
         throughput(Path(tmp) / "a", args.total_mib)
         throughput(Path(tmp) / "a2", args.total_mib, throttle_mib=100)
         resume(Path(tmp) / "b", args.resume_mib)

@@ -249,17 +249,17 @@ class Handler(BaseHTTPRequestHandler):
         self._json(status, {"error": message}, headers)
 
     def _record(self) -> None:
+        """The request into the log; ``_body`` adds the body bytes it sent ("sent")."""
         hub = self.server.hub
+        self.entry: dict[str, Any] = {
+            "method": self.command,
+            "path": re.sub(r"sig=[^&]*", "sig=<redacted>", self.path),
+            "range": self.headers.get("Range"),
+            "authorization": "Authorization" in self.headers,
+            "time": time.time(),
+        }
         with hub.lock:
-            hub.log.append(
-                {
-                    "method": self.command,
-                    "path": re.sub(r"sig=[^&]*", "sig=<redacted>", self.path),
-                    "range": self.headers.get("Range"),
-                    "authorization": "Authorization" in self.headers,
-                    "time": time.time(),
-                }
-            )
+            hub.log.append(self.entry)
 
     def _authorised(self, repo: Repo) -> bool:
         if not repo.gated:
@@ -571,7 +571,7 @@ class Handler(BaseHTTPRequestHandler):
             if plain:
                 # Zero-copy like a CDN's, so the hub's CPU does not weigh on its clients.
                 self.wfile.flush()
-                self.connection.sendfile(source, start, length)
+                self.entry["sent"] = self.connection.sendfile(source, start, length)
                 return
             source.seek(start)
             # Throttled, a piece is ~1/10 s worth, so even a small file arrives at the rate.
@@ -586,6 +586,7 @@ class Handler(BaseHTTPRequestHandler):
                     piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
                 self.wfile.write(piece)
                 sent += len(piece)
+                self.entry["sent"] = sent
                 if cut is not None and sent >= cut:
                     self.close_connection = True
                     self.wfile.flush()

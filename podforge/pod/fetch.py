@@ -290,7 +290,8 @@ class Download:
         return accepted
 
     def in_ranges(self, connections: int) -> str:
-        """Ranges over ``connections`` connections, each written at its offset."""
+        """Pieces over ``connections`` connections, each written at its offset; the sha256
+        follows the written prefix meanwhile, so little is left to hash at the end."""
         size = self.remote.size
         written = 0
         if not self.record.exists():
@@ -298,15 +299,14 @@ class Download:
             if written >= size:
                 self.partial.unlink(missing_ok=True)
                 written = 0
-        ranges = Ranges.resume_or_split(
-            self.record, size, self.wanted.source_id, connections, written
-        )
+        ranges = Ranges.resume_or_split(self.record, size, self.wanted.source_id, written)
         with open(self.partial, "r+b" if self.partial.exists() else "w+b") as out:
             out.truncate(size)
             done = size - ranges.missing
             self.progress.advance(self.name, done, size, done)
             stopping = threading.Event()
             failures: list[BaseException] = []
+            digest = hashlib.sha256()
 
             def connection() -> None:
                 while not stopping.is_set() and (part := ranges.take()) is not None:
@@ -327,11 +327,24 @@ class Download:
                     finally:
                         ranges.release(part)
 
+            def follow() -> None:
+                hashed = 0
+                while hashed < size and not stopping.is_set():
+                    ready = ranges.wait_past(hashed, timeout=1.0)
+                    while hashed < ready:
+                        block = os.pread(out.fileno(), min(4 * CHUNK, ready - hashed), hashed)
+                        digest.update(block)
+                        hashed += len(block)
+
             threads = [threading.Thread(target=connection) for _ in range(connections)]
-            for thread in threads:
+            hasher = threading.Thread(target=follow)
+            for thread in [*threads, hasher]:
                 thread.start()
             for thread in threads:
                 thread.join()
+            if failures or ranges.missing:
+                stopping.set()
+            hasher.join()
         ranges.save()
         if failures:
             if isinstance(failures[0], GaveUp):
@@ -341,9 +354,8 @@ class Download:
             raise failures[0]
         if ranges.missing:
             raise Retryable(f"{ranges.missing} bytes were left unwritten")
-        digest = _sha256_of(self.partial)
         self.record.unlink()
-        return digest
+        return digest.hexdigest()
 
     def _fetch_range(self, fd: int, ranges: Ranges, part: Range, stopping: threading.Event) -> None:
         """Fetch what is left of ``part``; it may shrink meanwhile (another connection took

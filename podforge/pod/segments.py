@@ -2,9 +2,14 @@
 how far each got, and the record of it beside the partial file, so a killed download
 resumes fetching only the bytes no range has written.
 
+The file is cut in pieces of ``MIN_SPLIT`` that connections take in order, so the written
+prefix grows steadily and its sha256 is computed during the download; when no piece is
+left, a connection takes the far half of the largest piece still in progress (as aria2c
+does), so no connection idles at the end while one finishes a long piece alone.
+
 The record (``<partial>.ranges``, JSON) is rewritten at most every ``SAVE_EVERY_S`` and when
 the download stops; it may lag the file, never lead it (bytes are written before they are
-counted), so a resume at worst fetches again the last second's bytes of each range.
+counted), so a resume at worst fetches again the last second's bytes of each connection.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MIB = 1 << 20
-# Like aria2c's --min-split-size: no range is cut below this (a new connection's setup and
-# slow start cost more than they bring on a small piece).
+# Like aria2c's --min-split-size: a piece (and a file's share per connection) is at least
+# this, since a new request's setup and slow start cost more than a small piece brings.
 MIN_SPLIT = 20 * MIB
+# A piece in progress is halved for an idle connection only while both halves keep this.
+MIN_STEAL = 2 * MIB
 SAVE_EVERY_S = 1.0
 
 
@@ -41,24 +48,23 @@ class Range:
 
 
 class Ranges:
-    """The ranges of one file; thread-safe. Connections ``take`` a range, ``wrote`` what
-    they wrote, and stop once ``wrote`` says the range is done (it may shrink meanwhile:
-    a connection with nothing left takes the far half of the largest range in progress)."""
+    """The ranges of one file, thread-safe. Connections ``take`` a range and count what they
+    ``wrote``; ``allowed`` says how much of what they read is still theirs (a range shrinks
+    when another connection takes its far half). ``first_missing`` is where the written
+    prefix ends."""
 
     def __init__(self, record: Path, size: int, source_id: str, ranges: list[Range]) -> None:
         self.record = record
         self.size = size
-        self.source_id = source_id  # the record is only resumed for the same source
+        self.source_id = source_id  # a record is resumed for the same source alone
         self.ranges = ranges
-        self.lock = threading.Lock()
+        self.changed = threading.Condition()
         self.saved_at = 0.0
 
     @classmethod
-    def resume_or_split(
-        cls, record: Path, size: int, source_id: str, connections: int, written: int = 0
-    ) -> Ranges:
-        """The ranges the record kept for this file, or ``[written, size)`` cut in
-        ``connections`` (``written``: a single-stream partial's length, all of it good)."""
+    def resume_or_split(cls, record: Path, size: int, source_id: str, written: int = 0) -> Ranges:
+        """The ranges the record kept for this file, or ``[written, size)`` cut in pieces
+        (``written``: the length of a one-stream partial, all of it good)."""
         try:
             kept = json.loads(record.read_text())
         except (FileNotFoundError, ValueError):
@@ -66,9 +72,9 @@ class Ranges:
         if isinstance(kept, dict) and kept.get("size") == size and kept.get("source") == source_id:
             ranges = [Range(*map(int, triple)) for triple in kept["ranges"]]
         else:
-            step = max(1, -(-(size - written) // connections))
             ranges = [
-                Range(start, start, min(start + step, size)) for start in range(written, size, step)
+                Range(start, start, min(start + MIN_SPLIT, size))
+                for start in range(written, size, MIN_SPLIT)
             ]
         found = cls(record, size, source_id, ranges)
         found.save()
@@ -76,19 +82,25 @@ class Ranges:
 
     @property
     def missing(self) -> int:
-        with self.lock:
+        with self.changed:
             return sum(r.left for r in self.ranges)
 
+    def first_missing(self) -> int:
+        """Every byte below this is written (every byte belongs to exactly one range)."""
+        with self.changed:
+            return min((r.next for r in self.ranges if r.left > 0), default=self.size)
+
     def take(self) -> Range | None:
-        """A range no connection fetches, or the far half of the largest one in progress;
-        None when every byte is written or taken."""
-        with self.lock:
+        """The first range no connection fetches, or the far half of the largest one in
+        progress; None when every byte is written or in hand."""
+        with self.changed:
             free = [r for r in self.ranges if not r.taken and r.left > 0]
             if free:
-                free[0].taken = True
-                return free[0]
+                chosen = min(free, key=lambda r: r.next)
+                chosen.taken = True
+                return chosen
             largest = max(self.ranges, key=lambda r: r.left, default=None)
-            if largest is None or largest.left < 2 * MIN_SPLIT:
+            if largest is None or largest.left < 2 * MIN_STEAL:
                 return None
             middle = largest.next + largest.left // 2
             half = Range(middle, middle, largest.end, taken=True)
@@ -98,28 +110,41 @@ class Ranges:
 
     def allowed(self, part: Range, count: int) -> int:
         """Of ``count`` bytes read for ``part``, how many are still its own to write."""
-        with self.lock:
+        with self.changed:
             return max(0, min(count, part.end - part.next))
 
     def wrote(self, part: Range, count: int) -> bool:
         """Count ``count`` bytes written at ``part.next``; True while the range has more."""
-        with self.lock:
+        with self.changed:
             part.next += count
             more = part.next < part.end
             if not more:
                 part.taken = False
+            self.changed.notify_all()
         if time.monotonic() - self.saved_at >= SAVE_EVERY_S:
             self.save()
         return more
 
     def release(self, part: Range) -> None:
         """The connection gave ``part`` up (to retry it, or because the fetch stops)."""
-        with self.lock:
+        with self.changed:
             part.taken = False
+            self.changed.notify_all()
         self.save()
 
+    def wait_past(self, offset: int, timeout: float) -> int:
+        """Wait until the written prefix ends beyond ``offset`` (or ``timeout``); its end."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: (
+                    min((r.next for r in self.ranges if r.left > 0), default=self.size) > offset
+                ),
+                timeout,
+            )
+        return self.first_missing()
+
     def save(self) -> None:
-        with self.lock:
+        with self.changed:
             kept = {
                 "size": self.size,
                 "source": self.source_id,
