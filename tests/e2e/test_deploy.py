@@ -102,6 +102,36 @@ def test_the_fetch_reports_each_file_it_fetched(first_run, sandbox, capfd):
     )
 
 
+def test_a_civitai_lora_and_a_url_model_are_fetched_once_and_the_token_stays_private(
+    first_run, sandbox, capfd
+):
+    token = sandbox["hub"]["civitai_token"]
+    models = [
+        {"civitai": 1001, "dest": "loras/sandbox_style_lora.safetensors"},
+        {"url": f"{sandbox['hub']['url']}/files/sandbox_upscaler.pth", "dest": "upscale/x.pth"},
+    ]
+    results = converge(data={"custom_models": models})
+    for result in results.values():
+        assert not result.failed
+        assert "Models | Fetch 2 missing model files" in result.changed
+    again = converge(data={"custom_models": models})
+    assert all(not r.failed and not r.changed for r in again.values())
+    for pod in sandbox["pods"]:
+        stamp = pod_shell(
+            sandbox,
+            pod,
+            "cat /workspace/ComfyUI/models/loras/.podforge-verified/"
+            "sandbox_style_lora.safetensors.json",
+        )
+        assert '"source": "civitai:1001:"' in stamp
+        path = "/opt/podforge/secrets/civitai_token"
+        assert pod_shell(sandbox, pod, f"stat -c '%a' {path}") == "600"
+    captured = capfd.readouterr()
+    assert token not in captured.out + captured.err
+    assert "has no sha256: checked by size only" in captured.err  # the plan's warning
+    assert all(not r.failed for r in converge().values())
+
+
 def test_a_failed_fetch_names_the_file_and_fails_the_pod(first_run, sandbox, capfd):
     missing = {"repo": "yzd-v/DWPose", "path": "no-such-file.onnx", "dest": "custom/none.onnx"}
     results = converge(data={"custom_models": [missing]})
@@ -121,9 +151,10 @@ def test_the_hf_token_lands_private_and_is_never_printed(first_run, sandbox, cap
     results = converge(data={"hf_token": secret})
     assert all(not r.failed for r in results.values())
     for pod in sandbox["pods"]:
-        modes = pod_shell(sandbox, pod, "stat -c '%a %U' /opt/podforge /opt/podforge/hf_token")
+        secrets = "/opt/podforge/secrets"
+        modes = pod_shell(sandbox, pod, f"stat -c '%a %U' {secrets} {secrets}/hf_token")
         assert modes.split() == ["700", "root", "600", "root"]
-        assert pod_shell(sandbox, pod, "cat /opt/podforge/hf_token") == secret
+        assert pod_shell(sandbox, pod, f"cat {secrets}/hf_token") == secret
     captured = capfd.readouterr()
     assert secret not in captured.out + captured.err
     # Back to the plain recipe (no token), so the pods are as the tests after this one expect.
