@@ -115,6 +115,7 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
 def write_inputs(directory: Path, inputs: StackInputs) -> None:
     """The inputs file and the modules that install it; nothing else (the layer's cache key)."""
     tools = directory / "tools" / "podforge"
+    tools.mkdir(parents=True)
     (directory / INPUTS_FILE).write_text(inputs.model_dump_json(indent=2) + "\n")
     package = Path(__file__).resolve().parents[1]
     for name in STACK_MODULES:
