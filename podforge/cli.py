@@ -115,6 +115,10 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def _workflows(args: argparse.Namespace) -> int:
+    if args.workflows_verb == "plan":  # on the laptop: the settings' pins and models
+        from podforge.build import workflow_files
+
+        return workflow_files.main(args)
     from podforge.pod import workflows
 
     return workflows.main(args)
@@ -128,6 +132,12 @@ def _add_workflows_parser(verbs: argparse._SubParsersAction) -> None:
     check.add_argument("--comfyui-dir", default="/workspace/ComfyUI", help="ComfyUI's checkout")
     check.add_argument("--models-dir", help="the models dir (default: <comfyui-dir>/models)")
     check.set_defaults(run=_workflows)
+    plan = flows_verbs.add_parser(
+        "plan", help="the models and node packs workflows need, and what cannot be resolved"
+    )
+    plan.add_argument("files", nargs="+", help="workflow JSON files or https:// URLs")
+    plan.add_argument("--json", action="store_true", help="as JSON")
+    plan.set_defaults(run=_workflows)
     install = flows_verbs.add_parser("install", help="fit the features' workflows to this pod")
     install.add_argument("--request", required=True, help="the workflows request file")
     install.add_argument("--stamp", required=True, help="where to record what was written")

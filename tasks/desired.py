@@ -21,6 +21,7 @@ from facts.gpu import NvidiaGpus
 from facts.host import PodHost
 from facts.pod import PodState
 from podforge.build.stack import committed_lock
+from podforge.build.workflow_files import WorkflowFile, with_workflows
 from podforge.core.config import Settings, SettingsError, load_settings
 from podforge.core.gpu import GpuReport
 from podforge.core.lock import for_pod, lock_file
@@ -28,7 +29,8 @@ from podforge.core.lock import refresh_command as lock_command
 from podforge.core.plan import Plan, PlanError, build_plan
 from podforge.core.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
 from podforge.core.stacks import STACK_PROFILES
-from podforge.core.workflows import fitted_pattern, installed_workflows
+from podforge.core.workflow_needs import WorkflowError
+from podforge.core.workflows import installed_workflows, user_pattern
 from podforge.pod import stamps
 from podforge.pod.verify import judge
 
@@ -122,9 +124,20 @@ def settings() -> Settings:
             if Path(path).exists():
                 saved.update(json.loads(Path(path).read_text()))
     try:
-        return load_settings({**saved, **data}, os.environ)
+        wanted = load_settings({**saved, **data}, os.environ)
     except SettingsError as error:
         raise DeployError(f"{host.name}: {error}") from None
+    if wanted.phase == "boot" or not wanted.workflows:
+        return wanted  # the saved settings hold what the workflows added
+    try:
+        return with_workflows(wanted)[0]
+    except WorkflowError as error:
+        raise DeployError(f"{host.name}: workflows: {error}") from None
+
+
+def workflow_files(wanted: Settings) -> list[WorkflowFile]:
+    """The workflows the settings name, read once per run (the files are cached)."""
+    return [] if wanted.phase == "boot" else with_workflows(wanted)[1]
 
 
 def pod_host(wanted: Settings) -> HostState:
@@ -182,7 +195,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: HostState) -> Pod:
                 f"{wanted.podforge_dir}/deploy/VERSION",
                 wanted.start_script,
                 f"{wanted.comfyui_dir}/extra_model_paths.yaml",
-                fitted_pattern(wanted.comfyui_dir),
+                user_pattern(wanted.comfyui_dir),  # the fitted ones among them
                 f"{SUPERVISOR_CONF_DIR}/{PREFIX}*.conf",
                 f"{SYSTEMD_UNIT_DIR}/{PREFIX}*.service",
             ],

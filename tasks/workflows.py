@@ -1,10 +1,12 @@
-"""Workflows fitted to this pod: each enabled feature's upstream example, with its model
-widgets naming the files this plan fetched (the variant its GPU chose) and its precision and
-attention widgets set to what the stack runs, in ComfyUI's user workflows directory.
+"""Workflows in ComfyUI's user workflows directory (the UI's Workflows panel):
 
-The example lives in a checkout on the pod, so the pod fits it (`podforge workflows
-install`); the deploy writes the request and compares the stamp the last install left (in
-the pod-state fact): a no-op costs no command.
+- the user's own (setting ``workflows``), as they are: the models and node packs they name
+  joined the settings already (tasks/desired.py); verify checks them;
+- fitted ones: each enabled feature's upstream example, with its model widgets naming the
+  files this plan fetched (the variant its GPU chose) and its precision and attention
+  widgets set to what the stack runs. The example lives in a checkout on the pod, so the pod
+  fits it (`podforge workflows install`); the deploy writes the request and compares the
+  stamp the last install left (in the pod-state fact): a no-op costs no command.
 """
 
 from __future__ import annotations
@@ -22,12 +24,39 @@ from operations import pod_files
 from podforge.core import workflows
 from podforge.core.config import Settings
 from podforge.core.plan import Plan
-from tasks.desired import Pod
+from tasks.desired import Pod, workflow_files
 from tasks.streamed import run_streamed
 
 
 @deploy("Workflows")
 def install(settings: Settings, plan: Plan, pod: Pod) -> None:
+    _users(settings, pod)
+    _fitted(settings, plan, pod)
+
+
+def _users(settings: Settings, pod: Pod) -> None:
+    if settings.phase == "boot":
+        host.noop("the deploy installed the workflows its settings name")
+        return
+    folder = f"{settings.comfyui_dir}/{workflows.USER_WORKFLOWS}"
+    files = workflow_files(settings)
+    for file in files:
+        pod_files.content(
+            name=f"Workflow {file.name}",
+            dest=f"{folder}/{file.name}",
+            text=file.text,
+            digests=pod.files,
+        )
+    # What verify checks besides the fitted ones (their paths; none: an empty list).
+    pod_files.content(
+        name="The workflows verify checks",
+        dest=workflows.user_workflows_list(settings.podforge_dir),
+        text=json.dumps([f"{folder}/{file.name}" for file in files]) + "\n",
+        digests=pod.files,
+    )
+
+
+def _fitted(settings: Settings, plan: Plan, pod: Pod) -> None:
     if settings.phase == "image":
         host.noop("workflows are fitted at boot, once the GPU (so each variant) is known")
         return

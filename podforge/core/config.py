@@ -113,6 +113,11 @@ class Settings(BaseModel):
     # Where flash-attn's release wheels are downloaded from (GitHub, or a mirror of it).
     flash_attn_mirror: str = FLASH_ATTN_MIRROR
 
+    # Workflows to provision for: paths in the repo or https:// URLs of ComfyUI workflow files.
+    # The deploy installs the models and node packs each names (podforge/core/
+    # workflow_needs.py) and the workflow itself into the UI's Workflows panel.
+    workflows: list[str] = Field(default_factory=list)
+
     # Models
     custom_models: list[CustomModel] = Field(default_factory=list)
     hf_endpoint: str = "https://huggingface.co"
@@ -204,7 +209,7 @@ class Settings(BaseModel):
 
 SETTING_NAMES: frozenset[str] = frozenset(Settings.model_fields)
 # Settings that are objects or lists of objects: their environment values are JSON.
-JSON_SETTINGS = frozenset({"comfyui_repo", "custom_nodes", "custom_models"})
+JSON_SETTINGS = frozenset({"comfyui_repo", "custom_nodes", "custom_models", "workflows"})
 
 
 class SettingsError(ValueError):

@@ -43,6 +43,17 @@ class FeatureWorkflow:
             )
 
 
+def user_workflows_list(podforge_dir: str) -> str:
+    """Where the deploy lists the user's workflows it installed (setting ``workflows``)."""
+    return f"{podforge_dir}/user-workflows.json"
+
+
+def user_pattern(comfyui_dir: str) -> str:
+    """Every workflow file in the UI's folder: the deploy asks for the digests of those it
+    installs (the user's own, as they are)."""
+    return f"{comfyui_dir}/{USER_WORKFLOWS}/*{FITTED_SUFFIX}"
+
+
 def fitted_pattern(comfyui_dir: str) -> str:
     """The fitted workflows' files: the deploy asks the pod-state fact for their digests."""
     return f"{comfyui_dir}/{USER_WORKFLOWS}/{FITTED_PREFIX}*{FITTED_SUFFIX}"
@@ -193,21 +204,34 @@ def _nodes(workflow: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
 
 
 def references(workflow: Mapping[str, Any]) -> list[Reference]:
-    """Every model file the workflow's loaders name."""
+    """Every model file the workflow's loaders name: by their model widgets (MODEL_WIDGETS)
+    and by their ``properties.models`` ({name, directory}, as ComfyUI's templates give)."""
     found = []
     for node in _nodes(workflow):
         values = node.get("widgets_values")
-        for widget in MODEL_WIDGETS.get(node.get("type", ""), ()):
-            if isinstance(values, list) and widget.index < len(values):
-                name = values[widget.index]
-                if isinstance(name, str) and name:
+        named = [
+            (widget.folder, values[widget.index], widget.role)
+            for widget in MODEL_WIDGETS.get(node.get("type", ""), ())
+            if isinstance(values, list) and widget.index < len(values)
+        ]
+        named += [
+            (model.get("directory"), model.get("name"), "")
+            for model in (node.get("properties") or {}).get("models") or []
+            if isinstance(model, dict)
+        ]
+        seen = set()
+        for folder, name, role in named:
+            if isinstance(name, str) and name and isinstance(folder, str) and folder:
+                name = name.replace("\\", "/")
+                if (folder, name) not in seen:
+                    seen.add((folder, name))
                     found.append(
                         Reference(
                             node_id=node.get("id", -1),
                             node_type=node["type"],
-                            folder=widget.folder,
-                            name=name.replace("\\", "/"),
-                            role=widget.role,
+                            folder=folder,
+                            name=name,
+                            role=role,
                         )
                     )
     return found

@@ -203,14 +203,19 @@ def _torch_sees(plan: dict[str, Any], venv: Path) -> list[str]:
 def fitted_workflows_problems(
     stamp: Path, comfyui_dir: Path, models_dir: Path, served: set[str]
 ) -> list[str]:
-    """The workflows the stamp says podforge installed, checked against the node types
-    ComfyUI serves and the model files there (their lines printed)."""
+    """The workflows podforge installed (the fitted ones its stamp lists, the user's own
+    the deploy lists beside it), checked against the node types ComfyUI serves and the model
+    files there (their lines printed)."""
+    from podforge.core.workflows import user_workflows_list
     from podforge.pod.workflows import check_workflows
 
     installed = [Path(p) for p in json.loads(stamp.read_text())["files"]] if stamp.exists() else []
+    listed = Path(user_workflows_list(str(stamp.parent)))
+    if listed.exists():
+        installed += [Path(p) for p in json.loads(listed.read_text())]
     if not installed or check_workflows(installed, comfyui_dir, models_dir, served):
         return []
-    return ["workflows: a fitted workflow misses a model file or node type (MISSING above)"]
+    return ["workflows: an installed workflow misses a model file or node type (MISSING above)"]
 
 
 def main(

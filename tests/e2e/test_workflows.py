@@ -120,7 +120,7 @@ def test_a_removed_model_file_fails_the_check_naming_it(deployed, sandbox, pod):
         check=False,
     )
     assert verify.startswith("exit=1")
-    assert "verify: FAILED workflows: a fitted workflow misses a model file" in verify
+    assert "verify: FAILED workflows: an installed workflow misses a model file" in verify
     # The next deploy fetches it back; the check passes again.
     again = deploy(sandbox, pod)
     assert "Models | Fetch 1 missing model files" in again.changed

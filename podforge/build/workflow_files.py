@@ -1,0 +1,131 @@
+"""The workflows a deploy provisions for (setting ``workflows``), read where the deploy is
+driven from: a path in the repo or an https:// URL. Their needs (podforge/core/
+workflow_needs.py) join the settings as ``custom_models`` and ``custom_nodes`` entries, so the
+plan, the stack lock and the checkouts treat them as the user's own."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import posixpath
+import sys
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from podforge.core.catalog import CATALOG
+from podforge.core.config import Settings
+from podforge.core.pins import FEATURE_NODES
+from podforge.core.workflow_needs import (
+    Needs,
+    WorkflowError,
+    additions,
+    as_report,
+    conflicts,
+    summary_lines,
+    workflow_needs,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class WorkflowFile:
+    name: str  # its file name in ComfyUI's user workflows
+    text: str
+    needs: Needs
+
+
+@functools.cache
+def read(where: str, base: Path = REPO) -> str:
+    """A workflow's text: an https:// URL, or a path (relative ones in the repo)."""
+    if where.startswith("https://"):
+        try:
+            with urllib.request.urlopen(where, timeout=30) as response:
+                return response.read().decode()
+        except (OSError, ValueError) as error:
+            raise WorkflowError(f"{_shown(where)}: cannot download it ({error})") from None
+    path = Path(where) if Path(where).is_absolute() else base / where
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise WorkflowError(f"{where}: cannot read it ({error})") from None
+
+
+def _shown(where: str) -> str:
+    parts = urllib.parse.urlsplit(where)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else where
+
+
+def workflow_files(settings: Settings, base: Path = REPO) -> list[WorkflowFile]:
+    """Each of ``settings.workflows`` with what it needs. WorkflowError: a file that is no
+    workflow, a model URL that is none, two files of one name."""
+    known = [*CATALOG, *settings.custom_models]
+    pins = [*settings.custom_nodes, *(n for nodes in FEATURE_NODES.values() for n in nodes)]
+    found: dict[str, WorkflowFile] = {}
+    for where in settings.workflows:
+        label = _shown(where)
+        try:
+            workflow = json.loads(read(where, base))
+        except ValueError as error:
+            raise WorkflowError(f"{label}: not JSON ({error})") from None
+        name = posixpath.basename(urllib.parse.urlsplit(where).path)
+        if name in found:
+            raise WorkflowError(f"{label}: another workflow is named {name} too: rename one")
+        found[name] = WorkflowFile(
+            name, read(where, base), workflow_needs(label, workflow, known, pins)
+        )
+    return list(found.values())
+
+
+def with_workflows(settings: Settings, base: Path = REPO) -> tuple[Settings, list[WorkflowFile]]:
+    """The settings with what the workflows need added, and the workflows. WorkflowError
+    when something cannot be resolved (every such line, joined) or two files clash."""
+    files = workflow_files(settings, base)
+    needs = [file.needs for file in files]
+    problems = [line for n in needs for line in n.unresolved] + conflicts(needs)
+    if problems:
+        raise WorkflowError("; ".join(problems))
+    models, nodes = additions(needs, settings.custom_models, settings.custom_nodes)
+    expanded = Settings.model_validate(
+        {
+            **settings.model_dump(),
+            "custom_models": [*settings.model_dump()["custom_models"], *models],
+            "custom_nodes": [
+                *settings.model_dump()["custom_nodes"],
+                *(n.model_dump() for n in nodes),
+            ],
+        }
+    )
+    return expanded, files
+
+
+def main(args: argparse.Namespace) -> int:
+    """`podforge workflows plan FILE... [--json]`: what the files need, with the settings'
+    pins and models (group_data/all.py and the environment, as a deploy reads them); exit 1
+    when something cannot be resolved."""
+    from podforge.build.stack import group_data
+    from podforge.core.config import SettingsError, load_settings
+
+    try:
+        settings = load_settings({**group_data(), "workflows": args.files}, os.environ)
+        files = workflow_files(settings, Path.cwd())
+    except (SettingsError, WorkflowError) as error:
+        print(f"podforge workflows: {error}", file=sys.stderr)
+        return 1
+    needs = [file.needs for file in files]
+    problems = [line for n in needs for line in n.unresolved] + conflicts(needs)
+    if args.json:
+        print(json.dumps({"workflows": as_report(needs), "conflicts": conflicts(needs)}, indent=2))
+    else:
+        print("\n".join(summary_lines(needs)))
+        for line in conflicts(needs):
+            print(f"CONFLICT {line}")
+        models = sum(len(n.models) for n in needs)
+        packs = sum(len(n.packs) for n in needs)
+        state = f"{len(problems)} to resolve" if problems else "all resolved"
+        print(f"workflows: {len(files)} files, {models} model files, {packs} node packs: {state}")
+    return 1 if problems else 0
