@@ -42,6 +42,7 @@ from typing import Any
 
 from podforge.core.catalog import CATALOG
 from sandbox import xet
+from sandbox.templates import template_models
 
 CHUNK = 1 << 20
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
@@ -83,6 +84,14 @@ CIVITAI_VERSIONS: dict[int, list[tuple[str, str]]] = {
     ],
 }
 CIVITAI_PUBLIC = frozenset({1002})
+
+
+def civitai_versions() -> dict[int, list[tuple[str, str]]]:
+    """The versions above and those the sandbox's templates name (public, one file each)."""
+    named = {version: [(name, "Model")] for version, name in template_models()[1].items()}
+    return {**named, **CIVITAI_VERSIONS}
+
+
 # Files at plain URLs: /files/{name}.
 PLAIN_FILES = ("sandbox_upscaler.pth", "sandbox_big.bin")
 
@@ -118,22 +127,23 @@ def generate_repos(
     ``sizes`` overrides the size of single files by their path in the repo.
     """
     repos: dict[str, Repo] = {}
-    for entry in CATALOG:
+    named = [(str(entry.repo), str(entry.path)) for entry in CATALOG] + template_models()[0]
+    for repo_id, path in named:
         repo = repos.setdefault(
-            entry.repo,
+            repo_id,
             Repo(
-                id=entry.repo,
-                commit=hashlib.sha1(entry.repo.encode()).hexdigest(),
-                gated=entry.repo in gated,
+                id=repo_id,
+                commit=hashlib.sha1(repo_id.encode()).hexdigest(),
+                gated=repo_id in gated,
             ),
         )
-        if entry.path in repo.files:
+        if path in repo.files:
             continue
-        size = (sizes or {}).get(entry.path, file_size)
-        disk = directory / entry.repo / entry.path
+        size = (sizes or {}).get(path, file_size)
+        disk = directory / repo_id / path
         disk.parent.mkdir(parents=True, exist_ok=True)
-        digest = _write_file(disk, f"{entry.repo}/{entry.path}", size)
-        repo.files[entry.path] = RepoFile(entry.path, disk, size, digest)
+        digest = _write_file(disk, f"{repo_id}/{path}", size)
+        repo.files[path] = RepoFile(path, disk, size, digest)
     return repos
 
 
@@ -142,7 +152,7 @@ def generate_extras(
 ) -> dict[str, RepoFile]:
     """The CivitAI versions' and plain URLs' files, by key (civitai_key, plain_key)."""
     files: dict[str, RepoFile] = {}
-    keys = [civitai_key(v, name) for v, named in CIVITAI_VERSIONS.items() for name, _ in named]
+    keys = [civitai_key(v, name) for v, named in civitai_versions().items() for name, _ in named]
     for key in [*keys, *(plain_key(name) for name in PLAIN_FILES)]:
         size = (sizes or {}).get(key, file_size)
         disk = directory / "_extras" / key
@@ -197,6 +207,8 @@ class Hub:
         self.extras = extras or {}
         self.civitai_token = civitai_token
         self.presign = secrets.token_hex(16)  # the CDN's signature in presigned URLs
+        self.civitai_versions = civitai_versions()
+        self.civitai_public = CIVITAI_PUBLIC | (set(self.civitai_versions) - set(CIVITAI_VERSIONS))
         self.faults = Faults()
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -430,7 +442,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- CivitAI ---------------------------------------------------------------------------
     def _civitai_version(self, version: int) -> None:
-        named = CIVITAI_VERSIONS.get(version)
+        named = self.server.hub.civitai_versions.get(version)
         if named is None:
             self._json(404, {"error": f"No model version with id {version}"})
             return
@@ -453,7 +465,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _civitai_download(self, version: int) -> None:
         hub = self.server.hub
-        named = CIVITAI_VERSIONS.get(version)
+        named = hub.civitai_versions.get(version)
         if named is None:
             self._json(404, {"error": f"No model version with id {version}"})
             return
@@ -461,7 +473,9 @@ class Handler(BaseHTTPRequestHandler):
         given = query.get("token", [None])[0] or self.headers.get("Authorization", "").removeprefix(
             "Bearer "
         )
-        if version not in CIVITAI_PUBLIC and (not hub.civitai_token or given != hub.civitai_token):
+        if version not in hub.civitai_public and (
+            not hub.civitai_token or given != hub.civitai_token
+        ):
             self._json(
                 401,
                 {
