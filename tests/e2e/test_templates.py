@@ -40,9 +40,12 @@ def test_templates_come_with_every_model_fetched_verified_and_checked(sandbox, c
             stamp = f"{models}/{model.folder}/.podforge-verified/{model.name}.json"
             recorded = json.loads(pod_shell(sandbox, pod, f"cat {stamp}"))
             assert recorded["source"] == model.source.source_id
-            assert recorded["sha256"] == pod_shell(
-                sandbox, pod, f"sha256sum {models}/{model.dest} | cut -d' ' -f1"
-            ).strip()
+            assert (
+                recorded["sha256"]
+                == pod_shell(
+                    sandbox, pod, f"sha256sum {models}/{model.dest} | cut -d' ' -f1"
+                ).strip()
+            )
         installed = f"{DEFAULTS['comfyui_dir']}/{USER_WORKFLOWS}/{name}"
         assert pod_shell(sandbox, pod, f"cat {installed}") == template_path(name).read_text()
     # Back to the session's recipe (no workflows named).
@@ -52,9 +55,9 @@ def test_templates_come_with_every_model_fetched_verified_and_checked(sandbox, c
 def test_a_workflow_that_needs_an_unpinned_pack_stops_the_pod_before_any_change(sandbox, capfd):
     pod = sandbox["pods"][0]
     animate = str(template_path("video_wan2_2_14B_animate.json"))
-    result = converge_pods(
-        {pod["name"]: {"workflows": [animate]}}, workdir=Path(sandbox["base"])
-    )[pod["address"]]
+    result = converge_pods({pod["name"]: {"workflows": [animate]}}, workdir=Path(sandbox["base"]))[
+        pod["address"]
+    ]
     assert result.failed and result.changed == []
     err = capfd.readouterr().err
     assert (
