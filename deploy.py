@@ -14,6 +14,7 @@ from tasks import (
     desired,
     models,
     preflight,
+    proxy,
     python_stack,
     services,
     system,
@@ -34,6 +35,7 @@ if preflight.passes(settings, plan, pod, lock):
     venv_synced = python_stack.install_environment(settings, plan, pod, lock)
     models.install(settings, plan, pod)
     workflows.install(settings, plan, pod)
-    services.install(settings, plan, pod, lock, venv_synced)
+    login = proxy.install(settings, plan, pod)
+    services.install(settings, plan, pod, lock, venv_synced, login)
     boot.install(settings, plan, pod)
     verify.check(settings, plan, pod)

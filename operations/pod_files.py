@@ -27,12 +27,17 @@ def is_current(digests: dict[str, Any], dest: str, text: str | bytes, mode: str 
 
 @operation()
 def content(
-    dest: str, text: str | bytes, digests: dict[str, Any], mode: str = "644"
+    dest: str,
+    text: str | bytes,
+    digests: dict[str, Any],
+    mode: str = "644",
+    group: str | None = None,
 ) -> Generator[Any, None, None]:
     """
     Write ``text`` to ``dest`` unless the file there already has that content and mode.
 
     + digests: PodState["files"], read once for every file the deploy writes
+    + group: the file's group, when a service reads it under its own (set on writing)
 
     .. code:: python
 
@@ -47,6 +52,8 @@ def content(
     yield FileUploadCommand(
         io.BytesIO(data), dest, remote_temp_filename=host.get_temp_filename(dest)
     )
+    if group is not None:
+        yield StringCommand("chgrp", group, dest)
     yield StringCommand("chmod", mode, dest)
 
 

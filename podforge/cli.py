@@ -153,8 +153,29 @@ def _verify(args: argparse.Namespace) -> int:
         workflows = (args.workflows, args.comfyui_dir, models_dir)
     smoke = str(Path(args.comfyui_dir) / "output") if args.smoke else None
     return verify.main(
-        args.plan, args.venv, args.logs, args.r2sync, args.timeout, args.quick, workflows, smoke
+        args.plan,
+        args.venv,
+        args.logs,
+        args.r2sync,
+        args.timeout,
+        args.quick,
+        workflows,
+        smoke,
+        args.login,
     )
+
+
+def _auth_show(args: argparse.Namespace) -> int:
+    """The login's credentials, on request (the deploy never prints them)."""
+    from podforge.core.auth import Credentials
+
+    try:
+        login = Credentials.parse(Path(args.credentials).read_text())
+    except (OSError, ValueError, KeyError) as error:
+        print(f"podforge auth: cannot read {args.credentials}: {error}", file=sys.stderr)
+        return 1
+    print(f"user: {login.user}\npassword: {login.password}\napi token: {login.token}")
+    return 0
 
 
 def _r2sync(args: argparse.Namespace) -> int:
@@ -226,7 +247,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check.add_argument("--comfyui-dir", default="/workspace/ComfyUI", help="ComfyUI's checkout")
     check.add_argument("--models-dir", help="the models dir (default: <comfyui-dir>/models)")
+    check.add_argument(
+        "--login", metavar="CREDENTIALS", help="check the login in front of each ComfyUI"
+    )
     check.set_defaults(run=_verify)
+    auth = verbs.add_parser("auth", help="the login in front of ComfyUI")
+    auth_verbs = auth.add_subparsers(dest="auth_verb", required=True)
+    show = auth_verbs.add_parser("show", help="print the user, password and API token")
+    show.add_argument(
+        "--credentials",
+        default="/workspace/.podforge/auth/credentials.json",
+        help="the credentials file (default: on the volume at /workspace)",
+    )
+    show.set_defaults(run=_auth_show)
     args = parser.parse_args(argv)
     if args.verb == "r2sync" and not args.test and not args.watch:
         parser.error("r2sync needs at least one --watch DIR (or --test)")

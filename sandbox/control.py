@@ -354,8 +354,10 @@ def pod_hosts(state: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                 "ssh_strict_host_key_checking": "no",
                 "pod_name": pod["name"],
                 "gpu_profile": pod["gpu"],
-                # Pods share this machine's network: each serves on its own address.
+                # Pods share this machine's network: each serves on its own address, nginx
+                # on ComfyUI's port and ComfyUI behind it on its private one (port + 10000).
                 "comfyui_listen": pod["address"],
+                "comfyui_private_listen": pod["address"],
             },
         )
         for pod in state["pods"]

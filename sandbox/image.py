@@ -98,7 +98,9 @@ def run_environment(state: dict[str, Any], pod: dict[str, Any]) -> dict[str, str
     """What a container of the image is started with (RunPod's env, compose's environment)."""
     secrets = {k: v for k, v in sandbox_settings(state).items() if k in SECRET_FIELDS}
     # Pods share this machine's network: each serves on its own address.
-    return as_environment({**secrets, "comfyui_listen": pod["address"]})
+    return as_environment(
+        {**secrets, "comfyui_listen": pod["address"], "comfyui_private_listen": pod["address"]}
+    )
 
 
 def build_volumes(standins: Path) -> list[str]:

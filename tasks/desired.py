@@ -22,6 +22,7 @@ from facts.host import PodHost
 from facts.pod import PodState
 from podforge.build.stack import committed_lock
 from podforge.build.workflow_files import WorkflowFile, with_workflows
+from podforge.core.auth import auth_files
 from podforge.core.config import Settings, SettingsError, load_settings
 from podforge.core.gpu import GpuReport
 from podforge.core.lock import for_pod, lock_file
@@ -196,6 +197,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: HostState) -> Pod:
                 wanted.start_script,
                 f"{wanted.comfyui_dir}/extra_model_paths.yaml",
                 user_pattern(wanted.comfyui_dir),  # the fitted ones among them
+                f"{auth_files(wanted.workspace_dir).directory}/*",
                 f"{SUPERVISOR_CONF_DIR}/{PREFIX}*.conf",
                 f"{SYSTEMD_UNIT_DIR}/{PREFIX}*.service",
             ],
@@ -203,6 +205,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: HostState) -> Pod:
                 *model_dirs(wanted),
                 f"{wanted.comfyui_dir}/output",
                 secrets_dir(wanted),
+                auth_files(wanted.workspace_dir).directory,
                 f"{wanted.workspace_dir}/logs",
             ],
         },

@@ -26,9 +26,17 @@ SUPERVISORD_CONF = "/etc/supervisor/supervisord.conf"
 
 
 @deploy("Services")
-def install(settings: Settings, plan: Plan, pod: Pod, lock: StackLock, venv_synced: bool) -> None:
+def install(
+    settings: Settings,
+    plan: Plan,
+    pod: Pod,
+    lock: StackLock,
+    venv_synced: bool,
+    proxy: str | None,
+) -> None:
     """``venv_synced``: the deploy changed the venv, so ComfyUI restarts (it imported the
-    old one at its start)."""
+    old one at its start); ``proxy``: the digest of nginx's configuration and login (None:
+    no login)."""
     pod_files.content(
         name="The pod's plan",
         dest=f"{settings.podforge_dir}/plan.json",
@@ -70,7 +78,7 @@ def install(settings: Settings, plan: Plan, pod: Pod, lock: StackLock, venv_sync
         lock.text,
         plan.python_stack.flash_attn_wheel,
     )
-    programs = services.programs(settings, plan, env_texts, software)
+    programs = services.programs(settings, plan, env_texts, software, proxy)
     comfyui = [p.name for p in programs if p.name.startswith("comfyui-")] if venv_synced else []
     if pod.host["systemd"]:
         _systemd(settings, pod, programs, env_texts, comfyui)

@@ -8,7 +8,6 @@ from pyinfra.operations import apt
 
 from podforge.core.config import Settings
 from podforge.core.plan import Plan
-from podforge.core.stacks import SYSTEM_PACKAGES
 from tasks.desired import Pod
 
 NVIDIA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -20,7 +19,7 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         # The image or the pod deploy installed them; a boot must not wait on apt.
         host.noop("system packages came with the image or the pod deploy")
         return
-    missing = sorted(set(SYSTEM_PACKAGES) - set(pod.software["debs"]))
+    missing = sorted(set(plan.system_packages) - set(pod.software["debs"]))
     if missing:
         apt.packages(
             name=f"Install system packages ({', '.join(missing)})",
@@ -30,7 +29,7 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         )
     else:
         # pyinfra's apt.packages would read dpkg, the date and apt's stamp twice each.
-        host.noop(f"the {len(SYSTEM_PACKAGES)} system packages are installed")
+        host.noop(f"the {len(plan.system_packages)} system packages are installed")
     if not plan.python_stack.needs_nvcc:
         return
     if pod.software["nvcc"]:

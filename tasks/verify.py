@@ -15,6 +15,7 @@ from pyinfra.context import ctx_host
 from pyinfra.operations import python
 
 from facts.verify import PodServes
+from podforge.core.auth import auth_files
 from podforge.core.config import Settings
 from podforge.core.plan import Plan
 from podforge.core.services import env_paths
@@ -33,6 +34,11 @@ def command(settings: Settings, quick: bool = False) -> str:
             if quick
             else f" --workflows {settings.workflows_stamp} --comfyui-dir {settings.comfyui_dir}"
             f" --models-dir {settings.models_dir} --smoke"
+            + (
+                f" --login {auth_files(settings.workspace_dir).credentials}"
+                if settings.comfyui_auth
+                else ""
+            )
         )
     )
 

@@ -77,7 +77,7 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     """What the stack layer installs; ImageError when the committed lock cannot be used."""
     from podforge.build.stack import committed_lock
     from podforge.core.lock import for_pod, release_wheel, seeds_to_remove, sync_commands, sync_text
-    from podforge.core.stacks import STACK_PROFILES, SYSTEM_PACKAGES, UV
+    from podforge.core.stacks import STACK_PROFILES, UV
 
     text, _, problem = committed_lock(settings, STACK_PROFILES[plan.python_stack.profile])
     if problem:
@@ -92,7 +92,7 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
         beside.append(line)
     sync_file = f"{settings.podforge_dir}/stack-sync.txt"
     return StackInputs(
-        debs=list(SYSTEM_PACKAGES),
+        debs=list(plan.system_packages),
         checkouts=[
             Checkout(dest=dest, url=pin.url, commit=pin.commit)
             for dest, pin in settings.checkouts().items()

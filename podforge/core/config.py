@@ -41,7 +41,16 @@ MemoryMode = Literal["auto", "full", "model_cpu_offload", "sequential_cpu_offloa
 QwenModel = Literal["fp8", "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0"]
 StackProfileName = Literal["auto", "torch25-cu124", "torch27-cu128"]
 
-SECRET_FIELDS = frozenset({"hf_token", "civitai_token", "r2_access_key_id", "r2_secret_access_key"})
+SECRET_FIELDS = frozenset(
+    {
+        "hf_token",
+        "civitai_token",
+        "comfyui_password",
+        "comfyui_api_token",
+        "r2_access_key_id",
+        "r2_secret_access_key",
+    }
+)
 
 
 class CustomModel(ModelSource):
@@ -98,7 +107,18 @@ class Settings(BaseModel):
     # Seconds verify waits for every ComfyUI instance to answer /system_stats.
     verify_timeout: Annotated[int, Field(ge=1, le=3600)] = 120
     comfyui_listen: str = "0.0.0.0"
-    comfyui_port: Annotated[int, Field(ge=1024, le=65000)] = 8188
+    comfyui_port: Annotated[int, Field(ge=1024, le=55000)] = 8188
+    # A login in front of ComfyUI (podforge/core/auth.py): nginx on comfyui_listen and each
+    # instance's port asks for comfyui_user and comfyui_password (basic auth) or the API
+    # token (Authorization: Bearer ...); ComfyUI itself listens on comfyui_private_listen,
+    # port + 10000. Without a password or token set, the first deploy generates strong ones
+    # and keeps them on the volume (`podforge auth show` on the pod prints them). off: ComfyUI
+    # answers anyone who reaches its port (the plan warns).
+    comfyui_auth: bool = True
+    comfyui_user: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")] = "comfy"
+    comfyui_password: SecretStr | None = None
+    comfyui_api_token: SecretStr | None = None
+    comfyui_private_listen: str = "127.0.0.1"
 
     # ComfyUI and custom nodes, each at a pinned commit (podforge/core/pins.py). A node is
     # {name, url, commit}: checked out at <comfyui_dir>/custom_nodes/<name>.

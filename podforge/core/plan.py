@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from podforge.core.auth import private_port
 from podforge.core.catalog import files_for, nearest_quant, published_quants, published_variants
 from podforge.core.comfyui_args import has_vram_mode
 from podforge.core.config import Settings
@@ -21,7 +22,9 @@ from podforge.core.stacks import (
     FLASH_ATTN_RELEASES,
     OPENMMLAB_PACKAGES,
     OPENMMLAB_STACK,
+    PROXY_PACKAGES,
     STACK_PROFILES,
+    SYSTEM_PACKAGES,
     TURBODIFFUSION_MIN_TORCH,
     StackProfile,
 )
@@ -80,7 +83,9 @@ class ComfyInstance(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     device: int
-    port: int
+    listen: str  # the address people reach it on (comfyui_listen)
+    port: int  # and its port (nginx's, with comfyui_auth)
+    private_port: int | None  # ComfyUI's own behind the login; None: no login in front
     cuda_visible_devices: str | None
     tier: str
     memory_mode: str
@@ -126,6 +131,7 @@ class Plan(BaseModel):
     variants: dict[str, Any]
     stack: str
     python_stack: PythonStack
+    system_packages: list[str]  # Debian/Ubuntu packages the pod needs
     models: list[PlannedModel]
     total_bytes: int
     requirements: Requirements
@@ -185,6 +191,12 @@ def build_plan(
         for m in models
         if m.kind == "url" and m.sha256 is None
     ]
+    if not settings.comfyui_auth and settings.phase != "image":
+        warnings.append(
+            f"comfyui_auth is off: ComfyUI on {settings.comfyui_listen} ports "
+            f"{', '.join(str(i.port) for i in instances)} answers anyone who reaches them "
+            "(queue work, upload files, run node code): turn COMFYUI_AUTH back on"
+        )
     total = sum(m.planned_bytes for m in models)
     stack_bytes = STACK_PROFILES[stack].approx_bytes
     return Plan(
@@ -196,6 +208,7 @@ def build_plan(
         variants=variants,
         stack=stack,
         python_stack=_python_stack(settings, STACK_PROFILES[stack], python, machine, warnings),
+        system_packages=[*SYSTEM_PACKAGES, *(PROXY_PACKAGES if settings.comfyui_auth else ())],
         models=models,
         total_bytes=total,
         requirements=Requirements(
@@ -222,12 +235,21 @@ def _instance(settings: Settings, device: GpuDevice) -> ComfyInstance:
     vram_args = [] if has_vram_mode(user_args) else list(policy_for(device.vram_mib).comfyui_args)
     return ComfyInstance(
         device=device.index,
+        listen=settings.comfyui_listen,
         port=port,
+        private_port=private_port(port) if settings.comfyui_auth else None,
         cuda_visible_devices=device.uuid or str(device.gpu_index),
         tier=tier,
         memory_mode=mode,
-        args=[*vram_args, *user_args, "--listen", settings.comfyui_listen, "--port", str(port)],
+        args=[*vram_args, *user_args, *_listen(settings, port)],
     )
+
+
+def _listen(settings: Settings, port: int) -> list[str]:
+    """Where ComfyUI listens: behind the login, where only nginx reaches it."""
+    if settings.comfyui_auth:
+        return ["--listen", settings.comfyui_private_listen, "--port", str(private_port(port))]
+    return ["--listen", settings.comfyui_listen, "--port", str(port)]
 
 
 def _cpu_instance(settings: Settings) -> ComfyInstance:
@@ -237,11 +259,13 @@ def _cpu_instance(settings: Settings) -> ComfyInstance:
     port = settings.comfyui_port
     return ComfyInstance(
         device=0,
+        listen=settings.comfyui_listen,
         port=port,
+        private_port=private_port(port) if settings.comfyui_auth else None,
         cuda_visible_devices=None,
         tier="none",
         memory_mode="none",
-        args=[*mode, *user_args, "--listen", settings.comfyui_listen, "--port", str(port)],
+        args=[*mode, *user_args, *_listen(settings, port)],
     )
 
 

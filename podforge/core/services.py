@@ -113,10 +113,15 @@ def software_digest(checkouts: Mapping[str, str], lock_text: str, flash_attn: st
 
 
 def programs(
-    settings: Settings, plan: Plan, env_texts: Mapping[str, str], software: str
+    settings: Settings,
+    plan: Plan,
+    env_texts: Mapping[str, str],
+    software: str,
+    proxy: str | None = None,
 ) -> list[Program]:
     """Every program the pod runs; ``env_texts``: path -> content of the env files;
-    ``software``: ComfyUI's software_digest."""
+    ``software``: ComfyUI's software_digest; ``proxy``: the digest of what nginx reads
+    (its configuration, the login), None: no login in front of ComfyUI."""
     paths = env_paths(settings)
     logs = f"{settings.workspace_dir}/logs"
     found = []
@@ -137,6 +142,19 @@ def programs(
                 environment=environment,
                 env_files=comfy_env,
                 log=f"{logs}/comfyui-{instance.device}.log",
+            )
+        )
+    if proxy is not None:
+        found.append(
+            Program(
+                name="nginx",
+                description="the login in front of ComfyUI (nginx)",
+                argv=["nginx", "-c", f"{settings.podforge_dir}/nginx.conf", "-g", "daemon off;"],
+                directory="/",
+                # A changed configuration or password restarts nginx alone.
+                environment={"PODFORGE_CONFIG_DIGEST": proxy},
+                env_files=[],
+                log=f"{logs}/nginx.log",
             )
         )
     if settings.enable_r2_sync:

@@ -137,6 +137,8 @@ SYSTEM_PACKAGES: tuple[str, ...] = (
     "libgl1",
     "libglib2.0-0",
 )
+# The login in front of ComfyUI (comfyui_auth): Debian's and Ubuntu's nginx.
+PROXY_PACKAGES: tuple[str, ...] = ("nginx",)
 
 # What runs the deploy on the pod itself at container start (start.sh, phase=boot): pyinfra
 # and what the deploy imports, in a venv of their own (the laptop's versions).

@@ -12,6 +12,8 @@ Each problem names the program, the port, the cause and the program's last log l
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import os
 import subprocess
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from podforge.pod.comfyui_checks import ComfyClient, node_problems, smoke_prompt
-from podforge.probe.serving import SUPERVISOR_SOCKET, comfyui_address, observe
+from podforge.probe.serving import SUPERVISOR_SOCKET, comfyui_address, comfyui_port, observe
 
 # The state a program that serves is in, under each manager.
 RUNNING = {"supervisor": "RUNNING", "systemd": "active/running"}
@@ -113,6 +115,7 @@ def verify(
     quick: bool = False,
     smoke: Path | None = None,
     workflows: tuple[Path, Path, Path] | None = None,
+    login: Path | None = None,
 ) -> list[str]:
     """What keeps the pod from serving its plan (nothing: it serves).
 
@@ -121,7 +124,8 @@ def verify(
     view of the GPUs and the node packs were checked by the run that last changed the pod.
     ``smoke``: ComfyUI's output dir: each instance also runs the smoke workflow into it.
     ``workflows``: (stamp, ComfyUI dir, models dir) of the workflows podforge installed, whose
-    node types ComfyUI must serve and whose model files must be there.
+    node types ComfyUI must serve and whose model files must be there. ``login``: the
+    credentials file of the login in front of each instance, checked from outside.
     """
     problems = serving_problems(plan["comfyui"], r2_env is not None, str(log_dir), timeout)
     if not problems and not quick:
@@ -131,6 +135,8 @@ def verify(
             if workflows is not None and served:
                 problems += fitted_workflows_problems(*workflows, served)
                 workflows = None  # every instance runs the same ComfyUI and nodes
+            if login is not None:
+                problems += login_problems(instance, login)
     if r2_env is not None and not quick:
         test = subprocess.run(
             [str(venv / "bin" / "podforge"), "r2sync", "--test"],
@@ -154,7 +160,7 @@ def served_problems(
     every pack loaded, every node type described, and with ``smoke`` (the output dir) a
     workflow run whose files are there."""
     program = f"comfyui-{instance['device']}"
-    client = ComfyClient(comfyui_address(instance), instance["port"])
+    client = ComfyClient(comfyui_address(instance), comfyui_port(instance))
     try:
         # Asked first: a node type that cannot describe itself is logged only then.
         served = set(client.get("/object_info"))
@@ -178,6 +184,38 @@ def served_problems(
     seconds = time.monotonic() - began
     print(f"verify: {program} ran the smoke workflow in {seconds:.1f} s: {', '.join(outputs)}")
     return served, problems
+
+
+def login_problems(instance: dict[str, Any], credentials: Path) -> list[str]:
+    """The login in front of the instance: its public port refuses a request without the
+    credentials (401) and serves one with them (the password, and the API token)."""
+    from podforge.core.auth import Credentials
+
+    login = Credentials.parse(credentials.read_text())
+    host = "127.0.0.1" if instance["listen"] in ("0.0.0.0", "::") else instance["listen"]
+    where = f"nginx on {host}:{instance['port']}"
+    basic = base64.b64encode(f"{login.user}:{login.password}".encode()).decode()
+    asked = {
+        "without credentials": ({}, 401),
+        "with the password": ({"Authorization": f"Basic {basic}"}, 200),
+        "with the API token": ({"Authorization": f"Bearer {login.token}"}, 200),
+    }
+    problems = []
+    for what, (headers, wanted) in asked.items():
+        connection = http.client.HTTPConnection(host, instance["port"], timeout=10)
+        try:
+            connection.request("GET", "/system_stats", headers=headers)
+            status = connection.getresponse().status
+        except (OSError, http.client.HTTPException) as error:
+            problems.append(f"{where}: GET /system_stats {what} failed: {error}")
+            continue
+        finally:
+            connection.close()
+        if status != wanted:
+            problems.append(f"{where}: GET /system_stats {what} answered {status}, not {wanted}")
+    if not problems:
+        print(f"verify: {where} asks for the login (401 without it) and passes it on", flush=True)
+    return problems
 
 
 def _torch_sees(plan: dict[str, Any], venv: Path) -> list[str]:
@@ -227,6 +265,7 @@ def main(
     quick: bool,
     workflows: tuple[str, str, str] | None = None,
     smoke: str | None = None,
+    login: str | None = None,
 ) -> int:
     """``workflows``: (stamp, ComfyUI dir, models dir), checked unless ``quick``; ``smoke``:
     ComfyUI's output dir, where the smoke workflow's files must land."""
@@ -241,6 +280,7 @@ def main(
         quick=quick,
         smoke=Path(smoke) if smoke else None,
         workflows=tuple(Path(p) for p in workflows) if workflows else None,  # type: ignore[arg-type]
+        login=Path(login) if login else None,
     )
     for problem in problems:
         print(f"verify: FAILED {problem}", flush=True)

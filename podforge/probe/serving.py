@@ -104,6 +104,11 @@ def comfyui_address(instance: dict[str, Any]) -> str:
     return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen.split(",")[0]
 
 
+def comfyui_port(instance: dict[str, Any]) -> int:
+    """ComfyUI's own port: behind the login, its private one."""
+    return int(instance.get("private_port") or instance["port"])
+
+
 def init_system(comm: str = "/proc/1/comm") -> str:
     """The host's init, as the host fact reads it: "systemd" runs the programs as units;
     anything else (tini, a shell: containers) leaves them to supervisord."""
@@ -165,7 +170,7 @@ def observe(
     for instance in comfyui:
         try:
             answers.append(
-                {"body": get(comfyui_address(instance), instance["port"], "/system_stats")}
+                {"body": get(comfyui_address(instance), comfyui_port(instance), "/system_stats")}
             )
         except OSError as error:
             answers.append({"error": str(error)})

@@ -59,15 +59,17 @@ def test_every_instance_runs_with_exactly_the_plans_flags(running, sandbox):
     for pod in sandbox["pods"]:
         plan = plan_of(sandbox, pod)
         programs = pids(sandbox, pod)
-        assert set(programs) == {f"comfyui-{i['device']}" for i in plan["comfyui"]} | {"r2sync"}
+        comfyuis = {f"comfyui-{i['device']}" for i in plan["comfyui"]}
+        assert set(programs) == comfyuis | {"r2sync", "nginx"}
         for instance in plan["comfyui"]:
             argv = cmdline(sandbox, pod, programs[f"comfyui-{instance['device']}"])
             assert argv[1:] == ["main.py", *instance["args"]]
+            # Behind the login: its private port of the pod's address, nginx on the public one.
             assert instance["args"][-4:] == [
                 "--listen",
                 pod["address"],
                 "--port",
-                str(instance["port"]),
+                str(instance["port"] + 10000),
             ]
 
 

@@ -33,7 +33,15 @@ def test_plan_for_a_4080_super(fake_gpu_path):
     ]
     assert (plan["tier"], plan["memory_mode"]) == ("consumer", "sequential_cpu_offload")
     assert plan["comfyui"][0]["device"] == 0 and plan["comfyui"][0]["port"] == 8188
-    assert plan["comfyui"][0]["args"] == ["--normalvram", "--listen", "0.0.0.0", "--port", "8188"]
+    # Behind the login: ComfyUI on 127.0.0.1:18188, nginx on 0.0.0.0:8188.
+    assert plan["comfyui"][0]["args"] == [
+        "--normalvram",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        "18188",
+    ]
+    assert (plan["comfyui"][0]["listen"], plan["comfyui"][0]["private_port"]) == ("0.0.0.0", 18188)
     assert plan["variants"]["steadydancer"]["precision"] == "gguf"
     assert plan["total_bytes"] == sum(m["planned_bytes"] for m in plan["models"]) > 0
     assert {"repo", "path", "dest", "bytes"} <= plan["models"][0].keys()

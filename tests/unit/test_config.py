@@ -42,7 +42,7 @@ from podforge.core.config import Settings, SettingsError, as_environment, load_s
         ({"COMFYUI_ARGS": "--listen 0.0.0.0"}, "use COMFYUI_LISTEN instead"),
         ({"COMFYUI_ARGS": "--reserve-vram"}, "needs a value"),
         ({"COMFYUI_ARGS": "--reserve-vram lots"}, "takes a number of GB"),
-        ({"COMFYUI_PORT": "80"}, "expected a number from 1024 to 65000"),
+        ({"COMFYUI_PORT": "80"}, "expected a number from 1024 to 55000"),
         (
             {"R2_ENDPOINT": "r2.example"},
             "R2_ENDPOINT='r2.example' is not accepted: expected an http:// or https:// URL",

@@ -32,7 +32,8 @@ def plan_for(*vrams: int, **settings):
     return build_plan(wanted, GpuReport(devices=tuple(gpu(v, i) for i, v in enumerate(vrams))))
 
 
-LISTEN = ["--listen", "0.0.0.0", "--port", "8188"]
+# Behind the login (the default): ComfyUI on 127.0.0.1, its port + 10000; nginx on 8188.
+LISTEN = ["--listen", "127.0.0.1", "--port", "18188"]
 
 
 @pytest.mark.parametrize(
@@ -143,7 +144,22 @@ def test_comfyui_args_without_vram_mode_add_to_the_table():
 
 def test_listen_and_port_are_always_set():
     plan = plan_for(24564, comfyui_listen="127.0.0.5", comfyui_port=9000)
-    assert plan.comfyui[0].args == ["--listen", "127.0.0.5", "--port", "9000"]
+    (instance,) = plan.comfyui
+    assert instance.args == ["--listen", "127.0.0.1", "--port", "19000"]
+    assert (instance.listen, instance.port, instance.private_port) == ("127.0.0.5", 9000, 19000)
+    assert "nginx" in plan.system_packages
+    assert not [w for w in plan.warnings if "comfyui_auth" in w]
+
+
+def test_without_the_login_comfyui_listens_itself_and_the_plan_warns():
+    plan = plan_for(24564, comfyui_listen="0.0.0.0", comfyui_auth="off")
+    (instance,) = plan.comfyui
+    assert instance.args == ["--listen", "0.0.0.0", "--port", "8188"]
+    assert instance.private_port is None and "nginx" not in plan.system_packages
+    assert (
+        "comfyui_auth is off: ComfyUI on 0.0.0.0 ports 8188 answers anyone who reaches them "
+        "(queue work, upload files, run node code): turn COMFYUI_AUTH back on"
+    ) in plan.warnings
 
 
 def test_multi_gpu_one_instance_each_and_variants_for_the_smallest():
@@ -176,7 +192,7 @@ def test_no_gpu_defers_variants_to_boot():
     assert (plan.gpus, plan.tier) == ([], "none")
     # Still one ComfyUI, on the CPU, and the plan says so.
     (cpu,) = plan.comfyui
-    assert cpu.args == ["--cpu", "--listen", "0.0.0.0", "--port", "8188"]
+    assert cpu.args == ["--cpu", *LISTEN]
     assert cpu.cuda_visible_devices is None
     assert plan.variants == {"steadydancer": "deferred", "wan22": "deferred"}
     # Only the files every variant needs are planned now.
@@ -279,7 +295,7 @@ def test_comfyuis_own_parser_takes_every_flag_set_the_plan_gives(vram, user_args
     assert plan.comfyui
     for instance in plan.comfyui:
         parsed = comfyui_parser.parse_args(instance.args)  # an unknown flag exits 2
-        assert parsed.port == instance.port
+        assert parsed.port == instance.private_port
 
 
 @pytest.mark.parametrize("vram", [4000, 7999, 8000, 12000, 20000, 24000, 48000, 81559])
