@@ -26,6 +26,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from podforge.core.comfyui_args import ComfyArgsError, parse_comfyui_args
@@ -184,6 +185,15 @@ class Settings(BaseModel):
         """What `podforge workflows install` last wrote (its request's digest, each file's)."""
         return f"{self.podforge_dir}/workflows.json"
 
+    @model_validator(mode="after")
+    def _token_with_password(self) -> Settings:
+        if self.comfyui_api_token is not None and self.comfyui_password is None:
+            raise ValueError(
+                "comfyui_api_token is set without comfyui_password: set both, or neither "
+                "(the first deploy generates both)"
+            )
+        return self
+
     @field_validator("comfyui_args", mode="before")
     @classmethod
     def _check_comfyui_args(cls, value: Any) -> list[str]:
@@ -306,7 +316,9 @@ def _from_environment(name: str, key: str, text: str) -> Any:
 def _one_line(error: ValidationError, values: Mapping[str, Any], source: Mapping[str, str]) -> str:
     first = error.errors()[0]
     loc = first["loc"]
-    field = str(loc[0]) if loc else "settings"
+    if not loc:  # a rule across settings: its message names them; no values shown
+        return f"settings are not accepted: {_accepts('settings', first)}"
+    field = str(loc[0])
     # "custom_models[0].url (host data)=...": the item, then where the value came from.
     where, _, origin = source.get(field, field).partition(" (")
     note = f" ({origin}" if origin else ""

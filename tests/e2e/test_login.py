@@ -88,7 +88,9 @@ def test_comfyui_itself_listens_only_where_the_proxy_reaches_it(sandbox, pod):
     assert status(pod) == 401
     assert status(pod, port=18188) == 200
     listening = pod_shell(sandbox, pod, "cat /proc/net/tcp")
-    wildcard = [line for line in listening.splitlines()[1:] if line.split()[1] == f"00000000:{18188:04X}"]
+    wildcard = [
+        line for line in listening.splitlines()[1:] if line.split()[1] == f"00000000:{18188:04X}"
+    ]
     assert wildcard == []  # nothing on 0.0.0.0:18188
 
 
