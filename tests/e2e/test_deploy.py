@@ -125,7 +125,7 @@ def test_a_civitai_lora_and_a_url_model_are_fetched_once_and_the_token_stays_pri
         )
         assert '"source": "civitai:1001:"' in stamp
         path = "/opt/podforge/secrets/civitai_token"
-        assert pod_shell(sandbox, pod, f"stat -c '%a' {path}") == "600"
+        assert pod_shell(sandbox, pod, f"stat -c '%a' {path}") == "600\n"
     captured = capfd.readouterr()
     assert token not in captured.out + captured.err
     assert "has no sha256: checked by size only" in captured.err  # the plan's warning
