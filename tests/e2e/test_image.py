@@ -94,7 +94,7 @@ def test_the_image_phase_installs_the_stack_once(built):
 
 
 def test_a_code_change_reuses_the_stack_layer(built, builder):
-    catalog = builder["context"] / "podforge" / "catalog.py"
+    catalog = builder["context"] / "podforge" / "core" / "catalog.py"
     original = catalog.read_text()
     catalog.write_text(original + "\n# a change to podforge's code, not to the stack\n")
     try:
