@@ -53,7 +53,6 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> str | None:
         private_listen=settings.comfyui_private_listen,
         files=files,
         pid_file="/run/podforge-nginx.pid",
-        log_dir=f"{settings.workspace_dir}/logs",
     )
     conf = nginx_conf(settings)
     if pod_files.is_current(pod.files, conf, text):
