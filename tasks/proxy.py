@@ -39,11 +39,13 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> str | None:
         host.noop("the login is set up at boot, on the pod's volume")
         return None
     files = auth_files(settings.workspace_dir)
+    # 0711: nginx's workers (www-data) reach the users file in it (0640 root:www-data), no
+    # one else may list it, and the credentials themselves are 0600 root.
     pod_files.directories(
-        name="The login's directory (0700, on the volume)",
+        name="The login's directory (0711, on the volume)",
         paths=[files.directory],
         digests=pod.files,
-        modes={files.directory: "700"},
+        modes={files.directory: "711"},
     )
     digests = _credentials(settings, pod, files)
     text = render(
