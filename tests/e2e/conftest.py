@@ -76,3 +76,14 @@ def changed_operations(log: str) -> list[str]:
         for row in table.splitlines()
         if re.search(r"\s1\s+1\s+-\s+-\s*$", row)
     ]
+
+
+def running_programs(state: dict[str, Any], pod: dict[str, Any]) -> dict[str, int]:
+    """program -> pid of every RUNNING program, as supervisorctl reports them."""
+    found = {}
+    # supervisorctl exits 3 while a program is not RUNNING: its lines are the answer here.
+    for line in pod_shell(state, pod, 'supervisorctl status; echo "exit=$?"').splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[1] == "RUNNING":
+            found[parts[0]] = int(parts[3].rstrip(","))
+    return found

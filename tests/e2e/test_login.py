@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import pod_shell
+from e2e.conftest import pod_shell, running_programs
 from sandbox.converge import converge, converge_pods
 
 pytestmark = pytest.mark.e2e
@@ -45,15 +45,6 @@ def status(pod, authorization: str | None = None, port: int = 8188) -> int:
 
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def programs(sandbox, pod) -> dict[str, int]:
-    found = {}
-    for line in pod_shell(sandbox, pod, 'supervisorctl status; echo "exit=$?"').splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[1] == "RUNNING":
-            found[parts[0]] = int(parts[3].rstrip(","))
-    return found
 
 
 def test_only_the_login_lets_a_request_through(sandbox, pod):
@@ -95,12 +86,12 @@ def test_comfyui_itself_listens_only_where_the_proxy_reaches_it(sandbox, pod):
 
 
 def test_a_changed_password_restarts_nginx_alone(sandbox, pod):
-    before = programs(sandbox, pod)
+    before = running_programs(sandbox, pod)
     password = "a-new-password-for-the-e2e-test"
     data = {"comfyui_password": password}
     result = converge_pods({pod["name"]: data}, workdir=Path(sandbox["base"]))[pod["address"]]
     assert not result.failed, result.errors
-    after = programs(sandbox, pod)
+    after = running_programs(sandbox, pod)
     assert after["nginx"] != before["nginx"]
     assert {k: v for k, v in after.items() if k != "nginx"} == {
         k: v for k, v in before.items() if k != "nginx"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import pod_shell
+from e2e.conftest import pod_shell, running_programs
 from sandbox.converge import converge
 
 pytestmark = pytest.mark.e2e
@@ -26,14 +26,7 @@ def running(sandbox):
 
 
 def pids(sandbox, pod) -> dict[str, int]:
-    """program -> pid of every RUNNING program, as supervisorctl reports them."""
-    found = {}
-    # supervisorctl exits 3 while a program is not RUNNING: its lines are the answer here.
-    for line in pod_shell(sandbox, pod, 'supervisorctl status; echo "exit=$?"').splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[1] == "RUNNING":
-            found[parts[0]] = int(parts[3].rstrip(","))
-    return found
+    return running_programs(sandbox, pod)
 
 
 def plan_of(sandbox, pod):
