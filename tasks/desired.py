@@ -193,6 +193,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: HostState) -> Pod:
             "patterns": [
                 f"{wanted.podforge_dir}/*",
                 f"{wanted.podforge_dir}/secrets/*",
+                f"{wanted.podforge_dir}/wheels/*",
                 f"{wanted.podforge_dir}/deploy/VERSION",
                 wanted.start_script,
                 f"{wanted.comfyui_dir}/extra_model_paths.yaml",
