@@ -50,20 +50,14 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         text=json.dumps(manifest, indent=2, sort_keys=True) + "\n",
         digests=pod.files,
     )
-    # The fetcher reads tokens from 0600 files: never on its command line.
+    # The fetcher reads tokens from 0600 files (never its command line), uploaded, then
+    # chmod-ed: the secrets directory (0700, made before any task writes) keeps them
+    # unreadable meanwhile.
     secrets = secrets_dir(settings)
     token_files = {
         "HF_TOKEN_FILE": (f"{secrets}/hf_token", "Hugging Face token", settings.hf_token),
         "CIVITAI_TOKEN_FILE": (f"{secrets}/civitai_token", "CivitAI token", settings.civitai_token),
     }
-    if settings.hf_token is not None or settings.civitai_token is not None:
-        # Uploaded, then chmod-ed: the private dir keeps a token unreadable meanwhile.
-        pod_files.directories(
-            name="The secrets directory (0700)",
-            paths=[secrets],
-            digests=pod.files,
-            modes={secrets: "700"},
-        )
     for path, label, token in token_files.values():
         if token is not None:
             pod_files.content(

@@ -51,12 +51,6 @@ def install(
     }
     if settings.enable_r2_sync:
         env_texts[paths["r2"]] = services.r2_env(settings)
-    pod_files.directories(
-        name="Secrets directory (0700) and logs",
-        paths=[services.secrets_dir(settings), f"{settings.workspace_dir}/logs"],
-        digests=pod.files,
-        modes={services.secrets_dir(settings): "700"},
-    )
     for path, text in env_texts.items():
         secret = path != paths["generation"]
         pod_files.content(
