@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pyinfra
 from pyinfra.api import Config, State
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.exceptions import PyinfraError
@@ -28,6 +29,7 @@ from pyinfra.api.host import Host
 from pyinfra.api.inventory import Inventory
 from pyinfra.api.operations import run_ops
 from pyinfra.api.output import set_echo
+from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_config, ctx_inventory, ctx_state
 from pyinfra_cli.inventory import make_inventory
 from pyinfra_cli.log import setup_logging
@@ -87,9 +89,16 @@ def run_deploy(
     state.init(inventory, config)
     state.add_callback_handler(collector)
     stopped = None
+    # As pyinfra's CLI runs deploy.py: an operation is known by where the recipe calls it.
+    # pyinfra's API mode knows it by its count on each host instead, so pods whose plans
+    # skip different operations would share one operation's name and place in the order.
+    was_cli, pyinfra.is_cli = pyinfra.is_cli, True
     try:
+        state.set_stage(StateStage.Connect)
         connect_all(state)
+        state.set_stage(StateStage.Prepare)
         load_deploy_file(state, str(cwd / "deploy.py"))
+        state.set_stage(StateStage.Execute)
         run_ops(state)
     except PyinfraError as error:
         # "No hosts remaining!" when every pod failed: the report says why for each.
@@ -97,6 +106,8 @@ def run_deploy(
             raise
         stopped = str(error)
     finally:
+        pyinfra.is_cli = was_cli
+        state.set_stage(StateStage.Disconnect)
         disconnect_all(state)
     return state, stopped
 
