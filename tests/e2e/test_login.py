@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -92,6 +93,10 @@ def test_a_changed_password_restarts_nginx_alone(sandbox, pod):
     result = converge_pods({pod["name"]: data}, workdir=Path(sandbox["base"]))[pod["address"]]
     assert not result.failed, result.errors
     after = running_programs(sandbox, pod)
+    deadline = time.monotonic() + 30
+    while "nginx" not in after and time.monotonic() < deadline:  # STARTING for startsecs
+        time.sleep(0.5)
+        after = running_programs(sandbox, pod)
     assert after["nginx"] != before["nginx"]
     assert {k: v for k, v in after.items() if k != "nginx"} == {
         k: v for k, v in before.items() if k != "nginx"
