@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pyinfra.api.exceptions import DeployError
 
 from e2e.conftest import pod_shell
 from podforge.core.config import Settings
@@ -52,15 +53,16 @@ def test_templates_come_with_every_model_fetched_verified_and_checked(sandbox, c
     assert all(not r.failed for r in converge().values())
 
 
-def test_a_workflow_that_needs_an_unpinned_pack_stops_the_pod_before_any_change(sandbox, capfd):
+def test_a_workflow_that_needs_an_unpinned_pack_stops_the_run_before_any_change(sandbox):
     pod = sandbox["pods"][0]
-    animate = str(template_path("video_wan2_2_14B_animate.json"))
-    result = converge_pods({pod["name"]: {"workflows": [animate]}}, workdir=Path(sandbox["base"]))[
-        pod["address"]
-    ]
-    assert result.failed and result.changed == []
-    err = capfd.readouterr().err
-    assert (
-        "come from the node pack ComfyUI-segment-anything-2, which is not pinned: add it to "
-        "custom_nodes as {name, url, commit}"
-    ) in err
+    animate = template_path("video_wan2_2_14B_animate.json")
+    # Read before any operation, as a bad setting is: the run stops, naming what to add.
+    with pytest.raises(DeployError) as raised:
+        converge_pods({pod["name"]: {"workflows": [str(animate)]}}, Path(sandbox["base"]))
+    assert str(raised.value).endswith(
+        "DownloadAndLoadSAM2Model #108, Sam2Segmentation #107 come from the node pack "
+        "ComfyUI-segment-anything-2, which is not pinned: add it to custom_nodes as "
+        "{name, url, commit}"
+    )
+    installed = f"{DEFAULTS['comfyui_dir']}/{USER_WORKFLOWS}/{animate.name}"
+    assert pod_shell(sandbox, pod, f"test -e {installed}; echo $?") == "1\n"
