@@ -26,6 +26,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from podforge.build.upstream import UpstreamError, requirement_texts
+from podforge.core.config import SettingsError
 from podforge.core.environment import explain_uv_conflict, pin_conflicts, requirement_lines
 from podforge.core.lock import (
     LOCK_TARGETS,
@@ -44,6 +45,7 @@ from podforge.core.lock import (
     render_header,
 )
 from podforge.core.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
+from podforge.core.workflow_needs import WorkflowError
 
 if TYPE_CHECKING:
     from podforge.core.config import Settings
@@ -173,12 +175,15 @@ def committed_lock(
 
 def settings_texts(dirs: list[str]) -> dict[str, str | None]:
     """Requirement texts: of DIRS (named by directory) when given, else of the settings'
-    repositories at their pins (group_data/all.py and the environment, as a deploy reads)."""
+    repositories at their pins (group_data/all.py and the environment, as a deploy reads,
+    with the packs its workflows name)."""
     if dirs:
         return {Path(d).name: _read(Path(d) / "requirements.txt") for d in dirs}
+    from podforge.build.workflow_files import with_workflows
     from podforge.core.config import load_settings
 
-    settings = load_settings(group_data(), os.environ)
+    # The node packs the settings' workflows bring are locked as the user's own.
+    settings, _ = with_workflows(load_settings(group_data(), os.environ))
     return requirement_texts(lock_pins(settings))
 
 
@@ -206,7 +211,7 @@ def main(args: argparse.Namespace) -> int:
             _say("commit it")
             return 0
         body = resolve(lock_inputs(profile, texts), texts)
-    except (StackError, UpstreamError) as error:
+    except (StackError, UpstreamError, WorkflowError, SettingsError) as error:
         print(f"podforge stack: {error}", file=sys.stderr)
         return 1
     for target in LOCK_TARGETS:
