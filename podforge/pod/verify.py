@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from podforge.pod.comfyui_checks import ComfyClient, node_problems, smoke_prompt
-from podforge.probe.serving import SUPERVISOR_SOCKET, comfyui_address, comfyui_port, observe
+from podforge.probe.serving import (
+    SUPERVISOR_SOCKET,
+    comfyui_address,
+    comfyui_port,
+    companions,
+    observe,
+)
 
 # The state a program that serves is in, under each manager.
 RUNNING = {"supervisor": "RUNNING", "systemd": "active/running"}
@@ -55,7 +61,7 @@ def judge(
     """(what keeps the pod from serving, whether any of it may pass by itself: a program
     still starting, a ComfyUI that does not answer yet) of what serving.observe saw. Each
     ComfyUI instance (the plan's ``comfyui`` entries) answers with its flags and, under its
-    manager, stays running; r2sync (when on) runs."""
+    manager, stays running; r2sync and the login's nginx (when on) run."""
     manager, states = seen["manager"], seen["states"]
     if isinstance(states, str):
         return [f"{seen['where']} does not answer: {states}"], False
@@ -73,11 +79,11 @@ def judge(
                 f"{program} (port {instance['port']}, {state or f'not under {manager}'}):"
                 f" {cause}; last log lines: {seen['logs'][program]}"
             )
-    if r2sync:
-        state = states.get("r2sync", f"not under {manager}")
+    for program in companions(comfyui, r2sync):
+        state = states.get(program, f"not under {manager}")
         if state != RUNNING[manager]:
             pending = pending or _starting(state)
-            problems.append(f"r2sync is {state}; last log lines: {seen['logs']['r2sync']}")
+            problems.append(f"{program} is {state}; last log lines: {seen['logs'][program]}")
     return problems, pending
 
 

@@ -104,6 +104,13 @@ def comfyui_address(instance: dict[str, Any]) -> str:
     return "127.0.0.1" if listen in ("0.0.0.0", "::") else listen.split(",")[0]
 
 
+def companions(comfyui: list[dict[str, Any]], r2sync: bool) -> list[str]:
+    """The programs beside ComfyUI the pod runs: r2sync when on, nginx when a login stands
+    in front of ComfyUI (its instances have a private port)."""
+    login = any(instance.get("private_port") for instance in comfyui)
+    return (["r2sync"] if r2sync else []) + (["nginx"] if login else [])
+
+
 def comfyui_port(instance: dict[str, Any]) -> int:
     """ComfyUI's own port: behind the login, its private one."""
     return int(instance.get("private_port") or instance["port"])
@@ -152,7 +159,7 @@ def observe(
     body ({"body": ...}) or why the GET failed ({"error": ...}); ``logs``: program -> its
     last log lines."""
     programs = [f"comfyui-{instance['device']}" for instance in comfyui]
-    programs += ["r2sync"] if r2sync else []
+    programs += companions(comfyui, r2sync)
     states: dict[str, str] | str
     if (init or init_system()) == "systemd":
         manager, where = "systemd", "systemctl"

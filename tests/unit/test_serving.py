@@ -291,6 +291,19 @@ def test_judge_of_a_manager_that_does_not_answer_and_of_systemd():
     )
 
 
+def test_behind_a_login_nginx_must_run_too():
+    seen = {"manager": "supervisor", "where": "supervisord at /s", "logs": {**LOGS, "nginx": ""}}
+    seen["answers"] = [{"body": STATS}]
+    # Behind the login: ComfyUI on its private port (the plan's args), nginx on 8188.
+    plan = [{"device": 0, "port": 8188, "private_port": 18188, "args": ["--port", "8188"]}]
+    running = {"comfyui-0": "RUNNING", "nginx": "RUNNING"}
+    assert judge({**seen, "states": running}, plan, False) == ([], False)
+    assert judge({**seen, "states": {**running, "nginx": "FATAL"}}, plan, False) == (
+        ["nginx is FATAL; last log lines: "],
+        False,
+    )
+
+
 def test_log_tail_reads_the_end_of_a_big_log(tmp_path):
     log = tmp_path / "comfyui-0.log"
     log.write_text("x" * (3 * LOG_TAIL_BYTES) + "\n" + "".join(f"line {i}\n" for i in range(9)))
