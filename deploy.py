@@ -12,6 +12,7 @@ from tasks import (
     boot,
     comfyui,
     desired,
+    directories,
     models,
     preflight,
     proxy,
@@ -29,6 +30,7 @@ pod = desired.pod(settings, plan, host_facts)
 lock = desired.stack_lock(settings, plan, pod)
 
 if preflight.passes(settings, plan, pod, lock):
+    directories.install(settings, pod)
     system.install(settings, plan, pod)
     python_stack.install_uv(settings, plan, pod)
     comfyui.install(settings, plan, pod)

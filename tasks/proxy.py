@@ -28,7 +28,7 @@ def nginx_conf(settings: Settings) -> str:
     return f"{settings.podforge_dir}/nginx.conf"
 
 
-@deploy("ComfyUI login")
+@deploy("Login")
 def install(settings: Settings, plan: Plan, pod: Pod) -> str | None:
     """Returns the digest of what nginx reads (None: no login), for its program's section."""
     if not settings.comfyui_auth:
@@ -106,7 +106,7 @@ def _credentials(settings: Settings, pod: Pod, files: AuthFiles) -> list[str]:
     }
     for path, (text, mode, group) in texts.items():
         pod_files.content(
-            name=f"ComfyUI login: {path.rsplit('/', 1)[1]} ({mode})",
+            name=f"ComfyUI's login: {path.rsplit('/', 1)[1]} ({mode})",
             dest=path,
             text=text,
             digests=pod.files,

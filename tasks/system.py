@@ -6,10 +6,8 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt
 
-from operations import pod_files
 from podforge.core.config import Settings
 from podforge.core.plan import Plan
-from podforge.core.services import secrets_dir
 from tasks.desired import Pod
 
 NVIDIA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
@@ -17,13 +15,6 @@ NVIDIA_REPOS = "https://developer.download.nvidia.com/compute/cuda/repos"
 
 @deploy("System packages")
 def install(settings: Settings, plan: Plan, pod: Pod) -> None:
-    # Before any task writes a key or a log: secrets land in a directory no one else reads.
-    pod_files.directories(
-        name="Secrets directory (0700) and logs",
-        paths=[secrets_dir(settings), f"{settings.workspace_dir}/logs"],
-        digests=pod.files,
-        modes={secrets_dir(settings): "700"},
-    )
     if settings.phase == "boot":
         # The image or the pod deploy installed them; a boot must not wait on apt.
         host.noop("system packages came with the image or the pod deploy")
