@@ -130,10 +130,22 @@ def resume(base: Path, size_mib: int) -> None:
             argv, env=env, check=True, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
         )
         log = json.load(urllib.request.urlopen(hub["url"] + "/_control/log"))
-        moved = sum(e.get("sent", 0) for e in log if e["method"] == "GET")
+        # The bytes the re-run asked for (its ranges, overlapping where an idle connection
+        # took half of a piece in progress, counted once); a piece cut short sends less.
+        asked = sorted(
+            (int(first), int(last))
+            for entry in log
+            if entry["method"] == "GET" and entry["range"]
+            for first, _, last in [entry["range"].removeprefix("bytes=").partition("-")]
+            if last and (first, last) != ("0", "0")
+        )
+        moved, reach = 0, -1
+        for first, last in asked:
+            moved += max(0, last - max(first, reach + 1) + 1)
+            reach = max(reach, last)
         print(
             f"(b) killed with {kept / size:.0%} of {size_mib} MiB written (16 connections); "
-            f"the re-run transferred {moved / MIB:.0f} MiB -> {moved / size:.2f} of the file "
+            f"the re-run asked for {moved / MIB:.0f} MiB -> {moved / size:.2f} of the file "
             "(target <= 0.55)"
         )
     finally:
