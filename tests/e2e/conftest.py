@@ -87,3 +87,17 @@ def running_programs(state: dict[str, Any], pod: dict[str, Any]) -> dict[str, in
         if len(parts) >= 4 and parts[1] == "RUNNING":
             found[parts[0]] = int(parts[3].rstrip(","))
     return found
+
+
+# Where a deploy writes: what may hold a secret.
+WRITTEN = "/etc/supervisor /etc/systemd /opt/podforge /workspace/start.sh /workspace/logs"
+
+
+def files_holding(state: dict[str, Any], pod: dict[str, Any], secret: str) -> list[str]:
+    """'<mode> <path>' of every file the deploy wrote (or the login keeps) holding ``secret``."""
+    found = pod_shell(
+        state,
+        pod,
+        f"grep -rl -- {secret} {WRITTEN} /workspace/.podforge | xargs -r stat -c '%a %n'",
+    )
+    return found.strip().splitlines()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import pod_shell, running_programs
+from e2e.conftest import files_holding, pod_shell, running_programs
 from sandbox.converge import converge, converge_pods
 
 pytestmark = pytest.mark.e2e
@@ -106,12 +106,7 @@ def test_a_changed_password_restarts_nginx_alone(sandbox, pod):
     assert not again.failed and again.changed == []
     # The password is on no command line, in no log and in no file others may read.
     assert password not in pod_shell(sandbox, pod, "ps -eo args")
-    readable = pod_shell(
-        sandbox,
-        pod,
-        f"grep -rl -- {password} /etc/supervisor /etc/systemd /opt/podforge /workspace/logs"
-        " /workspace/start.sh /workspace/.podforge | xargs -r stat -c '%a %n'",
-    )
-    assert all(line.startswith("600 ") for line in readable.strip().splitlines()), readable
+    holding = files_holding(sandbox, pod, password)
+    assert holding and all(line.startswith("600 ") for line in holding), holding
     modes = pod_shell(sandbox, pod, "stat -c '%a %U:%G %n' /workspace/.podforge/auth/*")
     assert "640 root:www-data /workspace/.podforge/auth/htpasswd" in modes

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import pod_shell, running_programs
+from e2e.conftest import files_holding, pod_shell, running_programs
 from sandbox.converge import converge
 
 pytestmark = pytest.mark.e2e
@@ -76,13 +76,8 @@ def test_no_secret_on_a_command_line_or_in_a_readable_file(running, sandbox):
         )
         assert modes.split("\n")[0].startswith("700 ")
         assert all(line.startswith("600 ") for line in modes.strip().splitlines()[1:])
-        readable = pod_shell(
-            sandbox,
-            pod,
-            f"grep -rl {secret} /etc/supervisor /opt/podforge /workspace/start.sh /workspace/logs"
-            " | xargs -r stat -c '%a %n'",
-        )
-        assert all(line.startswith("600 ") for line in readable.strip().splitlines()), readable
+        holding = files_holding(sandbox, pod, secret)
+        assert holding and all(line.startswith("600 ") for line in holding), holding
 
 
 def test_an_output_arrives_in_the_bucket(running, sandbox):
