@@ -22,6 +22,7 @@ from facts.host import PodHost
 from facts.pod import PodState
 from podforge.build.stack import committed_lock
 from podforge.build.workflow_files import WorkflowFile, with_workflows
+from podforge.build.workflow_files import workflow_files as read_workflow_files
 from podforge.core.auth import auth_files
 from podforge.core.config import Settings, SettingsError, load_settings
 from podforge.core.gpu import GpuReport
@@ -137,8 +138,9 @@ def settings() -> Settings:
 
 
 def workflow_files(wanted: Settings) -> list[WorkflowFile]:
-    """The workflows the settings name, read once per run (the files are cached)."""
-    return [] if wanted.phase == "boot" else with_workflows(wanted)[1]
+    """The workflows the settings name (``settings`` added their needs already; the files
+    are read once per run)."""
+    return [] if wanted.phase == "boot" else read_workflow_files(wanted)
 
 
 def pod_host(wanted: Settings) -> HostState:

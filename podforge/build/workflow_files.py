@@ -68,16 +68,15 @@ def workflow_files(settings: Settings, base: Path = REPO) -> list[WorkflowFile]:
     found: dict[str, WorkflowFile] = {}
     for where in settings.workflows:
         label = _shown(where)
+        text = read(where, base)
         try:
-            workflow = json.loads(read(where, base))
+            workflow = json.loads(text)
         except ValueError as error:
             raise WorkflowError(f"{label}: not JSON ({error})") from None
         name = posixpath.basename(urllib.parse.urlsplit(where).path)
         if name in found:
             raise WorkflowError(f"{label}: another workflow is named {name} too: rename one")
-        found[name] = WorkflowFile(
-            name, read(where, base), workflow_needs(label, workflow, known, pins)
-        )
+        found[name] = WorkflowFile(name, text, workflow_needs(label, workflow, known, pins))
     return list(found.values())
 
 
@@ -90,16 +89,10 @@ def with_workflows(settings: Settings, base: Path = REPO) -> tuple[Settings, lis
     if problems:
         raise WorkflowError("; ".join(problems))
     models, nodes = additions(needs, settings.custom_models, settings.custom_nodes)
-    expanded = Settings.model_validate(
-        {
-            **settings.model_dump(),
-            "custom_models": [*settings.model_dump()["custom_models"], *models],
-            "custom_nodes": [
-                *settings.model_dump()["custom_nodes"],
-                *(n.model_dump() for n in nodes),
-            ],
-        }
-    )
+    values = settings.model_dump()
+    values["custom_models"] += models
+    values["custom_nodes"] += [node.model_dump() for node in nodes]
+    expanded = Settings.model_validate(values)
     return expanded, files
 
 
