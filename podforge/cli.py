@@ -109,6 +109,11 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
     check.add_argument(
         "dirs", nargs="*", help="checkouts whose requirements.txt to resolve (default: the pins')"
     )
+    lock.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="read the index as of now, not as of the lock's moment: everything may move",
+    )
     for parser in (lock, check):
         parser.add_argument("--profile", default=DEFAULT_STACK, choices=sorted(STACK_PROFILES))
         parser.set_defaults(run=_stack)

@@ -2,8 +2,9 @@
 
 - flash-attn: its real wheels are GitHub release assets (unreachable here), so pods get a
   stand-in under the release's own file name from a file:// mirror (``POD_RELEASES``).
-- uv's cache: the whole stack lock (real torch 2.5.1 from PyPI and every node's requirement,
-  ~3 GB of wheels) is downloaded once into a cache on this machine (``warm_uv_cache``) and
+- uv's cache: every committed stack lock (real torch 2.5.1 and 2.8.0 from PyPI and every
+  node's requirement, ~3.5 GB of wheels each) is downloaded once into a cache on this
+  machine (``warm_uv_cache``) and
   each pod starts with a hardlinked copy of it at the deploy's default ``uv_cache_dir``: a
   pod's venv then hardlinks from it too (~20 MB a pod, not 7 GB), and a second pod, a pod
   restart or a rerun of the tests downloads nothing again.
@@ -20,7 +21,7 @@ from pathlib import Path
 from podforge.build.wheel import build_wheel
 from podforge.core.lock import lock_file
 from podforge.core.plan import flash_attn_wheel
-from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES, UV_ENVIRONMENT
+from podforge.core.stacks import STACK_PROFILES, UV_ENVIRONMENT
 from sandbox.rootfs import CACHE_DIR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,43 +41,46 @@ def _standin(name: str, version: str) -> dict[str, bytes]:
 
 
 def build_standins(base: Path, python: tuple[int, int] = (3, 11)) -> None:
-    """flash-attn's stand-in for the default profile into ``base/releases``."""
-    profile = STACK_PROFILES[DEFAULT_STACK]
-    url, why_not = flash_attn_wheel(profile, python, "x86_64", f"file://{POD_RELEASES}")
-    if url is None:
-        raise RuntimeError(f"no flash-attn wheel for the sandbox pods: {why_not}")
-    # The release's own file name (version, CUDA, torch, ABI, Python tag) under its tag dir.
-    relative = url.removeprefix(f"file://{POD_RELEASES}/")
-    tag_dir, filename = relative.split("/")
-    version = filename.split("-")[1]
-    build_wheel(
-        base / "releases" / tag_dir,
-        "flash_attn",
-        version,
-        _standin("flash_attn", version),
-        requires=["torch", "einops"],
-        tag=filename.removesuffix(".whl").split("-", 2)[2],
-    )
+    """flash-attn's stand-in for every profile into ``base/releases``."""
+    for profile in STACK_PROFILES.values():
+        url, why_not = flash_attn_wheel(profile, python, "x86_64", f"file://{POD_RELEASES}")
+        if url is None:
+            raise RuntimeError(f"no flash-attn wheel for the sandbox pods: {why_not}")
+        # The release's own file name (version, CUDA, torch, ABI, Python tag) under its tag dir.
+        relative = url.removeprefix(f"file://{POD_RELEASES}/")
+        tag_dir, filename = relative.split("/")
+        version = filename.split("-")[1]
+        build_wheel(
+            base / "releases" / tag_dir,
+            "flash_attn",
+            version,
+            _standin("flash_attn", version),
+            requires=["torch", "einops"],
+            tag=filename.removesuffix(".whl").split("-", 2)[2],
+        )
 
 
 def warm_uv_cache(python: str = "/usr/bin/python3") -> None:
-    """Every wheel of the default profile's lock into ``UV_CACHE`` (the pods' Python: Debian's
-    3.11, as in the rootfs). Downloads only what the cache lacks (~3 GB the first time)."""
-    lock = REPO / lock_file(DEFAULT_STACK)
+    """Every wheel of every committed stack lock into ``UV_CACHE`` (the pods' Python:
+    Debian's 3.11, as in the rootfs). Downloads only what the cache lacks (~3.5 GB a profile
+    the first time)."""
     UV_CACHE.mkdir(parents=True, exist_ok=True)
-    print(f"sandbox: {lock.name} into the uv cache {UV_CACHE}", file=sys.stderr, flush=True)
     from uv import find_uv_bin
 
     uv = find_uv_bin()
     environment = {**os.environ, **UV_ENVIRONMENT, "UV_CACHE_DIR": str(UV_CACHE)}
-    # A throwaway venv beside the cache: uv fills the cache and hardlinks into the venv.
-    with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="uv-warm-") as work:
-        venv = Path(work) / "venv"
-        for argv in (
-            [uv, "venv", "--quiet", "--python", python, str(venv)],
-            [uv, "pip", "sync", "--quiet", "--python", str(venv / "bin/python"), str(lock)],
-        ):
-            subprocess.run(argv, check=True, env=environment, stdout=sys.stderr)
+    for profile in STACK_PROFILES:
+        lock = REPO / lock_file(profile)
+        print(f"sandbox: {lock.name} into the uv cache {UV_CACHE}", file=sys.stderr, flush=True)
+        # A throwaway venv beside the cache: uv fills the cache and hardlinks into the venv.
+        with tempfile.TemporaryDirectory(dir=CACHE_DIR, prefix="uv-warm-") as work:
+            venv = Path(work) / "venv"
+            python_in_venv = str(venv / "bin/python")
+            for argv in (
+                [uv, "venv", "--quiet", "--python", python, str(venv)],
+                [uv, "pip", "sync", "--quiet", "--python", python_in_venv, str(lock)],
+            ):
+                subprocess.run(argv, check=True, env=environment, stdout=sys.stderr)
 
 
 def seed_uv_cache(root: Path) -> None:

@@ -2,8 +2,10 @@
 
 lock   resolves a profile's whole environment (podforge/core/lock.py says what goes in) with
        ``uv pip compile --generate-hashes`` for each target (a Python and a platform), in
-       parallel, and writes ``locks/<profile>.txt`` under a header naming its inputs. Same
-       inputs, same index: the same file.
+       parallel, and writes ``locks/<profile>.txt`` under a header naming its inputs. uv
+       reads the index as of the moment the lock records (``--exclude-newer``), so the same
+       inputs give the same file on any later day; ``--upgrade`` moves that moment to now
+       and says what moved.
 check  the same resolution, printed, nothing written: does this set resolve? Either way a
        conflict is traced to the repository that asked.
 
@@ -13,6 +15,7 @@ Pods never resolve: the deploy installs the committed lock (tasks/python_stack.p
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import subprocess
 import sys
@@ -40,7 +43,9 @@ from podforge.core.lock import (
     lock_inputs,
     lock_pins,
     marked,
+    moved,
     read_header,
+    read_resolved_as_of,
     refresh_command,
     render_header,
 )
@@ -69,9 +74,15 @@ def uv_binary() -> str:
     return find_uv_bin()
 
 
-def resolve(inputs: LockInputs, texts: Mapping[str, str | None]) -> str:
+def now() -> str:
+    """This moment as uv's --exclude-newer takes it (RFC 3339, UTC, whole seconds)."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resolve(inputs: LockInputs, texts: Mapping[str, str | None], as_of: str) -> str:
     """uv's hashed resolution of ``inputs`` for every target (requirement files as
-    ``texts``), each entry marked with its target: the lock's body."""
+    ``texts``), reading the index as it was at ``as_of``, each entry marked with its
+    target: the lock's body."""
     sources = {name: requirement_lines(text or "") for name, text in texts.items()}
     sources[TOOLS_SOURCE] = [Requirement(line) for line in inputs.tools]
     problems = pin_conflicts(sources, inputs.pins, inputs.profile)
@@ -95,6 +106,8 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None]) -> str:
             "--quiet",
             "--no-header",
             "--generate-hashes",
+            "--exclude-newer",
+            as_of,
             "-c",
             "constraints.txt",
             f"{TOOLS_SOURCE}.in",
@@ -105,7 +118,7 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None]) -> str:
             argv += ["--extra-index-url", inputs.index, "--index-strategy", "unsafe-best-match"]
         _say(
             f"stack: resolving {inputs.profile} with uv ({len(files)} requirement files) for"
-            f" {', '.join(str(target) for target in LOCK_TARGETS)}"
+            f" {', '.join(str(target) for target in LOCK_TARGETS)}, the index as of {as_of}"
         )
 
         def one(target: Target) -> str:
@@ -140,14 +153,23 @@ def _check_shared_imports(lock_body: str, target: Target) -> None:
             )
 
 
-def write_lock(profile: StackProfile, texts: Mapping[str, str | None], repo: Path) -> Path:
-    """Resolve and write ``locks/<profile>.txt``: the header, then uv's answer."""
+def write_lock(
+    profile: StackProfile, texts: Mapping[str, str | None], repo: Path, upgrade: bool = False
+) -> tuple[Path, list[str]]:
+    """Resolve and write ``locks/<profile>.txt``: the header, then uv's answer. The index is
+    read as of the moment the present lock records, unless ``upgrade`` (or there is none):
+    then as of now. Returns the path and what moved against the present lock."""
     inputs = lock_inputs(profile, texts)
-    body = resolve(inputs, texts)
     path = repo / lock_file(profile.name)
+    before = path.read_text() if path.is_file() else ""
+    as_of = read_resolved_as_of(before)
+    if upgrade or as_of is None:
+        as_of = now()
+    body = resolve(inputs, texts, as_of)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_header(inputs) + body)
-    return path
+    path.write_text(render_header(inputs, as_of) + body)
+    # A first lock moved nothing: there was nothing to move.
+    return path, moved(before, body) if entries(before) else []
 
 
 def committed_lock(
@@ -204,13 +226,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         texts = settings_texts(getattr(args, "dirs", []))
         if args.stack_verb == "lock":
-            path = write_lock(profile, texts, REPO)
+            path, moves = write_lock(profile, texts, REPO, upgrade=args.upgrade)
             count = len(entries(path.read_text()))
             where = path.relative_to(REPO)
             _say(f"stack lock: wrote {where}: {count} entries for {len(LOCK_TARGETS)} targets")
+            _say(f"stack lock: moved: {', '.join(moves)}" if moves else "stack lock: nothing moved")
             _say("commit it")
             return 0
-        body = resolve(lock_inputs(profile, texts), texts)
+        body = resolve(lock_inputs(profile, texts), texts, now())
     except (StackError, UpstreamError, WorkflowError, SettingsError) as error:
         print(f"podforge stack: {error}", file=sys.stderr)
         return 1

@@ -40,7 +40,7 @@ GgufQuant = Literal["auto", "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0"
 Tier = Literal["auto", "consumer", "prosumer", "datacenter"]
 MemoryMode = Literal["auto", "full", "model_cpu_offload", "sequential_cpu_offload"]
 QwenModel = Literal["fp8", "q2_k", "q3_k_m", "q4_k_m", "q5_k_m", "q6_k", "q8_0"]
-StackProfileName = Literal["auto", "torch25-cu124", "torch27-cu128"]
+StackProfileName = Literal["auto", "torch25-cu124", "torch28-cu128"]
 
 SECRET_FIELDS = frozenset(
     {

@@ -8,6 +8,7 @@ GPU and ``nvidia-smi -L`` for MIG slices. The pyinfra fact (facts/gpu.py) and th
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -59,6 +60,44 @@ class GpuDevice(BaseModel):
     uuid: str | None  # what CUDA_VISIBLE_DEVICES should name (MIG slices need it)
     driver_version: str | None
     compute_cap: str | None
+
+
+_ARCH = re.compile(r"^(?P<kind>sm|compute)_(?P<major>\d+)(?P<minor>\d)(?P<suffix>[af]?)$")
+
+
+def sm(compute_cap: str) -> str:
+    """nvidia-smi's ``compute_cap`` (``12.0``) as the architecture torch names (``sm_120``)."""
+    major, minor = _capability(compute_cap)
+    return f"sm_{major}{minor}"
+
+
+def _capability(compute_cap: str) -> tuple[int, int]:
+    major, _, minor = compute_cap.strip().partition(".")
+    if not (major.isdigit() and minor.isdigit() and len(minor) == 1):
+        raise GpuProbeError(f"nvidia-smi compute_cap is not MAJOR.MINOR: {compute_cap!r}")
+    return int(major), int(minor)
+
+
+def arch_runs(architectures: Iterable[str], compute_cap: str) -> bool:
+    """Whether a torch build carrying ``architectures`` (its ``torch.cuda.get_arch_list()``)
+    has kernels a device of ``compute_cap`` runs. A cubin for sm_XY runs on sm_XZ with Z >= Y,
+    never across majors; an arch-specific one (sm_90a) only on its own arch; PTX
+    (compute_XY) is compiled by the driver for any device from XY on."""
+    device = _capability(compute_cap)
+    for arch in architectures:
+        match = _ARCH.match(arch)
+        if match is None:
+            continue  # not an architecture (torch lists nothing else today)
+        built = int(match["major"]), int(match["minor"])
+        if match["kind"] == "compute":
+            if device >= built:
+                return True
+        elif match["suffix"] == "a":
+            if device == built:
+                return True
+        elif device[0] == built[0] and device[1] >= built[1]:
+            return True
+    return False
 
 
 class GpuReport(BaseModel):

@@ -59,6 +59,9 @@ LOCK_TARGETS: tuple[Target, ...] = tuple(
 )
 LOCKS_DIR = "locks"
 _INPUT = "# input "
+# uv resolves as if nothing was uploaded after this moment (--exclude-newer), so a re-lock of
+# unchanged inputs writes the same file on any later day; `stack lock --upgrade` moves it.
+_RESOLVED_AS_OF = "# resolved-as-of: "
 
 
 class LockError(ValueError):
@@ -123,14 +126,15 @@ def lock_inputs(profile: StackProfile, texts: Mapping[str, str | None]) -> LockI
     )
 
 
-def render_header(inputs: LockInputs) -> str:
-    """The lock's header: its inputs, one per line, and their digest."""
+def render_header(inputs: LockInputs, resolved_as_of: str) -> str:
+    """The lock's header: its inputs, one per line, their digest and the index's moment."""
     lines = [
         f"# podforge stack lock for {inputs.profile}: do not edit; refresh it with",
         f"#   {refresh_command(inputs.profile)}",
         "# Every pod of this profile installs exactly what follows (uv pip sync); a deploy",
         "# refuses this file once the inputs below no longer match its settings.",
         f"# inputs-digest: {inputs.digest()}",
+        f"{_RESOLVED_AS_OF}{resolved_as_of}",
         *(f"{_INPUT}target: {target}" for target in inputs.targets),
         f"{_INPUT}index: {inputs.index or 'PyPI only'}",
         *(f"{_INPUT}pin: {pin}" for pin in inputs.pins),
@@ -172,6 +176,16 @@ def read_header(text: str, where: str) -> LockInputs:
         tools=fields.get("tool", []),
         requirements=requirements,
     )
+
+
+def read_resolved_as_of(text: str) -> str | None:
+    """The moment a lock's index was read as of (None: a lock written before it was kept)."""
+    for line in text.splitlines():
+        if line.startswith(_RESOLVED_AS_OF):
+            return line.removeprefix(_RESOLVED_AS_OF)
+        if line and not line.startswith("#"):
+            break
+    return None
 
 
 def changes(locked: LockInputs, wanted: LockInputs) -> list[str]:
@@ -271,6 +285,28 @@ def drift(wanted: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
             found.append(f"{name} {have[name]} (wanted {version})")
     found += [f"{name} {have[name]} not in the lock" for name in sorted(set(have) - set(want))]
     return found
+
+
+def moved(before: str, after: str) -> list[str]:
+    """What a re-lock moved, for people: ``imageio 2.38.1 -> 2.38.2``, new and dropped ones."""
+    old, new = _versions(before), _versions(after)
+    found = []
+    for name in sorted(set(old) | set(new)):
+        if name not in old:
+            found.append(f"{name} {'/'.join(new[name])} (new)")
+        elif name not in new:
+            found.append(f"{name} {'/'.join(old[name])} (dropped)")
+        elif old[name] != new[name]:
+            found.append(f"{name} {'/'.join(old[name])} -> {'/'.join(new[name])}")
+    return found
+
+
+def _versions(lock_text: str) -> dict[str, list[str]]:
+    """name -> its versions across the lock's targets, sorted."""
+    found: dict[str, set[str]] = {}
+    for entry in entries(lock_text):
+        found.setdefault(entry.name, set()).add(entry.version)
+    return {name: sorted(versions) for name, versions in found.items()}
 
 
 def release_wheel(name: str, url: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from podforge.core.auth import private_port
 from podforge.core.catalog import files_for, nearest_quant, published_quants, published_variants
 from podforge.core.comfyui_args import has_vram_mode
 from podforge.core.config import Settings
-from podforge.core.gpu import GpuDevice, GpuReport
+from podforge.core.gpu import GpuDevice, GpuReport, arch_runs, sm
 from podforge.core.sources import ModelSource
 from podforge.core.stacks import (
     DEFAULT_STACK,
@@ -130,12 +130,24 @@ class Plan(BaseModel):
     comfyui: list[ComfyInstance]
     variants: dict[str, Any]
     stack: str
+    stack_reason: str  # why this profile, for people
     python_stack: PythonStack
     system_packages: list[str]  # Debian/Ubuntu packages the pod needs
     models: list[PlannedModel]
     total_bytes: int
     requirements: Requirements
     warnings: list[str]
+
+    def summary(self) -> str:
+        """One line: the devices, the tier and the stack with why it was chosen."""
+        if self.gpus:
+            shown = ", ".join(
+                f"{d.name} ({d.vram_mib} MiB{f', {sm(d.compute_cap)}' if d.compute_cap else ''})"
+                for d in self.gpus
+            )
+        else:
+            shown = "no GPU"
+        return f"{shown}: tier {self.tier}; stack {self.stack} ({self.stack_reason})"
 
 
 def policy_for(vram_mib: int) -> VramPolicy:
@@ -183,7 +195,7 @@ def build_plan(
     if settings.enable_qwen_edit:
         variants["qwen_edit"] = _qwen_variant(settings, warnings)
 
-    stack = _stack(settings)
+    stack, stack_reason = _stack(settings, devices, warnings)
     models = [] if settings.phase == "image" else _models(settings, variants)
     warnings += [
         f"custom_models: {m.label} has no sha256: checked by size only, then stamped with "
@@ -207,6 +219,7 @@ def build_plan(
         comfyui=instances,
         variants=variants,
         stack=stack,
+        stack_reason=stack_reason,
         python_stack=_python_stack(settings, STACK_PROFILES[stack], python, machine, warnings),
         system_packages=[*SYSTEM_PACKAGES, *(PROXY_PACKAGES if settings.comfyui_auth else ())],
         models=models,
@@ -329,31 +342,88 @@ def _qwen_variant(settings: Settings, warnings: list[str]) -> dict[str, Any]:
     return {"precision": published[0], "quant": None}
 
 
-def _stack(settings: Settings) -> str:
+def _stack(settings: Settings, devices: list[GpuDevice], warnings: list[str]) -> tuple[str, str]:
+    """The stack profile and why: the first whose torch has kernels for every device and
+    carries what the features need, or the one STACK_PROFILE names if it can run here."""
     if settings.enable_turbodiffusion and settings.enable_openmmlab:
         raise PlanError(
             "TurboDiffusion needs torch >= 2.7 but OpenMMLab (mmcv 2.1.0) only builds against "
             "the torch 2.5.1 stack; enable one of ENABLE_TURBODIFFUSION / ENABLE_OPENMMLAB."
         )
-    wanted = settings.stack_profile
+    unknown = [d.name for d in devices if not d.compute_cap]
+    if unknown:
+        warnings.append(
+            f"{', '.join(unknown)}: nvidia-smi reports no compute capability, so the stack "
+            "cannot be matched to it (verify runs a kernel on it to prove it computes)"
+        )
+    default = STACK_PROFILES[DEFAULT_STACK]
+    # The default first, then the rest in the table's order (older torch first).
+    profiles = [default, *(p for p in STACK_PROFILES.values() if p is not default)]
+    runnable = [p for p in profiles if not _cannot_run(p, devices)]
     if settings.enable_turbodiffusion:
-        if wanted == "auto":
-            return _first_stack_with_torch(TURBODIFFUSION_MIN_TORCH)
-        if STACK_PROFILES[wanted].torch_major_minor < TURBODIFFUSION_MIN_TORCH:
+        need = "TurboDiffusion needs torch >= 2.7"
+        allowed = [p for p in profiles if p.torch_major_minor >= TURBODIFFUSION_MIN_TORCH]
+    elif settings.enable_openmmlab:
+        need = "OpenMMLab's mmcv 2.1.0 builds against torch 2.5.1 only"
+        allowed = [STACK_PROFILES[OPENMMLAB_STACK]]
+    else:
+        need, allowed = "", profiles
+    wanted = settings.stack_profile
+    if wanted != "auto":
+        profile = STACK_PROFILES[wanted]
+        if profile not in allowed:
+            fits = [p.name for p in allowed if p in runnable]
+            instead = f"set STACK_PROFILE=auto or {fits[0]}" if fits else "no profile has both"
             raise PlanError(
-                f"STACK_PROFILE={wanted} has torch {STACK_PROFILES[wanted].torch} but "
-                "TurboDiffusion needs torch >= 2.7; set STACK_PROFILE=auto or "
-                f"{_first_stack_with_torch(TURBODIFFUSION_MIN_TORCH)}."
+                f"STACK_PROFILE={wanted} has torch {profile.torch} but {need}; {instead}"
             )
-        return wanted
-    if settings.enable_openmmlab:
-        if wanted not in ("auto", OPENMMLAB_STACK):
+        if blocked := _cannot_run(profile, devices):
+            fits = [p.name for p in allowed if p in runnable]
             raise PlanError(
-                f"STACK_PROFILE={wanted} cannot carry OpenMMLab: mmcv 2.1.0 only builds against "
-                f"torch 2.5.1; set STACK_PROFILE=auto or {OPENMMLAB_STACK}."
+                f"STACK_PROFILE={wanted} cannot run on {_devices(blocked)}: torch "
+                f"{profile.torch} carries {' '.join(profile.architectures)}; "
+                + (
+                    f"{fits[0]} would run (set STACK_PROFILE=auto or {fits[0]})"
+                    if fits
+                    else "no profile runs it"
+                )
             )
-        return OPENMMLAB_STACK
-    return DEFAULT_STACK if wanted == "auto" else wanted
+        return wanted, "STACK_PROFILE"
+    chosen = next((p for p in allowed if p in runnable), None)
+    if chosen is None:
+        if not runnable:
+            carried = "; ".join(f"{p.name}: {' '.join(p.architectures)}" for p in profiles)
+            raise PlanError(
+                f"no stack profile runs every GPU of this pod ({_devices(devices)}; {carried}):"
+                " rent a pod whose GPUs are of one generation"
+            )
+        blocked = _cannot_run(allowed[0], devices)
+        raise PlanError(
+            f"{need}, but {allowed[0].name} cannot run on {_devices(blocked)} (torch "
+            f"{allowed[0].torch} carries {' '.join(allowed[0].architectures)}); "
+            f"{runnable[0].name} would run: turn the feature off on this GPU"
+        )
+    if chosen is default:
+        return chosen.name, need or "the default"
+    if need and not _cannot_run(default, devices):
+        return chosen.name, need
+    return (
+        chosen.name,
+        f"{default.name} has no kernels for {_devices(_cannot_run(default, devices))}",
+    )
+
+
+def _cannot_run(profile: StackProfile, devices: list[GpuDevice]) -> list[GpuDevice]:
+    """The devices ``profile``'s torch has no kernels for (unknown capabilities pass)."""
+    return [
+        d for d in devices if d.compute_cap and not arch_runs(profile.architectures, d.compute_cap)
+    ]
+
+
+def _devices(devices: list[GpuDevice]) -> str:
+    """``NVIDIA GeForce RTX 5090 (sm_120)``, each distinct device once."""
+    shown = dict.fromkeys(f"{d.name} ({sm(d.compute_cap or '0.0')})" for d in devices)
+    return ", ".join(shown)
 
 
 def _python_stack(
@@ -402,10 +472,6 @@ def flash_attn_wheel(
         f"-{tag}-{tag}-linux_{machine}.whl"
     )
     return f"{mirror.rstrip('/')}/v{release.version}/{name}", None
-
-
-def _first_stack_with_torch(minimum: tuple[int, int]) -> str:
-    return next(p.name for p in STACK_PROFILES.values() if p.torch_major_minor >= minimum)
 
 
 def _variant_key(variant: dict[str, Any] | None) -> str | None:

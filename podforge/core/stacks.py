@@ -42,10 +42,13 @@ class StackProfile:
     cxx11_abi: bool  # torch._C._GLIBCXX_USE_CXX11_ABI of this torch build
     flash_attn: str | None  # release version (FLASH_ATTN_RELEASES)
     torch_index_url: str | None  # None: PyPI's build is this CUDA build
-    # Traps seen when nodes resolve unpinned beside this torch (FACTS.md).
+    # Traps seen when nodes resolve unpinned beside this torch.
     constraints: tuple[str, ...]
     torch_major_minor: tuple[int, int]
     approx_bytes: int
+    # The GPU architectures this torch build carries kernels for (its
+    # torch.cuda.get_arch_list(), read from the wheel): the plan matches devices against it.
+    architectures: tuple[str, ...]
 
     @property
     def pins(self) -> tuple[str, ...]:
@@ -65,6 +68,16 @@ OPENCV_BELOW_NUMPY2 = (
     "opencv-contrib-python<4.12",
     "opencv-contrib-python-headless<4.12",
 )
+
+# Found by starting ComfyUI with every node at its pin on torch 2.8 (tests/e2e/test_blackwell.py):
+# transformers 5 imports there (it needs torch.accelerator, torch >= 2.6), so it has no cap.
+TORCH28_CONSTRAINTS: tuple[str, ...] = (
+    "numpy<2",  # mediapipe and the GGUF loader, whatever the torch
+    "onnxruntime-gpu<=1.26.0",  # 1.27+ is a CUDA 13 build
+    *OPENCV_BELOW_NUMPY2,
+)
+# PyTorch's CUDA 12.8 wheels: Volta to Blackwell; Maxwell and Pascal were dropped.
+TORCH28_ARCHITECTURES = ("sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120")
 
 STACK_PROFILES: dict[str, StackProfile] = {
     "torch25-cu124": StackProfile(
@@ -86,25 +99,26 @@ STACK_PROFILES: dict[str, StackProfile] = {
         ),
         torch_major_minor=(2, 5),
         approx_bytes=9 * 10**9,
+        architectures=("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"),
     ),
-    "torch27-cu128": StackProfile(
-        name="torch27-cu128",
-        torch="2.7.1",
-        torchvision="0.22.1",
-        torchaudio="2.7.1",
-        xformers="0.0.31.post1",  # pins torch==2.7.1 exactly
+    "torch28-cu128": StackProfile(
+        name="torch28-cu128",
+        torch="2.8.0",  # PyPI's 2.8.0 is the CUDA 12.8 build (nvidia-cuda-runtime-cu12 12.8)
+        torchvision="0.23.0",
+        torchaudio="2.8.0",
+        xformers="0.0.32.post2",  # pins torch==2.8.0 exactly
         cuda="12.8",
         cxx11_abi=True,
         flash_attn="2.8.3",
-        # PyPI's 2.7.1 is the CUDA 12.6 build; the 12.8 one (Blackwell) is PyTorch's own.
-        torch_index_url="https://download.pytorch.org/whl/cu128",
-        constraints=("onnxruntime-gpu<=1.26.0",),
-        torch_major_minor=(2, 7),
+        torch_index_url=None,
+        constraints=TORCH28_CONSTRAINTS,
+        torch_major_minor=(2, 8),
         approx_bytes=10 * 10**9,
+        architectures=TORCH28_ARCHITECTURES,
     ),
 }
 DEFAULT_STACK = "torch25-cu124"
-TURBODIFFUSION_MIN_TORCH = (2, 7)
+TURBODIFFUSION_MIN_TORCH = (2, 7)  # TurboDiffusion's kernels
 OPENMMLAB_STACK = "torch25-cu124"  # mmcv 2.1.0 is built from source against torch 2.5.1
 
 # OpenMMLab on request: mmcv has no wheels for torch 2.5 / CUDA 12.4 (FACTS.md), so it is

@@ -47,7 +47,7 @@ from podforge.core.config import Settings, SettingsError, as_environment, load_s
             {"R2_ENDPOINT": "r2.example"},
             "R2_ENDPOINT='r2.example' is not accepted: expected an http:// or https:// URL",
         ),
-        ({"STACK_PROFILE": "torch24"}, "expected one of auto, torch25-cu124 or torch27-cu128"),
+        ({"STACK_PROFILE": "torch24"}, "expected one of auto, torch25-cu124 or torch28-cu128"),
         ({"PHASE": "build"}, "PHASE='build'"),
     ],
 )

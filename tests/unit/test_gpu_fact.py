@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_probe
 from facts.gpu import NvidiaGpus
-from podforge.core.gpu import GpuProbeError, mig_memory_mib, parse_probe
+from podforge.core.gpu import GpuProbeError, arch_runs, mig_memory_mib, parse_probe, sm
 
 # profile -> [(name, usable VRAM MiB, MIG profile, CUDA_VISIBLE_DEVICES uuid)]
 EXPECTED = {
@@ -177,3 +177,47 @@ def test_mig_slice_memory_is_a_lower_bound_from_the_profile(profile, mib):
 def test_unexpected_output_is_a_clear_error(lines, message):
     with pytest.raises(GpuProbeError, match=message):
         parse_probe(lines)
+
+
+# Real torch.cuda.get_arch_list() answers: PyPI's 2.5.1 (CUDA 12.4) and 2.8.0 (CUDA 12.8)
+# wheels, and a nightly that also ships PTX (compute_120) and an arch-specific cubin.
+TORCH251 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+TORCH280 = ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+NIGHTLY = ["sm_80", "sm_90a", "sm_100", "compute_120"]
+
+
+@pytest.mark.parametrize(
+    ("arches", "compute_cap", "runs"),
+    [
+        (TORCH251, "7.5", True),  # T4
+        (TORCH251, "8.9", True),  # RTX 4090 and L40S run sm_86's cubins
+        (TORCH251, "9.0", True),  # H100
+        (TORCH251, "10.0", False),  # B200: no kernel image
+        (TORCH251, "12.0", False),  # RTX 5090
+        (TORCH280, "12.0", True),
+        (TORCH280, "12.1", True),  # GB10 runs sm_120's cubins
+        (TORCH280, "10.0", True),
+        (TORCH280, "10.3", True),  # B300
+        (TORCH280, "6.0", False),  # Pascal was dropped from the CUDA 12.8 builds
+        (TORCH280, "13.0", False),  # a new major runs no older cubin
+        (NIGHTLY, "9.0", True),  # sm_90a is exactly sm_90's
+        (["sm_90a"], "9.2", False),
+        (NIGHTLY, "12.0", True),  # PTX, compiled by the driver
+        (NIGHTLY, "13.0", True),
+        (NIGHTLY, "7.5", False),
+        ([], "8.0", False),
+    ],
+)
+def test_a_build_runs_a_device_by_its_architectures(arches, compute_cap, runs):
+    assert arch_runs(arches, compute_cap) is runs
+
+
+def test_compute_cap_reads_as_torch_names_it():
+    assert [sm(cap) for cap in ("12.0", "10.0", "8.9", "7.5")] == [
+        "sm_120",
+        "sm_100",
+        "sm_89",
+        "sm_75",
+    ]
+    with pytest.raises(GpuProbeError, match="not MAJOR.MINOR: '12'"):
+        sm("12")

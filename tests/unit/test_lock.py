@@ -20,7 +20,9 @@ from podforge.core.lock import (
     lock_inputs,
     lock_pins,
     marked,
+    moved,
     read_header,
+    read_resolved_as_of,
     release_wheel,
     render_header,
     seeds_to_remove,
@@ -58,25 +60,55 @@ triton==3.1.0 ; python_full_version < '3.13' and platform_machine == 'x86_64' an
 """
 
 
-def test_the_committed_lock_matches_the_default_settings():
+@pytest.mark.parametrize("profile", sorted(STACK_PROFILES))
+def test_every_profile_has_a_committed_lock_matching_the_default_settings(profile):
     # The lock in the repo answers today's pins, constraints and requirement files: a deploy
     # with the default settings is not refused (the mirror of shared/upstream holds the pins).
-    text = (REPO / lock_file(DEFAULT_STACK)).read_text()
-    locked = read_header(text, lock_file(DEFAULT_STACK))
-    today = lock_inputs(PROFILE, requirement_texts(lock_pins(Settings())))
+    text = (REPO / lock_file(profile)).read_text()
+    locked = read_header(text, lock_file(profile))
+    today = lock_inputs(STACK_PROFILES[profile], requirement_texts(lock_pins(Settings())))
     assert changes(locked, today) == []
     assert locked.digest() == today.digest()
+    assert read_resolved_as_of(text) is not None  # a re-lock reads the index as of then
     names = {entry.name: entry.version for entry in entries(text)}
-    assert names["torch"] == "2.5.1" and names["transformers"].startswith("4.")
+    assert names["torch"] == STACK_PROFILES[profile].torch
     assert names["setuptools"] and names["uv"] == "0.13.9"
+
+
+@pytest.mark.parametrize(
+    ("profile", "torch", "cuda_runtime", "transformers_major"),
+    [("torch25-cu124", "2.5.1", "12.4.127", "4"), ("torch28-cu128", "2.8.0", "12.8.90", "5")],
+)
+def test_each_lock_holds_its_cuda_build(profile, torch, cuda_runtime, transformers_major):
+    names = {
+        entry.name: entry.version for entry in entries((REPO / lock_file(profile)).read_text())
+    }
+    assert names["torch"] == torch
+    assert names["nvidia-cuda-runtime-cu12"] == cuda_runtime
+    # transformers 5 needs torch.accelerator (torch >= 2.6): capped on torch 2.5 alone.
+    assert names["transformers"].split(".")[0] == transformers_major
 
 
 def test_the_header_round_trips_its_inputs():
     inputs = lock_inputs(PROFILE, TEXTS)
-    text = render_header(inputs) + LOCK_BODY
+    text = render_header(inputs, "2026-12-02T00:00:00Z") + LOCK_BODY
     assert read_header(text, "locks/x.txt") == inputs
+    assert read_resolved_as_of(text) == "2026-12-02T00:00:00Z"
+    assert read_resolved_as_of(LOCK_BODY) is None
     assert f"# inputs-digest: {inputs.digest()}" in text
     assert "# input requirements: Bare none" in text
+
+
+def test_a_relock_says_what_moved():
+    after = LOCK_BODY.replace("numpy==1.26.4", "numpy==1.26.5").replace(
+        "triton==3.1.0", "einops==0.8.1"
+    )
+    assert moved(LOCK_BODY, after) == [
+        "einops 0.8.1 (new)",
+        "numpy 1.26.4 -> 1.26.5",
+        "triton 3.1.0 (dropped)",
+    ]
+    assert moved(LOCK_BODY, LOCK_BODY) == []
 
 
 def test_a_file_without_a_header_is_named():

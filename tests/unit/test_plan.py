@@ -307,8 +307,9 @@ def test_only_real_comfyui_flags_are_ever_emitted(vram, user_args):
 
 
 # TurboDiffusion needs torch >= 2.7: never on the torch 2.5.1 stack.
-def test_turbodiffusion_picks_a_torch27_stack():
-    assert plan_for(81559, enable_turbodiffusion=True).stack == "torch27-cu128"
+def test_turbodiffusion_picks_the_torch28_stack():
+    plan = plan_for(81559, enable_turbodiffusion=True)
+    assert (plan.stack, plan.stack_reason) == ("torch28-cu128", "TurboDiffusion needs torch >= 2.7")
     assert plan_for(81559).stack == "torch25-cu124"
 
 
@@ -325,7 +326,125 @@ def test_turbodiffusion_with_openmmlab_is_refused():
 def test_openmmlab_keeps_the_torch25_stack():
     assert plan_for(24564, enable_openmmlab=True).stack == "torch25-cu124"
     with pytest.raises(PlanError, match="mmcv 2.1.0"):
-        plan_for(24564, enable_openmmlab=True, stack_profile="torch27-cu128")
+        plan_for(24564, enable_openmmlab=True, stack_profile="torch28-cu128")
+
+
+# What RunPod rents, as nvidia-smi names them, with their compute capability.
+T4 = ("Tesla T4", "7.5")
+A100 = ("NVIDIA A100-SXM4-80GB", "8.0")
+RTX_4090 = ("NVIDIA GeForce RTX 4090", "8.9")
+H100 = ("NVIDIA H100 80GB HBM3", "9.0")
+B200 = ("NVIDIA B200", "10.0")
+RTX_5090 = ("NVIDIA GeForce RTX 5090", "12.0")
+RTX_PRO_6000 = ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "12.0")
+GB10 = ("NVIDIA GB10", "12.1")
+P100 = ("Tesla P100-PCIE-16GB", "6.0")
+
+
+def plan_on(*cards: tuple[str, str], **settings):
+    devices = tuple(
+        GpuDevice(
+            index=i,
+            gpu_index=i,
+            name=name,
+            vram_mib=32607,
+            mig=None,
+            uuid=f"GPU-{i}",
+            driver_version="570.172.08",
+            compute_cap=cap,
+        )
+        for i, (name, cap) in enumerate(cards)
+    )
+    return build_plan(load_settings(settings, {}), GpuReport(devices=devices))
+
+
+@pytest.mark.parametrize(
+    ("cards", "stack", "reason"),
+    [
+        ((T4,), "torch25-cu124", "the default"),
+        ((A100, A100), "torch25-cu124", "the default"),
+        ((RTX_4090,), "torch25-cu124", "the default"),  # sm_89 runs sm_86's kernels
+        ((H100,), "torch25-cu124", "the default"),
+        ((P100,), "torch25-cu124", "the default"),
+        ((), "torch25-cu124", "the default"),
+        (
+            (RTX_5090,),
+            "torch28-cu128",
+            "torch25-cu124 has no kernels for NVIDIA GeForce RTX 5090 (sm_120)",
+        ),
+        ((B200,), "torch28-cu128", "torch25-cu124 has no kernels for NVIDIA B200 (sm_100)"),
+        (
+            (RTX_PRO_6000,),
+            "torch28-cu128",
+            "torch25-cu124 has no kernels for NVIDIA RTX PRO 6000 Blackwell Server Edition"
+            " (sm_120)",
+        ),
+        ((GB10,), "torch28-cu128", "torch25-cu124 has no kernels for NVIDIA GB10 (sm_121)"),
+        # A Blackwell beside an older card: the one profile that runs both.
+        (
+            (H100, RTX_5090),
+            "torch28-cu128",
+            "torch25-cu124 has no kernels for NVIDIA GeForce RTX 5090 (sm_120)",
+        ),
+    ],
+)
+def test_the_stack_follows_the_gpus(cards, stack, reason):
+    plan = plan_on(*cards)
+    assert (plan.stack, plan.stack_reason) == (stack, reason)
+    assert plan.python_stack.profile == stack
+    assert f"stack {stack} ({reason})" in plan.summary()
+
+
+def test_the_summary_names_each_device_and_its_architecture():
+    assert plan_on(RTX_5090).summary() == (
+        "NVIDIA GeForce RTX 5090 (32607 MiB, sm_120): tier prosumer; stack torch28-cu128"
+        " (torch25-cu124 has no kernels for NVIDIA GeForce RTX 5090 (sm_120))"
+    )
+
+
+def test_a_stack_the_gpu_cannot_run_is_refused_naming_why():
+    with pytest.raises(PlanError) as refused:
+        plan_on(RTX_5090, stack_profile="torch25-cu124")
+    assert str(refused.value) == (
+        "STACK_PROFILE=torch25-cu124 cannot run on NVIDIA GeForce RTX 5090 (sm_120): torch 2.5.1"
+        " carries sm_50 sm_60 sm_70 sm_75 sm_80 sm_86 sm_90; torch28-cu128 would run"
+        " (set STACK_PROFILE=auto or torch28-cu128)"
+    )
+    assert plan_on(RTX_5090, stack_profile="torch28-cu128").stack_reason == "STACK_PROFILE"
+
+
+def test_a_pascal_card_is_refused_the_cuda_12_8_stack():
+    with pytest.raises(PlanError, match=r"Tesla P100-PCIE-16GB \(sm_60\): torch 2.8.0 carries"):
+        plan_on(P100, stack_profile="torch28-cu128")
+    with pytest.raises(PlanError, match=r"torch28-cu128 cannot run on Tesla P100"):
+        plan_on(P100, enable_turbodiffusion=True)
+
+
+def test_gpus_no_single_stack_runs_are_refused():
+    with pytest.raises(PlanError) as refused:
+        plan_on(P100, RTX_5090)
+    message = str(refused.value)
+    assert message.startswith(
+        "no stack profile runs every GPU of this pod (Tesla P100-PCIE-16GB (sm_60), NVIDIA"
+        " GeForce RTX 5090 (sm_120); torch25-cu124: sm_50"
+    )
+    assert "torch28-cu128: sm_70 sm_75 sm_80 sm_86 sm_90 sm_100 sm_120" in message
+
+
+def test_openmmlab_on_blackwell_is_refused_naming_the_stack_that_would_run():
+    with pytest.raises(PlanError) as refused:
+        plan_on(RTX_5090, enable_openmmlab=True)
+    assert str(refused.value) == (
+        "OpenMMLab's mmcv 2.1.0 builds against torch 2.5.1 only, but torch25-cu124 cannot run"
+        " on NVIDIA GeForce RTX 5090 (sm_120) (torch 2.5.1 carries sm_50 sm_60 sm_70 sm_75"
+        " sm_80 sm_86 sm_90); torch28-cu128 would run: turn the feature off on this GPU"
+    )
+
+
+def test_a_device_without_a_capability_is_named_in_a_warning():
+    plan = plan_on(("NVIDIA Mystery", None))
+    assert plan.stack == "torch25-cu124"
+    assert any(w.startswith("NVIDIA Mystery: nvidia-smi reports no compute") for w in plan.warnings)
 
 
 def test_requirements_follow_models_and_stack():
@@ -362,10 +481,10 @@ def test_catalog_sizes_can_be_left_to_the_hub():
             "linux_x86_64.whl",
         ),
         (
-            "torch27-cu128",
+            "torch28-cu128",
             (3, 11, 2),
             "x86_64",
-            "v2.8.3/flash_attn-2.8.3+cu12torch2.7cxx11abiTRUE-cp311-cp311-linux_x86_64.whl",
+            "v2.8.3/flash_attn-2.8.3+cu12torch2.8cxx11abiTRUE-cp311-cp311-linux_x86_64.whl",
         ),
         ("torch25-cu124", (3, 9, 2), "x86_64", None),
         ("torch25-cu124", (3, 11, 2), "aarch64", None),

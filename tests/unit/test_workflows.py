@@ -299,8 +299,8 @@ def test_the_install_request_says_where_from_where_to_and_what_the_stack_runs():
     assert wanted["files"] == workflows.files_by_role(
         plan.models, settings.models_dir, "steadydancer"
     )
-    newer, plan27 = steadydancer_plan("/workspace/ComfyUI", stack_profile="torch27-cu128")
-    assert workflows.install_request(newer, plan27)["stack"]["torch"] == "2.7.1"
+    newer, plan28 = steadydancer_plan("/workspace/ComfyUI", stack_profile="torch28-cu128")
+    assert workflows.install_request(newer, plan28)["stack"]["torch"] == "2.8.0"
     off = load_settings({}, {})
     assert workflows.install_request(off, plan)["workflows"] == []
 
