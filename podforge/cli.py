@@ -167,6 +167,7 @@ def _verify(args: argparse.Namespace) -> int:
         workflows,
         smoke,
         args.login,
+        args.venv_wanted,
     )
 
 
@@ -254,6 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--models-dir", help="the models dir (default: <comfyui-dir>/models)")
     check.add_argument(
         "--login", metavar="CREDENTIALS", help="check the login in front of each ComfyUI"
+    )
+    check.add_argument(
+        "--venv-wanted",
+        metavar="JSON",
+        help="the venv holds exactly these distributions (name -> version; the deploy's)",
     )
     check.set_defaults(run=_verify)
     auth = verbs.add_parser("auth", help="the login in front of ComfyUI")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,11 @@ from tasks.streamed import run_streamed
 
 PODFORGE_PACKAGE = Path(__file__).resolve().parent.parent / "podforge"
 UV_VERSION = UV.split("==")[1]
+
+
+def venv_wanted_file(settings: Settings) -> str:
+    """name -> version of all the venv holds once synced (`podforge verify --venv-wanted`)."""
+    return f"{settings.podforge_dir}/stack-venv.json"
 
 
 @functools.cache
@@ -93,6 +99,12 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         name=f"{lock.path}, podforge {version} and flash-attn",
         dest=sync_file,
         text=sync_text(lock.text, beside),
+        digests=pod.files,
+    )
+    pod_files.content(
+        name="What the venv holds, for verify",
+        dest=venv_wanted_file(settings),
+        text=json.dumps(wanted, indent=1, sort_keys=True) + "\n",
         digests=pod.files,
     )
     # A venv made by `python3 -m venv` (here, or before the deploy) holds pip.

@@ -21,6 +21,7 @@ from podforge.core.plan import Plan
 from podforge.core.services import env_paths
 from podforge.pod.verify import serving_line
 from tasks.desired import Pod
+from tasks.python_stack import venv_wanted_file
 from tasks.streamed import run_streamed
 
 
@@ -28,6 +29,7 @@ def command(settings: Settings, quick: bool = False) -> str:
     return (
         f"{settings.venv_dir}/bin/podforge verify --plan {settings.podforge_dir}/plan.json"
         f" --logs {settings.workspace_dir}/logs --timeout {settings.verify_timeout}"
+        f" --venv-wanted {venv_wanted_file(settings)}"
         + (f" --r2sync {env_paths(settings)['r2']}" if settings.enable_r2_sync else "")
         + (
             " --quick"

@@ -1,10 +1,13 @@
-"""`podforge verify`: the pod serves what its plan says (run on the pod; standard library).
+"""`podforge verify`: the pod serves what its plan says (run on the pod, in its venv).
 
 - every ComfyUI instance answers ``GET /system_stats`` on its port, with the plan's flags;
 - r2sync (when on) runs (RUNNING under supervisor, active/running under systemd) and its
   ``--test`` round trip passes;
-- on GPU pods whose ComfyUI does not run `--cpu`, torch in the venv sees CUDA and the
-  plan's number of GPUs;
+- on each device a ComfyUI uses (not `--cpu`), torch in the venv has kernels for the
+  device's architecture and really runs one (a half-precision matmul and an elementwise op,
+  synchronized): a Blackwell GPU under a torch without sm_100/sm_120 is found here, not at
+  the first job;
+- the venv holds exactly what the deploy synced (the lock, podforge, flash-attn);
 - each workflow podforge fitted to the pod finds its model files and node types.
 
 Each problem names the program, the port, the cause and the program's last log lines.
@@ -21,6 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from podforge.core.gpu import arch_runs, sm
+from podforge.core.lock import drift
+from podforge.core.stacks import STACK_PROFILES
 from podforge.pod.comfyui_checks import ComfyClient, node_problems, smoke_prompt
 from podforge.probe.serving import (
     SUPERVISOR_SOCKET,
@@ -29,6 +35,7 @@ from podforge.probe.serving import (
     companions,
     observe,
 )
+from podforge.probe.state import venv_distributions
 
 # The state a program that serves is in, under each manager.
 RUNNING = {"supervisor": "RUNNING", "systemd": "active/running"}
@@ -122,6 +129,7 @@ def verify(
     smoke: Path | None = None,
     workflows: tuple[Path, Path, Path] | None = None,
     login: Path | None = None,
+    venv_wanted: Path | None = None,
 ) -> list[str]:
     """What keeps the pod from serving its plan (nothing: it serves).
 
@@ -132,6 +140,7 @@ def verify(
     ``workflows``: (stamp, ComfyUI dir, models dir) of the workflows podforge installed, whose
     node types ComfyUI must serve and whose model files must be there. ``login``: the
     credentials file of the login in front of each instance, checked from outside.
+    ``venv_wanted``: name -> version of what the venv holds once synced (the deploy's).
     """
     problems = serving_problems(plan["comfyui"], r2_env is not None, str(log_dir), timeout)
     if not problems and not quick:
@@ -153,9 +162,10 @@ def verify(
         if test.returncode != 0:
             cause = (test.stderr.strip().splitlines() or ["no output"])[-1]
             problems.append(f"r2sync --test failed: {cause.split('FAILED: ', 1)[-1]}")
-    on_gpus = [instance for instance in plan["comfyui"] if "--cpu" not in instance["args"]]
-    if plan["gpus"] and on_gpus and not quick:
-        problems.extend(_torch_sees(plan, venv))
+    if venv_wanted is not None:
+        problems += venv_problems(venv_wanted, venv_distributions(str(venv)) or {})
+    if plan["gpus"] and not quick:
+        problems += gpus_compute(plan, venv)
     return problems
 
 
@@ -224,24 +234,109 @@ def login_problems(instance: dict[str, Any], credentials: Path) -> list[str]:
     return problems
 
 
-def _torch_sees(plan: dict[str, Any], venv: Path) -> list[str]:
-    program = (
-        "import json, torch; "
-        "print(json.dumps([torch.cuda.is_available(), torch.cuda.device_count()]))"
+def venv_problems(wanted_file: Path, installed: dict[str, str]) -> list[str]:
+    """How the venv differs from what the deploy synced into it (a package removed or moved
+    by hand imports fine until ComfyUI's next start)."""
+    differences = drift(json.loads(wanted_file.read_text()), installed)
+    if not differences:
+        return []
+    shown = ", ".join(differences[:6]) + (", ..." if len(differences) > 6 else "")
+    return [
+        f"the venv differs from its lock ({len(differences)}: {shown}): deploy again, which"
+        " syncs it back"
+    ]
+
+
+# Run by the venv's python on one device (CUDA_VISIBLE_DEVICES names it): what torch was
+# built for, what the device is, and whether a real kernel runs on it. An error is the
+# answer here, so it is caught and reported, never swallowed.
+GPU_PROBE = """
+import json, torch
+seen = {"torch": torch.__version__, "cuda": torch.version.cuda}
+seen["devices"] = torch.cuda.device_count() if torch.cuda.is_available() else 0
+if seen["devices"]:
+    major, minor = torch.cuda.get_device_capability(0)
+    seen.update(
+        name=torch.cuda.get_device_name(0),
+        capability=f"{major}.{minor}",
+        arches=torch.cuda.get_arch_list(),
     )
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    done = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", program], capture_output=True, text=True, env=env
+    try:
+        a = torch.full((256, 256), 0.5, device="cuda:0", dtype=torch.float16)
+        b = torch.relu(a @ a - 1.0)
+        torch.cuda.synchronize(0)
+        seen["kernel"] = "ok" if float(b[0, 0]) == 63.0 else f"matmul gave {float(b[0, 0])}"
+    except Exception as error:
+        seen["kernel"] = (str(error).strip().splitlines() or [type(error).__name__])[0]
+print(json.dumps(seen))
+"""
+
+
+def gpus_compute(plan: dict[str, Any], venv: Path) -> list[str]:
+    """Each ComfyUI instance's device runs a kernel under the venv's torch (the instances
+    that run `--cpu` are skipped, and said so)."""
+    on_cpu = [i for i in plan["comfyui"] if "--cpu" in i["args"]]
+    if on_cpu:
+        names = ", ".join(f"comfyui-{i['device']}" for i in on_cpu)
+        print(f"verify: the GPU check is skipped for {names}: ComfyUI runs --cpu", flush=True)
+    instances = [i for i in plan["comfyui"] if "--cpu" not in i["args"]]
+    running = [
+        subprocess.Popen(
+            [str(venv / "bin" / "python"), "-c", GPU_PROBE],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": instance["cuda_visible_devices"] or ""},
+        )
+        for instance in instances
+    ]
+    devices = {gpu["index"]: gpu for gpu in plan["gpus"]}
+    problems = []
+    for instance, process in zip(instances, running, strict=True):
+        out, err = process.communicate()
+        program = f"comfyui-{instance['device']}"
+        device = devices[instance["device"]]
+        if process.returncode != 0:
+            cause = (err.strip().splitlines() or ["no output"])[-1]
+            problems.append(f"{program}: torch does not import in {venv}: {cause}")
+            continue
+        seen = json.loads(out)
+        problem = gpu_problem(device, seen, plan["stack"])
+        if problem:
+            problems.append(f"{program}: {problem}")
+        else:
+            print(
+                f"verify: {program} computes on {seen['name']} ({sm(seen['capability'])}):"
+                f" torch {seen['torch']}, an fp16 matmul ran",
+                flush=True,
+            )
+    return problems
+
+
+def gpu_problem(device: dict[str, Any], seen: dict[str, Any], stack: str) -> str | None:
+    """Why a device does not compute under the venv's torch (``seen``: GPU_PROBE's answer
+    there), naming the device, its architecture, the torch build and the stack that would
+    run; None when it computes."""
+    if not seen["devices"]:
+        return (
+            f"torch {seen['torch']} sees no CUDA device for {device['name']}"
+            " (the driver, the container's GPU access, or a CPU build of torch)"
+        )
+    arch = sm(seen["capability"])
+    build = f"torch {seen['torch']} (CUDA {seen['cuda']}, the {stack} stack)"
+    would = next(
+        (p.name for p in STACK_PROFILES.values() if arch_runs(p.architectures, seen["capability"])),
+        None,
     )
-    if done.returncode != 0:
-        return [f"torch does not import: {(done.stderr.strip().splitlines() or ['?'])[-1]}"]
-    available, count = json.loads(done.stdout)
-    if not available:
-        return ["torch does not see CUDA (driver, or a CPU build of torch?)"]
-    physical = {gpu["gpu_index"] for gpu in plan["gpus"] if gpu["mig"] is None}
-    if physical and count != len(physical) and not any(g["mig"] for g in plan["gpus"]):
-        return [f"torch sees {count} GPUs, the plan has {len(physical)}"]
-    return []
+    instead = f"{would} would run: deploy with STACK_PROFILE=auto" if would else "no stack runs it"
+    if not arch_runs(seen["arches"], seen["capability"]):
+        return (
+            f"{seen['name']} ({arch}) has no kernels in {build}, which carries"
+            f" {' '.join(seen['arches']) or 'no architecture'}; {instead}"
+        )
+    if seen["kernel"] != "ok":
+        return f"a test kernel failed on {seen['name']} ({arch}) under {build}: {seen['kernel']}"
+    return None
 
 
 def fitted_workflows_problems(
@@ -272,6 +367,7 @@ def main(
     workflows: tuple[str, str, str] | None = None,
     smoke: str | None = None,
     login: str | None = None,
+    venv_wanted: str | None = None,
 ) -> int:
     """``workflows``: (stamp, ComfyUI dir, models dir), checked unless ``quick``; ``smoke``:
     ComfyUI's output dir, where the smoke workflow's files must land."""
@@ -287,6 +383,7 @@ def main(
         smoke=Path(smoke) if smoke else None,
         workflows=tuple(Path(p) for p in workflows) if workflows else None,  # type: ignore[arg-type]
         login=Path(login) if login else None,
+        venv_wanted=Path(venv_wanted) if venv_wanted else None,
     )
     for problem in problems:
         print(f"verify: FAILED {problem}", flush=True)
