@@ -124,6 +124,7 @@ class RunCollector(BaseStateCallback):
                     else pod_host.data.get("runpod_gpu_type")
                 ),
                 tier=plan.tier if plan else None,
+                stack=plan.stack if plan else None,
                 variants=dict(plan.variants) if plan else {},
                 changed=sum(1 for m in done if m.did_succeed() and m.did_change()),
                 duration_s=round((pod.ended or pod.began) - pod.began, 1),

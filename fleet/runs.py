@@ -29,6 +29,7 @@ class PodRun(BaseModel):
     host: str  # pyinfra's host name (what --limit matches)
     gpu: str | None = None
     tier: str | None = None
+    stack: str | None = None  # the stack profile its plan chose
     variants: dict[str, object] = {}
     gb_fetched: float = 0.0
     changed: int = 0  # operations that changed something
@@ -65,12 +66,13 @@ def is_failure(run: PodRun) -> bool:
 
 def render_table(runs: Sequence[PodRun]) -> str:
     """The report as a fixed-width table, one line per pod, causes under their pod."""
-    header = ("POD", "GPU", "TIER", "VARIANTS", "GB", "CHANGED", "TIME", "STATUS")
+    header = ("POD", "GPU", "TIER", "STACK", "VARIANTS", "GB", "CHANGED", "TIME", "STATUS")
     rows = [
         (
             run.pod,
             run.gpu or "-",
             run.tier or "-",
+            run.stack or "-",
             ",".join(f"{k}={_variant(v)}" for k, v in sorted(run.variants.items())) or "-",
             f"{run.gb_fetched:.2f}",
             str(run.changed),

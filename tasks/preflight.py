@@ -15,6 +15,7 @@ def passes(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
     """True when the host can take the plan and its stack lock is current; otherwise log
     why and fail this host alone. Model files already in place need no disk again.
     """
+    logger.info(f"{host.print_prefix}plan: {plan.summary()}")
     for warning in plan.warnings:
         logger.warning(f"{host.print_prefix}{warning}")
     in_place = sum(status["size"] or 0 for status in pod.models.values())

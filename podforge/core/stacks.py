@@ -69,7 +69,7 @@ OPENCV_BELOW_NUMPY2 = (
     "opencv-contrib-python-headless<4.12",
 )
 
-# Found by starting ComfyUI with every node at its pin on torch 2.8 (tests/e2e/test_blackwell.py):
+# Found by starting ComfyUI with every node at its pin on torch 2.8 (tests/e2e/test_software.py):
 # transformers 5 imports there (it needs torch.accelerator, torch >= 2.6), so it has no cap.
 TORCH28_CONSTRAINTS: tuple[str, ...] = (
     "numpy<2",  # mediapipe and the GGUF loader, whatever the torch

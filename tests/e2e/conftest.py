@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-GPUS = ["rtx-4080-super", "h100", "rtx-4090"]
+# Two stacks: the RTX 5090 (Blackwell, sm_120) gets torch28-cu128, the others torch25-cu124.
+GPUS = ["rtx-4080-super", "h100", "rtx-5090"]
 # Away from 127.0.0.2.., where a developer's own `python -m sandbox up` pods listen.
 FIRST_ADDRESS = 40
 GATED_REPO = "lightx2v/Qwen-Image-Lightning"

@@ -75,25 +75,49 @@ def distributions(sandbox, pod):
     )
 
 
-def locked_for(pod_python_version):
+def locked_for(profile, pod_python_version):
     from podforge.core.lock import for_pod, lock_file
-    from podforge.core.stacks import DEFAULT_STACK
 
-    text = (REPO / lock_file(DEFAULT_STACK)).read_text()
+    text = (REPO / lock_file(profile)).read_text()
     return {entry.name: entry.version for entry in for_pod(text, pod_python_version, "x86_64")}
 
 
-def test_the_venv_holds_exactly_the_lock(deployed, sandbox):
+def test_the_venv_holds_exactly_the_lock_of_its_gpus_stack(deployed, sandbox):
+    stacks = {}
     for pod in sandbox["pods"]:
+        stack = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))["stack"]
+        stacks[pod["gpu"]] = stack
         version = pod_python(sandbox, pod, "import sys; print(*sys.version_info[:3])")
-        locked = locked_for(tuple(int(part) for part in version.split()))
+        locked = locked_for(stack, tuple(int(part) for part in version.split()))
         installed = distributions(sandbox, pod)
         # Every locked distribution at its version, and nothing else but podforge and flash-attn.
         assert {name: installed.get(name) for name in locked} == locked
         assert sorted(set(installed) - set(locked)) == ["flash-attn", "podforge"]
-        assert installed["torch"] == "2.5.1" and installed["transformers"].startswith("4.")
         check = pod_shell(sandbox, pod, f"{VENV}/bin/uv pip check --python {VENV}/bin/python 2>&1")
         assert "All installed packages are compatible" in check
+    assert stacks == {
+        "rtx-4080-super": "torch25-cu124",
+        "h100": "torch25-cu124",
+        "rtx-5090": "torch28-cu128",  # Blackwell (sm_120): torch 2.5.1 has no kernels for it
+    }
+
+
+def test_a_blackwell_pod_runs_torch_28_built_for_it(deployed, sandbox):
+    pod = next(p for p in sandbox["pods"] if p["gpu"] == "rtx-5090")
+    # The wheel's own arch list (torch.cuda.get_arch_list() is empty without a GPU).
+    built = pod_python(
+        sandbox,
+        pod,
+        "import torch; print(torch.__version__, torch.version.cuda, torch._C._cuda_getArchFlags())",
+    ).split()
+    assert built[:2] == ["2.8.0+cu128", "12.8"]
+    assert "sm_120" in built[2:] and "sm_100" in built[2:]
+    installed = distributions(sandbox, pod)
+    assert installed["xformers"] == "0.0.32.post2" and installed["transformers"].startswith("5.")
+    # Its ComfyUI runs --cpu here (no GPU): verify says the GPU check was skipped.
+    out = verify_on(sandbox, pod, "--venv-wanted /opt/podforge/stack-venv.json")
+    assert out.startswith("exit=0\n"), out
+    assert "verify: the GPU check is skipped for comfyui-0: ComfyUI runs --cpu" in out
 
 
 def test_a_venv_changed_by_hand_is_synced_back(deployed, sandbox):
@@ -101,6 +125,13 @@ def test_a_venv_changed_by_hand_is_synced_back(deployed, sandbox):
     uv = f"{VENV}/bin/uv pip --quiet"
     pod_shell(sandbox, pod, f"{uv} uninstall --python {VENV}/bin/python einops")
     pod_shell(sandbox, pod, f"{VENV}/bin/python -m ensurepip")  # pip is not in the lock
+    # ComfyUI still runs on what it imported: verify names the difference before a restart.
+    out = verify_on(sandbox, pod, "--venv-wanted /opt/podforge/stack-venv.json")
+    assert out.startswith("exit=1\n"), out
+    assert (
+        "verify: FAILED the venv differs from its lock (2: einops missing, pip 23.0.1 not in"
+        " the lock): deploy again, which syncs it back"
+    ) in out
     result = converge()[pod["address"]]
     assert not result.failed
     (synced,) = [op for op in result.changed if op.startswith("Python environment | Install ")]

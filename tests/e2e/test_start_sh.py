@@ -69,15 +69,21 @@ def test_start_sh_boots_a_prepared_pod_with_zero_changes(prepared, sandbox):
     assert "Grand total" in log
 
 
-def test_a_pod_whose_gpu_changed_boots_with_its_new_flags_and_models(prepared, sandbox):
-    pod = next(p for p in sandbox["pods"] if p["gpu"] == "rtx-4090")
+def test_a_pod_whose_gpu_changed_boots_with_its_new_flags_models_and_stack(prepared, sandbox):
+    pod = next(p for p in sandbox["pods"] if p["gpu"] == "rtx-5090")
     before = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
     try:
         swap_gpu(sandbox, pod, "rtx-3060")
         log = boot(sandbox, pod)
         plan = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
-        # 12 GB: the table's row for it (24 GB had model_cpu_offload).
+        # 12 GB: the table's row for it (32 GB had model_cpu_offload).
         assert plan["comfyui"][0]["memory_mode"] == "sequential_cpu_offload"
+        # An Ampere card: the default stack, synced at boot from the volume's uv cache.
+        assert (before["stack"], plan["stack"]) == ("torch28-cu128", "torch25-cu124")
+        torch = pod_shell(
+            sandbox, pod, "/workspace/venv/bin/python -c 'import torch; print(torch.__version__)'"
+        )
+        assert torch.startswith("2.5.1")
         assert "Models | Fetch" in " ".join(changed_operations(log))
         new = {m["dest"] for m in plan["models"]} - {m["dest"] for m in before["models"]}
         assert new, "a 12 GB GPU gets other model variants than a 24 GB one"
@@ -90,5 +96,5 @@ def test_a_pod_whose_gpu_changed_boots_with_its_new_flags_and_models(prepared, s
         )
         assert running.endswith(f"main.py {' '.join(plan['comfyui'][0]['args'])} ")
     finally:
-        swap_gpu(sandbox, pod, "rtx-4090")
+        swap_gpu(sandbox, pod, "rtx-5090")
         assert all(not r.failed for r in converge().values())

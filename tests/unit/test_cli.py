@@ -54,6 +54,23 @@ def test_plan_for_an_h100_mig_slice(fake_gpu_path):
     assert plan["comfyui"][0]["args"][0] == "--lowvram"
 
 
+@pytest.mark.parametrize(
+    ("gpu", "stack", "reason"),
+    [
+        ("rtx-4090", "torch25-cu124", "the default"),
+        (
+            "rtx-5090",
+            "torch28-cu128",
+            "torch25-cu124 has no kernels for NVIDIA GeForce RTX 5090 (sm_120)",
+        ),
+        ("b200", "torch28-cu128", "torch25-cu124 has no kernels for NVIDIA B200 (sm_100)"),
+    ],
+)
+def test_plan_picks_the_stack_from_nvidia_smis_compute_cap(fake_gpu_path, gpu, stack, reason):
+    plan = json.loads(run_plan(fake_gpu_path(gpu)).stdout)
+    assert (plan["stack"], plan["stack_reason"]) == (stack, reason)
+
+
 def test_plan_for_two_gpus_gives_two_instances(fake_gpu_path):
     plan = json.loads(run_plan(fake_gpu_path("2x-a40")).stdout)
     assert [c["port"] for c in plan["comfyui"]] == [8188, 8189]

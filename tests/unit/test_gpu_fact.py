@@ -27,6 +27,10 @@ EXPECTED = {
         ("NVIDIA GeForce RTX 3060", 12288, None, "GPU-51a0c3d2-77e4-9b18-0f6c-2a3d4e5f6071")
     ],
     "h100": [("NVIDIA H100 80GB HBM3", 81559, None, "GPU-a3f1e2d4-5b6c-7d8e-9f01-23456789abcd")],
+    "rtx-5090": [
+        ("NVIDIA GeForce RTX 5090", 32607, None, "GPU-5e0c9a1b-7f24-4d63-b8e5-2a91c07d3f58")
+    ],
+    "b200": [("NVIDIA B200", 183359, None, "GPU-b2000c4e-91d7-4a3f-8e26-5c70d1f9a8b3")],
     # A MIG slice is its own ~10 GB device, not an 80 GB one.
     "h100-mig-1g10gb": [
         (

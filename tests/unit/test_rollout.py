@@ -63,6 +63,7 @@ RUNS = [
         host="127.0.0.2",
         gpu="NVIDIA GeForce RTX 4090",
         tier="prosumer",
+        stack="torch25-cu124",
         variants={"wan22": {"precision": "gguf", "quant": "q5_0"}, "dwpose": "onnx"},
         gb_fetched=14.3,
         changed=12,
@@ -74,6 +75,7 @@ RUNS = [
         host="127.0.0.3",
         gpu="NVIDIA H100 80GB HBM3",
         tier="datacenter",
+        stack="torch28-cu128",
         changed=3,
         duration_s=20.0,
         status="failed",
@@ -85,7 +87,18 @@ RUNS = [
 
 def test_the_table_has_a_line_per_pod_and_its_cause_under_it():
     lines = render_table(RUNS).splitlines()
-    assert lines[0].split() == ["POD", "GPU", "TIER", "VARIANTS", "GB", "CHANGED", "TIME", "STATUS"]
+    assert lines[0].split() == [
+        "POD",
+        "GPU",
+        "TIER",
+        "STACK",
+        "VARIANTS",
+        "GB",
+        "CHANGED",
+        "TIME",
+        "STATUS",
+    ]
+    assert "torch28-cu128" in lines[2]
     assert (
         lines[1].startswith("pod1 ")
         and "dwpose=onnx,wan22=gguf:q5_0" in lines[1]
