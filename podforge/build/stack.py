@@ -130,7 +130,10 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None], as_of: str) -> 
                 env={**os.environ, **UV_ENVIRONMENT},
             )
             if done.returncode != 0:
-                raise StackError(explain_uv_conflict(done.stderr, sources, inputs))
+                raise StackError(
+                    f"{explain_uv_conflict(done.stderr, sources, inputs)}; uv read the index as"
+                    f" of {as_of}: what needs a newer release needs `stack lock --upgrade`"
+                )
             _check_shared_imports(done.stdout, target)
             return f"# Python {target.python} on {target.platform}\n" + marked(done.stdout, target)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from podforge.build.upstream import mirror_dir
-from podforge.core.lock import entries, lock_file, read_header
-from podforge.core.stacks import DEFAULT_STACK
+from podforge.core.lock import entries, lock_file, read_header, read_resolved_as_of
+from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
 
 pytestmark = pytest.mark.pypi
 
@@ -42,26 +42,49 @@ def repo_copy(tmp_path_factory) -> Path:
     return copy
 
 
-def test_lock_twice_writes_the_same_file_for_the_committed_inputs(repo_copy):
-    path = repo_copy / lock_file(DEFAULT_STACK)
-    committed = read_header(path.read_text(), "committed")
-    path.unlink()
-    first = podforge("lock", cwd=repo_copy)
-    assert first.returncode == 0, first.stderr
-    assert "stack lock: wrote locks/torch25-cu124.txt" in first.stderr
-    written = path.read_text()
-    # The inputs (requirement files at the pins, pins, constraints) are the committed ones.
-    assert read_header(written, "written") == committed
-    assert podforge("lock", cwd=repo_copy).returncode == 0
-    assert path.read_text() == written
-    resolved = {entry.name: entry.version for entry in entries(written)}
-    assert resolved["torch"] == "2.5.1" and resolved["xformers"] == "0.0.28.post3"
-    assert resolved["transformers"].startswith("4.")  # transformers<5 held
+@pytest.mark.parametrize("profile", sorted(STACK_PROFILES))
+def test_a_relock_of_the_committed_inputs_writes_the_committed_bytes(repo_copy, profile):
+    # uv reads the index as of the lock's resolved-as-of: whatever was uploaded since (the
+    # index moves every day) changes nothing.
+    path = repo_copy / lock_file(profile)
+    committed = path.read_text()
+    done = podforge("lock", "--profile", profile, cwd=repo_copy)
+    assert done.returncode == 0, done.stderr
+    assert f"stack lock: wrote locks/{profile}.txt" in done.stderr
+    assert "stack lock: nothing moved" in done.stderr
+    assert path.read_text() == committed
+    resolved = {entry.name: entry.version for entry in entries(committed)}
+    assert resolved["torch"] == STACK_PROFILES[profile].torch
+    assert resolved["xformers"] == STACK_PROFILES[profile].xformers
     assert resolved["numpy"].startswith("1.")  # the profile's numpy<2 held
     assert resolved["opencv-contrib-python"] == resolved["opencv-python"] < "4.12"
     assert resolved["comfyui-frontend-package"] == "1.27.10"  # ComfyUI's own pin
     assert "setuptools" in resolved and resolved["uv"] == "0.13.9"
-    assert "--hash=sha256:" in written and "# via -r ComfyUI-KJNodes/requirements.txt" in written
+    assert (
+        "--hash=sha256:" in committed and "# via -r ComfyUI-KJNodes/requirements.txt" in committed
+    )
+
+
+def test_upgrade_reads_the_index_as_of_now_and_says_what_moved(repo_copy):
+    path = repo_copy / lock_file(DEFAULT_STACK)
+    committed = path.read_text()
+    # As if the lock had been written on 2026-11-18 (after uv 0.13.9): the index moved since.
+    path.write_text(
+        committed.replace(
+            f"# resolved-as-of: {read_resolved_as_of(committed)}",
+            "# resolved-as-of: 2026-11-18T00:00:00Z",
+        )
+    )
+    older = podforge("lock", cwd=repo_copy)
+    assert older.returncode == 0, older.stderr
+    assert "the index as of 2026-11-18T00:00:00Z" in older.stderr
+    upgraded = podforge("lock", "--upgrade", cwd=repo_copy)
+    assert upgraded.returncode == 0, upgraded.stderr
+    (moves,) = [line for line in upgraded.stderr.splitlines() if "stack lock: moved: " in line]
+    assert " -> " in moves
+    assert read_resolved_as_of(path.read_text()) > "2026-12-01"
+    assert read_header(path.read_text(), "upgraded") == read_header(committed, "committed")
+    path.write_text(committed)
 
 
 def test_check_resolves_the_pins_without_writing(repo_copy):
