@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -57,6 +58,17 @@ def _token(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    """Ctrl-C: one line, and out at once, not after the downloads in flight end (a killed
+    fetcher is what the partial files and their locks are made for)."""
+    print(
+        "podforge fetch: interrupted; the partial files stay, the next run resumes them",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(130)
+
+
 def _fetch(args: argparse.Namespace) -> int:
     # Imported here: every verb would pay its HTTP stack at start (a no-op's verify too).
     from podforge.pod.fetch import FetchError, Sources, fetch_all, read_manifest
@@ -69,9 +81,11 @@ def _fetch(args: argparse.Namespace) -> int:
         # huggingface_hub's own switch, so one variable turns Xet off for both.
         xet=os.environ.get("HF_HUB_DISABLE_XET", "").lower() not in ("1", "true", "yes", "on"),
     )
+    signal.signal(signal.SIGINT, _interrupted)
     staging = Path(args.staging) if args.staging else None
+    models_dir = Path(args.models_dir) if args.models_dir else None
     try:
-        manifest = read_manifest(Path(args.manifest))
+        manifest = read_manifest(Path(args.manifest), models_dir)
         results = fetch_all(
             manifest,
             sources,
@@ -83,6 +97,7 @@ def _fetch(args: argparse.Namespace) -> int:
         for failure in str(error).split("; "):
             print(f"podforge fetch: FAILED {failure}", file=sys.stderr)
         return 1
+
     fetched = sorted(dest for dest, how in results.items() if how == "fetched")
     for dest in fetched:
         print(f"fetched {dest}")
@@ -225,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     fetch.add_argument(
         "--staging", help="download here (local disk), then publish to the models dir"
+    )
+    fetch.add_argument(
+        "--models-dir", help="every dest must lie inside it (symlinks followed); the deploy's"
     )
     fetch.set_defaults(run=_fetch)
     _add_stack_parser(verbs)

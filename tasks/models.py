@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass
 
 from pyinfra import host
@@ -82,12 +83,34 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         on_success=fetch.read_summary,
         failure="the model fetcher failed: see its FAILED lines above",
         command=(
-            f"HF_ENDPOINT={settings.hf_endpoint} CIVITAI_ENDPOINT={settings.civitai_endpoint}"
-            + "".join(f" {name}={path}" for name, (path, _, _) in token_files.items())
-            + f" {settings.venv_dir}/bin/podforge fetch {manifest_path}"
-            f" --concurrency {settings.fetch_concurrency}"
-            f" --connections {settings.fetch_connections}"
-            + (f" --staging {settings.models_staging_dir}" if settings.models_staging_dir else "")
+            # An assignment's name must stay unquoted: only the values are.
+            " ".join(
+                f"{name}={shlex.quote(value)}"
+                for name, value in {
+                    "HF_ENDPOINT": settings.hf_endpoint,
+                    "CIVITAI_ENDPOINT": settings.civitai_endpoint,
+                    **{name: path for name, (path, _, _) in token_files.items()},
+                }.items()
+            )
+            + " "
+            + shlex.join(
+                [
+                    f"{settings.venv_dir}/bin/podforge",
+                    "fetch",
+                    manifest_path,
+                    "--models-dir",
+                    settings.models_dir,
+                    "--concurrency",
+                    str(settings.fetch_concurrency),
+                    "--connections",
+                    str(settings.fetch_connections),
+                    *(
+                        ["--staging", settings.models_staging_dir]
+                        if settings.models_staging_dir
+                        else []
+                    ),
+                ]
+            )
             # One stream, so progress, "fetched" and "FAILED" lines keep their order.
             + " 2>&1"
         ),

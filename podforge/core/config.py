@@ -14,8 +14,11 @@ variable, the value and what it accepts; secrets are ``SecretStr`` and never pri
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import json
 import posixpath
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -30,8 +33,9 @@ from pydantic import (
 )
 
 from podforge.core.comfyui_args import ComfyArgsError, parse_comfyui_args
+from podforge.core.paths import PathError, relative_path, setting_path
 from podforge.core.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
-from podforge.core.sources import ModelSource
+from podforge.core.sources import ModelSource, check_url
 from podforge.core.stacks import FLASH_ATTN_MIRROR
 
 Phase = Literal["image", "pod", "boot"]
@@ -59,6 +63,30 @@ class CustomModel(ModelSource):
     (podforge/core/sources.py) and where it goes, relative to models_dir."""
 
     dest: str
+
+    @field_validator("dest", mode="before")
+    @classmethod
+    def _inside_models_dir(cls, value: object) -> str:
+        try:
+            return relative_path(value)
+        except PathError as error:
+            raise ValueError(str(error)) from None
+
+
+# Values bound for an nginx map line, a shell or a file read line by line: a plain alphabet.
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,512}$")
+_SECRET_TEXT = re.compile(r"^[\x21-\x7e]{1,4096}$")  # printable, no spaces
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's and R2's bucket names
+PATH_SETTINGS = (
+    "workspace_dir",
+    "comfyui_dir",
+    "models_dir",
+    "venv_dir",
+    "podforge_dir",
+    "start_script",
+    "uv_cache_dir",
+    "models_staging_dir",
+)
 
 
 class Settings(BaseModel):
@@ -224,17 +252,76 @@ class Settings(BaseModel):
     @field_validator("r2_endpoint", "hf_endpoint", "civitai_endpoint")
     @classmethod
     def _check_endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("expected an http:// or https:// URL")
-        return value
+        return value if value is None else check_url(value)
 
     @field_validator("flash_attn_mirror")
     @classmethod
     def _check_mirror(cls, value: str) -> str:
         # file://: a mirror on the volume, for pods without GitHub.
-        if not value.startswith(("https://", "http://", "file://")):
-            raise ValueError("expected an http://, https:// or file:// URL")
+        return check_url(value, ("https", "file"))
+
+    @field_validator(*PATH_SETTINGS)
+    @classmethod
+    def _check_path(cls, value: str | None) -> str | None:
+        try:
+            return value if value is None else setting_path(value)
+        except PathError as error:
+            raise ValueError(str(error)) from None
+
+    @field_validator("comfyui_listen", "comfyui_private_listen")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError("expected an IP address such as 0.0.0.0 or 127.0.0.1") from None
+
+    @field_validator("comfyui_api_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _TOKEN.match(value.get_secret_value()):
+            raise ValueError(
+                "expected 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / = - (it is matched"
+                " in nginx's config)"
+            )
         return value
+
+    @field_validator("hf_token", "civitai_token", "r2_access_key_id", "r2_secret_access_key")
+    @classmethod
+    def _check_secret_text(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _SECRET_TEXT.match(value.get_secret_value()):
+            raise ValueError("expected printable characters without spaces or line breaks")
+        return value
+
+    @field_validator("r2_bucket")
+    @classmethod
+    def _check_bucket(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET.match(value):
+            raise ValueError("expected a bucket name: 3 to 63 of a-z 0-9 . -")
+        return value
+
+    @field_validator("custom_models")
+    @classmethod
+    def _unique_dests(cls, value: list[CustomModel]) -> list[CustomModel]:
+        seen: dict[str, int] = {}
+        for index, model in enumerate(value):
+            if model.dest in seen:
+                raise ValueError(
+                    f"custom_models[{seen[model.dest]}] and custom_models[{index}] both go to"
+                    f" {model.dest}: keep one"
+                )
+            seen[model.dest] = index
+        return value
+
+    @model_validator(mode="after")
+    def _private_listen_behind_the_login(self) -> Settings:
+        if self.comfyui_auth and not ipaddress.ip_address(self.comfyui_private_listen).is_loopback:
+            raise ValueError(
+                f"comfyui_private_listen={self.comfyui_private_listen} puts ComfyUI, which has"
+                " no login of its own, beside nginx's login on every network: keep it on"
+                " 127.0.0.1 (or turn comfyui_auth off, knowingly)"
+            )
+        return self
 
 
 SETTING_NAMES: frozenset[str] = frozenset(Settings.model_fields)
@@ -262,6 +349,13 @@ def load_settings(data: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
         if key in SETTING_NAMES:
             values[key] = value
             source[key] = f"{key} (host data)"
+        else:
+            _refuse_a_typo(key, f"{key} (host data)", SETTING_NAMES)
+    # The environment holds every program's variables: only feature flags are judged there.
+    flags = {env_name(key) for key in SETTING_NAMES if key.startswith("enable_")}
+    for name in environ:
+        if name.startswith("ENABLE_") and name not in flags:
+            _refuse_a_typo(name, name, flags)
     for key in SETTING_NAMES:
         name = env_name(key)
         if name in environ and environ[name] != "":
@@ -271,6 +365,14 @@ def load_settings(data: Mapping[str, Any], environ: Mapping[str, str]) -> Settin
         return Settings(**values)
     except ValidationError as error:
         raise SettingsError(_one_line(error, values, source)) from None
+
+
+def _refuse_a_typo(name: str, where: str, known: frozenset[str] | set[str]) -> None:
+    """A key that is no setting but nearly one is a typo, not another tool's data (pyinfra's
+    own keys, say): refused, naming the setting it almost is."""
+    nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+    if nearest:
+        raise SettingsError(f"{where} is not a setting: did you mean {nearest[0]}?")
 
 
 def as_environment(values: Mapping[str, Any]) -> dict[str, str]:
@@ -329,12 +431,21 @@ def _one_line(error: ValidationError, values: Mapping[str, Any], source: Mapping
         # but not a whole object, nor a URL's query (either may carry a token).
         where += "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
         value = first.get("input")
-        shown = "{...}" if isinstance(value, dict) else repr(value)
-        if loc[-1] == "url" and isinstance(value, str):
-            shown = repr(value.split("?", 1)[0])
+        shown = "{...}" if isinstance(value, dict) else _shown(value)
     else:
-        shown = repr(values.get(field, first.get("input")))
+        shown = _shown(values.get(field, first.get("input")))
     return f"{where}{note}={shown} is not accepted: {_accepts(field, first)}"
+
+
+def _shown(value: Any) -> str:
+    """A refused value for people: a URL without its query or user info (either may carry a
+    token), control characters escaped, at most 100 characters."""
+    if isinstance(value, str) and "://" in value:
+        scheme, _, rest = value.split("?", 1)[0].split("#", 1)[0].partition("://")
+        host, slash, path = rest.partition("/")
+        value = f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+    shown = repr(value)
+    return shown if len(shown) <= 100 else shown[:97] + "..."
 
 
 def _bounds(field: str) -> tuple[Any, Any]:

@@ -11,6 +11,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from podforge.core.sources import check_url
+
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -30,6 +32,13 @@ class RepoPin(BaseModel):
         if not _SHA.match(value):
             raise ValueError(f"expected a full 40-hex commit sha, got {value!r}")
         return value
+
+    @field_validator("url")
+    @classmethod
+    def _fetchable(cls, value: str) -> str:
+        # git's own protocol serves public trees read-only (a mirror, the sandbox's daemon);
+        # file:// is a checkout on the machine itself.
+        return check_url(value, ("https", "git", "file"))
 
     @field_validator("name")
     @classmethod

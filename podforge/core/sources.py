@@ -20,12 +20,43 @@ import re
 import urllib.parse
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 SourceKind = Literal["huggingface", "civitai", "url"]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # Plain http is for a server on this machine (a mirror, the sandbox), never the internet.
 _LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\])$")
+
+
+# owner/name, or a name alone (the oldest repos: gpt2).
+_HF_REPO = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_PLAIN = re.compile(r"^[^\x00-\x20\x7f\\]{1,1024}$")
+_NAMED = re.compile(r"^[^\x00-\x1f\x7f\\]{1,1024}$")
+# What no URL podforge passes on may hold: it would end a line, a word or a quote.
+_URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\"'`<>\\{}|^]")
+
+
+def check_url(value: str, schemes: tuple[str, ...] = ("https",)) -> str:
+    """``value`` if it is a URL of ``schemes`` (plain http only to this machine) without a
+    character that could end a line, a word or a quote; ValueError saying what is expected."""
+    parts = urllib.parse.urlsplit(value)
+    loopback = parts.scheme == "http" and _LOOPBACK.match(parts.hostname or "")
+    wanted = " or ".join(f"{scheme}://" for scheme in schemes)
+    if _URL_UNSAFE.search(value):
+        raise ValueError(f"expected an {wanted} URL without spaces, quotes or control characters")
+    if parts.scheme == "file" and "file" in schemes:
+        return value
+    if not (parts.scheme in schemes or loopback) or not parts.hostname:
+        raise ValueError(f"expected an {wanted} URL (plain http only to localhost)")
+    return value
 
 
 class ModelSource(BaseModel):
@@ -36,12 +67,12 @@ class ModelSource(BaseModel):
     path: str | None = None  # inside the repo
     revision: str = "main"
     # CivitAI
-    civitai: Annotated[int, Field(ge=1)] | None = None  # a model version id
+    civitai: Annotated[StrictInt, Field(ge=1)] | None = None  # a model version id
     file: str | None = None  # the file's name, when the version has several
     # Any URL
     url: str | None = None
 
-    bytes: Annotated[int, Field(ge=0)] | None = None  # exact size, checked
+    bytes: Annotated[StrictInt, Field(ge=0)] | None = None  # exact size, checked
     sha256: str | None = None  # checked
 
     @field_validator("sha256", mode="before")
@@ -54,16 +85,26 @@ class ModelSource(BaseModel):
                 raise ValueError("expected a sha256: 64 hexadecimal digits")
         return value
 
+    @field_validator("repo")
+    @classmethod
+    def _check_repo(cls, value: str | None) -> str | None:
+        if value is not None and not _HF_REPO.match(value):
+            raise ValueError("expected a Hugging Face repo id: owner/name of A-Z a-z 0-9 . _ -")
+        return value
+
+    @field_validator("revision", "path", "file")
+    @classmethod
+    def _check_plain(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # They end up in a URL's path (quoted) and in messages.
+        spaced = info.field_name != "revision"  # file names may hold spaces, branches not
+        if value is not None and not (_NAMED if spaced else _PLAIN).match(value):
+            raise ValueError("expected text without control characters or backslashes")
+        return value
+
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = urllib.parse.urlsplit(value)
-        loopback = parts.scheme == "http" and _LOOPBACK.match(parts.hostname or "")
-        if not (parts.scheme == "https" or loopback) or not parts.hostname:
-            raise ValueError("expected an https:// URL (plain http only to localhost)")
-        return value
+        return value if value is None else check_url(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSource:

@@ -16,6 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
+from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import RepoPin
 from podforge.core.sources import ModelSource
 
@@ -57,7 +60,7 @@ def source_of(url: str) -> dict[str, Any]:
     if found := _CIVITAI_DOWNLOAD.match(url) or _CIVITAI_PAGE.match(url):
         return {"civitai": int(found["id"])}
     if not re.match(r"^https?://[^/\s]+/\S*$", url):
-        raise ValueError(f"{url!r} is not an http(s) URL")
+        raise ValueError(f"{_text(_without_query(url))} is not an http(s) URL")
     return {"url": url}
 
 
@@ -100,6 +103,32 @@ class Needs:
         return lines
 
 
+# A registry id (comfyui-kjnodes) or a GitHub owner/repo (kijai/ComfyUI-KJNodes).
+_PACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99})?$")
+
+
+def _text(value: object) -> str:
+    """A stranger's value in a message: quoted where it is text, short, escaped."""
+    shown = repr(value) if isinstance(value, str) else str(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _label(value: object) -> str:
+    """A node's type or id as a label (``KSampler #3``): no control characters, short."""
+    shown = re.sub(r"[\x00-\x1f\x7f]", "?", str(value))
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def _without_query(url: str) -> str:
+    """A URL for people: its query and user info may hold a token."""
+    base = url.split("?", 1)[0].split("#", 1)[0]
+    scheme, separator, rest = base.partition("://")
+    if not separator:
+        return base
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+
+
 def _pack_key(name: str) -> str:
     return name.lower().replace("_", "-")
 
@@ -112,8 +141,15 @@ def _nodes(label: str, workflow: Any) -> list[dict[str, Any]]:
             " or an API-format prompt)"
         )
     nodes = list(workflow["nodes"])
-    for subgraph in (workflow.get("definitions") or {}).get("subgraphs") or []:
-        nodes += subgraph.get("nodes") or []
+    definitions = workflow.get("definitions") or {}
+    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    if not isinstance(subgraphs, (list, type(None))):
+        raise WorkflowError(f"{label}: definitions.subgraphs is not a list")
+    for index, subgraph in enumerate(subgraphs or []):
+        inner = subgraph.get("nodes") if isinstance(subgraph, dict) else None
+        if not isinstance(inner, list):
+            raise WorkflowError(f"{label}: subgraph {index} has no 'nodes' list")
+        nodes += inner
     return [node for node in nodes if isinstance(node, dict)]
 
 
@@ -139,22 +175,39 @@ def workflow_needs(
     packs: dict[str, dict[str, Any]] = {}
 
     def want(folder: str, name: str, url: str | None, sha256: str | None, node: str) -> None:
-        dest = f"{folder}/{name.replace(chr(92), '/')}"
+        # A stranger's JSON names the place: it stays inside the models dir (paths.py).
+        try:
+            dest = relative_path(f"{folder}/{name}")
+        except PathError as error:
+            raise WorkflowError(f"{label}: {node}: a model's directory and name: {error}") from None
         old_url, old_sha, nodes = named.get(dest, (None, None, []))
         named[dest] = (old_url or url, old_sha or sha256, [*nodes, node])
 
     if _is_api_prompt(workflow):
         for node_id, node in workflow.items():
-            where = f"{node['class_type']} #{node_id}"
+            where = f"{_label(node['class_type'])} #{_label(node_id)}"
             for key, value in (node.get("inputs") or {}).items():
                 if key in INPUT_FOLDERS and isinstance(value, str) and "." in value:
                     want(INPUT_FOLDERS[key], value, None, None, where)
     else:
         for node in _nodes(label, workflow):
-            where = f"{node.get('type', '?')} #{node.get('id', '?')}"
+            where = f"{_label(node.get('type', '?'))} #{_label(node.get('id', '?'))}"
             properties = node.get("properties") or {}
-            for model in properties.get("models") or []:
-                if not (isinstance(model, dict) and model.get("name") and model.get("directory")):
+            if not isinstance(properties, dict):
+                raise WorkflowError(f"{label}: {where}: 'properties' is not an object")
+            models = properties.get("models") or []
+            if not isinstance(models, list):
+                raise WorkflowError(f"{label}: {where}: properties.models is not a list")
+            for index, model in enumerate(models):
+                fields = ("name", "directory", "url", "hash")
+                if not isinstance(model, dict) or any(
+                    not isinstance(model.get(key), (str, type(None))) for key in fields
+                ):
+                    raise WorkflowError(
+                        f"{label}: {where}: properties.models[{index}]: expected an object"
+                        " whose name, directory, url and hash are strings"
+                    )
+                if not (model.get("name") and model.get("directory")):
                     raise WorkflowError(f"{label}: {where}: a model without name or directory")
                 sha256 = (
                     model.get("hash")
@@ -163,6 +216,11 @@ def workflow_needs(
                 )
                 want(model["directory"], model["name"], model.get("url"), sha256, where)
             pack = properties.get("aux_id") or properties.get("cnr_id")
+            if isinstance(pack, str) and not _PACK.match(pack):
+                raise WorkflowError(
+                    f"{label}: {where}: the node pack {_text(pack)} is not a registry id or a"
+                    " GitHub owner/repo"
+                )
             if isinstance(pack, str) and pack and pack != CORE_PACK:
                 entry = packs.setdefault(pack, {"vers": set(), "nodes": [], "aux": False})
                 entry["aux"] |= bool(properties.get("aux_id"))
@@ -176,10 +234,15 @@ def workflow_needs(
         source: ModelSource | None = None
         if url:
             try:
-                fields = source_of(url)
+                source = ModelSource(**source_of(url), sha256=sha256)
+            except ValidationError as error:
+                first = error.errors()[0]
+                why = str((first.get("ctx") or {}).get("error") or first["msg"])
+                raise WorkflowError(
+                    f"{label}: {', '.join(nodes)}: the model URL {_without_query(url)}: {why}"
+                ) from None
             except ValueError as error:
                 raise WorkflowError(f"{label}: {', '.join(nodes)}: {error}") from None
-            source = ModelSource(**fields, sha256=sha256)
         elif dest in by_dest:
             entry = by_dest[dest]
             source = ModelSource(**{f: getattr(entry, f) for f in ModelSource.model_fields})

@@ -28,6 +28,7 @@ import hashlib
 import http.client
 import json
 import os
+import posixpath
 import shutil
 import sys
 import threading
@@ -38,6 +39,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from podforge.core.paths import PathError, relative_path, within
 from podforge.core.plan import PlannedModel
 from podforge.pod import stamps
 from podforge.pod.retry import Backoff, GaveUp, retrying
@@ -48,13 +50,16 @@ CHUNK = 1 << 20
 # A reset, a 5xx or a short body is tried again from what is written: 6 tries in all.
 FETCH_BACKOFF = Backoff(attempts=6)
 CONNECTIONS = 16
+ASKING_AT_ONCE = 16  # HEAD / metadata requests in flight
 
 __all__ = ["FetchError", "Progress", "Sources", "fetch_all", "read_manifest"]
 
 
-def read_manifest(path: Path) -> list[PlannedModel]:
+def read_manifest(path: Path, models_dir: Path | None = None) -> list[PlannedModel]:
     """The manifest's entries (the plan's models: podforge/core/sources.py says how each
-    names its source); a FetchError naming the file, the entry and the field otherwise."""
+    names its source); a FetchError naming the file, the entry and the field otherwise.
+    Each dest must lie inside ``models_dir`` (podforge/core/paths.py's rule), symlinks
+    followed; without one, each must still be a plain absolute path."""
     try:
         entries = json.loads(path.read_text())
     except (OSError, ValueError) as error:
@@ -75,8 +80,33 @@ def read_manifest(path: Path) -> list[PlannedModel]:
             raise FetchError(f"{where}: {field + ': ' if field else ''}{message}") from None
         if not Path(model.dest).is_absolute():
             raise FetchError(f"{where}: 'dest' must be an absolute path, got {model.dest!r}")
+        problem = dest_problem(model.dest, models_dir)
+        if problem:
+            raise FetchError(f"{where}: dest: {problem}")
         wanted.append(model)
+    dests = [model.dest for model in wanted]
+    doubled = sorted({dest for dest in dests if dests.count(dest) > 1})
+    if doubled:
+        raise FetchError(f"manifest {path}: entries share a dest: {', '.join(doubled)}")
     return wanted
+
+
+def dest_problem(dest: str, models_dir: Path | None) -> str | None:
+    """Why a file may not be written at ``dest``: outside the models dir (by its text or
+    through a symlink), a part that is no name, a directory in its place."""
+    base = str(models_dir) if models_dir is not None else "/"
+    if not within(base, dest) or posixpath.normpath(dest) != dest or dest == base:
+        return f"{dest!r} is not a file inside the models dir {base}"
+    try:
+        relative_path(posixpath.relpath(dest, base))
+    except PathError as error:
+        return str(error)
+    real_base = os.path.realpath(base)
+    if not within(real_base, os.path.realpath(dest)):
+        return f"{dest} leads outside the models dir {base} through a symlink"
+    if os.path.isdir(dest):
+        return f"{dest} is a directory"
+    return None
 
 
 def is_current(wanted: PlannedModel) -> bool:
@@ -132,6 +162,14 @@ def partial_path(wanted: PlannedModel, staging: Path | None) -> Path:
     return (staging or dest.parent) / (dest.name + ".partial")
 
 
+class HashMismatch(Exception):
+    """A whole download whose sha256 is not the expected one."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(digest)
+        self.digest = digest
+
+
 def _cause(error: Exception) -> str | None:
     return str(error) if isinstance(error, Retryable) else None
 
@@ -167,7 +205,7 @@ def fetch_one(
                 digest = download.in_one_stream()
             if remote.sha256 is not None and digest != remote.sha256:
                 partial.unlink()
-                raise Retryable(f"sha256 {digest} does not match the expected {remote.sha256}")
+                raise HashMismatch(digest)
             return digest
 
         def say_retry(cause: str, delay: float) -> None:
@@ -176,7 +214,22 @@ def fetch_one(
             )
 
         try:
-            digest = retrying(verified, _cause, backoff, say_retry)
+            try:
+                digest = retrying(verified, _cause, backoff, say_retry)
+            except HashMismatch as first:
+                # Bytes that arrived whole but wrong are no network fault: once more from
+                # scratch (a corrupted transfer), then stop (the source serves another file).
+                progress.say(
+                    f"fetch: {dest.name}: sha256 {first.digest} is not the expected"
+                    f" {remote.sha256}; fetching it once more from scratch"
+                )
+                try:
+                    digest = retrying(verified, _cause, backoff, say_retry)
+                except HashMismatch as second:
+                    raise FetchError(
+                        f"sha256 differs twice ({first.digest}, then {second.digest}), expected"
+                        f" {remote.sha256}: the source serves another file than the entry names"
+                    ) from None
         except GaveUp as error:
             raise FetchError(f"gave up after {error.attempts} attempts: {error}") from None
         _publish(partial, dest)
@@ -184,10 +237,15 @@ def fetch_one(
         return "fetched"
 
 
-def _expected(wanted: PlannedModel, sources: Sources, backoff: Backoff) -> Remote:
+def _expected(wanted: PlannedModel, sources: Sources, backoff: Backoff, out: TextIO) -> Remote:
     """The source's size and sha256, checked against what the entry says."""
+
+    def say_retry(cause: str, delay: float) -> None:
+        out.write(f"fetch: asking for {wanted.label}: {cause}; again in {delay:.1f} s\n")
+        out.flush()
+
     try:
-        remote = retrying(lambda: sources.remote(wanted), _cause, backoff, lambda *_: None)
+        remote = retrying(lambda: sources.remote(wanted), _cause, backoff, say_retry)
     except GaveUp as error:
         raise FetchError(
             f"asking for {wanted.label} failed {error.attempts} times: {error}"
@@ -480,15 +538,23 @@ def fetch_all(
         return results
     failures: list[str] = []
     expected: dict[str, Remote] = {}
-    for w in missing:
-        try:
-            expected[w.dest] = _expected(w, sources, backoff)
-        except FetchError as error:
-            failures.append(f"{w.dest}: {error}")
+    if staging is not None and staging.exists() and not staging.is_dir():
+        raise FetchError(f"--staging {staging} is a file, not a directory; nothing was downloaded")
+    # Asked together: a manifest of thousands against a slow host takes minutes, not hours.
+    with ThreadPoolExecutor(max_workers=min(ASKING_AT_ONCE, len(missing))) as pool:
+        asked = {w.dest: pool.submit(_expected, w, sources, backoff, out) for w in missing}
+        for dest, future in asked.items():
+            try:
+                expected[dest] = future.result()
+            except FetchError as error:
+                failures.append(f"{dest}: {error}")
     if failures:
         raise FetchError("; ".join(failures))
     for w in missing:
-        Path(w.dest).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(w.dest).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise FetchError(f"{w.dest}: cannot make its directory: {error.strerror}") from None
     shortfall = disk_shortfall([(w, expected[w.dest].size) for w in missing], staging)
     if shortfall:
         raise FetchError(f"not enough disk space: {shortfall}; nothing was downloaded")

@@ -45,7 +45,8 @@ from podforge.core.config import Settings, SettingsError, as_environment, load_s
         ({"COMFYUI_PORT": "80"}, "expected a number from 1024 to 55000"),
         (
             {"R2_ENDPOINT": "r2.example"},
-            "R2_ENDPOINT='r2.example' is not accepted: expected an http:// or https:// URL",
+            "R2_ENDPOINT='r2.example' is not accepted: expected an https:// URL (plain http only to"
+            " localhost)",
         ),
         ({"STACK_PROFILE": "torch24"}, "expected one of auto, torch25-cu124 or torch28-cu128"),
         ({"PHASE": "build"}, "PHASE='build'"),
@@ -119,7 +120,11 @@ def test_structured_settings_come_from_the_environment_as_json():
     [
         ({"CUSTOM_NODES": "ComfyUI-GGUF"}, "CUSTOM_NODES is not JSON (Expecting value"),
         (
-            {"COMFYUI_REPO": json.dumps({"name": "ComfyUI", "url": "u", "commit": "main"})},
+            {
+                "COMFYUI_REPO": json.dumps(
+                    {"name": "ComfyUI", "url": "https://x.example/c", "commit": "main"}
+                )
+            },
             "COMFYUI_REPO.commit='main' is not accepted",
         ),
     ],
