@@ -16,8 +16,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from podforge.core.catalog import CATALOG
 from podforge.core.config import Settings
+from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import FEATURE_NODES
 from podforge.core.workflow_needs import (
     Needs,
@@ -56,8 +59,10 @@ def read(where: str, base: Path = REPO) -> str:
 
 
 def _shown(where: str) -> str:
+    """Where a workflow comes from, for people: never a URL's query or user info (a token)."""
     parts = urllib.parse.urlsplit(where)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else where
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else where
 
 
 def workflow_files(settings: Settings, base: Path = REPO) -> list[WorkflowFile]:
@@ -74,6 +79,12 @@ def workflow_files(settings: Settings, base: Path = REPO) -> list[WorkflowFile]:
         except ValueError as error:
             raise WorkflowError(f"{label}: not JSON ({error})") from None
         name = posixpath.basename(urllib.parse.urlsplit(where).path)
+        try:
+            relative_path(name)  # it becomes a file in ComfyUI's user dir
+        except PathError as error:
+            raise WorkflowError(
+                f"{label}: its file name {name!r} is no name: {error}"
+            ) from None
         if name in found:
             raise WorkflowError(f"{label}: another workflow is named {name} too: rename one")
         found[name] = WorkflowFile(name, text, workflow_needs(label, workflow, known, pins))
@@ -92,7 +103,14 @@ def with_workflows(settings: Settings, base: Path = REPO) -> tuple[Settings, lis
     values = settings.model_dump()
     values["custom_models"] += models
     values["custom_nodes"] += [node.model_dump() for node in nodes]
-    expanded = Settings.model_validate(values)
+    try:
+        expanded = Settings.model_validate(values)
+    except ValidationError as error:
+        # A field and why, never the value: it came from a stranger's file and may hold a token.
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        why = str((first.get("ctx") or {}).get("error") or first["msg"])
+        raise WorkflowError(f"what the workflows add is not accepted: {field}: {why}") from None
     return expanded, files
 
 

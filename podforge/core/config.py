@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -76,6 +77,7 @@ class CustomModel(ModelSource):
 # Values bound for an nginx map line, a shell or a file read line by line: a plain alphabet.
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,512}$")
 _SECRET_TEXT = re.compile(r"^[\x21-\x7e]{1,4096}$")  # printable, no spaces
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's and R2's bucket names
 PATH_SETTINGS = (
     "workspace_dir",
@@ -87,6 +89,15 @@ PATH_SETTINGS = (
     "uv_cache_dir",
     "models_staging_dir",
 )
+
+
+def _workflow_source(where: str) -> str:
+    """An https:// URL (plain http only to localhost) or a path without control characters."""
+    if "://" in where:
+        return check_url(where)
+    if _CONTROL.search(where):
+        raise ValueError("a workflow's path cannot hold control characters")
+    return where
 
 
 class Settings(BaseModel):
@@ -165,7 +176,9 @@ class Settings(BaseModel):
     # Workflows to provision for: paths in the repo or https:// URLs of ComfyUI workflow files.
     # The deploy installs the models and node packs each names (podforge/core/
     # workflow_needs.py) and the workflow itself into the UI's Workflows panel.
-    workflows: list[str] = Field(default_factory=list)
+    workflows: list[Annotated[str, AfterValidator(_workflow_source)]] = Field(
+        default_factory=list
+    )
 
     # Models
     custom_models: list[CustomModel] = Field(default_factory=list)

@@ -150,6 +150,10 @@ def custom(*entries: object) -> str:
         ({"HF_TOKEN": f"{SECRET}\nX-Evil: 1"}, "HF_TOKEN=<hidden> is not accepted"),
         ({"ENABLE_STEADYDANCR": "true"}, "did you mean ENABLE_STEADYDANCER?"),
         (
+            {"WORKFLOWS": json.dumps([f"http://u:{SECRET}@evil.example/w.json?t={SECRET}"])},
+            "WORKFLOWS[0]='http://evil.example/w.json' is not accepted",
+        ),
+        (
             {
                 "COMFYUI_REPO": json.dumps(
                     {"name": "ComfyUI", "url": "ext::sh -c reboot", "commit": "a" * 40}
@@ -370,3 +374,20 @@ def test_asking_a_dead_host_says_each_retry_and_asks_for_all_at_once(tmp_path):
     assert len(retries) == 40  # each file's retry said, none silenced
     assert retries[0].startswith(f"fetch: asking for http://127.0.0.1:{port}/")
     assert str(failure.value).count("failed 2 times") == 40
+
+
+def test_a_workflow_url_whose_name_is_no_file_name_is_refused(tmp_path):
+    from podforge.build.workflow_files import workflow_files
+
+    settings = load_settings({"workflows": ["https://evil.example/a/.."]}, {})
+    # Read from a file here (no network): the name is judged before anything is written.
+    from podforge.build import workflow_files as module
+
+    module.read.cache_clear()
+    original = module.read
+    module.read = lambda where, base=REPO: '{"nodes": []}'  # type: ignore[assignment]
+    try:
+        with pytest.raises(WorkflowError, match=r"its file name '\.\.' is no name"):
+            workflow_files(settings)
+    finally:
+        module.read = original
