@@ -9,6 +9,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from podforge.core.paths import PathError, setting_path
+
 # Mutually exclusive VRAM modes.
 VRAM_MODE_FLAGS: frozenset[str] = frozenset(
     {"--gpu-only", "--highvram", "--normalvram", "--lowvram", "--novram", "--cpu"}
@@ -37,6 +39,10 @@ class ComfyArgsError(ValueError):
     """A ComfyUI argument list that ComfyUI would reject."""
 
 
+# Flags whose value is a path on the pod: it reaches the program's command line in a unit.
+PATH_FLAGS = ("--output-directory", "--extra-model-paths-config")
+
+
 def parse_comfyui_args(value: str | Sequence[str]) -> list[str]:
     """Split and check user-supplied ComfyUI arguments; raise ComfyArgsError on a bad one."""
     tokens = shlex.split(value) if isinstance(value, str) else list(value)
@@ -63,6 +69,11 @@ def parse_comfyui_args(value: str | Sequence[str]) -> list[str]:
                 raise ComfyArgsError(
                     f"--reserve-vram takes a number of GB, got {values[0]!r}"
                 ) from None
+        if flag in PATH_FLAGS:
+            try:
+                setting_path(values[0])
+            except PathError as error:
+                raise ComfyArgsError(f"{flag}: {error}") from None
         if flag in VRAM_MODE_FLAGS:
             vram_modes.append(flag)
         index += 1 + arity

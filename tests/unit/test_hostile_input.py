@@ -150,6 +150,11 @@ def custom(*entries: object) -> str:
         ({"HF_TOKEN": f"{SECRET}\nX-Evil: 1"}, "HF_TOKEN=<hidden> is not accepted"),
         ({"ENABLE_STEADYDANCR": "true"}, "did you mean ENABLE_STEADYDANCER?"),
         (
+            {"COMFYUI_ARGS": "--output-directory '/x\n[program:evil]'"},
+            "--output-directory: expected an absolute path of letters",
+        ),
+        ({"COMFYUI_ARGS": "--output-directory '/x; reboot'"}, "expected an absolute path"),
+        (
             {"WORKFLOWS": json.dumps([f"http://u:{SECRET}@evil.example/w.json?t={SECRET}"])},
             "WORKFLOWS[0]='http://evil.example/w.json' is not accepted",
         ),
