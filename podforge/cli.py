@@ -220,6 +220,12 @@ def _add_r2sync_parser(verbs: argparse._SubParsersAction) -> None:
     mode = sync.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="upload what is pending, then exit")
     mode.add_argument("--test", action="store_true", help="put/head/get/delete a probe object")
+    mode.add_argument(
+        "--list",
+        action="store_true",
+        help="every pod's uploads as the indexes list them (old layout too): key size sha256 pod",
+    )
+    sync.add_argument("--day", help="with --list: only this day (YYYY-MM-DD)")
     sync.set_defaults(run=_r2sync)
 
 
@@ -290,6 +296,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     show.set_defaults(run=_auth_show)
     args = parser.parse_args(argv)
-    if args.verb == "r2sync" and not args.test and not args.watch:
-        parser.error("r2sync needs at least one --watch DIR (or --test)")
+    if args.verb == "r2sync" and not (args.test or args.list) and not args.watch:
+        parser.error("r2sync needs at least one --watch DIR (or --test, or --list)")
     return int(args.run(args))

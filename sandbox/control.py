@@ -275,6 +275,8 @@ def start_s3(base: Path, logs: Path) -> dict[str, Any]:
         str(gate_port),
         "--upstream",
         f"127.0.0.1:{port}",
+        "--data",
+        str(data),
     ]
     gate_pid = _spawn(gate_argv, logs / "s3gate.log")
     _wait_for_port(gate_port, gate_pid, "the S3 gate", logs / "s3gate.log")

@@ -2,11 +2,15 @@
 
 rclone accepts multipart parts of any size (FACTS.md), so an upload that R2 would refuse
 passes against it. The gate refuses CompleteMultipartUpload when a non-final part is under
-5 MiB or the non-final parts differ in size, as R2 does. It also counts the body bytes the
+5 MiB or the non-final parts differ in size, as R2 does. rclone also ignores conditional
+writes; the gate honours them as R2 does: a PutObject or CompleteMultipartUpload with
+``If-None-Match: *`` where an object is, or ``If-Match: <etag>`` where the object's ETag is
+another (or none), is refused with 412 PreconditionFailed, the check and the write atomic per
+key. It also counts the body bytes the
 server received per object (tests prove a resumed upload re-sends nothing) and can play an
 outage: connections closed unanswered, as when the endpoint is down.
 
-    python -m sandbox.s3gate --port 9000 --upstream 127.0.0.1:9001
+    python -m sandbox.s3gate --port 9000 --upstream 127.0.0.1:9001 --data DIR
 
 Control (bucket names cannot start with "_"): GET /_gate/stats, POST /_gate/stats/clear,
 POST /_gate/outage {"down": true}.
@@ -15,11 +19,13 @@ POST /_gate/outage {"down": true}.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,13 +34,32 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", 
 
 
 class Gate:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, data: Path) -> None:
         self.upstream = upstream
+        self.data = data  # rclone's data dir: <bucket>/<key> files
         self.lock = threading.Lock()
         self.down = False
         self.parts: dict[str, dict[int, int]] = {}  # upload id -> part number -> size
         self.bytes_in: dict[str, int] = {}  # object key -> body bytes received
         self.refused: list[str] = []
+        self.key_locks: dict[str, threading.Lock] = {}
+
+    def etag_of(self, key: str) -> str | None:
+        """The ETag rclone gives the object at ``key`` (bucket/key: a file under its data
+        dir, whose ETag is its MD5), None when there is none."""
+        path = self.data / key
+        if not path.is_file():
+            return None
+        digest = hashlib.md5()  # noqa: S324 - rclone's ETag for a local file
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+        return f'"{digest.hexdigest()}"'
+
+    def key_lock(self, key: str) -> threading.Lock:
+        """One lock per object key: a conditional write's check and write happen under it."""
+        with self.lock:
+            return self.key_locks.setdefault(key, threading.Lock())
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -131,6 +156,35 @@ class Handler(BaseHTTPRequestHandler):
                 ).encode()
                 self._reply(400, xml, "application/xml")
                 return
+        writes_object = (self.command == "PUT" and "partNumber" not in query) or (
+            self.command == "POST" and "uploadId" in query
+        )
+        condition = self.headers.get("If-None-Match") or self.headers.get("If-Match")
+        if writes_object and condition:
+            with self.gate.key_lock(key):
+                if not self._condition_holds(key):
+                    with self.gate.lock:
+                        self.gate.refused.append(f"{key}: PreconditionFailed")
+                    xml = (
+                        b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed'
+                        b"</Code><Message>At least one of the pre-conditions you specified did"
+                        b" not hold</Message></Error>"
+                    )
+                    self._reply(412, xml, "application/xml")
+                    return
+                self._forward(body)
+            return
+        self._forward(body)
+
+    def _condition_holds(self, key: str) -> bool:
+        """If-None-Match: * holds where no object is; If-Match where the object's ETag is it."""
+        etag = self.gate.etag_of(key)
+        if self.headers.get("If-None-Match") == "*":
+            return etag is None
+        wanted = (self.headers.get("If-Match") or "").strip()
+        return etag is not None and wanted in (etag, etag.strip('"'), "*")
+
+    def _forward(self, body: bytes) -> None:
         upstream = http.client.HTTPConnection(self.gate.upstream, timeout=300)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         upstream.request(self.command, self.path, body=body, headers=headers)
@@ -157,8 +211,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox.s3gate")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="host:port of rclone serve s3")
+    parser.add_argument("--data", required=True, help="the directory rclone serves")
     args = parser.parse_args()
-    Handler.gate = Gate(args.upstream)
+    Handler.gate = Gate(args.upstream, Path(args.data))
     ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
 
 

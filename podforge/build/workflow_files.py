@@ -82,9 +82,7 @@ def workflow_files(settings: Settings, base: Path = REPO) -> list[WorkflowFile]:
         try:
             relative_path(name)  # it becomes a file in ComfyUI's user dir
         except PathError as error:
-            raise WorkflowError(
-                f"{label}: its file name {name!r} is no name: {error}"
-            ) from None
+            raise WorkflowError(f"{label}: its file name {name!r} is no name: {error}") from None
         if name in found:
             raise WorkflowError(f"{label}: another workflow is named {name} too: rename one")
         found[name] = WorkflowFile(name, text, workflow_needs(label, workflow, known, pins))

@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from podforge.core.comfyui_args import ComfyArgsError, parse_comfyui_args
+from podforge.core.keys import DEFAULT_LAYOUT, LayoutError, check_layout, pod_part
 from podforge.core.paths import PathError, relative_path, setting_path
 from podforge.core.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
 from podforge.core.sources import ModelSource, check_url
@@ -176,9 +177,7 @@ class Settings(BaseModel):
     # Workflows to provision for: paths in the repo or https:// URLs of ComfyUI workflow files.
     # The deploy installs the models and node packs each names (podforge/core/
     # workflow_needs.py) and the workflow itself into the UI's Workflows panel.
-    workflows: list[Annotated[str, AfterValidator(_workflow_source)]] = Field(
-        default_factory=list
-    )
+    workflows: list[Annotated[str, AfterValidator(_workflow_source)]] = Field(default_factory=list)
 
     # Models
     custom_models: list[CustomModel] = Field(default_factory=list)
@@ -204,6 +203,13 @@ class Settings(BaseModel):
     r2_bucket: str | None = None
     r2_access_key_id: SecretStr | None = None
     r2_secret_access_key: SecretStr | None = None
+    # Where each output lands in the bucket (podforge/core/keys.py): {pod} is RunPod's pod
+    # id (RUNPOD_POD_ID), else pod_name, else the host name; {day} the day of the file's first
+    # upload (UTC); {path} the file under ComfyUI's output dir. The pod and day keep a fleet's
+    # outputs apart; objects under the old layout (outputs/{day}/{path}) stay where they are.
+    r2_key_layout: str = DEFAULT_LAYOUT
+    # This pod's name in a fleet (the inventories set it): r2sync's {pod} off RunPod.
+    pod_name: str | None = None
 
     def checkouts(self) -> dict[str, RepoPin]:
         """Where each pinned repository is checked out: ComfyUI, its custom nodes, then the
@@ -311,6 +317,27 @@ class Settings(BaseModel):
     def _check_bucket(cls, value: str | None) -> str | None:
         if value is not None and not _BUCKET.match(value):
             raise ValueError("expected a bucket name: 3 to 63 of a-z 0-9 . -")
+        return value
+
+    @field_validator("r2_key_layout")
+    @classmethod
+    def _check_layout(cls, value: str) -> str:
+        try:
+            return check_layout(value)
+        except LayoutError as error:
+            raise ValueError(str(error)) from None
+
+    @field_validator("pod_name")
+    @classmethod
+    def _check_pod_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _CONTROL.search(value):
+            raise ValueError("a pod name cannot hold control characters")
+        try:
+            pod_part(value)  # something of it must name the pod in a key
+        except LayoutError as error:
+            raise ValueError(str(error)) from None
         return value
 
     @field_validator("custom_models")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict
 
 from podforge.core.config import Settings
+from podforge.core.keys import pod_part
 from podforge.core.plan import Plan
 
 SUPERVISOR_CONF_DIR = "/etc/supervisor/conf.d"
@@ -89,6 +90,8 @@ def r2_env(settings: Settings) -> str:
         "R2_SECRET_ACCESS_KEY": settings.r2_secret_access_key.get_secret_value()
         if settings.r2_secret_access_key
         else None,
+        "R2_KEY_LAYOUT": settings.r2_key_layout,
+        "R2_POD_NAME": pod_part(settings.pod_name) if settings.pod_name else None,
     }
     lines = ["# Written by podforge (0600): r2sync's settings."]
     lines += [f"{name}={value}" for name, value in values.items() if value]

@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -32,6 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from podforge.core.keys import (
+    DEFAULT_LAYOUT,
+    INDEX_NAME,
+    LayoutError,
+    check_layout,
+    index_key,
+    numbered,
+    object_key,
+    pod_part,
+)
 from podforge.pod.retry import Backoff, GaveUp, retrying
 
 MIB = 2**20
@@ -61,6 +72,8 @@ class R2Settings:
     bucket: str
     access_key_id: str = field(repr=False)
     secret_access_key: str = field(repr=False)
+    layout: str = DEFAULT_LAYOUT
+    pod_name: str | None = None  # the inventory's, for {pod} off RunPod
 
 
 def _env_file(path: str) -> dict[str, str]:
@@ -92,12 +105,28 @@ def load_settings(environ: Mapping[str, str]) -> R2Settings:
         raise Fatal(f"{', '.join(missing)} not set (in the environment or R2_ENV_FILE)")
     if not values["R2_ENDPOINT"].startswith(("https://", "http://")):
         raise Fatal("R2_ENDPOINT is not accepted: expected an https:// URL")
+    try:
+        layout = check_layout(values.get("R2_KEY_LAYOUT") or DEFAULT_LAYOUT)
+    except LayoutError as error:
+        raise Fatal(f"R2_KEY_LAYOUT is not accepted: {error}") from None
     return R2Settings(
         endpoint=values["R2_ENDPOINT"],
         bucket=values.get("R2_BUCKET") or DEFAULT_BUCKET,
         access_key_id=values["R2_ACCESS_KEY_ID"],
         secret_access_key=values["R2_SECRET_ACCESS_KEY"],
+        layout=layout,
+        pod_name=values.get("R2_POD_NAME") or None,
     )
+
+
+def pod_identity(environ: Mapping[str, str], settings: R2Settings) -> str:
+    """{pod} of the keys: RunPod's pod id, else the inventory's pod name, else the host name;
+    each stays the same across restarts of that pod."""
+    name = environ.get("RUNPOD_POD_ID") or settings.pod_name or socket.gethostname()
+    try:
+        return pod_part(name)
+    except LayoutError as error:
+        raise Fatal(f"the pod's name cannot be used in keys: {error}") from None
 
 
 def make_client(settings: R2Settings) -> Any:
@@ -170,7 +199,9 @@ class Retry:
     say: Callable[[str], None]
 
     def __call__(self, what: str, call: Callable[[], T]) -> T:
-        def cause_of(error: Exception) -> str:
+        def cause_of(error: Exception) -> str | None:
+            if isinstance(error, KeyTaken):
+                return None  # not the network's doing: the caller picks another key
             kind, cause = classify(error, self.bucket)
             if kind == "fatal":
                 raise Fatal(cause) from None
@@ -202,10 +233,13 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS parts (
     path TEXT NOT NULL, number INTEGER NOT NULL, etag TEXT NOT NULL,
     PRIMARY KEY (path, number));
-CREATE TABLE IF NOT EXISTS day_entries (
-    day TEXT NOT NULL, key TEXT NOT NULL, entry TEXT NOT NULL, listed INTEGER NOT NULL,
-    PRIMARY KEY (day, key));
+CREATE TABLE IF NOT EXISTS index_entries (
+    index_key TEXT NOT NULL, key TEXT NOT NULL, entry TEXT NOT NULL, listed INTEGER NOT NULL,
+    PRIMARY KEY (index_key, key));
 """
+# Columns added since: each file's index object and the ETag of what this pod wrote at its
+# key (an edit replaces exactly that object, nothing another writer put there).
+ADDED_COLUMNS = {"files": ("index_key TEXT", "etag TEXT")}
 
 
 class Journal:
@@ -219,45 +253,77 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            # A journal from before keys named the pod: its unlisted entries keep their index.
+            if self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'day_entries'"
+            ).fetchall():
+                self._db.execute(
+                    "INSERT OR IGNORE INTO index_entries SELECT 'outputs/' || day || '/"
+                    + INDEX_NAME
+                    + "', key, entry, listed FROM day_entries"
+                )
+                self._db.execute("DROP TABLE day_entries")
 
     def run(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
     def record(self, path: str) -> dict[str, Any] | None:
-        rows = self.run(
-            "SELECT size, mtime_ns, sha256, key, state, upload_id, part_size FROM files "
-            "WHERE path = ?",
-            path,
-        )
+        names = (
+            "size", "mtime_ns", "sha256", "key", "state", "upload_id", "part_size", "index_key",
+            "etag",
+        )  # fmt: skip
+        rows = self.run(f"SELECT {', '.join(names)} FROM files WHERE path = ?", path)
         if not rows:
             return None
-        names = ("size", "mtime_ns", "sha256", "key", "state", "upload_id", "part_size")
-        return dict(zip(names, rows[0], strict=True))
+        record = dict(zip(names, rows[0], strict=True))
+        # Written before keys named the pod: its day's list was outputs/<day>/metadata.json.
+        record["index_key"] = record["index_key"] or f"outputs/{record['key'].split('/')[1]}/" + (
+            INDEX_NAME
+        )
+        return record
 
-    def start(self, path: str, size: int, mtime_ns: int, sha256: str, key: str) -> None:
+    def start(
+        self,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        sha256: str,
+        key: str,
+        index_key: str,
+        etag: str | None,
+    ) -> None:
+        """A new upload of ``path`` to ``key`` (``etag``: of this pod's own object there, which
+        the upload may replace; None: the key must be free)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM parts WHERE path = ?", (path,))
             self._db.execute(
-                "INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256, key, state) "
-                "VALUES (?, ?, ?, ?, ?, 'uploading')",
-                (path, size, mtime_ns, sha256, key),
+                "INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256, key, state,"
+                " index_key, etag) VALUES (?, ?, ?, ?, ?, 'uploading', ?, ?)",
+                (path, size, mtime_ns, sha256, key, index_key, etag),
             )
             self._db.execute("COMMIT")
 
-    def done(self, path: str, entry: dict[str, Any]) -> None:
-        day = entry["key"].split("/")[1]
+    def done(self, path: str, entry: dict[str, Any], index_key: str, etag: str | None) -> None:
+        """The upload is in the bucket (``etag``: its ETag); its entry waits for the index."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "UPDATE files SET state = 'done', upload_id = NULL, uploaded_at = ? WHERE path = ?",
-                (entry["uploaded_at"], path),
+                "UPDATE files SET state = 'done', upload_id = NULL, uploaded_at = ?, etag = ?"
+                " WHERE path = ?",
+                (entry["uploaded_at"], etag, path),
             )
             self._db.execute("DELETE FROM parts WHERE path = ?", (path,))
             self._db.execute(
-                "INSERT OR REPLACE INTO day_entries (day, key, entry, listed) VALUES (?, ?, ?, 0)",
-                (day, entry["key"], json.dumps(entry, sort_keys=True)),
+                "INSERT OR REPLACE INTO index_entries (index_key, key, entry, listed)"
+                " VALUES (?, ?, ?, 0)",
+                (index_key, entry["key"], json.dumps(entry, sort_keys=True)),
             )
             self._db.execute("COMMIT")
 
@@ -298,11 +364,6 @@ class Candidate:
     relative: str  # to its watched dir, posix
     size: int
     mtime_ns: int
-
-    @property
-    def key(self) -> str:
-        day = dt.datetime.fromtimestamp(self.mtime_ns / 1e9, tz=dt.timezone.utc).date()
-        return f"outputs/{day.isoformat()}/{self.relative}"
 
 
 def scan(watch: Sequence[Path], skip: set[str]) -> Iterator[Candidate]:
@@ -361,6 +422,9 @@ class Syncer:
     gpu: str
     say: Callable[[str], None] = print
     concurrency: int = 4
+    # Whether the store honours If-None-Match / If-Match (R2 and S3 do; rclone does not):
+    # asked once, before the first upload (``conditional_writes``).
+    conditional: bool | None = None
 
     def _skip(self) -> set[str]:
         base = str(self.journal_path)
@@ -389,6 +453,14 @@ class Syncer:
     def sync(self, ready: list[Candidate]) -> dict[str, str]:
         """Upload ``ready``; the failures, path -> cause."""
         failures: dict[str, str] = {}
+        if ready and self.conditional is None:
+            self.conditional = conditional_writes(self.settings, self.client, self.retry, self.pod)
+            if not self.conditional:
+                self.say(
+                    f"r2sync: {self.settings.endpoint} ignores conditional writes: each upload"
+                    " HEADs its key first (a writer between that HEAD and the PUT can still be"
+                    " overwritten)"
+                )
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             outcomes = {c.path: pool.submit(self.upload, c) for c in ready}
         for path, outcome in outcomes.items():
@@ -397,13 +469,13 @@ class Syncer:
                 raise error
             if error is not None:
                 failures[path] = str(error)
-        failures.update(self.publish_days())
+        failures.update(self.publish_indexes())
         return failures
 
     def upload(self, candidate: Candidate) -> None:
         if self.stopping.is_set():
             return
-        path, key = candidate.path, candidate.key
+        path = candidate.path
         record = self.journal.record(path)
         same_file = record is not None and (record["size"], record["mtime_ns"]) == (
             candidate.size,
@@ -412,25 +484,93 @@ class Syncer:
         md5: str | None = None  # known when the file is read here; a resumed upload re-reads
         if same_file and record is not None and record["state"] == "uploading":
             sha256 = record["sha256"]
-            if self._already_there(key, candidate.size, sha256):
-                return self._finish(candidate, sha256)  # uploaded before a kill, not journaled
+            if self._ours_there(record["key"], candidate.size, sha256):
+                return self._finish(candidate, record, None)  # up before a kill, not journaled
         else:
             if record is not None and record.get("upload_id"):
                 self._abort(record["key"], record["upload_id"])  # the file changed meanwhile
             sha256, md5 = _digests(path)
             if os.stat(path).st_mtime_ns != candidate.mtime_ns:
                 raise SyncError("changed while being read; taken again next round")
-            self.journal.start(path, candidate.size, candidate.mtime_ns, sha256, key)
+            if record is not None:
+                # An edit: its key stays (the day of its first upload), replacing only the
+                # object this pod wrote there.
+                key, index, etag = record["key"], record["index_key"], record["etag"]
+                etag = etag or self._etag_if_ours(key, record["sha256"])
+            else:
+                day = dt.datetime.now(dt.timezone.utc).date().isoformat()
+                key = object_key(self.settings.layout, self.pod, day, candidate.relative)
+                index, etag = index_key(self.settings.layout, self.pod, day), None
+            self.journal.start(path, candidate.size, candidate.mtime_ns, sha256, key, index, etag)
             record = self.journal.record(path)
         assert record is not None
-        if candidate.size < MULTIPART_FROM:
-            self._put(candidate, sha256, md5 or _digests(path)[1])
-        else:
-            self._multipart(candidate, sha256, record)
-        if not self.stopping.is_set():
-            self._finish(candidate, sha256)
+        for _ in range(MAX_NUMBERED):
+            try:
+                if candidate.size < MULTIPART_FROM:
+                    answer = self._put(candidate, record, sha256, md5 or _digests(path)[1])
+                else:
+                    answer = self._multipart(candidate, record, sha256)
+            except KeyTaken:
+                record = self._next_free_key(candidate, record, sha256)
+                if record["state"] == "done":
+                    return None  # the bytes were ours, under a key found free before
+                continue
+            if answer is not None and not self.stopping.is_set():
+                self._finish(candidate, record, answer.get("ETag"))
+            return None
+        raise SyncError(f"{record['key']} and {MAX_NUMBERED} numbered names are all taken")
 
-    def _already_there(self, key: str, size: int, sha256: str) -> bool:
+    def _condition(self, record: dict[str, Any]) -> dict[str, str]:
+        """What the store must find at the key for a write to go ahead: nothing, or exactly
+        this pod's own object (an edit); refused with 412 otherwise."""
+        if not self.conditional:
+            return {}
+        return {"IfMatch": record["etag"]} if record["etag"] else {"IfNoneMatch": "*"}
+
+    def _check_before_writing(self, record: dict[str, Any], size: int, sha256: str) -> None:
+        """Where the store ignores conditions: HEAD first (a window remains until the PUT)."""
+        if self.conditional:
+            return
+        found = self._head(record["key"])
+        if found is None:
+            return
+        if record["etag"] and found.get("ETag") == record["etag"]:
+            return  # our own object: an edit replaces it
+        if found["ContentLength"] == size and found.get("Metadata", {}).get("sha256") == sha256:
+            return  # these very bytes: put again, harmlessly
+        raise KeyTaken(record["key"])
+
+    def _next_free_key(
+        self, candidate: Candidate, record: dict[str, Any], sha256: str
+    ) -> dict[str, Any]:
+        """Another writer holds the record's key: the first numbered name that is free or
+        already holds these bytes (then the upload is done). The journal records it."""
+        original = record["key"]
+        for number in range(2, MAX_NUMBERED + 2):
+            key = numbered(original, number)
+            found = self._head(key)
+            ours = (
+                found is not None
+                and found["ContentLength"] == candidate.size
+                and found.get("Metadata", {}).get("sha256") == sha256
+            )
+            if found is None or ours:
+                break
+        else:
+            raise SyncError(f"{original} and {MAX_NUMBERED} numbered names are all taken")
+        self.say(f"r2sync: {original} holds another writer's object; {candidate.relative} -> {key}")
+        self.journal.start(
+            candidate.path, candidate.size, candidate.mtime_ns, sha256, key, record["index_key"],
+            None,
+        )  # fmt: skip
+        moved = self.journal.record(candidate.path)
+        assert moved is not None
+        if ours:
+            self._finish(candidate, moved, found.get("ETag") if found else None)
+            moved = {**moved, "state": "done"}
+        return moved
+
+    def _head(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
         def head() -> dict[str, Any] | None:
@@ -441,30 +581,63 @@ class Syncer:
                     return None
                 raise
 
-        found = self.retry(f"HEAD {key}", head)
+        return self.retry(f"HEAD {key}", head)
+
+    def _ours_there(self, key: str, size: int, sha256: str) -> bool:
+        found = self._head(key)
         return (
             found is not None
             and found["ContentLength"] == size
             and found.get("Metadata", {}).get("sha256") == sha256
         )
 
-    def _put(self, candidate: Candidate, sha256: str, md5: str) -> None:
+    def _etag_if_ours(self, key: str, sha256: str | None) -> str | None:
+        """The ETag of the object at ``key`` when it holds what this pod uploaded (a journal
+        from before ETags were kept); None when the key is free or another's."""
+        found = self._head(key)
+        if found is not None and found.get("Metadata", {}).get("sha256") == sha256:
+            return str(found["ETag"])
+        return None
+
+    def _put(
+        self, candidate: Candidate, record: dict[str, Any], sha256: str, md5: str
+    ) -> dict[str, Any]:
+        self._check_before_writing(record, candidate.size, sha256)
+
         def put() -> Any:
             with open(candidate.path, "rb") as body:
                 return self.client.put_object(
                     Bucket=self.settings.bucket,
-                    Key=candidate.key,
+                    Key=record["key"],
                     Body=body,
                     ContentMD5=md5,  # the server checks the bytes it stored
                     Metadata={"sha256": sha256},
+                    **self._condition(record),
                 )
 
-        self.retry(f"PUT {candidate.relative}", put)
+        return self._conditional(f"PUT {candidate.relative}", record["key"], put)
 
-    def _multipart(self, candidate: Candidate, sha256: str, record: dict[str, Any]) -> None:
-        bucket, key = self.settings.bucket, candidate.key
+    def _conditional(self, what: str, key: str, call: Callable[[], T]) -> T:
+        """``call`` through the retry, a 412 (the condition failed) raised as KeyTaken."""
+        from botocore.exceptions import ClientError
+
+        def attempt() -> T:
+            try:
+                return call()
+            except ClientError as error:
+                if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412:
+                    raise KeyTaken(key) from None
+                raise
+
+        return self.retry(what, attempt)
+
+    def _multipart(
+        self, candidate: Candidate, record: dict[str, Any], sha256: str
+    ) -> dict[str, Any] | None:
+        bucket, key = self.settings.bucket, record["key"]
         upload_id, part_size = record["upload_id"], record["part_size"]
         if upload_id is None:
+            self._check_before_writing(record, candidate.size, sha256)
             part_size = part_size_for(candidate.size)
             created = self.retry(
                 f"create multipart {candidate.relative}",
@@ -489,7 +662,7 @@ class Syncer:
             if number in done:
                 continue
             if self.stopping.is_set():
-                return  # the journal keeps upload id and parts: the next start resumes
+                return None  # the journal keeps upload id and parts: the next start resumes
             data = _read_part(candidate.path, number, part_size)
             md5 = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324
             try:
@@ -507,8 +680,9 @@ class Syncer:
             except SyncError:
                 if self._upload_gone(bucket, key, upload_id):
                     self.journal.start(
-                        candidate.path, candidate.size, candidate.mtime_ns, sha256, key
-                    )
+                        candidate.path, candidate.size, candidate.mtime_ns, sha256, key,
+                        record["index_key"], record["etag"],
+                    )  # fmt: skip
                 raise
             done[number] = answer["ETag"]
             self.journal.run(
@@ -518,12 +692,21 @@ class Syncer:
                 answer["ETag"],
             )
         parts = [{"PartNumber": n, "ETag": done[n]} for n in sorted(done)]
-        self.retry(
-            f"complete {candidate.relative}",
-            lambda: self.client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            ),
-        )
+        try:
+            return self._conditional(
+                f"complete {candidate.relative}",
+                key,
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    **self._condition(record),
+                ),
+            )
+        except KeyTaken:
+            self._abort(key, upload_id)  # its parts belong to the taken key: sent again
+            raise
 
     def _upload_gone(self, bucket: str, key: str, upload_id: str) -> bool:
         from botocore.exceptions import ClientError
@@ -544,74 +727,175 @@ class Syncer:
             ),
         )
 
-    def _finish(self, candidate: Candidate, sha256: str) -> None:
+    def _finish(self, candidate: Candidate, record: dict[str, Any], etag: str | None) -> None:
         entry = {
-            "key": candidate.key,
+            "key": record["key"],
             "size": candidate.size,
-            "sha256": sha256,
+            "sha256": record["sha256"],
             "pod": self.pod,
             "gpu": self.gpu,
             "uploaded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        self.journal.done(candidate.path, entry)
-        self.say(f"uploaded {candidate.key} ({candidate.size} bytes)")
+        if etag is None:  # found in place after a kill: its ETag from the store
+            found = self._head(record["key"])
+            etag = str(found["ETag"]) if found else None
+        self.journal.done(candidate.path, entry, record["index_key"], etag)
+        self.say(f"uploaded {record['key']} ({candidate.size} bytes)")
 
-    def publish_days(self) -> dict[str, str]:
-        """Rewrite each day's metadata.json with this pod's new entries merged in, then read
-        it back: an entry is marked listed only once the bucket's copy shows it. Returns the
-        days that failed (their entries stay unlisted and are tried again next round)."""
+    def publish_indexes(self) -> dict[str, str]:
+        """Merge this pod's new entries into each index object they belong in, then read it
+        back: an entry is marked listed only once the bucket's copy shows it. Returns the
+        indexes that failed (their entries stay unlisted and are tried again next round)."""
         failures: dict[str, str] = {}
-        days = [
+        keys = [
             row[0]
-            for row in self.journal.run("SELECT DISTINCT day FROM day_entries WHERE listed = 0")
+            for row in self.journal.run(
+                "SELECT DISTINCT index_key FROM index_entries WHERE listed = 0"
+            )
         ]
-        for day in days:
-            key = f"outputs/{day}/metadata.json"
+        for key in keys:
             try:
-                self._publish_day(day, key)
+                self._publish_index(key)
             except Fatal:
                 raise
             except SyncError as error:
                 failures[key] = str(error)
         return failures
 
-    def _publish_day(self, day: str, key: str) -> None:
+    def _publish_index(self, key: str) -> None:
+        """Read, merge, write back only if nobody wrote in between (If-Match on the ETag
+        read, or If-None-Match for a new index), else read again: a compare-and-swap, so
+        several writers of one index (the old layout's shared one, pods sharing a name)
+        lose no entry."""
         ours = {
             row[0]: json.loads(row[1])
-            for row in self.journal.run("SELECT key, entry FROM day_entries WHERE day = ?", day)
+            for row in self.journal.run(
+                "SELECT key, entry FROM index_entries WHERE index_key = ?", key
+            )
         }
-        listed = self._read_day(key)
-        merged = {entry["key"]: entry for entry in listed}
-        merged.update(ours)
-        body = json.dumps({"objects": [merged[k] for k in sorted(merged)]}, indent=2).encode()
-        self.retry(
-            f"PUT {key}",
-            lambda key=key, body=body: self.client.put_object(
-                Bucket=self.settings.bucket, Key=key, Body=body, ContentType="application/json"
-            ),
-        )
-        present = {entry["key"] for entry in self._read_day(key)}
-        for object_key in ours:
-            if object_key in present:
+        for _ in range(INDEX_ATTEMPTS):
+            listed, etag = self._read_index(key)
+            merged = {entry["key"]: entry for entry in listed}
+            merged.update(ours)
+            body = json.dumps({"objects": [merged[k] for k in sorted(merged)]}, indent=2).encode()
+            condition = (
+                {} if not self.conditional else {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            )
+            try:
+                self._conditional(
+                    f"PUT {key}",
+                    key,
+                    lambda body=body, condition=condition: self.client.put_object(
+                        Bucket=self.settings.bucket,
+                        Key=key,
+                        Body=body,
+                        ContentType="application/json",
+                        **condition,
+                    ),
+                )
+            except KeyTaken:
+                time.sleep(random.uniform(0.01, 0.2))  # another writer won: merge again
+                continue
+            break
+        else:
+            raise SyncError(f"{key}: {INDEX_ATTEMPTS} writers in a row won the index first")
+        present = {entry["key"] for entry in self._read_index(key)[0]}
+        for object_key_ in ours:
+            if object_key_ in present:
                 self.journal.run(
-                    "UPDATE day_entries SET listed = 1 WHERE day = ? AND key = ?",
-                    day,
-                    object_key,
+                    "UPDATE index_entries SET listed = 1 WHERE index_key = ? AND key = ?",
+                    key,
+                    object_key_,
                 )
 
-    def _read_day(self, key: str) -> list[dict[str, Any]]:
+    def _read_index(self, key: str) -> tuple[list[dict[str, Any]], str | None]:
+        """(its entries, its ETag) of an index object; ([], None) when there is none."""
         from botocore.exceptions import ClientError
 
-        def get() -> list[dict[str, Any]]:
+        def get() -> tuple[list[dict[str, Any]], str | None]:
             try:
                 answer = self.client.get_object(Bucket=self.settings.bucket, Key=key)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    return []
+                    return [], None
                 raise
-            return list(json.loads(answer["Body"].read()).get("objects", []))
+            try:
+                objects = json.loads(answer["Body"].read())["objects"]
+            except (ValueError, KeyError, TypeError):
+                raise Fatal(f"{key} is no r2sync index (an output of that name?)") from None
+            return list(objects), answer.get("ETag")
 
         return self.retry(f"GET {key}", get)
+
+
+class KeyTaken(Exception):
+    """Another writer's object is at the key (the store refused the write with 412)."""
+
+
+# How many numbered names (`x (2).png` ...) to try, and index merges to attempt, in a row.
+MAX_NUMBERED = 100
+INDEX_ATTEMPTS = 20
+
+
+def conditional_writes(settings: R2Settings, client: Any, retry: Retry, pod: str) -> bool:
+    """Whether the store refuses a PUT with If-None-Match: * where an object is: a probe
+    object put twice, the second time on that condition (then deleted)."""
+    from botocore.exceptions import ClientError
+
+    key = f"{PROBE_PREFIX}{pod}-conditions-{uuid.uuid4().hex[:8]}"
+    retry(
+        "put the conditions probe",
+        lambda: client.put_object(Bucket=settings.bucket, Key=key, Body=b"1"),
+    )
+
+    def again() -> bool:
+        try:
+            client.put_object(Bucket=settings.bucket, Key=key, Body=b"2", IfNoneMatch="*")
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412:
+                return True
+            raise
+        return False
+
+    honoured = retry("put the conditions probe again", again)
+    retry(
+        "delete the conditions probe", lambda: client.delete_object(Bucket=settings.bucket, Key=key)
+    )
+    return honoured
+
+
+# -- reading the indexes (--list) ------------------------------------------------------------
+
+
+def listed_outputs(
+    settings: R2Settings, client: Any, retry: Retry, day: str | None
+) -> list[dict[str, Any]]:
+    """Every entry of every index object under outputs/ (each pod's, and the old layout's
+    one per day), merged by key; only ``day``'s indexes when given."""
+    paginator = client.get_paginator("list_objects_v2")
+    pages = retry(
+        "list outputs/",
+        lambda: list(paginator.paginate(Bucket=settings.bucket, Prefix="outputs/")),
+    )
+    indexes = [
+        item["Key"]
+        for page in pages
+        for item in page.get("Contents", [])
+        if item["Key"].endswith(f"/{INDEX_NAME}")
+        and (day is None or f"/{day}/" in f"/{item['Key']}")
+    ]
+    merged: dict[str, dict[str, Any]] = {}
+    for key in indexes:
+        body = retry(
+            f"GET {key}",
+            lambda key=key: client.get_object(Bucket=settings.bucket, Key=key)["Body"].read(),
+        )
+        try:
+            objects = json.loads(body)["objects"]
+        except (ValueError, KeyError, TypeError):
+            raise SyncError(f"{key} is no r2sync index") from None
+        merged.update({entry["key"]: entry for entry in objects})
+    return [merged[key] for key in sorted(merged)]
 
 
 # -- the probe (--test) ----------------------------------------------------------------------
@@ -694,6 +978,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     try:
         settings = load_settings(environ)
+        pod = pod_identity(environ, settings)
     except Fatal as error:
         print(f"podforge r2sync: {error}", file=sys.stderr)
         return 2
@@ -703,6 +988,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     retry = Retry(
         settings.bucket, budget, stopping, lambda line: print(line, file=sys.stderr, flush=True)
     )
+    if args.list:
+        try:
+            for entry in listed_outputs(settings, client, retry, args.day):
+                print(f"{entry['key']} {entry['size']} {entry['sha256']} {entry.get('pod', '-')}")
+        except SyncError as error:
+            print(f"podforge r2sync --list: FAILED: {error}", file=sys.stderr)
+            return 1
+        return 0
     if args.test:
         try:
             round_trip(settings, client, retry)
@@ -729,7 +1022,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         retry=retry,
         stopping=stopping,
         journal_path=journal_path.resolve(),
-        pod=environ.get("RUNPOD_POD_ID") or socket.gethostname(),
+        pod=pod,
         gpu=_gpu_name(),
         say=_say,
     )

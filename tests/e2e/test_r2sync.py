@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 pytestmark = pytest.mark.e2e
 
 MIB = 2**20
+POD = "pod-e2e"  # RunPod's pod id, as RunPod gives it to the container
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,7 @@ def env(s3: dict[str, Any], **extra: str) -> dict[str, str]:
         "R2_BUCKET": s3["bucket"],
         "R2_ACCESS_KEY_ID": s3["access_key"],
         "R2_SECRET_ACCESS_KEY": s3["secret_key"],
+        "RUNPOD_POD_ID": POD,
         **extra,
     }
 
@@ -98,7 +100,9 @@ def r2sync(s3: dict[str, Any], *args: str, **extra: str) -> subprocess.Completed
     )
 
 
-def daemon(s3: dict[str, Any], watch: Path, journal: Path, settle: str = "0.5") -> Any:
+def daemon(
+    s3: dict[str, Any], watch: Path, journal: Path, settle: str = "0.5", **extra: str
+) -> Any:
     """The daemon, its output in ``daemon.log`` beside the journal (a pipe nobody reads
     would fill up and stall it)."""
     with open(journal.with_name("daemon.log"), "a") as log:
@@ -115,7 +119,7 @@ def daemon(s3: dict[str, Any], watch: Path, journal: Path, settle: str = "0.5") 
                 "--settle",
                 settle,
             ],
-            env=env(s3),
+            env=env(s3, **extra),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -140,9 +144,18 @@ def stored(s3: dict[str, Any], key: str) -> str | None:
     return hashlib.sha256(body).hexdigest()
 
 
-def key_for(path: Path, watch: Path) -> str:
-    day = time.strftime("%Y-%m-%d", time.gmtime(path.stat().st_mtime))
-    return f"outputs/{day}/{path.relative_to(watch).as_posix()}"
+def today() -> str:
+    """The day of a first upload now (UTC): the keys' {day}."""
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def key_for(path: Path, watch: Path, pod: str = POD) -> str:
+    return f"outputs/{pod}/{today()}/{path.relative_to(watch).as_posix()}"
+
+
+def index_of(s3: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    body = client(s3).get_object(Bucket=s3["bucket"], Key=key)["Body"].read()
+    return list(json.loads(body)["objects"])
 
 
 def wait_for(condition: Any, timeout: float = 60.0) -> None:
@@ -189,21 +202,19 @@ def test_outputs_around_a_kill_arrive_exactly_once(s3, tmp_path):
         f"after/{i}.png": write(watch / "after" / f"{i}.png", 100_000 + i, 20 + i) for i in range(3)
     }
     second = daemon(s3, watch, journal)
+    ours = [key_for(watch / name, watch) for name in sums]
+    index = f"outputs/{POD}/{today()}/metadata.json"
     try:
         wait_for(
             lambda: all(stored(s3, key_for(watch / n, watch)) == sha for n, sha in sums.items())
         )
+        # The index follows the uploads (after each round): it lists them all.
+        wait_for(lambda: set(ours) <= {entry["key"] for entry in index_of(s3, index)})
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0  # SIGTERM: a clean stop
-    day = key_for(watch / "before-0.png", watch).split("/")[1]
-    listed = json.loads(
-        client(s3)
-        .get_object(Bucket=s3["bucket"], Key=f"outputs/{day}/metadata.json")["Body"]
-        .read()
-    )["objects"]
-    keys = [entry["key"] for entry in listed if entry["key"].startswith(f"outputs/{day}/")]
-    ours = [key_for(watch / name, watch) for name in sums]
+    listed = index_of(s3, index)
+    keys = [entry["key"] for entry in listed]
     assert sorted(k for k in keys if k in ours) == sorted(ours)  # each listed once
     by_key = {entry["key"]: entry for entry in listed}
     for name, sha in sums.items():
@@ -233,7 +244,9 @@ def test_a_killed_multipart_upload_resumes_without_resending(s3, tmp_path):
     # What the resumed run sent: the rest, plus at most the part in flight at the kill.
     assert after - before <= size - before + part
     assert after <= size + part
-    assert gate(s3, "/_gate/stats")["refused"] == []
+    # Nothing refused but the probe that asks whether the store honours conditions.
+    refused = gate(s3, "/_gate/stats")["refused"]
+    assert [line for line in refused if "/podforge-probe/" not in line] == []
 
 
 def test_an_outage_loses_nothing_and_catches_up(s3, tmp_path):
@@ -297,15 +310,115 @@ def test_a_file_still_being_written_is_not_uploaded_half(s3, tmp_path):
 def test_a_changed_file_is_uploaded_again_under_its_key(s3, tmp_path):
     watch, journal = tmp_path / "output", tmp_path / "journal.sqlite"
     first = write(watch / "edit.png", 10_000, 1)
+    # Rendered two days ago, edited today: its mtime crosses midnight, its key stays the
+    # first upload's (today's), not the mtime's day.
+    two_days_ago = time.time() - 2 * 86_400
+    os.utime(watch / "edit.png", (two_days_ago, two_days_ago))
     key = key_for(watch / "edit.png", watch)
     assert r2sync(s3, "--watch", str(watch), "--journal", str(journal), "--once").returncode == 0
     assert stored(s3, key) == first
     second = write(watch / "edit.png", 12_000, 2)
     done = r2sync(s3, "--watch", str(watch), "--journal", str(journal), "--once")
-    assert done.returncode == 0 and f"uploaded {key}" in done.stdout
-    assert stored(s3, key) == second
+    assert done.returncode == 0 and f"uploaded {key}" in done.stdout, done.stderr
+    assert stored(s3, key) == second  # this pod's own object, replaced (If-Match: its ETag)
     again = r2sync(s3, "--watch", str(watch), "--journal", str(journal), "--once")
     assert "0 uploaded" in again.stdout
+
+
+def test_two_pods_writing_one_name_on_one_day_lose_nothing(s3, tmp_path):
+    # ComfyUI numbers outputs per instance: both pods write ComfyUI_00001_.png today.
+    sums = {}
+    for pod in ("pod-a", "pod-b"):
+        watch = tmp_path / pod / "output"
+        sums[pod] = write(watch / "ComfyUI_00001_.png", 40_000, len(sums) + 1)
+        done = r2sync(
+            s3, "--watch", str(watch), "--journal", str(tmp_path / pod / "j.sqlite"), "--once",
+            RUNPOD_POD_ID=pod,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert sums["pod-a"] != sums["pod-b"]
+    for pod, sha in sums.items():
+        assert stored(s3, f"outputs/{pod}/{today()}/ComfyUI_00001_.png") == sha  # byte-exact
+        (entry,) = index_of(s3, f"outputs/{pod}/{today()}/metadata.json")
+        assert (entry["pod"], entry["sha256"]) == (pod, sha)
+
+
+def test_a_key_another_writer_holds_is_never_overwritten(s3, tmp_path):
+    # Two writers under one name (pods given one pod_name, or a layout without the pod):
+    # the second's file goes to a numbered name; the first's object stays as it was.
+    sums = {}
+    for writer in ("first", "second"):
+        watch = tmp_path / writer / "output"
+        sums[writer] = write(watch / "shot.png", 30_000, len(writer))
+        done = r2sync(
+            s3, "--watch", str(watch), "--journal", str(tmp_path / writer / "j.sqlite"), "--once",
+            RUNPOD_POD_ID="shared",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    key = f"outputs/shared/{today()}/shot.png"
+    numbered = f"outputs/shared/{today()}/shot (2).png"
+    assert stored(s3, key) == sums["first"]
+    assert stored(s3, numbered) == sums["second"]
+    assert f"r2sync: {key} holds another writer's object; shot.png -> {numbered}" in done.stdout
+    # The journal keeps the numbered key: nothing is sent again, and an edit goes there too.
+    again = r2sync(
+        s3, "--watch", str(tmp_path / "second" / "output"), "--journal",
+        str(tmp_path / "second" / "j.sqlite"), "--once", RUNPOD_POD_ID="shared",
+    )  # fmt: skip
+    assert "0 uploaded" in again.stdout
+    assert {e["key"] for e in index_of(s3, f"outputs/shared/{today()}/metadata.json")} == {
+        key,
+        numbered,
+    }
+
+
+def test_index_writers_racing_list_every_entry(s3, tmp_path):
+    # Eight writers of one index object at once (one pod name): a compare-and-swap each.
+    writers = []
+    names = [f"race-{i}.png" for i in range(8)]
+    for name in names:
+        watch = tmp_path / name / "output"
+        write(watch / name, 5_000, len(name))
+        writers.append(
+            subprocess.Popen(
+                [
+                    sys.executable, "-m", "podforge", "r2sync", "--watch", str(watch),
+                    "--journal", str(tmp_path / name / "j.sqlite"), "--once",
+                ],
+                env=env(s3, RUNPOD_POD_ID="racers"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )  # fmt: skip
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+    listed = {e["key"] for e in index_of(s3, f"outputs/racers/{today()}/metadata.json")}
+    assert listed == {f"outputs/racers/{today()}/{name}" for name in names}
+
+
+def test_the_list_merges_every_pods_index_and_the_old_layout(s3, tmp_path):
+    # An object and index as r2sync wrote them before keys named the pod.
+    old = {"key": "outputs/2026-11-30/ComfyUI_00007_.png", "size": 3, "sha256": "ab" * 32}
+    s = client(s3)
+    s.put_object(Bucket=s3["bucket"], Key=old["key"], Body=b"old")
+    s.put_object(
+        Bucket=s3["bucket"],
+        Key="outputs/2026-11-30/metadata.json",
+        Body=json.dumps({"objects": [old]}).encode(),
+    )
+    watch = tmp_path / "output"
+    write(watch / "new.png", 2_000, 5)
+    done = r2sync(s3, "--watch", str(watch), "--journal", str(tmp_path / "j.sqlite"), "--once")
+    assert done.returncode == 0, done.stderr
+    listed = r2sync(s3, "--list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert any(line.startswith(f"{old['key']} 3 ") for line in lines)
+    assert any(line.startswith(f"outputs/{POD}/{today()}/new.png 2000 ") for line in lines)
+    one_day = r2sync(s3, "--list", "--day", "2026-11-30").stdout.splitlines()
+    assert [line.split()[0] for line in one_day] == [old["key"]]
 
 
 def test_wrong_credentials_fail_in_words_without_the_secret(s3, tmp_path):

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
 # Fixed by the Dockerfile itself: the phase (--data phase=image), where podforge and its
 # deployer live, and start.sh (the ENTRYPOINT names it).
-NOT_BUILD_ARGS = {"PHASE", "PODFORGE_DIR", "START_SCRIPT"}
+# A pod's name is the pod's (its inventory gives it), not the image's.
+NOT_BUILD_ARGS = {"PHASE", "PODFORGE_DIR", "START_SCRIPT", "POD_NAME"}
 
 
 def stage_args(stage: str) -> list[str]:

@@ -13,8 +13,8 @@ from podforge.pod.r2sync import (
     MAX_PARTS,
     MIB,
     MIN_PART,
-    Candidate,
     Fatal,
+    Journal,
     Retry,
     SyncError,
     classify,
@@ -89,10 +89,34 @@ def test_errors_are_classified(error, kind, words):
     assert got_kind == kind and words in cause
 
 
-def test_keys_are_dated_by_mtime_in_utc():
-    # 2026-11-21 23:30 UTC, whatever the local time zone says.
-    candidate = Candidate("/o/a/b.png", "a/b.png", 1, 1_795_303_800 * 10**9)
-    assert candidate.key == "outputs/2026-11-21/a/b.png"
+def test_a_journal_from_before_keys_named_the_pod_keeps_its_keys_and_index(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER"
+        " NOT NULL, sha256 TEXT, key TEXT NOT NULL, state TEXT NOT NULL, upload_id TEXT,"
+        " part_size INTEGER, uploaded_at TEXT);"
+        "CREATE TABLE day_entries (day TEXT NOT NULL, key TEXT NOT NULL, entry TEXT NOT NULL,"
+        " listed INTEGER NOT NULL, PRIMARY KEY (day, key));"
+        "INSERT INTO files VALUES ('/o/a.png', 1, 2, 'ab', 'outputs/2026-11-21/a.png', 'done',"
+        " NULL, NULL, 'x');"
+        "INSERT INTO day_entries VALUES ('2026-11-21', 'outputs/2026-11-21/a.png', '{}', 0);"
+    )
+    old.commit()
+    old.close()
+    journal = Journal(path)
+    record = journal.record("/o/a.png")
+    assert record is not None
+    assert (record["key"], record["index_key"], record["etag"]) == (
+        "outputs/2026-11-21/a.png",
+        "outputs/2026-11-21/metadata.json",
+        None,
+    )
+    assert journal.run("SELECT index_key, key, listed FROM index_entries") == [
+        ("outputs/2026-11-21/metadata.json", "outputs/2026-11-21/a.png", 0)
+    ]
 
 
 def test_slow_failures_are_retried_and_the_budget_counts_from_the_first():
