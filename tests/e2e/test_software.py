@@ -7,6 +7,7 @@ and a node with local changes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shlex
@@ -174,6 +175,7 @@ def verify_on(sandbox, pod, *flags):
 
 def test_every_pack_loads_and_a_workflow_runs(deployed, sandbox):
     # The real ComfyUI and nodes on PyPI's torch (CPU): no pack failed, a workflow ran.
+    videos = {}
     for pod in sandbox["pods"]:
         out = verify_on(sandbox, pod, "--smoke")
         assert out.startswith("exit=0\n"), out
@@ -181,15 +183,19 @@ def test_every_pack_loads_and_a_workflow_runs(deployed, sandbox):
         assert served > 900  # 952 with the six nodes, as a real start here showed
         video = re.search(r"ran the smoke workflow in [\d.]+ s: .*(podforge-smoke_\d+\.mp4)", out)
         assert video, out
-        size = pod_shell(sandbox, pod, f"stat -c %s /workspace/ComfyUI/output/{video.group(1)}")
-        assert int(size) > 0
-    # With R2 sync on, the workflow's video reaches the bucket (rclone keeps objects as files).
+        sha = pod_shell(sandbox, pod, f"sha256sum /workspace/ComfyUI/output/{video.group(1)}")
+        videos[pod["name"]] = (video.group(1), sha.split()[0])
+    # With R2 sync on, each pod's video reaches the bucket under its own key, byte-exact
+    # (rclone keeps objects as files): ComfyUI numbers files per pod, so the names are
+    # podforge-smoke_0000N_.mp4 on every pod, and none overwrote another's.
     bucket = Path(sandbox["s3"]["dir"]) / sandbox["s3"]["bucket"]
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    wanted = {bucket / "outputs" / pod / day / name: sha for pod, (name, sha) in videos.items()}
     deadline = time.monotonic() + 60
-    while not list(bucket.glob(f"outputs/*/{video.group(1)}")) and time.monotonic() < deadline:
+    while not all(path.exists() for path in wanted) and time.monotonic() < deadline:
         time.sleep(0.5)
-    (stored,) = bucket.glob(f"outputs/*/{video.group(1)}")
-    assert stored.stat().st_size == int(size)
+    for path, sha in wanted.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, path
 
 
 def test_a_pack_whose_import_raises_fails_verify_naming_it(deployed, sandbox, caplog):
