@@ -501,6 +501,8 @@ class Syncer:
                 day = dt.datetime.now(dt.timezone.utc).date().isoformat()
                 key = object_key(self.settings.layout, self.pod, day, candidate.relative)
                 index, etag = index_key(self.settings.layout, self.pod, day), None
+                if key == index:  # an output named like the index: it takes the next name
+                    key = numbered(key, 2)
             self.journal.start(path, candidate.size, candidate.mtime_ns, sha256, key, index, etag)
             record = self.journal.record(path)
         assert record is not None
@@ -822,7 +824,7 @@ class Syncer:
             try:
                 objects = json.loads(answer["Body"].read())["objects"]
             except (ValueError, KeyError, TypeError):
-                raise Fatal(f"{key} is no r2sync index (an output of that name?)") from None
+                raise SyncError(f"{key} is no r2sync index (written by something else)") from None
             return list(objects), answer.get("ETag")
 
         return self.retry(f"GET {key}", get)

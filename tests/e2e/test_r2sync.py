@@ -458,3 +458,16 @@ def test_wrong_credentials_fail_in_words_without_the_secret(s3, tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file() and path != env_file:
             assert secret.encode() not in path.read_bytes()
+
+
+def test_an_output_named_like_the_index_never_takes_its_place(s3, tmp_path):
+    watch = tmp_path / "output"
+    sha = write(watch / "metadata.json", 700, 9)
+    done = r2sync(
+        s3, "--watch", str(watch), "--journal", str(tmp_path / "j.sqlite"), "--once",
+        RUNPOD_POD_ID="pod-meta",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert stored(s3, f"outputs/pod-meta/{today()}/metadata (2).json") == sha
+    (entry,) = index_of(s3, f"outputs/pod-meta/{today()}/metadata.json")
+    assert entry["key"] == f"outputs/pod-meta/{today()}/metadata (2).json"
