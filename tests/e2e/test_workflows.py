@@ -82,9 +82,11 @@ def test_the_fitted_workflow_names_the_files_this_pod_fetched(deployed, sandbox,
     # Every file the workflow loads is one this pod's plan fetched (its GPU's variant).
     assert loaded <= planned
     assert len(loaded) == len(workflows.references(fitted)) == 7
-    # The sandbox's stack is torch 2.5: bf16 and sdpa, not the example's fp16_fast/sageattn.
+    # The pod's stack decides the loader's widgets: its RTX 5090 runs torch 2.8, which has
+    # fp16 accumulation (fp16_fast); no sageattention is installed, so sdpa.
+    assert plan["stack"] == "torch28-cu128"
     loader = next(n for n in fitted["nodes"] if n["type"] == "WanVideoModelLoader")
-    assert (loader["widgets_values"][1], loader["widgets_values"][4]) == ("bf16", "sdpa")
+    assert (loader["widgets_values"][1], loader["widgets_values"][4]) == ("fp16_fast", "sdpa")
 
 
 def test_the_check_passes_with_every_file_and_node_in_place(deployed, sandbox, pod):
