@@ -22,6 +22,7 @@ from podforge.core.catalog import CATALOG
 from podforge.core.config import Settings
 from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import FEATURE_NODES
+from podforge.core.problems import where_and_why
 from podforge.core.workflow_needs import (
     Needs,
     WorkflowError,
@@ -105,9 +106,7 @@ def with_workflows(settings: Settings, base: Path = REPO) -> tuple[Settings, lis
         expanded = Settings.model_validate(values)
     except ValidationError as error:
         # A field and why, never the value: it came from a stranger's file and may hold a token.
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        why = str((first.get("ctx") or {}).get("error") or first["msg"])
+        field, why = where_and_why(error)
         raise WorkflowError(f"what the workflows add is not accepted: {field}: {why}") from None
     return expanded, files
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import RepoPin
+from podforge.core.problems import where_and_why
 from podforge.core.sources import ModelSource
 
 _HF = re.compile(
@@ -236,8 +237,7 @@ def workflow_needs(
             try:
                 source = ModelSource(**source_of(url), sha256=sha256)
             except ValidationError as error:
-                first = error.errors()[0]
-                why = str((first.get("ctx") or {}).get("error") or first["msg"])
+                _, why = where_and_why(error)
                 raise WorkflowError(
                     f"{label}: {', '.join(nodes)}: the model URL {_without_query(url)}: {why}"
                 ) from None

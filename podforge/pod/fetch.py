@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from podforge.core.paths import PathError, relative_path, within
 from podforge.core.plan import PlannedModel
+from podforge.core.problems import where_and_why
 from podforge.pod import stamps
 from podforge.pod.retry import Backoff, GaveUp, retrying
 from podforge.pod.segments import Range, Ranges, connections_for
@@ -74,10 +75,8 @@ def read_manifest(path: Path, models_dir: Path | None = None) -> list[PlannedMod
         try:
             model = PlannedModel.model_validate(entry)
         except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            message = str((first.get("ctx") or {}).get("error") or first["msg"])
-            raise FetchError(f"{where}: {field + ': ' if field else ''}{message}") from None
+            field, why = where_and_why(error)
+            raise FetchError(f"{where}: {field + ': ' if field else ''}{why}") from None
         if not Path(model.dest).is_absolute():
             raise FetchError(f"{where}: 'dest' must be an absolute path, got {model.dest!r}")
         problem = dest_problem(model.dest, models_dir)
