@@ -92,8 +92,11 @@ def test_an_output_arrives_in_the_bucket(running, sandbox):
     local = pod_shell(sandbox, pod, f"sha256sum /workspace/ComfyUI/output/{name}").split()[0]
     # rclone stores objects as files: read the bucket from disk (boto3 in this process
     # would meet gevent's late ssl patch from pyinfra's CLI module).
-    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 60))
-    stored = Path(sandbox["s3"]["dir"]) / sandbox["s3"]["bucket"] / "outputs" / day / name
+    # Its key names the pod (the inventory's pod_name: no RUNPOD_POD_ID in the sandbox) and
+    # the day of its first upload.
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    bucket = Path(sandbox["s3"]["dir"]) / sandbox["s3"]["bucket"]
+    stored = bucket / "outputs" / pod["name"] / day / name
     wait_for(stored.exists)
     wait_for(lambda: hashlib.sha256(stored.read_bytes()).hexdigest() == local)
 
