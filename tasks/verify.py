@@ -10,6 +10,8 @@ still starting its time (`podforge verify --quick`).
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host, logger, state
 from pyinfra.context import ctx_host
 from pyinfra.operations import python
@@ -26,23 +28,28 @@ from tasks.streamed import run_streamed
 
 
 def command(settings: Settings, quick: bool = False) -> str:
-    return (
-        f"{settings.venv_dir}/bin/podforge verify --plan {settings.podforge_dir}/plan.json"
-        f" --logs {settings.workspace_dir}/logs --timeout {settings.verify_timeout}"
-        f" --venv-wanted {venv_wanted_file(settings)}"
-        + (f" --r2sync {env_paths(settings)['r2']}" if settings.enable_r2_sync else "")
-        + (
-            " --quick"
-            if quick
-            else f" --workflows {settings.workflows_stamp} --comfyui-dir {settings.comfyui_dir}"
-            f" --models-dir {settings.models_dir} --smoke"
-            + (
-                f" --login {auth_files(settings.workspace_dir).credentials}"
-                if settings.comfyui_auth
-                else ""
-            )
-        )
-    )
+    argv = [
+        f"{settings.venv_dir}/bin/podforge",
+        "verify",
+        "--plan",
+        f"{settings.podforge_dir}/plan.json",
+        "--logs",
+        f"{settings.workspace_dir}/logs",
+        "--timeout",
+        str(settings.verify_timeout),
+        "--venv-wanted",
+        venv_wanted_file(settings),
+    ]
+    if settings.enable_r2_sync:
+        argv += ["--r2sync", env_paths(settings)["r2"]]
+    if quick:
+        argv.append("--quick")
+    else:
+        argv += ["--workflows", settings.workflows_stamp, "--comfyui-dir", settings.comfyui_dir]
+        argv += ["--models-dir", settings.models_dir, "--smoke"]
+        if settings.comfyui_auth:
+            argv += ["--login", auth_files(settings.workspace_dir).credentials]
+    return shlex.join(argv)
 
 
 def check(settings: Settings, plan: Plan, pod: Pod) -> None:

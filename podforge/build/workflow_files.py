@@ -23,6 +23,7 @@ from podforge.core.config import Settings
 from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import FEATURE_NODES
 from podforge.core.problems import where_and_why
+from podforge.core.sources import without_secrets
 from podforge.core.workflow_needs import (
     Needs,
     WorkflowError,
@@ -51,19 +52,12 @@ def read(where: str, base: Path = REPO) -> str:
             with urllib.request.urlopen(where, timeout=30) as response:
                 return response.read().decode()
         except (OSError, ValueError) as error:
-            raise WorkflowError(f"{_shown(where)}: cannot download it ({error})") from None
+            raise WorkflowError(f"{without_secrets(where)}: cannot download it ({error})") from None
     path = Path(where) if Path(where).is_absolute() else base / where
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise WorkflowError(f"{where}: cannot read it ({error})") from None
-
-
-def _shown(where: str) -> str:
-    """Where a workflow comes from, for people: never a URL's query or user info (a token)."""
-    parts = urllib.parse.urlsplit(where)
-    host = parts.netloc.rpartition("@")[2]
-    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else where
 
 
 def workflow_files(settings: Settings, base: Path = REPO) -> list[WorkflowFile]:
@@ -73,7 +67,7 @@ def workflow_files(settings: Settings, base: Path = REPO) -> list[WorkflowFile]:
     pins = [*settings.custom_nodes, *(n for nodes in FEATURE_NODES.values() for n in nodes)]
     found: dict[str, WorkflowFile] = {}
     for where in settings.workflows:
-        label = _shown(where)
+        label = without_secrets(where)
         text = read(where, base)
         try:
             workflow = json.loads(text)

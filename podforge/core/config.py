@@ -34,10 +34,10 @@ from pydantic import (
 )
 
 from podforge.core.comfyui_args import ComfyArgsError, parse_comfyui_args
-from podforge.core.keys import DEFAULT_LAYOUT, LayoutError, check_layout, pod_part
-from podforge.core.paths import PathError, relative_path, setting_path
+from podforge.core.keys import DEFAULT_LAYOUT, check_layout, pod_part
+from podforge.core.paths import relative_path, setting_path
 from podforge.core.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
-from podforge.core.sources import ModelSource, check_url
+from podforge.core.sources import ModelSource, check_url, without_secrets
 from podforge.core.stacks import FLASH_ATTN_MIRROR
 
 Phase = Literal["image", "pod", "boot"]
@@ -69,10 +69,7 @@ class CustomModel(ModelSource):
     @field_validator("dest", mode="before")
     @classmethod
     def _inside_models_dir(cls, value: object) -> str:
-        try:
-            return relative_path(value)
-        except PathError as error:
-            raise ValueError(str(error)) from None
+        return relative_path(value)  # its PathError is a ValueError: pydantic's message
 
 
 # Values bound for an nginx map line, a shell or a file read line by line: a plain alphabet.
@@ -282,10 +279,7 @@ class Settings(BaseModel):
     @field_validator(*PATH_SETTINGS)
     @classmethod
     def _check_path(cls, value: str | None) -> str | None:
-        try:
-            return value if value is None else setting_path(value)
-        except PathError as error:
-            raise ValueError(str(error)) from None
+        return value if value is None else setting_path(value)
 
     @field_validator("comfyui_listen", "comfyui_private_listen")
     @classmethod
@@ -322,10 +316,7 @@ class Settings(BaseModel):
     @field_validator("r2_key_layout")
     @classmethod
     def _check_layout(cls, value: str) -> str:
-        try:
-            return check_layout(value)
-        except LayoutError as error:
-            raise ValueError(str(error)) from None
+        return check_layout(value)
 
     @field_validator("pod_name")
     @classmethod
@@ -334,10 +325,7 @@ class Settings(BaseModel):
             return None
         if _CONTROL.search(value):
             raise ValueError("a pod name cannot hold control characters")
-        try:
-            pod_part(value)  # something of it must name the pod in a key
-        except LayoutError as error:
-            raise ValueError(str(error)) from None
+        pod_part(value)  # something of it must name the pod in a key
         return value
 
     @field_validator("custom_models")
@@ -481,9 +469,7 @@ def _shown(value: Any) -> str:
     """A refused value for people: a URL without its query or user info (either may carry a
     token), control characters escaped, at most 100 characters."""
     if isinstance(value, str) and "://" in value:
-        scheme, _, rest = value.split("?", 1)[0].split("#", 1)[0].partition("://")
-        host, slash, path = rest.partition("/")
-        value = f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+        value = without_secrets(value)
     shown = repr(value)
     return shown if len(shown) <= 100 else shown[:97] + "..."
 

@@ -44,6 +44,16 @@ _NAMED = re.compile(r"^[^\x00-\x1f\x7f\\]{1,1024}$")
 _URL_UNSAFE = re.compile(r"[\x00-\x20\x7f\"'`<>\\{}|^]")
 
 
+def without_secrets(url: str) -> str:
+    """A URL for people: without its query, fragment and user info (any may hold a token)."""
+    base = url.split("?", 1)[0].split("#", 1)[0]
+    scheme, separator, rest = base.partition("://")
+    if not separator:
+        return base
+    host, slash, path = rest.partition("/")
+    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+
+
 def check_url(value: str, schemes: tuple[str, ...] = ("https",)) -> str:
     """``value`` if it is a URL of ``schemes`` (plain http only to this machine) without a
     character that could end a line, a word or a quote; ValueError saying what is expected."""
@@ -152,6 +162,5 @@ class ModelSource(BaseModel):
             named = f", {self.file}" if self.file else ""
             return f"CivitAI model version {self.civitai}{named}"
         if self.kind == "url":
-            parts = urllib.parse.urlsplit(str(self.url))
-            return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+            return without_secrets(str(self.url))
         return f"{self.repo}/{self.path}"

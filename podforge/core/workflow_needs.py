@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import RepoPin
 from podforge.core.problems import where_and_why
-from podforge.core.sources import ModelSource
+from podforge.core.sources import ModelSource, without_secrets
 
 _HF = re.compile(
     r"^https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/(?:resolve|blob)/(?P<revision>[^/]+)/"
@@ -61,7 +61,7 @@ def source_of(url: str) -> dict[str, Any]:
     if found := _CIVITAI_DOWNLOAD.match(url) or _CIVITAI_PAGE.match(url):
         return {"civitai": int(found["id"])}
     if not re.match(r"^https?://[^/\s]+/\S*$", url):
-        raise ValueError(f"{_text(_without_query(url))} is not an http(s) URL")
+        raise ValueError(f"{_text(without_secrets(url))} is not an http(s) URL")
     return {"url": url}
 
 
@@ -118,16 +118,6 @@ def _label(value: object) -> str:
     """A node's type or id as a label (``KSampler #3``): no control characters, short."""
     shown = re.sub(r"[\x00-\x1f\x7f]", "?", str(value))
     return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
-def _without_query(url: str) -> str:
-    """A URL for people: its query and user info may hold a token."""
-    base = url.split("?", 1)[0].split("#", 1)[0]
-    scheme, separator, rest = base.partition("://")
-    if not separator:
-        return base
-    host, slash, path = rest.partition("/")
-    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
 
 
 def _pack_key(name: str) -> str:
@@ -239,7 +229,7 @@ def workflow_needs(
             except ValidationError as error:
                 _, why = where_and_why(error)
                 raise WorkflowError(
-                    f"{label}: {', '.join(nodes)}: the model URL {_without_query(url)}: {why}"
+                    f"{label}: {', '.join(nodes)}: the model URL {without_secrets(url)}: {why}"
                 ) from None
             except ValueError as error:
                 raise WorkflowError(f"{label}: {', '.join(nodes)}: {error}") from None

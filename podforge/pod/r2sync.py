@@ -538,7 +538,7 @@ class Syncer:
             return
         if record["etag"] and found.get("ETag") == record["etag"]:
             return  # our own object: an edit replaces it
-        if found["ContentLength"] == size and found.get("Metadata", {}).get("sha256") == sha256:
+        if _holds(found, size, sha256):
             return  # these very bytes: put again, harmlessly
         raise KeyTaken(record["key"])
 
@@ -551,11 +551,7 @@ class Syncer:
         for number in range(2, MAX_NUMBERED + 2):
             key = numbered(original, number)
             found = self._head(key)
-            ours = (
-                found is not None
-                and found["ContentLength"] == candidate.size
-                and found.get("Metadata", {}).get("sha256") == sha256
-            )
+            ours = _holds(found, candidate.size, sha256)
             if found is None or ours:
                 break
         else:
@@ -586,12 +582,7 @@ class Syncer:
         return self.retry(f"HEAD {key}", head)
 
     def _ours_there(self, key: str, size: int, sha256: str) -> bool:
-        found = self._head(key)
-        return (
-            found is not None
-            and found["ContentLength"] == size
-            and found.get("Metadata", {}).get("sha256") == sha256
-        )
+        return _holds(self._head(key), size, sha256)
 
     def _etag_if_ours(self, key: str, sha256: str | None) -> str | None:
         """The ETag of the object at ``key`` when it holds what this pod uploaded (a journal
@@ -828,6 +819,16 @@ class Syncer:
             return list(objects), answer.get("ETag")
 
         return self.retry(f"GET {key}", get)
+
+
+def _holds(found: dict[str, Any] | None, size: int, sha256: str | None) -> bool:
+    """Whether a HEAD answer is of an object holding these bytes (its size and the sha256
+    r2sync put in its metadata)."""
+    return (
+        found is not None
+        and found["ContentLength"] == size
+        and found.get("Metadata", {}).get("sha256") == sha256
+    )
 
 
 class KeyTaken(Exception):
