@@ -19,13 +19,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from podforge.core.errors import PodforgeError
+
 DEFAULT_API_URL = "https://api.runpod.io"
 # A 429's Retry-After is honoured this many times, and only when short enough to wait for.
 RATE_LIMIT_RETRIES = 3
 RATE_LIMIT_MAX_WAIT_S = 60.0
 
 
-class RunPodApiError(RuntimeError):
+class RunPodApiError(PodforgeError, RuntimeError):
     """The API could not be asked or answered unusably; the message is one line for people."""
 
 

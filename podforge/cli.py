@@ -22,8 +22,9 @@ from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
 def _plan(args: argparse.Namespace) -> int:
     # Imported here: pydantic costs about 0.2 s at start that `fetch` should not pay.
     from podforge.core.config import SettingsError, load_settings
-    from podforge.core.gpu import PROBE_COMMAND, GpuProbeError, parse_probe
-    from podforge.core.plan import PlanError, build_plan
+    from podforge.core.errors import PodforgeError
+    from podforge.core.gpu import PROBE_COMMAND, parse_probe
+    from podforge.core.plan import build_plan
 
     try:
         data = {}
@@ -42,7 +43,7 @@ def _plan(args: argparse.Namespace) -> int:
             sys.version_info[:3],
             platform.machine(),
         )
-    except (SettingsError, PlanError, GpuProbeError) as error:
+    except PodforgeError as error:
         print(f"podforge: {error}", file=sys.stderr)
         return 2
     json.dump(plan.model_dump(mode="json"), sys.stdout, indent=2)

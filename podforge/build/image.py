@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from podforge.core.errors import PodforgeError
 from podforge.probe.state import installed_debs
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ STACK_MODULES = (
     "__init__.py",
     "build/__init__.py",
     "build/image.py",
+    "core/__init__.py",
+    "core/errors.py",
     "probe/__init__.py",
     "probe/state.py",
 )
@@ -69,7 +72,7 @@ class StackInputs(BaseModel):
     commands: list[str]  # podforge/lock.sync_commands
 
 
-class ImageError(RuntimeError):
+class ImageError(PodforgeError, RuntimeError):
     """A step of the stack layer failed; the message says which and why, in one line."""
 
 
@@ -177,14 +180,14 @@ def _say(line: str) -> None:
 
 def _inputs_from_environment(directory: Path) -> None:
     """The stack-inputs stage: settings from the build arguments (the environment)."""
-    from podforge.core.config import SettingsError, load_settings
+    from podforge.core.config import load_settings
     from podforge.core.gpu import GpuReport
-    from podforge.core.plan import PlanError, build_plan
+    from podforge.core.plan import build_plan
 
     try:
         settings = load_settings({"phase": "image"}, os.environ)
         plan = build_plan(settings, GpuReport(), sys.version_info[:3], platform.machine())
-    except (SettingsError, PlanError) as error:
+    except PodforgeError as error:
         raise ImageError(str(error)) from None
     write_inputs(directory, stack_inputs(settings, plan))
 

@@ -29,8 +29,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from podforge.build.upstream import UpstreamError, requirement_texts
-from podforge.core.config import SettingsError
 from podforge.core.environment import explain_uv_conflict, pin_conflicts, requirement_lines
+from podforge.core.errors import PodforgeError
 from podforge.core.lock import (
     LOCK_TARGETS,
     LockError,
@@ -50,7 +50,6 @@ from podforge.core.lock import (
     render_header,
 )
 from podforge.core.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
-from podforge.core.workflow_needs import WorkflowError
 
 if TYPE_CHECKING:
     from podforge.core.config import Settings
@@ -59,7 +58,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOOLS_SOURCE = "podforge"  # the name pins, tools and extras go by in uv's annotations
 
 
-class StackError(RuntimeError):
+class StackError(PodforgeError, RuntimeError):
     """The environment cannot be had; the message names who asked for what."""
 
 
@@ -237,7 +236,7 @@ def main(args: argparse.Namespace) -> int:
             _say("commit it")
             return 0
         body = resolve(lock_inputs(profile, texts), texts, now())
-    except (StackError, UpstreamError, WorkflowError, SettingsError) as error:
+    except PodforgeError as error:
         print(f"podforge stack: {error}", file=sys.stderr)
         return 1
     for target in LOCK_TARGETS:

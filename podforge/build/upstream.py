@@ -18,13 +18,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from podforge.core.errors import PodforgeError
 from podforge.core.pins import RepoPin
 
 REPO = Path(__file__).resolve().parents[2]
 NONE_MARK = "\0no requirements.txt\0"  # cached: the commit has no requirements.txt
 
 
-class UpstreamError(RuntimeError):
+class UpstreamError(PodforgeError, RuntimeError):
     """A repository's requirements could not be read; the message names it and the fix."""
 
 

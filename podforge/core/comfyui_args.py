@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from podforge.core.errors import PodforgeError
 from podforge.core.paths import PathError, setting_path
 
 # Mutually exclusive VRAM modes.
@@ -35,7 +36,7 @@ KNOWN_FLAGS: dict[str, int] = {
 MANAGED_FLAGS: dict[str, str] = {"--listen": "COMFYUI_LISTEN", "--port": "COMFYUI_PORT"}
 
 
-class ComfyArgsError(ValueError):
+class ComfyArgsError(PodforgeError, ValueError):
     """A ComfyUI argument list that ComfyUI would reject."""
 
 

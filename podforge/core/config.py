@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from podforge.core.comfyui_args import ComfyArgsError, parse_comfyui_args
+from podforge.core.errors import PodforgeError
 from podforge.core.keys import DEFAULT_LAYOUT, check_layout, pod_part
 from podforge.core.paths import relative_path, setting_path
 from podforge.core.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
@@ -357,7 +358,7 @@ SETTING_NAMES: frozenset[str] = frozenset(Settings.model_fields)
 JSON_SETTINGS = frozenset({"comfyui_repo", "custom_nodes", "custom_models", "workflows"})
 
 
-class SettingsError(ValueError):
+class SettingsError(PodforgeError, ValueError):
     """A setting podforge cannot accept. The message is one line, safe to print."""
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict
 
+from podforge.core.errors import PodforgeError
+
 QUERY_FIELDS = (
     "index",
     "name",
@@ -107,7 +109,7 @@ class GpuReport(BaseModel):
     warnings: tuple[str, ...] = ()
 
 
-class GpuProbeError(RuntimeError):
+class GpuProbeError(PodforgeError, RuntimeError):
     """nvidia-smi answered in a way podforge does not understand."""
 
 

@@ -12,6 +12,8 @@ import posixpath
 import re
 import string
 
+from podforge.core.errors import PodforgeError
+
 DEFAULT_LAYOUT = "outputs/{pod}/{day}/{path}"
 # The old layout, before keys named the pod: its objects stay where they are.
 OLD_LAYOUT = "outputs/{day}/{path}"
@@ -22,7 +24,7 @@ _POD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PLAIN = re.compile(r"^[A-Za-z0-9._/{}-]+$")
 
 
-class LayoutError(ValueError):
+class LayoutError(PodforgeError, ValueError):
     """A key layout podforge cannot use; says what it needs."""
 
 

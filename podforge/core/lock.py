@@ -29,6 +29,7 @@ from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict
 
 from podforge.core.environment import shared_import_winners, version_matches
+from podforge.core.errors import PodforgeError
 from podforge.core.pins import FEATURE_NODES, RepoPin
 from podforge.core.stacks import POD_TOOL_REQUIREMENTS, STACK_EXTRAS, UV_ENVIRONMENT, StackProfile
 
@@ -64,7 +65,7 @@ _INPUT = "# input "
 _RESOLVED_AS_OF = "# resolved-as-of: "
 
 
-class LockError(ValueError):
+class LockError(PodforgeError, ValueError):
     """A lock that cannot be read or used; the message names the file and the fix."""
 
 

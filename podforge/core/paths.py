@@ -18,13 +18,15 @@ from __future__ import annotations
 import posixpath
 import re
 
+from podforge.core.errors import PodforgeError
+
 MAX_SEGMENT_BYTES = 255  # NAME_MAX of ext4, xfs and overlayfs
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Absolute, and only characters that mean nothing to a shell, a unit file or nginx.
 _SETTING_PATH = re.compile(r"^/[A-Za-z0-9._+@=/-]*$")
 
 
-class PathError(ValueError):
+class PathError(PodforgeError, ValueError):
     """A path that would leave its directory or cannot be a file name; says why."""
 
 

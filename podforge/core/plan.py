@@ -15,6 +15,7 @@ from podforge.core.auth import private_port
 from podforge.core.catalog import files_for, nearest_quant, published_quants, published_variants
 from podforge.core.comfyui_args import has_vram_mode
 from podforge.core.config import Settings
+from podforge.core.errors import PodforgeError
 from podforge.core.gpu import GpuDevice, GpuReport, arch_runs, sm
 from podforge.core.sources import ModelSource
 from podforge.core.stacks import (
@@ -30,7 +31,7 @@ from podforge.core.stacks import (
 )
 
 
-class PlanError(ValueError):
+class PlanError(PodforgeError, ValueError):
     """The settings ask for something this pod cannot have; the message says why."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from podforge.core.errors import PodforgeError
 from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import RepoPin
 from podforge.core.problems import where_and_why
@@ -49,7 +50,7 @@ INPUT_FOLDERS = {
 }
 
 
-class WorkflowError(ValueError):
+class WorkflowError(PodforgeError, ValueError):
     """A workflow podforge cannot read; one line naming the file (and node)."""
 
 

@@ -39,6 +39,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from podforge.core.errors import PodforgeError
 from podforge.core.paths import PathError, relative_path, within
 from podforge.core.plan import PlannedModel
 from podforge.core.problems import where_and_why
@@ -161,7 +162,7 @@ def partial_path(wanted: PlannedModel, staging: Path | None) -> Path:
     return (staging or dest.parent) / (dest.name + ".partial")
 
 
-class HashMismatch(Exception):
+class HashMismatch(PodforgeError):
     """A whole download whose sha256 is not the expected one."""
 
     def __init__(self, digest: str) -> None:

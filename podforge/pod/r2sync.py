@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from podforge.core.errors import PodforgeError
 from podforge.core.keys import (
     DEFAULT_LAYOUT,
     INDEX_NAME,
@@ -58,7 +59,7 @@ RESCAN_SECONDS = 3.0
 T = TypeVar("T")
 
 
-class SyncError(RuntimeError):
+class SyncError(PodforgeError, RuntimeError):
     """Why a file (or the whole sync) failed; one line, never a secret."""
 
 
@@ -831,7 +832,7 @@ def _holds(found: dict[str, Any] | None, size: int, sha256: str | None) -> bool:
     )
 
 
-class KeyTaken(Exception):
+class KeyTaken(PodforgeError):
     """Another writer's object is at the key (the store refused the write with 412)."""
 
 

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from podforge.core.errors import PodforgeError
+
 T = TypeVar("T")
 
 
-class GaveUp(Exception):
+class GaveUp(PodforgeError):
     """The attempts or the time ran out; the message is the last cause."""
 
     def __init__(self, cause: str, attempts: int) -> None:

@@ -23,14 +23,15 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from podforge.core.errors import PodforgeError
 from podforge.core.sources import ModelSource
 
 
-class FetchError(RuntimeError):
+class FetchError(PodforgeError, RuntimeError):
     """A file that could not be fetched; the message names it and says why."""
 
 
-class Retryable(Exception):
+class Retryable(PodforgeError):
     """A transient failure (reset, 5xx, short body): try again from what is written."""
 
 
