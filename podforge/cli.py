@@ -137,12 +137,12 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
 
 def _workflows(args: argparse.Namespace) -> int:
     if args.workflows_verb == "plan":  # on the laptop: the settings' pins and models
-        from podforge.build import workflow_files
+        from podforge.workflows import files
 
-        return workflow_files.main(args)
-    from podforge.pod import workflows
+        return files.main(args)
+    from podforge.workflows import pod
 
-    return workflows.main(args)
+    return pod.main(args)
 
 
 def _add_workflows_parser(verbs: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import comfyui_workflow_templates
 
-from podforge.core.workflow_needs import workflow_needs
+from podforge.workflows.needs import workflow_needs
 
 TEMPLATES_DIR = Path(comfyui_workflow_templates.__file__).parent / "templates"
 # Core nodes only (all in the pinned ComfyUI); default names a Hugging Face checkpoint,

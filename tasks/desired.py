@@ -21,8 +21,6 @@ from facts.gpu import NvidiaGpus
 from facts.host import PodHost
 from facts.pod import PodState
 from podforge.build.stack import committed_lock
-from podforge.build.workflow_files import WorkflowFile, with_workflows
-from podforge.build.workflow_files import workflow_files as read_workflow_files
 from podforge.core.auth import auth_files
 from podforge.core.config import Settings, SettingsError, load_settings
 from podforge.core.gpu import GpuReport
@@ -31,10 +29,12 @@ from podforge.core.lock import refresh_command as lock_command
 from podforge.core.plan import Plan, PlanError, build_plan
 from podforge.core.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
 from podforge.core.stacks import STACK_PROFILES
-from podforge.core.workflow_needs import WorkflowError
-from podforge.core.workflows import installed_workflows, user_pattern
 from podforge.pod import stamps
 from podforge.pod.verify import judge
+from podforge.workflows.files import WorkflowFile, with_workflows
+from podforge.workflows.files import workflow_files as read_workflow_files
+from podforge.workflows.fitting import fitted_state, user_pattern
+from podforge.workflows.graph import WorkflowError
 
 # ComfyUI's model folders podforge fills (ComfyUI's own names).
 MODEL_DIRS = (
@@ -72,7 +72,7 @@ class Software(TypedDict):
     repos: dict[str, dict[str, Any] | None]  # checkout -> state.repo_state (None: no dir)
     venv: dict[str, str] | None  # distribution -> version (None: no venv)
     deployer: dict[str, str] | None  # the boot phase's venv
-    workflows: dict[str, Any] | None  # workflows.installed_workflows (None: none installed)
+    workflows: dict[str, Any] | None  # fitting.fitted_state (None: none installed)
     nvcc: str | None
     supervisord: bool
     debs: list[str]
@@ -221,7 +221,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: HostState) -> Pod:
         host=pod_host,
         software={
             **software,
-            "workflows": installed_workflows(workflows, state["files"]["files"]),
+            "workflows": fitted_state(workflows, state["files"]["files"]),
         },
         files=state["files"],
         models={read["dest"]: stamps.status_of(read) for read in state["models"]},

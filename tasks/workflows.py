@@ -21,9 +21,9 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import python
 
 from operations import pod_files
-from podforge.core import workflows
 from podforge.core.config import Settings
 from podforge.core.plan import Plan
+from podforge.workflows import fitting
 from tasks.desired import Pod, workflow_files
 from tasks.streamed import run_streamed
 
@@ -38,7 +38,7 @@ def _users(settings: Settings, pod: Pod) -> None:
     if settings.phase == "boot":
         host.noop("the deploy installed the workflows its settings name")
         return
-    folder = f"{settings.comfyui_dir}/{workflows.USER_WORKFLOWS}"
+    folder = f"{settings.comfyui_dir}/{fitting.USER_WORKFLOWS}"
     files = workflow_files(settings)
     for file in files:
         pod_files.content(
@@ -50,7 +50,7 @@ def _users(settings: Settings, pod: Pod) -> None:
     # What verify checks besides the fitted ones (their paths; none: an empty list).
     pod_files.content(
         name="The workflows verify checks",
-        dest=workflows.user_workflows_list(settings.podforge_dir),
+        dest=fitting.user_workflows_list(settings.podforge_dir),
         text=json.dumps([f"{folder}/{file.name}" for file in files]) + "\n",
         digests=pod.files,
     )
@@ -61,7 +61,7 @@ def _fitted(settings: Settings, plan: Plan, pod: Pod) -> None:
         host.noop("workflows are fitted at boot, once the GPU (so each variant) is known")
         return
     try:
-        request = workflows.install_request(settings, plan)
+        request = fitting.install_request(settings, plan)
     except ValueError as error:
         raise DeployError(f"{host.name}: {error}") from None
     text = json.dumps(request, indent=2, sort_keys=True) + "\n"

@@ -203,8 +203,8 @@ def settings_texts(dirs: list[str]) -> dict[str, str | None]:
     with the packs its workflows name)."""
     if dirs:
         return {Path(d).name: _read(Path(d) / "requirements.txt") for d in dirs}
-    from podforge.build.workflow_files import with_workflows
     from podforge.core.config import load_settings
+    from podforge.workflows.files import with_workflows
 
     # The node packs the settings' workflows bring are locked as the user's own.
     settings, _ = with_workflows(load_settings(group_data(), os.environ))

@@ -19,7 +19,7 @@ class CatalogFile(ModelSource):
     variant: str | None  # None: needed by the feature whatever the variant
     dest: str  # relative to the ComfyUI models dir
     approx_bytes: int | None = None  # for planning only
-    # Which loader widget the file fills in a workflow (podforge/core/workflows.py MODEL_WIDGETS).
+    # Which loader widget the file fills in a workflow (workflows/fitting.py MODEL_WIDGETS).
     role: str | None = None
 
     @property

@@ -173,8 +173,8 @@ class Settings(BaseModel):
     flash_attn_mirror: str = FLASH_ATTN_MIRROR
 
     # Workflows to provision for: paths in the repo or https:// URLs of ComfyUI workflow files.
-    # The deploy installs the models and node packs each names (podforge/core/
-    # workflow_needs.py) and the workflow itself into the UI's Workflows panel.
+    # The deploy installs the models and node packs each names (podforge/workflows/needs.py)
+    # and the workflow itself into the UI's Workflows panel.
     workflows: list[Annotated[str, AfterValidator(_workflow_source)]] = Field(default_factory=list)
 
     # Models

@@ -345,8 +345,8 @@ def fitted_workflows_problems(
     """The workflows podforge installed (the fitted ones its stamp lists, the user's own
     the deploy lists beside it), checked against the node types ComfyUI serves and the model
     files there (their lines printed)."""
-    from podforge.core.workflows import user_workflows_list
-    from podforge.pod.workflows import check_workflows
+    from podforge.workflows.fitting import user_workflows_list
+    from podforge.workflows.pod import check_workflows
 
     installed = [Path(p) for p in json.loads(stamp.read_text())["files"]] if stamp.exists() else []
     listed = Path(user_workflows_list(str(stamp.parent)))

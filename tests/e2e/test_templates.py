@@ -13,8 +13,8 @@ from pyinfra.api.exceptions import DeployError
 
 from e2e.conftest import pod_shell
 from podforge.core.config import Settings
-from podforge.core.workflow_needs import workflow_needs
-from podforge.core.workflows import USER_WORKFLOWS
+from podforge.workflows.fitting import USER_WORKFLOWS
+from podforge.workflows.needs import workflow_needs
 from sandbox.converge import converge, converge_pods
 from sandbox.templates import SANDBOX_TEMPLATES, template_path
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from e2e.conftest import pod_shell
-from podforge.core import workflows
 from podforge.core.config import Settings
+from podforge.workflows import checks, fitting
+from podforge.workflows.graph import read_nodes
 from sandbox.converge import converge, converge_pods
 
 pytestmark = pytest.mark.e2e
@@ -21,9 +22,9 @@ DEFAULTS = {name: Settings.model_fields[name].default for name in Settings.model
 COMFYUI = DEFAULTS["comfyui_dir"]
 MODELS = DEFAULTS["models_dir"]
 PODFORGE = f"{DEFAULTS['venv_dir']}/bin/podforge"
-STAMP = f"{DEFAULTS['podforge_dir']}/workflows.json"
-FEATURE = workflows.FEATURE_WORKFLOWS["steadydancer"]
-FITTED = f"{COMFYUI}/{workflows.USER_WORKFLOWS}/{FEATURE.name}"
+STAMP = f"{DEFAULTS['podforge_dir']}/fitting.json"
+FEATURE = fitting.FEATURE_WORKFLOWS["steadydancer"]
+FITTED = f"{COMFYUI}/{fitting.USER_WORKFLOWS}/{FEATURE.name}"
 EXAMPLE = f"{COMFYUI}/custom_nodes/{FEATURE.node}/{FEATURE.example}"
 FIT_OPERATION = f"Workflows | Fit workflows to this pod ({FEATURE.name})"
 CHECK = f"{PODFORGE} workflows check --comfyui-dir {COMFYUI} --models-dir {MODELS}"
@@ -78,10 +79,10 @@ def test_the_fitted_workflow_names_the_files_this_pod_fetched(deployed, sandbox,
     plan = json.loads(pod_shell(sandbox, pod, f"cat {DEFAULTS['podforge_dir']}/plan.json"))
     fitted = json.loads(pod_shell(sandbox, pod, f"cat {FITTED}"))
     planned = {m["dest"] for m in plan["models"] if m["feature"] == "steadydancer"}
-    loaded = {f"{MODELS}/{ref.path}" for ref in workflows.references(fitted)}
+    loaded = {f"{MODELS}/{ref.path}" for ref in checks.references(read_nodes(FITTED, fitted))}
     # Every file the workflow loads is one this pod's plan fetched (its GPU's variant).
     assert loaded <= planned
-    assert len(loaded) == len(workflows.references(fitted)) == 7
+    assert len(loaded) == len(checks.references(read_nodes(FITTED, fitted))) == 7
     # The pod's stack decides the loader's widgets: its RTX 5090 runs torch 2.8, which has
     # fp16 accumulation (fp16_fast); no sageattention is installed, so sdpa.
     assert plan["stack"] == "torch28-cu128"
@@ -132,7 +133,8 @@ def test_a_removed_model_file_fails_the_check_naming_it(deployed, sandbox, pod):
 def test_an_edited_workflow_is_fitted_again(deployed, sandbox, pod):
     pod_shell(sandbox, pod, f"echo '{{}}' > {FITTED}")
     assert FIT_OPERATION in deploy(sandbox, pod).changed
-    assert workflows.references(json.loads(pod_shell(sandbox, pod, f"cat {FITTED}")))
+    served = json.loads(pod_shell(sandbox, pod, f"cat {FITTED}"))
+    assert checks.references(read_nodes(FITTED, served))
 
 
 def test_the_upstream_example_as_shipped_misses_its_files(deployed, sandbox, pod):

@@ -1,6 +1,7 @@
 """Where code may reach, by where it runs (docs/layout.md):
 
-- podforge/core does no I/O and imports none of podforge's other packages;
+- podforge/core does no I/O and imports none of podforge's other packages; the workflow
+  modules that judge (graph, needs, checks, fitting) do no I/O either;
 - podforge/probe (shipped by facts/pod.py to the pod's system python3) imports the standard
   library alone;
 - nothing that reaches a pod (deploy.py, tasks, facts, operations, podforge) imports fleet/;
@@ -109,6 +110,23 @@ def test_the_core_does_no_io_and_imports_nothing_of_podforge_but_itself():
         reaching = {n for n in names if n.split(".")[0] in IO_MODULES and n not in PURE}
         assert not reaching, (path.name, reaching)
         assert not builtin_calls(path) & IO_BUILTINS, (path.name, builtin_calls(path))
+
+
+# The workflow modules that only compute (files.py and pod.py read and write).
+PURE_WORKFLOWS = ("graph.py", "needs.py", "checks.py", "fitting.py")
+
+
+def test_the_workflows_judge_without_io_on_the_core_alone():
+    for name in PURE_WORKFLOWS:
+        path = REPO / "podforge/workflows" / name
+        names = imports(path)
+        ours = {n.split(".")[1] for n in names if n.startswith("podforge.")}
+        assert ours <= {"core", "workflows"}, (name, ours)
+        reached = {n.split(".")[2] for n in names if n.startswith("podforge.workflows.")}
+        assert reached <= {p.removesuffix(".py") for p in PURE_WORKFLOWS}, (name, reached)
+        reaching = {n for n in names if n.split(".")[0] in IO_MODULES and n not in PURE}
+        assert not reaching, (name, reaching)
+        assert not builtin_calls(path) & IO_BUILTINS, (name, builtin_calls(path))
 
 
 def test_the_probe_ships_standard_library_only():

@@ -19,8 +19,9 @@ from conftest import REPO
 from podforge.core.config import SettingsError, load_settings
 from podforge.core.paths import PathError, inside, relative_path
 from podforge.core.pins import DEFAULT_CUSTOM_NODES
-from podforge.core.workflow_needs import WorkflowError, workflow_needs
 from podforge.pod.fetch import FetchError, read_manifest
+from podforge.workflows.graph import WorkflowError
+from podforge.workflows.needs import workflow_needs
 
 SECRET = "hf_s3cretTOKENvalue0123456789"
 HF = "https://huggingface.co/Comfy-Org/x/resolve/main/split_files/x.safetensors"
@@ -382,11 +383,11 @@ def test_asking_a_dead_host_says_each_retry_and_asks_for_all_at_once(tmp_path):
 
 
 def test_a_workflow_url_whose_name_is_no_file_name_is_refused(tmp_path):
-    from podforge.build.workflow_files import workflow_files
+    from podforge.workflows.files import workflow_files
 
     settings = load_settings({"workflows": ["https://evil.example/a/.."]}, {})
     # Read from a file here (no network): the name is judged before anything is written.
-    from podforge.build import workflow_files as module
+    from podforge.workflows import files as module
 
     module.read.cache_clear()
     original = module.read

@@ -1,4 +1,4 @@
-"""podforge/core/workflow_needs.py on ComfyUI's official templates (PyPI
+"""podforge/workflows/needs.py on ComfyUI's official templates (PyPI
 comfyui-workflow-templates, pinned in the dev dependencies) and on tables."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 import comfyui_workflow_templates
 import pytest
 
-from podforge.build.workflow_files import with_workflows
 from podforge.core.catalog import CATALOG
 from podforge.core.config import load_settings
 from podforge.core.pins import DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
-from podforge.core.workflow_needs import (
+from podforge.workflows.files import with_workflows
+from podforge.workflows.needs import (
     WorkflowError,
     conflicts,
     source_of,

@@ -1,5 +1,6 @@
-"""Workflows fitted to a pod and checked against one, on the real SteadyDancer example that
-kijai/ComfyUI-WanVideoWrapper ships at the pinned commit (../shared/upstream/)."""
+"""podforge/workflows: workflows fitted to a pod and checked against one, on the real
+SteadyDancer example that kijai/ComfyUI-WanVideoWrapper ships at the pinned commit
+(../shared/upstream/)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from podforge.core import workflows
 from podforge.core.config import load_settings
 from podforge.core.gpu import GpuDevice, GpuReport
 from podforge.core.plan import build_plan
-from podforge.core.workflows import StackAbilities
+from podforge.workflows import checks, fitting, graph
+from podforge.workflows.fitting import StackAbilities
 from sandbox.repos import upstream_dir
 
 EXAMPLE = (
@@ -23,6 +24,12 @@ EXAMPLE = (
     / "example_workflows"
     / "wanvideo_2_1_14B_SteadyDancer_pose_control_example_01.json"
 )
+
+
+def nodes(workflow: dict) -> list[graph.Node]:
+    return graph.read_nodes("the example", workflow)
+
+
 TORCH25 = StackAbilities(torch=Version("2.5.1"), sageattention=False)
 TORCH27_SAGE = StackAbilities(torch=Version("2.7.1"), sageattention=True)
 
@@ -34,7 +41,7 @@ def example() -> dict:
 
 def planned_files(variant: str, vram_mib: int = 81_559) -> dict[str, str]:
     settings, plan = h100_plan(variant, vram_mib)
-    return workflows.files_by_role(plan.models, settings.models_dir, "steadydancer")
+    return fitting.files_by_role(plan.models, settings.models_dir, "steadydancer")
 
 
 def planned_paths(variant: str) -> set[str]:
@@ -61,7 +68,7 @@ def h100_plan(variant: str, vram_mib: int = 81_559) -> tuple:
 
 
 def test_the_example_names_its_files_by_kijais_layout(example):
-    names = {(r.node_type, r.path) for r in workflows.references(example)}
+    names = {(r.node_type, r.path) for r in checks.references(nodes(example))}
     assert names == {
         (
             "WanVideoModelLoader",
@@ -92,19 +99,19 @@ def test_the_example_names_its_files_by_kijais_layout(example):
 )
 def test_fitting_names_the_files_the_plan_fetches(example, variant, diffusion_model):
     files = planned_files(variant)
-    fitted, changes = workflows.fit(example, files, TORCH25)
-    paths = {r.node_type: r.path for r in workflows.references(fitted)}
+    fitted, changes = fitting.fit(example, files, TORCH25)
+    paths = {r.node_type: r.path for r in checks.references(nodes(fitted))}
     assert paths["WanVideoModelLoader"] == f"diffusion_models/{diffusion_model}"
     assert paths["WanVideoVAELoader"] == "vae/Wan2_1_VAE_bf16.safetensors"
     assert paths["WanVideoLoraSelect"] == (
         "loras/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"
     )
     # Every file the fitted workflow loads is one the plan fetches.
-    planned = {f"{r.folder}/{files[r.role]}" for r in workflows.references(fitted)}
-    assert {r.path for r in workflows.references(fitted)} == planned
+    planned = {f"{r.folder}/{files[r.role]}" for r in checks.references(nodes(fitted))}
+    assert {r.path for r in checks.references(nodes(fitted))} == planned
     assert any(c.node_type == "WanVideoModelLoader" and c.index == 0 for c in changes)
     # The upstream example is untouched.
-    assert workflows.references(example)[0].name != diffusion_model
+    assert checks.references(nodes(example))[0].name != diffusion_model
 
 
 def loader(workflow: dict) -> list:
@@ -115,16 +122,16 @@ def loader(workflow: dict) -> list:
 
 def test_torch_25_gets_bf16_and_sdpa_instead_of_fp16_fast_and_sage(example):
     assert loader(example)[1] == "fp16_fast" and loader(example)[4] == "sageattn"
-    fitted, _ = workflows.fit(example, planned_files("fp8"), TORCH25)
+    fitted, _ = fitting.fit(example, planned_files("fp8"), TORCH25)
     assert (loader(fitted)[1], loader(fitted)[4]) == ("bf16", "sdpa")
 
 
 def test_torch_27_with_sageattention_keeps_them(example):
-    fitted, changes = workflows.fit(example, planned_files("fp8"), TORCH27_SAGE)
+    fitted, changes = fitting.fit(example, planned_files("fp8"), TORCH27_SAGE)
     assert (loader(fitted)[1], loader(fitted)[4]) == ("fp16_fast", "sageattn")
     assert not [c for c in changes if c.node_type == "WanVideoModelLoader" and c.index in (1, 4)]
     without_sage = StackAbilities(torch=Version("2.7.1"), sageattention=False)
-    fitted, _ = workflows.fit(example, planned_files("fp8"), without_sage)
+    fitted, _ = fitting.fit(example, planned_files("fp8"), without_sage)
     assert (loader(fitted)[1], loader(fitted)[4]) == ("fp16_fast", "sdpa")
 
 
@@ -132,22 +139,22 @@ def test_the_unmodified_example_fails_the_check_naming_each_missing_file(example
     # A fresh pod with every file the plan fetches: the example still names kijai's paths.
     files = planned_files("fp8")
     on_pod = planned_paths("fp8")
-    result = workflows.check(example, on_pod, set(workflows.node_types(example)))
+    result = checks.check(nodes(example), on_pod, set(graph.node_types(nodes(example))))
     missing = sorted(r.path for r in result.missing_files)
     assert missing == [
         "diffusion_models/WanVideo/SteadyDancer/Wan2.1-SteadyDancer_fp8_scaled_KJ.safetensors",
         "loras/WanVideo/Lightx2v/lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors",
         "vae/wanvideo/Wan2_1_VAE_bf16.safetensors",
     ]
-    fitted, _ = workflows.fit(example, files, TORCH25)
-    assert workflows.check(fitted, on_pod, set(workflows.node_types(example))).ok
+    fitted, _ = fitting.fit(example, files, TORCH25)
+    assert checks.check(nodes(fitted), on_pod, set(graph.node_types(nodes(example)))).ok
 
 
 def test_node_types_exclude_what_the_frontend_draws(example):
-    types = workflows.node_types(example)
+    types = graph.node_types(nodes(example))
     assert "WanVideoAddSteadyDancerEmbeds" in types and "PoseAndFaceDetection" in types
     assert not {"Note", "SetNode", "GetNode", "PrimitiveNode"} & set(types)
-    result = workflows.check(example, set(), set(types) - {"PoseAndFaceDetection"})
+    result = checks.check(nodes(example), set(), set(types) - {"PoseAndFaceDetection"})
     assert result.missing_nodes == ["PoseAndFaceDetection"]
 
 
@@ -159,13 +166,13 @@ NODE_CLASS_MAPPINGS.update({"WanVideoDecode": Loader})
 NODE_CLASS_MAPPINGS["PoseAndFaceDetection"] = Loader
 NODE_DISPLAY_NAME_MAPPINGS = {"NotANode": "x"}
 """
-    assert workflows.node_class_names(source) == {
+    assert checks.node_class_names(source) == {
         "WanVideoModelLoader",
         "WanVideoVAELoader",
         "WanVideoDecode",
         "PoseAndFaceDetection",
     }
-    assert workflows.node_class_names("def broken(:\n") == set()
+    assert checks.node_class_names("def broken(:\n") == set()
 
 
 def test_node_types_of_config_tables_and_v3_schemas_are_read_too():
@@ -184,8 +191,8 @@ class LoadVideo(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(node_id="LoadVideo", display_name="Load Video", inputs=[])
 """
-    assert workflows.node_class_names(kjnodes) == {"ImageResizeKJv2", "GetImageSizeAndCount"}
-    assert workflows.node_class_names(v3) == {"LoadVideo"}
+    assert checks.node_class_names(kjnodes) == {"ImageResizeKJv2", "GetImageSizeAndCount"}
+    assert checks.node_class_names(v3) == {"LoadVideo"}
 
 
 def test_steadydancer_brings_the_pose_node_pack():
@@ -203,14 +210,14 @@ def test_the_check_command_on_a_pod_layout(tmp_path, example, capsys):
 
     comfyui, models = tmp_path / "ComfyUI", tmp_path / "models"
     files = planned_files("fp8")
-    fitted, _ = workflows.fit(example, files, TORCH25)
-    for ref in workflows.references(fitted):
+    fitted, _ = fitting.fit(example, files, TORCH25)
+    for ref in checks.references(nodes(fitted)):
         (models / ref.folder / ref.name).parent.mkdir(parents=True, exist_ok=True)
         (models / ref.folder / ref.name).write_bytes(b"weights")
     # One node pack registering every type the workflow uses (read statically, not run).
     pack = comfyui / "custom_nodes" / "AllNodes"
     pack.mkdir(parents=True)
-    mappings = ", ".join(f"{t!r}: object" for t in workflows.node_types(example))
+    mappings = ", ".join(f"{t!r}: object" for t in graph.node_types(nodes(example)))
     (pack / "__init__.py").write_text(f"import torch\nNODE_CLASS_MAPPINGS = {{{mappings}}}\n")
     installed = comfyui / "user" / "default" / "workflows" / "steadydancer.json"
     installed.parent.mkdir(parents=True)
@@ -253,10 +260,10 @@ def test_every_catalog_role_is_a_loader_widget_in_its_folder():
 
     for entry in CATALOG:
         if entry.role is not None:
-            assert entry.role in workflows.ROLE_FOLDERS, entry
-            assert entry.dest.startswith(workflows.ROLE_FOLDERS[entry.role] + "/"), entry
+            assert entry.role in fitting.ROLE_FOLDERS, entry
+            assert entry.dest.startswith(fitting.ROLE_FOLDERS[entry.role] + "/"), entry
     folders = {}
-    for widgets in workflows.MODEL_WIDGETS.values():
+    for widgets in fitting.MODEL_WIDGETS.values():
         for widget in widgets:
             assert folders.setdefault(widget.role, widget.folder) == widget.folder, widget
 
@@ -286,7 +293,7 @@ def steadydancer_plan(comfyui_dir: str, **more: object) -> tuple:
 
 def test_the_install_request_says_where_from_where_to_and_what_the_stack_runs():
     settings, plan = steadydancer_plan("/workspace/ComfyUI")
-    request = workflows.install_request(settings, plan)
+    request = fitting.install_request(settings, plan)
     assert request["stack"] == {"torch": "2.5.1", "sageattention": False}
     [wanted] = request["workflows"]
     assert wanted["example"] == (
@@ -296,21 +303,21 @@ def test_the_install_request_says_where_from_where_to_and_what_the_stack_runs():
     assert wanted["dest"] == (
         "/workspace/ComfyUI/user/default/workflows/podforge-steadydancer.json"
     )
-    assert wanted["files"] == workflows.files_by_role(
+    assert wanted["files"] == fitting.files_by_role(
         plan.models, settings.models_dir, "steadydancer"
     )
     newer, plan28 = steadydancer_plan("/workspace/ComfyUI", stack_profile="torch28-cu128")
-    assert workflows.install_request(newer, plan28)["stack"]["torch"] == "2.8.0"
+    assert fitting.install_request(newer, plan28)["stack"]["torch"] == "2.8.0"
     off = load_settings({}, {})
-    assert workflows.install_request(off, plan)["workflows"] == []
+    assert fitting.install_request(off, plan)["workflows"] == []
 
 
 def test_each_feature_gets_its_own_files_where_roles_are_shared():
     # WAN 2.2 also plans a diffusion model, text encoder and VAE: SteadyDancer's stay its own.
     settings, plan = steadydancer_plan("/workspace/ComfyUI", enable_wan22=True)
     alone_settings, alone = steadydancer_plan("/workspace/ComfyUI")
-    both = workflows.install_request(settings, plan)["workflows"][0]["files"]
-    assert both == workflows.install_request(alone_settings, alone)["workflows"][0]["files"]
+    both = fitting.install_request(settings, plan)["workflows"][0]["files"]
+    assert both == fitting.install_request(alone_settings, alone)["workflows"][0]["files"]
     assert "SteadyDancer" in both["diffusion_model"]
 
 
@@ -320,7 +327,7 @@ def test_a_feature_whose_example_node_is_not_listed_is_refused():
     nodes = [n for n in DEFAULT_CUSTOM_NODES if n.name != "ComfyUI-WanVideoWrapper"]
     settings, plan = steadydancer_plan("/workspace/ComfyUI", custom_nodes=nodes)
     with pytest.raises(ValueError, match="enable_steadydancer: its workflow comes from "):
-        workflows.install_request(settings, plan)
+        fitting.install_request(settings, plan)
 
 
 def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_path, capsys):
@@ -329,16 +336,16 @@ def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_p
 
     def installed() -> dict:
         """The stamp and the fitted files' digests, judged as the deploy judges them."""
-        fitted = digests([workflows.fitted_pattern(settings.comfyui_dir)], [])["files"]
-        return workflows.installed_workflows(json.loads(stamp.read_text()), fitted)
+        fitted = digests([fitting.fitted_pattern(settings.comfyui_dir)], [])["files"]
+        return fitting.fitted_state(json.loads(stamp.read_text()), fitted)
 
     settings, plan = steadydancer_plan(str(tmp_path / "ComfyUI"))
-    request = workflows.install_request(settings, plan)
+    request = fitting.install_request(settings, plan)
     [wanted] = request["workflows"]
     example = tmp_path / wanted["example"]
     example.parent.mkdir(parents=True)
     example.write_bytes(EXAMPLE.read_bytes())
-    request_file, stamp = tmp_path / "request.json", tmp_path / "workflows.json"
+    request_file, stamp = tmp_path / "request.json", tmp_path / "fitting.json"
     request_file.write_text(json.dumps(request))
     argv = ["workflows", "install", "--request", str(request_file), "--stamp", str(stamp)]
 
@@ -347,7 +354,7 @@ def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_p
     assert f"workflows: {wanted['dest']} fitted from {example.name}" in out
     assert "WanVideoModelLoader #22 [1]: 'fp16_fast' -> 'bf16'" in out
     fitted = json.loads(Path(wanted["dest"]).read_text())
-    assert {r.path.split("/", 1)[1] for r in workflows.references(fitted)} == set(
+    assert {r.path.split("/", 1)[1] for r in checks.references(nodes(fitted))} == set(
         wanted["files"].values()
     )
     state = installed()
@@ -372,12 +379,12 @@ def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_p
 
 def test_fitted_workflows_are_named_apart_from_the_users_own():
     with pytest.raises(ValueError, match="mine.json: fitted workflows are named podforge-\\*.json"):
-        workflows.FeatureWorkflow(node="n", example="e.json", name="mine.json")
-    pattern = workflows.fitted_pattern("/workspace/ComfyUI")
+        fitting.FeatureWorkflow(node="n", example="e.json", name="mine.json")
+    pattern = fitting.fitted_pattern("/workspace/ComfyUI")
     assert pattern == "/workspace/ComfyUI/user/default/workflows/podforge-*.json"
 
 
-def test_installed_workflows_compare_as_written_with_now():
+def test_the_fitted_state_compares_as_written_with_now():
     stamp = {
         "request": "r",
         "files": {"/w/podforge-kept.json": "a", "/w/podforge-edited.json": "b"},
@@ -385,7 +392,7 @@ def test_installed_workflows_compare_as_written_with_now():
     stamp["files"]["/w/podforge-gone.json"] = "c"
     now = {"/w/podforge-kept.json": {"sha1": "a", "mode": "644"}}
     now["/w/podforge-edited.json"] = {"sha1": "e", "mode": "644"}
-    assert workflows.installed_workflows(stamp, now) == {
+    assert fitting.fitted_state(stamp, now) == {
         **stamp,
         "current": {
             "/w/podforge-kept.json": "a",
@@ -393,4 +400,4 @@ def test_installed_workflows_compare_as_written_with_now():
             "/w/podforge-gone.json": None,
         },
     }
-    assert workflows.installed_workflows(None, now) is None
+    assert fitting.fitted_state(None, now) is None

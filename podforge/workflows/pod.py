@@ -5,7 +5,7 @@
   (their NODE_CLASS_MAPPINGS, read without importing them). Exit 1 naming each missing file
   and node type. Without FILEs: the workflows installed in ComfyUI's user directory.
 - ``install --request FILE --stamp FILE``: fit each feature's upstream example to this pod
-  (the request the deploy writes: podforge/core/workflows.py install_request) into ComfyUI's user
+  (the request the deploy writes: ``fitting.install_request``) into ComfyUI's user
   directory; remove the ones an earlier request installed and this one does not; record what
   was written in the stamp (the deploy's pod-state fact compares it).
 """
@@ -20,7 +20,9 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from podforge.core import workflows
+from podforge.workflows.checks import check, node_class_names, references
+from podforge.workflows.fitting import USER_WORKFLOWS, StackAbilities, fit
+from podforge.workflows.graph import read_nodes
 
 # Where ComfyUI's own nodes are registered (its core loaders and the comfy_extras).
 CORE_SOURCES = ("nodes.py", "comfy_extras/*.py", "comfy_api_nodes/*.py")
@@ -31,7 +33,7 @@ def provided_node_types(comfyui_dir: Path) -> set[str]:
     sources += (comfyui_dir / "custom_nodes").glob("*/**/*.py")
     provided: set[str] = set()
     for source in sources:
-        provided |= workflows.node_class_names(source.read_text(errors="replace"))
+        provided |= node_class_names(source.read_text(errors="replace"))
     return provided
 
 
@@ -44,8 +46,9 @@ def model_files(models_dir: Path) -> set[str]:
     return found
 
 
-def installed_workflows(comfyui_dir: Path) -> list[Path]:
-    return sorted((comfyui_dir / workflows.USER_WORKFLOWS).glob("*.json"))
+def user_workflow_files(comfyui_dir: Path) -> list[Path]:
+    """The workflow files in the UI's Workflows panel."""
+    return sorted((comfyui_dir / USER_WORKFLOWS).glob("*.json"))
 
 
 def check_workflows(
@@ -58,7 +61,7 @@ def check_workflows(
     failed = False
     for path in paths:
         try:
-            result = workflows.check(json.loads(path.read_text()), files, provided)
+            result = check(read_nodes(str(path), json.loads(path.read_text())), files, provided)
         except (OSError, ValueError) as error:
             print(f"{path}: cannot be read: {error}")
             failed = True
@@ -77,12 +80,12 @@ def check_workflows(
     return not failed
 
 
-def check(args: argparse.Namespace) -> int:
+def check_verb(args: argparse.Namespace) -> int:
     comfyui_dir = Path(args.comfyui_dir)
     models_dir = Path(args.models_dir or comfyui_dir / "models")
-    paths = [Path(p) for p in args.files] or installed_workflows(comfyui_dir)
+    paths = [Path(p) for p in args.files] or user_workflow_files(comfyui_dir)
     if not paths:
-        print(f"workflows: none installed in {comfyui_dir / workflows.USER_WORKFLOWS}")
+        print(f"workflows: none installed in {comfyui_dir / USER_WORKFLOWS}")
         return 1
     return 0 if check_workflows(paths, comfyui_dir, models_dir) else 1
 
@@ -95,10 +98,10 @@ def _write(path: Path, data: bytes) -> None:
     partial.replace(path)
 
 
-def install(args: argparse.Namespace) -> int:
+def install_verb(args: argparse.Namespace) -> int:
     request_bytes = Path(args.request).read_bytes()
     request = json.loads(request_bytes)
-    stack = workflows.StackAbilities(
+    stack = StackAbilities(
         torch=Version(request["stack"]["torch"]),
         sageattention=bool(request["stack"]["sageattention"]),
     )
@@ -108,7 +111,7 @@ def install(args: argparse.Namespace) -> int:
     for wanted in request["workflows"]:
         example = Path(wanted["example"])
         try:
-            fitted, changes = workflows.fit(json.loads(example.read_text()), wanted["files"], stack)
+            fitted, changes = fit(json.loads(example.read_text()), wanted["files"], stack)
         except (OSError, ValueError) as error:
             print(
                 f"workflows: FAILED {wanted['feature']}: its upstream example {example}"
@@ -124,7 +127,7 @@ def install(args: argparse.Namespace) -> int:
                 f"  {change.node_type} #{change.node_id} [{change.index}]:"
                 f" {change.old!r} -> {change.new!r}"
             )
-        for ref in workflows.references(fitted):
+        for ref in references(read_nodes(str(example), fitted)):
             if ref.role not in wanted["files"]:
                 print(f"  kept {ref.node_type} #{ref.node_id} {ref.path}: no planned file")
     for dest in sorted(set(earlier) - set(written)):
@@ -137,4 +140,4 @@ def install(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    return install(args) if args.workflows_verb == "install" else check(args)
+    return install_verb(args) if args.workflows_verb == "install" else check_verb(args)

@@ -1,13 +1,11 @@
-"""ComfyUI workflows (the UI's JSON: ``nodes`` with a ``type`` and ``widgets_values``): which
-widgets name a model file or choose a precision, so that a workflow can be fitted to a pod
-(model names rewritten to the files its plan fetched, precision and attention to what its
-stack runs) and checked against one (every file it loads present, every node type provided).
-Pure: no I/O; `podforge workflows` (podforge/pod/workflows.py) reads the files.
+"""An upstream example workflow fitted to a pod: which widgets name a model file or choose a
+precision, rewritten to the files its plan fetched and to what its stack runs; what the
+deploy asks the pod to fit (``install_request``) and how it reads back what is there.
+Pure: ``podforge workflows install`` (``pod``) reads and writes the files.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from packaging.version import Version
 
 from podforge.core.catalog import CATALOG
 from podforge.core.stacks import STACK_PROFILES
+from podforge.workflows.graph import read_nodes
 
 if TYPE_CHECKING:
     from podforge.core.config import Settings
@@ -59,7 +58,7 @@ def fitted_pattern(comfyui_dir: str) -> str:
     return f"{comfyui_dir}/{USER_WORKFLOWS}/{FITTED_PREFIX}*{FITTED_SUFFIX}"
 
 
-def installed_workflows(
+def fitted_state(
     stamp: dict[str, Any] | None, digests: dict[str, dict[str, str]]
 ) -> dict[str, Any] | None:
     """The workflows stamp (request digest, file -> sha1 as written) with each file's sha1
@@ -121,18 +120,6 @@ STACK_WIDGETS: dict[str, dict[int, str]] = {
     "WanVideoTextEncodeCached": {1: "precision"},
 }
 
-# Files a model loads from beside itself (ONNX external data: the .onnx names its sibling),
-# by the model's file name: without them the loader fails though its widget's file is there.
-COMPANION_FILES: dict[str, tuple[str, ...]] = {
-    "vitpose_h_wholebody_model.onnx": ("vitpose_h_wholebody_data.bin",),
-}
-
-# Node types the ComfyUI frontend handles itself: no node pack provides them.
-FRONTEND_ONLY = frozenset(
-    {"Note", "MarkdownNote", "PrimitiveNode", "Reroute", "SetNode", "GetNode"}
-)
-
-
 @dataclass(frozen=True)
 class StackAbilities:
     """What the pod's environment can run (from its stack profile and request)."""
@@ -156,21 +143,8 @@ class StackAbilities:
 
 
 @dataclass(frozen=True)
-class Reference:
-    node_id: int
-    node_type: str
-    folder: str
-    name: str  # as ComfyUI lists it: relative to the folder, "/" between subfolders
-    role: str
-
-    @property
-    def path(self) -> str:
-        return f"{self.folder}/{self.name}"
-
-
-@dataclass(frozen=True)
 class Change:
-    node_id: int
+    node_id: int | str
     node_type: str
     index: int
     old: Any
@@ -191,58 +165,6 @@ def files_by_role(models: Iterable[Any], models_dir: str, feature: str) -> dict[
     return found
 
 
-def _nodes(workflow: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
-    nodes = workflow.get("nodes")
-    if not isinstance(nodes, list):
-        raise ValueError(
-            "not a ComfyUI workflow: no 'nodes' list (API-format prompts are not read)"
-        )
-    yield from nodes
-    # Group nodes and subgraphs keep their own nodes in "definitions".
-    for subgraph in (workflow.get("definitions") or {}).get("subgraphs", []):
-        yield from subgraph.get("nodes", [])
-
-
-def references(workflow: Mapping[str, Any]) -> list[Reference]:
-    """Every model file the workflow's loaders name: by their model widgets (MODEL_WIDGETS)
-    and by their ``properties.models`` ({name, directory}, as ComfyUI's templates give)."""
-    found = []
-    for node in _nodes(workflow):
-        values = node.get("widgets_values")
-        named = [
-            (widget.folder, values[widget.index], widget.role)
-            for widget in MODEL_WIDGETS.get(node.get("type", ""), ())
-            if isinstance(values, list) and widget.index < len(values)
-        ]
-        named += [
-            (model.get("directory"), model.get("name"), "")
-            for model in (node.get("properties") or {}).get("models") or []
-            if isinstance(model, dict)
-        ]
-        seen = set()
-        for folder, name, role in named:
-            if isinstance(name, str) and name and isinstance(folder, str) and folder:
-                name = name.replace("\\", "/")
-                if (folder, name) not in seen:
-                    seen.add((folder, name))
-                    found.append(
-                        Reference(
-                            node_id=node.get("id", -1),
-                            node_type=node["type"],
-                            folder=folder,
-                            name=name,
-                            role=role,
-                        )
-                    )
-    return found
-
-
-def node_types(workflow: Mapping[str, Any]) -> list[str]:
-    """The node types a node pack (or ComfyUI) must provide, sorted."""
-    types = {node.get("type", "") for node in _nodes(workflow)}
-    return sorted(t for t in types - FRONTEND_ONLY if t)
-
-
 def fit(
     workflow: Mapping[str, Any], files: Mapping[str, str], stack: StackAbilities
 ) -> tuple[dict[str, Any], list[Change]]:
@@ -252,112 +174,21 @@ def fit(
     are left as they are (the check names them)."""
     fitted = copy.deepcopy(dict(workflow))
     changes = []
-    for node in _nodes(fitted):
-        values = node.get("widgets_values")
-        if not isinstance(values, list):
+    for node in read_nodes("the example", fitted):
+        if node.widgets is None:
             continue
+        values = node.widgets
         wanted: dict[int, Any] = {}
-        for widget in MODEL_WIDGETS.get(node.get("type", ""), ()):
+        for widget in MODEL_WIDGETS.get(node.type, ()):
             if widget.role in files:
                 wanted[widget.index] = files[widget.role]
-        for index, what in STACK_WIDGETS.get(node.get("type", ""), {}).items():
+        for index, what in STACK_WIDGETS.get(node.type, {}).items():
             wanted[index] = stack.choice(what)
         for index, value in sorted(wanted.items()):
             if index < len(values) and values[index] != value:
-                changes.append(
-                    Change(node.get("id", -1), node["type"], index, values[index], value)
-                )
+                changes.append(Change(node.id, node.type, index, values[index], value))
                 values[index] = value
     return fitted, changes
-
-
-def node_class_names(source: str) -> set[str]:
-    """The node types a Python file registers, read without running it: the keys of
-    ``NODE_CLASS_MAPPINGS = {...}``, ``.update({...})``, ``[...] = ...``; of a
-    ``NODE_CONFIG = {...}`` that a pack turns into its mappings (KJNodes); and the
-    ``node_id="..."`` of ComfyUI's V3 schemas (``io.Schema(node_id=...)``)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set()
-    names: set[str] = set()
-
-    def is_mappings(node: ast.AST) -> bool:
-        name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
-        return isinstance(name, str) and name.endswith(("NODE_CLASS_MAPPINGS", "NODE_CONFIG"))
-
-    def keys(value: ast.AST | None) -> None:
-        if isinstance(value, ast.Dict):
-            names.update(
-                k.value
-                for k in value.keys
-                if isinstance(k, ast.Constant) and isinstance(k.value, str)
-            )
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(is_mappings(t) for t in node.targets):
-            keys(node.value)
-        elif isinstance(node, ast.AnnAssign) and is_mappings(node.target):
-            keys(node.value)
-        elif isinstance(node, ast.Assign):
-            for target in node.targets:
-                if isinstance(target, ast.Subscript) and is_mappings(target.value):
-                    key = target.slice
-                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
-                        names.add(key.value)
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "update"
-            and is_mappings(node.func.value)
-            and node.args
-        ):
-            keys(node.args[0])
-        if isinstance(node, ast.Call):
-            names.update(
-                k.value.value
-                for k in node.keywords
-                if k.arg == "node_id"
-                and isinstance(k.value, ast.Constant)
-                and isinstance(k.value.value, str)
-            )
-    return names
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    present: list[Reference]
-    missing_files: list[Reference]
-    provided: list[str]
-    missing_nodes: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing_files and not self.missing_nodes
-
-
-def with_companions(refs: Iterable[Reference]) -> list[Reference]:
-    """The references and, after each, the files its model loads from beside itself."""
-    found = []
-    for ref in refs:
-        found.append(ref)
-        folder, _, base = ref.name.rpartition("/")
-        for companion in COMPANION_FILES.get(base, ()):
-            name = f"{folder}/{companion}" if folder else companion
-            found.append(Reference(ref.node_id, ref.node_type, ref.folder, name, ref.role))
-    return found
-
-
-def check(workflow: Mapping[str, Any], files: set[str], provided: set[str]) -> CheckResult:
-    """``files``: model paths on the pod relative to the models dir; ``provided``: node types."""
-    refs = with_companions(references(workflow))
-    types = node_types(workflow)
-    return CheckResult(
-        present=[r for r in refs if r.path in files],
-        missing_files=[r for r in refs if r.path not in files],
-        provided=[t for t in types if t in provided],
-        missing_nodes=[t for t in types if t not in provided],
-    )
 
 
 def install_request(settings: Settings, plan: Plan) -> dict[str, Any]:

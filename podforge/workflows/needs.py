@@ -6,7 +6,7 @@ A workflow says it itself: ComfyUI's loaders carry ``properties.models`` ({name,
 directory}, with ``hash`` where the author gave one), and every node names its pack
 (``properties.cnr_id`` and ``ver``, or ``aux_id``, a GitHub owner/repo). ComfyUI's official
 templates are written that way. A model named without a URL is matched by folder and name
-against the catalog and ``custom_models``. Pure: the files are read by podforge/build.
+against the catalog and ``custom_models``. Pure: the files are read by ``files``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from podforge.core.errors import PodforgeError
 from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import RepoPin
 from podforge.core.problems import where_and_why
 from podforge.core.sources import ModelSource, without_secrets
+from podforge.workflows.graph import WorkflowError, quoted, read_nodes
 
 _HF = re.compile(
     r"^https://huggingface\.co/(?P<repo>[^/]+/[^/]+)/(?:resolve|blob)/(?P<revision>[^/]+)/"
@@ -35,25 +35,6 @@ _CIVITAI_PAGE = re.compile(
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # ComfyUI's own nodes: nothing to install.
 CORE_PACK = "comfy-core"
-# API-format prompts name models in inputs; which folder each input lists.
-INPUT_FOLDERS = {
-    "ckpt_name": "checkpoints",
-    "unet_name": "diffusion_models",
-    "vae_name": "vae",
-    "lora_name": "loras",
-    "clip_name": "text_encoders",
-    "clip_name1": "text_encoders",
-    "clip_name2": "text_encoders",
-    "control_net_name": "controlnet",
-    "model_name": "upscale_models",
-    "style_model_name": "style_models",
-}
-
-
-class WorkflowError(PodforgeError, ValueError):
-    """A workflow podforge cannot read; one line naming the file (and node)."""
-
-
 def source_of(url: str) -> dict[str, Any]:
     """The ModelSource fields a model URL stands for: a Hugging Face file (resolve/ or blob/
     URLs), a CivitAI model version, or the URL itself. ValueError when it is no URL."""
@@ -62,7 +43,7 @@ def source_of(url: str) -> dict[str, Any]:
     if found := _CIVITAI_DOWNLOAD.match(url) or _CIVITAI_PAGE.match(url):
         return {"civitai": int(found["id"])}
     if not re.match(r"^https?://[^/\s]+/\S*$", url):
-        raise ValueError(f"{_text(without_secrets(url))} is not an http(s) URL")
+        raise ValueError(f"{quoted(without_secrets(url))} is not an http(s) URL")
     return {"url": url}
 
 
@@ -109,48 +90,8 @@ class Needs:
 _PACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(/[A-Za-z0-9][A-Za-z0-9._-]{0,99})?$")
 
 
-def _text(value: object) -> str:
-    """A stranger's value in a message: quoted where it is text, short, escaped."""
-    shown = repr(value) if isinstance(value, str) else str(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
-def _label(value: object) -> str:
-    """A node's type or id as a label (``KSampler #3``): no control characters, short."""
-    shown = re.sub(r"[\x00-\x1f\x7f]", "?", str(value))
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
 def _pack_key(name: str) -> str:
     return name.lower().replace("_", "-")
-
-
-def _nodes(label: str, workflow: Any) -> list[dict[str, Any]]:
-    """The nodes of a UI-format workflow, its subgraphs' included."""
-    if not isinstance(workflow, dict) or not isinstance(workflow.get("nodes"), list):
-        raise WorkflowError(
-            f"{label}: not a ComfyUI workflow (expected the UI's JSON with a 'nodes' list,"
-            " or an API-format prompt)"
-        )
-    nodes = list(workflow["nodes"])
-    definitions = workflow.get("definitions") or {}
-    subgraphs = definitions.get("subgraphs") if isinstance(definitions, dict) else None
-    if not isinstance(subgraphs, (list, type(None))):
-        raise WorkflowError(f"{label}: definitions.subgraphs is not a list")
-    for index, subgraph in enumerate(subgraphs or []):
-        inner = subgraph.get("nodes") if isinstance(subgraph, dict) else None
-        if not isinstance(inner, list):
-            raise WorkflowError(f"{label}: subgraph {index} has no 'nodes' list")
-        nodes += inner
-    return [node for node in nodes if isinstance(node, dict)]
-
-
-def _is_api_prompt(workflow: Any) -> bool:
-    return (
-        isinstance(workflow, dict)
-        and bool(workflow)
-        and all(isinstance(v, dict) and "class_type" in v for v in workflow.values())
-    )
 
 
 def workflow_needs(
@@ -175,50 +116,20 @@ def workflow_needs(
         old_url, old_sha, nodes = named.get(dest, (None, None, []))
         named[dest] = (old_url or url, old_sha or sha256, [*nodes, node])
 
-    if _is_api_prompt(workflow):
-        for node_id, node in workflow.items():
-            where = f"{_label(node['class_type'])} #{_label(node_id)}"
-            for key, value in (node.get("inputs") or {}).items():
-                if key in INPUT_FOLDERS and isinstance(value, str) and "." in value:
-                    want(INPUT_FOLDERS[key], value, None, None, where)
-    else:
-        for node in _nodes(label, workflow):
-            where = f"{_label(node.get('type', '?'))} #{_label(node.get('id', '?'))}"
-            properties = node.get("properties") or {}
-            if not isinstance(properties, dict):
-                raise WorkflowError(f"{label}: {where}: 'properties' is not an object")
-            models = properties.get("models") or []
-            if not isinstance(models, list):
-                raise WorkflowError(f"{label}: {where}: properties.models is not a list")
-            for index, model in enumerate(models):
-                fields = ("name", "directory", "url", "hash")
-                if not isinstance(model, dict) or any(
-                    not isinstance(model.get(key), (str, type(None))) for key in fields
-                ):
-                    raise WorkflowError(
-                        f"{label}: {where}: properties.models[{index}]: expected an object"
-                        " whose name, directory, url and hash are strings"
-                    )
-                if not (model.get("name") and model.get("directory")):
-                    raise WorkflowError(f"{label}: {where}: a model without name or directory")
-                sha256 = (
-                    model.get("hash")
-                    if str(model.get("hash_type", "")).upper() == "SHA256"
-                    else None
-                )
-                want(model["directory"], model["name"], model.get("url"), sha256, where)
-            pack = properties.get("aux_id") or properties.get("cnr_id")
-            if isinstance(pack, str) and not _PACK.match(pack):
-                raise WorkflowError(
-                    f"{label}: {where}: the node pack {_text(pack)} is not a registry id or a"
-                    " GitHub owner/repo"
-                )
-            if isinstance(pack, str) and pack and pack != CORE_PACK:
-                entry = packs.setdefault(pack, {"vers": set(), "nodes": [], "aux": False})
-                entry["aux"] |= bool(properties.get("aux_id"))
-                entry["nodes"].append(where)
-                if isinstance(properties.get("ver"), str):
-                    entry["vers"].add(properties["ver"])
+    for node in read_nodes(label, workflow):
+        for model in node.models:
+            want(model.directory, model.name, model.url, model.sha256, node.label)
+        if node.pack is not None and not _PACK.match(node.pack):
+            raise WorkflowError(
+                f"{label}: {node.label}: the node pack {quoted(node.pack)} is not a registry"
+                " id or a GitHub owner/repo"
+            )
+        if node.pack is not None and node.pack != CORE_PACK:
+            entry = packs.setdefault(node.pack, {"vers": set(), "nodes": [], "aux": False})
+            entry["aux"] |= node.pack_is_repo
+            entry["nodes"].append(node.label)
+            if node.version is not None:
+                entry["vers"].add(node.version)
 
     models = []
     for dest, (url, sha256, nodes) in named.items():

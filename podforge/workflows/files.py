@@ -1,7 +1,7 @@
 """The workflows a deploy provisions for (setting ``workflows``), read where the deploy is
-driven from: a path in the repo or an https:// URL. Their needs (podforge/core/
-workflow_needs.py) join the settings as ``custom_models`` and ``custom_nodes`` entries, so the
-plan, the stack lock and the checkouts treat them as the user's own."""
+driven from: a path in the repo or an https:// URL. Their needs (``needs``) join the settings
+as ``custom_models`` and ``custom_nodes`` entries, so the plan, the stack lock and the
+checkouts treat them as the user's own."""
 
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import FEATURE_NODES
 from podforge.core.problems import where_and_why
 from podforge.core.sources import without_secrets
-from podforge.core.workflow_needs import (
+from podforge.workflows.graph import WorkflowError
+from podforge.workflows.needs import (
     Needs,
-    WorkflowError,
     additions,
     as_report,
     conflicts,
