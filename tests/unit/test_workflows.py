@@ -401,3 +401,20 @@ def test_the_fitted_state_compares_as_written_with_now():
         },
     }
     assert fitting.fitted_state(None, now) is None
+
+
+def test_an_api_prompt_is_checked_by_the_same_reader():
+    prompt = {
+        "4": {
+            "class_type": "CheckpointLoaderSimple",
+            "inputs": {"ckpt_name": "sd\\v1.safetensors"},
+        },
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}},
+    }
+    result = checks.check(graph.read_nodes("api.json", prompt), set(), {"SaveImage"})
+    assert [(r.node_id, r.path) for r in result.missing_files] == [
+        ("4", "checkpoints/sd/v1.safetensors")
+    ]
+    assert result.missing_nodes == ["CheckpointLoaderSimple"]
+    with pytest.raises(graph.WorkflowError, match=r"api.json: SaveImage #9: 'inputs'"):
+        graph.read_nodes("api.json", {"9": {"class_type": "SaveImage", "inputs": [1]}})
