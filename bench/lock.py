@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from podforge.build import stack
-from podforge.build.upstream import requirement_texts
+from podforge.controller import stack
+from podforge.controller.upstream import requirement_texts
 from podforge.core.config import Settings
 from podforge.core.lock import entries, lock_inputs, lock_pins
 from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES

@@ -112,7 +112,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 def _stack(args: argparse.Namespace) -> int:
     # Imported here for the same reason as in _plan: `fetch` starts without pydantic.
-    from podforge.build import stack
+    from podforge.controller import stack
 
     return stack.main(args)
 

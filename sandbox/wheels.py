@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from podforge.build.wheel import build_wheel
+from podforge.controller.wheel import build_wheel
 from podforge.core.lock import lock_file
 from podforge.core.plan import flash_attn_wheel
 from podforge.core.stacks import STACK_PROFILES, UV_ENVIRONMENT

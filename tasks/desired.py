@@ -20,7 +20,7 @@ from pyinfra.api.exceptions import DeployError
 from facts.gpu import NvidiaGpus
 from facts.host import PodHost
 from facts.pod import PodState
-from podforge.build.stack import committed_lock
+from podforge.controller.stack import committed_lock
 from podforge.core.auth import auth_files
 from podforge.core.config import Settings, SettingsError, load_settings
 from podforge.core.gpu import GpuReport

@@ -19,7 +19,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import python, server
 
 from operations import pod_files
-from podforge.build.wheel import build_wheel, content_version, package_files
+from podforge.controller.wheel import build_wheel, content_version, package_files
 from podforge.core.config import Settings
 from podforge.core.lock import (
     drift,

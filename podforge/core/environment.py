@@ -1,7 +1,7 @@
 """One resolved environment, decided before anything is installed. Pure: no I/O.
 
 The stack profile's pins and constraints bound ComfyUI's, every node's and podforge's own
-requirements; uv's resolver answers whether that resolves (podforge/build/stack.py asks it).
+requirements; uv's resolver answers whether that resolves (podforge/controller/stack.py asks it).
 This module turns its answers into decisions and into messages that name the node:
 - ``pin_conflicts``: a requirement that contradicts an exact pin, before uv is even asked;
 - ``explain_uv_conflict``: uv's "No solution found", each requirement traced to who asked;
@@ -12,7 +12,6 @@ This module turns its answers into decisions and into messages that name the nod
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -20,9 +19,6 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict
 
 from podforge.core.stacks import SHARED_IMPORTS
-
-if TYPE_CHECKING:
-    from podforge.core.lock import LockInputs
 
 PROFILE_SOURCE = "stack profile"
 
@@ -66,9 +62,13 @@ def pin_conflicts(
 
 
 def explain_uv_conflict(
-    uv_output: str, sources: Mapping[str, Sequence[Requirement]], inputs: LockInputs
+    uv_output: str,
+    sources: Mapping[str, Sequence[Requirement]],
+    profile: str,
+    constraints: Sequence[str],
 ) -> str:
-    """uv's "No solution found", with each requirement it names traced to who asked."""
+    """uv's "No solution found", with each requirement it names traced to who asked (the
+    sources, or the profile's ``constraints``)."""
     causes = [
         line.strip().removeprefix("cause: ")
         for line in uv_output.splitlines()
@@ -82,8 +82,8 @@ def explain_uv_conflict(
         if str(requirement) in text
     ]
     askers += [
-        f"the {PROFILE_SOURCE} {inputs.profile} constrains {line}"
-        for line in inputs.constraints
+        f"the {PROFILE_SOURCE} {profile} constrains {line}"
+        for line in constraints
         if line in text
     ]
     asked = f" (asked: {'; '.join(askers)})" if askers else ""

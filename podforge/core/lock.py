@@ -1,6 +1,6 @@
 """The stack lock: a profile's whole environment, resolved once, committed in locks/. Pure.
 
-`podforge stack lock` (podforge/build/stack.py) asks uv to resolve the profile's pins, the
+`podforge stack lock` (podforge/controller/stack.py) asks uv to resolve the profile's pins, the
 requirements of ComfyUI and of every node podforge may install, podforge's pod tools and
 ``STACK_EXTRAS``, under the profile's constraints, once for each target a pod may be
 (``LOCK_TARGETS``: its Python and platform), with hashes. The answers go into one file, each

@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     """`podforge workflows plan FILE... [--json]`: what the files need, with the settings'
     pins and models (group_data/all.py and the environment, as a deploy reads them); exit 1
     when something cannot be resolved."""
-    from podforge.build.stack import group_data
+    from podforge.controller.stack import group_data
     from podforge.core.config import SettingsError, load_settings
 
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from podforge.build.upstream import mirror_dir
+from podforge.controller.upstream import mirror_dir
 from podforge.core.lock import entries, lock_file, read_header, read_resolved_as_of
 from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
 

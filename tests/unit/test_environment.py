@@ -62,7 +62,7 @@ that your requirements are unsatisfiable.
 def test_a_uv_conflict_is_traced_to_the_node_and_the_profile():
     sources = {"ComfyUI": [], "ComfyUI-Fancy": requirement_lines("opencv-python>=4.12\n")}
     inputs = lock_inputs(STACK_PROFILES["torch25-cu124"], {"ComfyUI": "", "ComfyUI-Fancy": ""})
-    message = explain_uv_conflict(UV_CONFLICT, sources, inputs)
+    message = explain_uv_conflict(UV_CONFLICT, sources, inputs.profile, inputs.constraints)
     assert message.startswith("the environment does not resolve: error: No solution found")
     assert "ComfyUI-Fancy requires opencv-python>=4.12" in message
     assert "the stack profile torch25-cu124 constrains opencv-python<4.12" in message

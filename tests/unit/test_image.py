@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from podforge.build import image
+from podforge.controller import image
 from podforge.core.config import SECRET_FIELDS, Settings, env_name, load_settings
 from podforge.core.gpu import GpuReport
 from podforge.core.lock import lock_file
@@ -69,7 +69,7 @@ def test_the_stack_layer_runs_on_its_own_modules(tmp_path):
     # there or fails, and podforge's other modules are not importable.
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import podforge.build.image;"
+        "import podforge.controller.image;"
         "print(sorted(m for m in sys.modules if m.startswith('podforge')))"
     )
     result = subprocess.run(
@@ -80,13 +80,13 @@ def test_the_stack_layer_runs_on_its_own_modules(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     modules = ast.literal_eval(result.stdout)
-    # podforge.build.image -> build/image.py; a package -> its __init__.py
+    # podforge.controller.image -> controller/image.py; a package -> its __init__.py
     loaded = {
         "/".join(name.split(".")[1:]) + (".py" if name.count(".") == 2 else "/__init__.py")
         for name in modules
         if name != "podforge"
     }
-    assert "build/image.py" in loaded and loaded <= set(image.STACK_MODULES)
+    assert "controller/image.py" in loaded and loaded <= set(image.STACK_MODULES)
 
 
 def test_the_inputs_are_the_committed_lock_and_the_deploys_commands():
@@ -144,7 +144,7 @@ def git_repo(path: Path, files: dict[str, str]) -> dict[str, str]:
 
 def test_a_bad_setting_is_one_line_from_the_inputs_stage(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "podforge.build.image", "inputs", str(tmp_path / "inputs")],
+        [sys.executable, "-m", "podforge.controller.image", "inputs", str(tmp_path / "inputs")],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from podforge.build.upstream import requirement_texts
+from podforge.controller.upstream import requirement_texts
 from podforge.core.config import Settings
 from podforge.core.lock import (
     LOCK_TARGETS,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from podforge.build.upstream import mirror_dir
+from podforge.controller.upstream import mirror_dir
 from podforge.core.comfyui_args import KNOWN_FLAGS
 from podforge.core.config import Settings, load_settings
 from podforge.core.gpu import GpuDevice, GpuReport

@@ -10,8 +10,8 @@ installs from them: an unchanged stack is an unchanged copy, and its layer comes
 build cache. The deploy that runs next finds the packages, the checkouts at their pins and
 the lock installed, and adds podforge's own wheel (it changes with the code) beside it.
 
-    python -m podforge.build.image inputs DIR                        # a stage with the whole repo
-    PYTHONPATH=DIR/tools python -m podforge.build.image install DIR  # the stack layer
+    python -m podforge.controller.image inputs DIR                       # a stage with the repo
+    PYTHONPATH=DIR/tools python -m podforge.controller.image install DIR  # the stack layer
 
 Nothing at module level imports more than ``STACK_MODULES``: they are all the layer has.
 """
@@ -41,8 +41,8 @@ INPUTS_FILE = "stack-inputs.json"
 # What the stack layer runs with, copied beside the inputs (tools/podforge/...).
 STACK_MODULES = (
     "__init__.py",
-    "build/__init__.py",
-    "build/image.py",
+    "controller/__init__.py",
+    "controller/image.py",
     "core/__init__.py",
     "core/errors.py",
     "probe/__init__.py",
@@ -78,7 +78,7 @@ class ImageError(PodforgeError, RuntimeError):
 
 def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     """What the stack layer installs; ImageError when the committed lock cannot be used."""
-    from podforge.build.stack import committed_lock
+    from podforge.controller.stack import committed_lock
     from podforge.core.lock import for_pod, release_wheel, seeds_to_remove, sync_commands, sync_text
     from podforge.core.stacks import STACK_PROFILES, UV
 
@@ -194,7 +194,7 @@ def _inputs_from_environment(directory: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m podforge.build.image", description=__doc__.split("\n")[0]
+        prog="python -m podforge.controller.image", description=__doc__.split("\n")[0]
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser(

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from podforge.build.upstream import UpstreamError, requirement_texts
+from podforge.controller.upstream import UpstreamError, requirement_texts
 from podforge.core.environment import explain_uv_conflict, pin_conflicts, requirement_lines
 from podforge.core.errors import PodforgeError
 from podforge.core.lock import (
@@ -129,9 +129,10 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None], as_of: str) -> 
                 env={**os.environ, **UV_ENVIRONMENT},
             )
             if done.returncode != 0:
+                why = explain_uv_conflict(done.stderr, sources, inputs.profile, inputs.constraints)
                 raise StackError(
-                    f"{explain_uv_conflict(done.stderr, sources, inputs)}; uv read the index as"
-                    f" of {as_of}: what needs a newer release needs `stack lock --upgrade`"
+                    f"{why}; uv read the index as of {as_of}: what needs a newer release needs"
+                    " `stack lock --upgrade`"
                 )
             _check_shared_imports(done.stdout, target)
             return f"# Python {target.python} on {target.platform}\n" + marked(done.stdout, target)
