@@ -34,6 +34,7 @@ from fleet.runpod import (
     list_pods,
 )
 from fleet.runs import REPORT_PATH, failed_hosts
+from podforge.secrets import SecretFileError, secret
 
 
 def _from_api(api_key: str) -> list[tuple[str, dict]]:
@@ -73,11 +74,20 @@ def _from_file() -> list[tuple[str, dict]]:
     ]
 
 
-_api_key = os.environ.get("RUNPOD_API_KEY")
+
+def _api_key() -> str | None:
+    """RUNPOD_API_KEY, or the 0600 file RUNPOD_API_KEY_FILE names."""
+    try:
+        return secret("RUNPOD_API_KEY", os.environ)
+    except SecretFileError as error:
+        raise InventoryError(str(error)) from None
+
+
+_key = _api_key()
 _ssh_config = ssh.config_file()
 runpod = [
     (name, {"ssh_config_file": _ssh_config, **data})
-    for name, data in (_from_api(_api_key) if _api_key else _from_file())
+    for name, data in (_from_api(_key) if _key else _from_file())
 ]
 _failed = set(failed_hosts(REPORT_PATH))
 last_failed = [(name, data) for name, data in runpod if name in _failed]

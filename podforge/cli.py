@@ -17,14 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
+from podforge.secrets import SecretFileError, secret
 
 
 def _plan(args: argparse.Namespace) -> int:
     # Imported here: pydantic costs about 0.2 s at start that `fetch` should not pay.
-    from podforge.core.config import SettingsError, load_settings
+    from podforge.core.config import SettingsError
     from podforge.core.errors import PodforgeError
     from podforge.core.gpu import PROBE_COMMAND, parse_probe
     from podforge.core.plan import build_plan
+    from podforge.settings import load
 
     try:
         data = {}
@@ -33,7 +35,7 @@ def _plan(args: argparse.Namespace) -> int:
             if not sep or not key:
                 raise SettingsError(f"--data {pair!r} is not accepted: expected key=value")
             data[key] = value
-        settings = load_settings(data, os.environ)
+        settings = load(data)
         probe = subprocess.run(
             ["sh", "-c", PROBE_COMMAND], capture_output=True, text=True, check=True
         )
@@ -51,14 +53,6 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _token(name: str) -> str | None:
-    """NAME, or the 0600 file NAME_FILE names (how the deploy hands a token over)."""
-    token_file = os.environ.get(f"{name}_FILE")
-    if token_file and Path(token_file).exists():
-        return Path(token_file).read_text().strip()
-    return os.environ.get(name) or None
-
-
 def _interrupted(signum: int, frame: object) -> None:
     """Ctrl-C: one line, and out at once, not after the downloads in flight end (a killed
     fetcher is what the partial files and their locks are made for)."""
@@ -74,14 +68,18 @@ def _fetch(args: argparse.Namespace) -> int:
     # Imported here: every verb would pay its HTTP stack at start (a no-op's verify too).
     from podforge.pod.fetch import FetchError, Sources, fetch_all, read_manifest
 
-    sources = Sources(
-        hf_endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
-        hf_token=_token("HF_TOKEN"),
-        civitai_endpoint=os.environ.get("CIVITAI_ENDPOINT", "https://civitai.com"),
-        civitai_token=_token("CIVITAI_TOKEN"),
-        # huggingface_hub's own switch, so one variable turns Xet off for both.
-        xet=os.environ.get("HF_HUB_DISABLE_XET", "").lower() not in ("1", "true", "yes", "on"),
-    )
+    try:
+        sources = Sources(
+            hf_endpoint=os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
+            hf_token=secret("HF_TOKEN", os.environ),
+            civitai_endpoint=os.environ.get("CIVITAI_ENDPOINT", "https://civitai.com"),
+            civitai_token=secret("CIVITAI_TOKEN", os.environ),
+            # huggingface_hub's own switch, so one variable turns Xet off for both.
+            xet=os.environ.get("HF_HUB_DISABLE_XET", "").lower() not in ("1", "true", "yes", "on"),
+        )
+    except SecretFileError as error:
+        print(f"podforge fetch: {error}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGINT, _interrupted)
     staging = Path(args.staging) if args.staging else None
     models_dir = Path(args.models_dir) if args.models_dir else None

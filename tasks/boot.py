@@ -22,7 +22,8 @@ from operations import pod_files
 from podforge.core.config import SECRET_FIELDS, Settings
 from podforge.core.plan import Plan
 from podforge.core.stacks import DEPLOYER_REQUIREMENTS
-from tasks.desired import Pod, saved_settings_paths
+from podforge.settings import saved_settings_paths
+from tasks.desired import Pod
 
 REPO = Path(__file__).resolve().parent.parent
 # The deploy and what it imports: the sandbox's own group_data stays on the laptop.

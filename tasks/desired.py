@@ -7,11 +7,9 @@ pod holds. Tasks compare the two and nothing else.
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypedDict
 
 from pyinfra import host, logger
@@ -22,7 +20,8 @@ from facts.host import PodHost
 from facts.pod import PodState
 from podforge.controller.stack import committed_lock
 from podforge.core.auth import auth_files
-from podforge.core.config import Settings, SettingsError, load_settings
+from podforge.core.config import Settings
+from podforge.core.errors import PodforgeError
 from podforge.core.gpu import GpuReport
 from podforge.core.lock import for_pod, lock_file
 from podforge.core.lock import refresh_command as lock_command
@@ -31,6 +30,7 @@ from podforge.core.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR
 from podforge.core.stacks import STACK_PROFILES
 from podforge.pod import stamps
 from podforge.pod.verify import judge
+from podforge.settings import load
 from podforge.workflows.files import WorkflowFile, with_workflows
 from podforge.workflows.files import workflow_files as read_workflow_files
 from podforge.workflows.fitting import fitted_state, user_pattern
@@ -105,11 +105,6 @@ class Pod:
     serving: list[str] | None  # verify.judge's problems of PodState["serving"] (pod phase)
 
 
-def saved_settings_paths(podforge_dir: str) -> tuple[str, str]:
-    """Where a deploy leaves its settings for the boot phase: (public, secrets 0600)."""
-    return f"{podforge_dir}/settings.json", f"{podforge_dir}/secrets/settings.json"
-
-
 def settings() -> Settings:
     """host.data (group_data < inventory < --data) with the environment on top.
 
@@ -117,17 +112,14 @@ def settings() -> Settings:
     the pod come first: the wish is the same, only the GPU may differ.
     """
     data = host.data.dict()
-    saved: dict[str, Any] = {}
+    saved_in = None
     if data.get("phase") == "boot" or os.environ.get("PHASE") == "boot":
         if host.name != "@local":
             raise DeployError(f"{host.name}: phase=boot runs on the pod itself (@local)")
-        podforge_dir = data.get("podforge_dir") or Settings.model_fields["podforge_dir"].default
-        for path in saved_settings_paths(podforge_dir):
-            if Path(path).exists():
-                saved.update(json.loads(Path(path).read_text()))
+        saved_in = data.get("podforge_dir") or Settings.model_fields["podforge_dir"].default
     try:
-        wanted = load_settings({**saved, **data}, os.environ)
-    except SettingsError as error:
+        wanted = load(data, saved_in=saved_in)
+    except PodforgeError as error:
         raise DeployError(f"{host.name}: {error}") from None
     if wanted.phase == "boot" or not wanted.workflows:
         return wanted  # the saved settings hold what the workflows added

@@ -19,7 +19,6 @@ Nothing at module level imports more than ``STACK_MODULES``: they are all the la
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import shutil
 import subprocess
@@ -180,12 +179,13 @@ def _say(line: str) -> None:
 
 def _inputs_from_environment(directory: Path) -> None:
     """The stack-inputs stage: settings from the build arguments (the environment)."""
-    from podforge.core.config import load_settings
     from podforge.core.gpu import GpuReport
     from podforge.core.plan import build_plan
+    from podforge.settings import load
 
     try:
-        settings = load_settings({"phase": "image"}, os.environ)
+        # group_data as the deploy in the next stage reads it; the build arguments on top.
+        settings = load({"phase": "image"}, with_group_data=True)
         plan = build_plan(settings, GpuReport(), sys.version_info[:3], platform.machine())
     except PodforgeError as error:
         raise ImageError(str(error)) from None

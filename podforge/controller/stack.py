@@ -204,24 +204,16 @@ def settings_texts(dirs: list[str]) -> dict[str, str | None]:
     with the packs its workflows name)."""
     if dirs:
         return {Path(d).name: _read(Path(d) / "requirements.txt") for d in dirs}
-    from podforge.core.config import load_settings
+    from podforge.settings import load
     from podforge.workflows.files import with_workflows
 
     # The node packs the settings' workflows bring are locked as the user's own.
-    settings, _ = with_workflows(load_settings(group_data(), os.environ))
+    settings, _ = with_workflows(load({}, with_group_data=True))
     return requirement_texts(lock_pins(settings))
 
 
 def _read(path: Path) -> str | None:
     return path.read_text() if path.is_file() else None
-
-
-def group_data() -> dict[str, object]:
-    """What users set for every host in group_data/all.py (pyinfra reads it the same way)."""
-    import runpy
-
-    values = runpy.run_path(str(REPO / "group_data" / "all.py"))
-    return {key: value for key, value in values.items() if not key.startswith("_")}
 
 
 def main(args: argparse.Namespace) -> int:

@@ -45,6 +45,7 @@ from podforge.core.keys import (
     pod_part,
 )
 from podforge.pod.retry import Backoff, GaveUp, retrying
+from podforge.secrets import SecretFileError, env_file
 
 MIB = 2**20
 # R2: parts of 5 MiB to 5 GiB, at most 10,000, all but the last of one size (FACTS.md).
@@ -77,29 +78,14 @@ class R2Settings:
     pod_name: str | None = None  # the inventory's, for {pod} off RunPod
 
 
-def _env_file(path: str) -> dict[str, str]:
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as error:
-        raise Fatal(f"R2_ENV_FILE {path} cannot be read: {error.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise Fatal(
-            f"R2_ENV_FILE {path} is readable by others (mode {stat.S_IMODE(mode):04o}): "
-            f"it holds the R2 keys, so it must be 0600 (chmod 600 {path})"
-        )
-    values = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        name, value = line.removeprefix("export ").split("=", 1)
-        values[name.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def load_settings(environ: Mapping[str, str]) -> R2Settings:
+def r2_settings(environ: Mapping[str, str]) -> R2Settings:
     """R2_* from the environment, or from the 0600 file R2_ENV_FILE names."""
-    values = _env_file(environ["R2_ENV_FILE"]) if environ.get("R2_ENV_FILE") else {}
+    try:
+        values = (
+            env_file(environ["R2_ENV_FILE"], "R2_ENV_FILE") if environ.get("R2_ENV_FILE") else {}
+        )
+    except SecretFileError as error:
+        raise Fatal(str(error)) from None
     values.update({name: value for name, value in environ.items() if name.startswith("R2_")})
     missing = [name for name in REQUIRED if not values.get(name)]
     if missing:
@@ -981,7 +967,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     try:
-        settings = load_settings(environ)
+        settings = r2_settings(environ)
         pod = pod_identity(environ, settings)
     except Fatal as error:
         print(f"podforge r2sync: {error}", file=sys.stderr)

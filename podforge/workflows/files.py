@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import posixpath
 import sys
 import urllib.parse
@@ -109,13 +108,13 @@ def main(args: argparse.Namespace) -> int:
     """`podforge workflows plan FILE... [--json]`: what the files need, with the settings'
     pins and models (group_data/all.py and the environment, as a deploy reads them); exit 1
     when something cannot be resolved."""
-    from podforge.controller.stack import group_data
-    from podforge.core.config import SettingsError, load_settings
+    from podforge.core.errors import PodforgeError
+    from podforge.settings import load
 
     try:
-        settings = load_settings({**group_data(), "workflows": args.files}, os.environ)
+        settings = load({"workflows": args.files}, with_group_data=True)
         files = workflow_files(settings, Path.cwd())
-    except (SettingsError, WorkflowError) as error:
+    except PodforgeError as error:
         print(f"podforge workflows: {error}", file=sys.stderr)
         return 1
     needs = [file.needs for file in files]
