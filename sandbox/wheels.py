@@ -12,13 +12,16 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import subprocess
 import sys
 import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from podforge.controller.wheel import build_wheel
 from podforge.core.lock import lock_file
 from podforge.core.plan import flash_attn_wheel
 from podforge.core.stacks import STACK_PROFILES, UV_ENVIRONMENT
@@ -29,6 +32,58 @@ REPO = Path(__file__).resolve().parent.parent
 POD_RELEASES = "/opt/sandbox/releases"
 UV_CACHE = CACHE_DIR / "uv"
 POD_UV_CACHE = "workspace/.cache/uv"  # the deploy's default uv_cache_dir, in a pod's root
+
+
+# A stand-in for a release asset is written by hand: its file name carries the release's
+# platform tag, which no build backend would give a pure-Python package.
+# Fixed timestamps: the same content gives the same bytes, hence the same sha1 remotely.
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+    return f"sha256={digest.decode()}"
+
+
+def wheel_name(name: str, version: str, tag: str = "py3-none-any") -> str:
+    return f"{name.replace('-', '_')}-{version}-{tag}.whl"
+
+
+def build_wheel(
+    dest_dir: Path,
+    name: str,
+    version: str,
+    files: Mapping[str, bytes],
+    requires: Sequence[str] = (),
+    console_scripts: Mapping[str, str] | None = None,
+    tag: str = "py3-none-any",
+) -> Path:
+    """Write ``name-version-tag.whl`` holding ``files`` (archive path -> bytes)."""
+    dist_info = f"{name.replace('-', '_')}-{version}.dist-info"
+    meta = [f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}"]
+    meta += [f"Requires-Dist: {requirement}" for requirement in requires]
+    entries = dict(sorted(files.items()))
+    entries[f"{dist_info}/METADATA"] = ("\n".join(meta) + "\n").encode()
+    entries[f"{dist_info}/WHEEL"] = (
+        f"Wheel-Version: 1.0\nGenerator: podforge\nRoot-Is-Purelib: true\nTag: {tag}\n"
+    ).encode()
+    if console_scripts:
+        lines = [f"{script} = {target}" for script, target in sorted(console_scripts.items())]
+        entries[f"{dist_info}/entry_points.txt"] = (
+            "[console_scripts]\n" + "\n".join(lines) + "\n"
+        ).encode()
+    record = [f"{path},{_record_hash(data)},{len(data)}" for path, data in entries.items()]
+    record.append(f"{dist_info}/RECORD,,")
+    entries[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / wheel_name(name, version, tag)
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path, data in entries.items():
+            info = zipfile.ZipInfo(path, date_time=_EPOCH)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    return target
 
 
 def _standin(name: str, version: str) -> dict[str, bytes]:

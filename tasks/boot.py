@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The deploy and what it imports: the sandbox's own group_data stays on the laptop.
 BUNDLE = (
     "deploy.py",
+    "pyproject.toml",  # podforge's wheel is built from it at boot (controller/tools.py)
     "group_data/all.py",
     "tasks",
     "facts",

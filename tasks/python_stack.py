@@ -11,15 +11,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import tempfile
+import os
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import python, server
 
 from operations import pod_files
-from podforge.controller.wheel import build_wheel, content_version, package_files
+from podforge.controller.tools import ToolsWheelError
+from podforge.controller.tools import tools_wheel as built_tools_wheel
 from podforge.core.config import Settings
 from podforge.core.lock import (
     drift,
@@ -30,11 +32,10 @@ from podforge.core.lock import (
     sync_text,
 )
 from podforge.core.plan import Plan
-from podforge.core.stacks import POD_TOOL_REQUIREMENTS, UV
+from podforge.core.stacks import UV
 from tasks.desired import Pod, StackLock
 from tasks.streamed import run_streamed
 
-PODFORGE_PACKAGE = Path(__file__).resolve().parent.parent / "podforge"
 UV_VERSION = UV.split("==")[1]
 
 
@@ -43,18 +44,24 @@ def venv_wanted_file(settings: Settings) -> str:
     return f"{settings.podforge_dir}/stack-venv.json"
 
 
+def tools_wheel(settings: Settings) -> Path:
+    """podforge's own wheel (its version changes with the code), built by the controller's
+    uv: the laptop's (the uv package), or on the pod as its own controller (the image's
+    build, boot) the one the stack lock put in the pod's venv."""
+    if settings.phase == "pod":
+        import uv
+
+        return _built_by(uv.find_uv_bin())
+    return _built_by(f"{settings.venv_dir}/bin/uv")
+
+
 @functools.cache
-def tools_wheel() -> Path:
-    """podforge's own wheel, built once per run; its version changes with the code."""
-    sources = package_files(PODFORGE_PACKAGE, "podforge")
-    return build_wheel(
-        Path(tempfile.mkdtemp(prefix="podforge-wheel-")),
-        "podforge",
-        content_version("0.1.0", sources),
-        sources,
-        requires=POD_TOOL_REQUIREMENTS,
-        console_scripts={"podforge": "podforge.cli:main"},
-    )
+def _built_by(uv: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "podforge" / "wheels"
+    try:
+        return built_tools_wheel(uv, cache)
+    except ToolsWheelError as error:
+        raise DeployError(f"{host.name}: {error}") from None
 
 
 @deploy("Pod tools")
@@ -81,7 +88,7 @@ def install_uv(settings: Settings, plan: Plan, pod: Pod) -> None:
 @deploy("Python environment")
 def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
     """Whether the venv is synced (ComfyUI must then restart: it imported the old one)."""
-    wheel = tools_wheel()
+    wheel = tools_wheel(settings)
     version = wheel.name.split("-")[1]
     locked = for_pod(lock.text, pod.host["python"], pod.host["machine"])
     wanted = {entry.name: entry.version for entry in locked}

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from podforge.controller.tools import tool_requirements
 from podforge.controller.upstream import UpstreamError, requirement_texts
 from podforge.core.environment import explain_uv_conflict, pin_conflicts, requirement_lines
 from podforge.core.errors import PodforgeError
@@ -162,7 +163,7 @@ def write_lock(
     """Resolve and write ``locks/<profile>.txt``: the header, then uv's answer. The index is
     read as of the moment the present lock records, unless ``upgrade`` (or there is none):
     then as of now. Returns the path and what moved against the present lock."""
-    inputs = lock_inputs(profile, texts)
+    inputs = lock_inputs(profile, texts, tool_requirements())
     path = repo / lock_file(profile.name)
     before = path.read_text() if path.is_file() else ""
     as_of = read_resolved_as_of(before)
@@ -189,7 +190,9 @@ def committed_lock(
     text = (REPO / path).read_text()
     try:
         locked = read_header(text, path)
-        today = lock_inputs(profile, requirement_texts(lock_pins(settings), local_checkouts))
+        today = lock_inputs(
+            profile, requirement_texts(lock_pins(settings), local_checkouts), tool_requirements()
+        )
     except (LockError, UpstreamError) as error:
         return "", None, str(error)
     if locked.digest() != today.digest():
@@ -228,7 +231,7 @@ def main(args: argparse.Namespace) -> int:
             _say(f"stack lock: moved: {', '.join(moves)}" if moves else "stack lock: nothing moved")
             _say("commit it")
             return 0
-        body = resolve(lock_inputs(profile, texts), texts, now())
+        body = resolve(lock_inputs(profile, texts, tool_requirements()), texts, now())
     except PodforgeError as error:
         print(f"podforge stack: {error}", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from podforge.core.environment import shared_import_winners, version_matches
 from podforge.core.errors import PodforgeError
 from podforge.core.pins import FEATURE_NODES, RepoPin
-from podforge.core.stacks import POD_TOOL_REQUIREMENTS, STACK_EXTRAS, UV_ENVIRONMENT, StackProfile
+from podforge.core.stacks import STACK_EXTRAS, UV_ENVIRONMENT, StackProfile
 
 if TYPE_CHECKING:
     from podforge.core.config import Settings
@@ -114,15 +114,18 @@ def lock_pins(settings: Settings) -> list[RepoPin]:
     return [settings.comfyui_repo, *settings.custom_nodes, *brought.values()]
 
 
-def lock_inputs(profile: StackProfile, texts: Mapping[str, str | None]) -> LockInputs:
-    """The inputs of ``profile``'s lock, given each repository's requirements.txt text."""
+def lock_inputs(
+    profile: StackProfile, texts: Mapping[str, str | None], tools: Iterable[str]
+) -> LockInputs:
+    """The inputs of ``profile``'s lock, given each repository's requirements.txt text and
+    what podforge's pod-side tools require (pyproject.toml, read by the controller)."""
     return LockInputs(
         profile=profile.name,
         targets=[str(target) for target in LOCK_TARGETS],
         index=profile.torch_index_url,
         pins=list(profile.pins),
         constraints=list(profile.constraints),
-        tools=[*POD_TOOL_REQUIREMENTS, *STACK_EXTRAS],
+        tools=[*tools, *STACK_EXTRAS],
         requirements={name: text_digest(text) for name, text in sorted(texts.items())},
     )
 

@@ -168,15 +168,8 @@ UV = "uv==0.13.9"
 # there, not in uv's bundled roots), and never a Python download from GitHub behind our back.
 UV_ENVIRONMENT = {"UV_SYSTEM_CERTS": "1", "UV_PYTHON_DOWNLOADS": "never"}
 
-# What the pod-side tools (python -m podforge ...) need. They share the pod's venv with
-# ComfyUI, so they are locked with the stack (podforge/core/lock.py) and take its versions.
-POD_TOOL_REQUIREMENTS: tuple[str, ...] = (
-    "pydantic>=2.7,<3",
-    "huggingface_hub",  # brings hf_xet, the fetcher's fast path (transformers<5 caps it <1)
-    "packaging>=23",
-    "boto3>=1.36,<2",  # r2sync
-    UV,  # installs the lock: on a pod, in the image's stack layer, at boot
-)
+# The pod-side tools (python -m podforge ...) share the pod's venv with ComfyUI, so what
+# they need (pyproject.toml's `pod` extra) is locked with the stack and takes its versions.
 # Locked beside them: triton imports setuptools, which a venv made by uv lacks; flash-attn
 # (installed from its release wheel, outside the lock: it is no PyPI wheel) needs einops.
 STACK_EXTRAS: tuple[str, ...] = ("setuptools", "einops")

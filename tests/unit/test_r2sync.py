@@ -18,8 +18,8 @@ from podforge.pod.r2sync import (
     Retry,
     SyncError,
     classify,
-    load_settings,
     part_size_for,
+    r2_settings,
 )
 
 ENV = {
@@ -30,14 +30,14 @@ ENV = {
 
 
 def test_settings_from_the_environment_with_the_seeds_names():
-    settings = load_settings(ENV)
+    settings = r2_settings(ENV)
     assert (settings.endpoint, settings.bucket) == (ENV["R2_ENDPOINT"], "runpod")
     assert "s3cr3t" not in repr(settings)
 
 
 def test_missing_settings_are_named():
     with pytest.raises(Fatal, match="R2_ENDPOINT, R2_SECRET_ACCESS_KEY not set"):
-        load_settings({"R2_ACCESS_KEY_ID": "id"})
+        r2_settings({"R2_ACCESS_KEY_ID": "id"})
 
 
 def test_an_env_file_must_be_private(tmp_path):
@@ -45,9 +45,9 @@ def test_an_env_file_must_be_private(tmp_path):
     env_file.write_text("".join(f"export {k}='{v}'\n" for k, v in ENV.items()) + "R2_BUCKET=b\n")
     os.chmod(env_file, 0o640)
     with pytest.raises(Fatal, match="mode 0640.*chmod 600"):
-        load_settings({"R2_ENV_FILE": str(env_file)})
+        r2_settings({"R2_ENV_FILE": str(env_file)})
     os.chmod(env_file, 0o600)
-    settings = load_settings({"R2_ENV_FILE": str(env_file)})
+    settings = r2_settings({"R2_ENV_FILE": str(env_file)})
     assert (settings.secret_access_key, settings.bucket) == ("s3cr3t", "b")
 
 

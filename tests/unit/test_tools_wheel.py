@@ -1,0 +1,62 @@
+"""podforge's own wheel, built by uv's backend from pyproject.toml (controller/tools.py)."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from email.parser import Parser
+from pathlib import Path
+
+import uv
+
+from podforge.controller.tools import tool_requirements, tools_version, tools_wheel
+from podforge.core.lock import lock_file
+from podforge.core.stacks import STACK_PROFILES, UV
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def metadata(wheel: Path) -> dict[str, list[str]]:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        message = Parser().parsestr(archive.read(name).decode())
+    return {key: message.get_all(key) or [] for key in ("Version", "Requires-Dist")}
+
+
+def test_the_wheel_says_what_the_tools_need_and_carries_the_codes_hash(tmp_path):
+    wheel = tools_wheel(uv.find_uv_bin(), tmp_path)
+    assert wheel.name == f"podforge-{tools_version()}-py3-none-any.whl"
+    found = metadata(wheel)
+    assert found["Version"] == [tools_version()]
+    pod_extra = [r.replace(" ", "") for r in found["Requires-Dist"] if "extra == 'pod'" in r]
+    assert [r.split(";")[0] for r in pod_extra] == [
+        r.replace(" ", "") for r in tool_requirements()[2:]
+    ]
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "podforge/workflows/graph.py" in names and "podforge/cli.py" in names
+    assert not any("__pycache__" in n or n.startswith(("tests/", "sandbox/")) for n in names)
+
+
+def test_the_same_code_gives_the_same_bytes_and_other_code_another_version(tmp_path):
+    first = tools_wheel(uv.find_uv_bin(), tmp_path / "a").read_bytes()
+    assert tools_wheel(uv.find_uv_bin(), tmp_path / "b").read_bytes() == first
+    copy = tmp_path / "repo"
+    shutil.copytree(
+        REPO / "podforge", copy / "podforge", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(REPO / "pyproject.toml", copy)
+    (copy / "podforge" / "cli.py").write_text((REPO / "podforge/cli.py").read_text() + "\n# x\n")
+    assert tools_version(copy) != tools_version()
+    assert tools_wheel(uv.find_uv_bin(), tmp_path / "c", copy).name.endswith(
+        f"{tools_version(copy)}-py3-none-any.whl"
+    )
+
+
+def test_every_lock_installs_the_tools_pyproject_lists():
+    wanted = tool_requirements()
+    assert UV in wanted  # the uv the pods install the lock with
+    for profile in STACK_PROFILES:
+        lines = (REPO / lock_file(profile)).read_text().splitlines()
+        tools = [line.removeprefix("# input tool: ") for line in lines if "# input tool: " in line]
+        assert [tool for tool in tools if tool in wanted] == wanted, profile
