@@ -51,6 +51,8 @@ from podforge.core.lock import (
     render_header,
 )
 from podforge.core.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
+from podforge.settings import load
+from podforge.workflows.files import with_workflows
 
 if TYPE_CHECKING:
     from podforge.core.config import Settings
@@ -207,9 +209,6 @@ def settings_texts(dirs: list[str]) -> dict[str, str | None]:
     with the packs its workflows name)."""
     if dirs:
         return {Path(d).name: _read(Path(d) / "requirements.txt") for d in dirs}
-    from podforge.settings import load
-    from podforge.workflows.files import with_workflows
-
     # The node packs the settings' workflows bring are locked as the user's own.
     settings, _ = with_workflows(load({}, with_group_data=True))
     return requirement_texts(lock_pins(settings))

@@ -19,10 +19,12 @@ from pydantic import ValidationError
 
 from podforge.core.catalog import CATALOG
 from podforge.core.config import Settings
+from podforge.core.errors import PodforgeError
 from podforge.core.paths import PathError, relative_path
 from podforge.core.pins import FEATURE_NODES
 from podforge.core.problems import where_and_why
 from podforge.core.sources import without_secrets
+from podforge.settings import load
 from podforge.workflows.graph import WorkflowError
 from podforge.workflows.needs import (
     Needs,
@@ -108,9 +110,6 @@ def main(args: argparse.Namespace) -> int:
     """`podforge workflows plan FILE... [--json]`: what the files need, with the settings'
     pins and models (group_data/all.py and the environment, as a deploy reads them); exit 1
     when something cannot be resolved."""
-    from podforge.core.errors import PodforgeError
-    from podforge.settings import load
-
     try:
         settings = load({"workflows": args.files}, with_group_data=True)
         files = workflow_files(settings, Path.cwd())
