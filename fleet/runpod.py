@@ -4,7 +4,8 @@
 of the account: v2's listPods takes no paging parameters). Only a RUNNING pod with a direct
 SSH endpoint (``ssh.direct``: its public IP and the public port mapped to 22) can be
 deployed: RunPod's SSH proxy has neither SFTP nor SCP, which pyinfra needs. Every other pod
-is skipped with one line saying why. REST v1 is retired and GraphQL deprecated (FACTS.md).
+is skipped with one line saying why. REST v1 is retired and GraphQL deprecated
+(docs/facts.md#runpod).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A gate in front of `rclone serve s3` that enforces what R2 enforces and rclone does not.
 
-rclone accepts multipart parts of any size (FACTS.md), so an upload that R2 would refuse
-passes against it. The gate refuses CompleteMultipartUpload when a non-final part is under
+rclone accepts multipart parts of any size (docs/facts.md#r2-and-s3), so an upload that R2
+would refuse passes against it. The gate refuses CompleteMultipartUpload when a non-final part is under
 5 MiB or the non-final parts differ in size, as R2 does. rclone also ignores conditional
 writes; the gate honours them as R2 does: a PutObject or CompleteMultipartUpload with
 ``If-None-Match: *`` where an object is, or ``If-Match: <etag>`` where the object's ETag is

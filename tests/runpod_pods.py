@@ -1,4 +1,4 @@
-"""RunPod API v2 pod entries in the documented shape (FACTS.md), for tests."""
+"""RunPod API v2 pod entries in the documented shape (docs/facts.md#runpod), for tests."""
 
 from __future__ import annotations
 

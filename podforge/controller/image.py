@@ -67,8 +67,8 @@ class StackInputs(BaseModel):
     venv: str
     uv: str  # the uv requirement, installed into the venv with its pip
     sync_file: str
-    sync: str  # the lock and flash-attn's release wheel (podforge/lock.sync_text)
-    commands: list[str]  # podforge/lock.sync_commands
+    sync: str  # the lock and flash-attn's release wheel (core/lock.py sync_text)
+    commands: list[str]  # core/lock.py sync_commands
 
 
 class ImageError(PodforgeError, RuntimeError):

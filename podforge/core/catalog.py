@@ -1,6 +1,6 @@
 """The model catalog: which files each feature needs, per variant (data, no I/O).
 
-Repos and paths are the real Hugging Face ones (shared/FACTS.md). ``bytes`` is exact where
+Repos and paths are the real Hugging Face ones (docs/facts.md#models). ``bytes`` is exact where
 it is known and then checked after download; ``approx_bytes`` only sizes the disk
 preflight. Where neither is known the hub's HEAD supplies the size at fetch time.
 Users add files of their own, from Hugging Face, CivitAI or any URL, with the same source
@@ -118,7 +118,8 @@ CATALOG: tuple[CatalogFile, ...] = (
         approx_bytes=16_400 * 10**6,
         role="diffusion_model",
     ),
-    # GGUF quants as published in MCG-NJU/SteadyDancer-GGUF (names unverified: FACTS.md).
+    # GGUF quants as published in MCG-NJU/SteadyDancer-GGUF (names unverified:
+    # docs/facts.md#models).
     CatalogFile(
         feature="steadydancer",
         variant="gguf:q5_k_m",

@@ -348,7 +348,7 @@ def sync_commands(
     uv = f"{environment} {venv}/bin/uv pip"
     target = f"--python {venv}/bin/python"
     return [
-        # Without bytecode ComfyUI's first start takes twice as long (FACTS.md).
+        # Without bytecode ComfyUI's first start takes twice as long (docs/facts.md#comfyui).
         f"{uv} sync {target} --compile-bytecode {sync_file}",
         *(f"{uv} uninstall {target} {seed}" for seed in seeds),
         # Several distributions ship `cv2` (at one version: `stack lock` checks); the one the

@@ -2,7 +2,7 @@
 
 A profile's pins and constraints are resolved together with ComfyUI's and every node's
 requirements (podforge/core/environment.py), so no node can move torch, numpy's major version or
-another pin. Facts behind each value: shared/FACTS.md ("Python stack", "Stack pins").
+another pin. Facts behind each value: docs/facts.md#python-stack.
 """
 
 from __future__ import annotations
@@ -121,8 +121,9 @@ DEFAULT_STACK = "torch25-cu124"
 TURBODIFFUSION_MIN_TORCH = (2, 7)  # TurboDiffusion's kernels
 OPENMMLAB_STACK = "torch25-cu124"  # mmcv 2.1.0 is built from source against torch 2.5.1
 
-# OpenMMLab on request: mmcv has no wheels for torch 2.5 / CUDA 12.4 (FACTS.md), so it is
-# built from source once into the wheelhouse; mmdet 3.3.0 needs mmcv<2.2, mmpose 1.3 <2.3.
+# OpenMMLab on request: mmcv has no wheels for torch 2.5 / CUDA 12.4
+# (docs/facts.md#python-stack), so it is built from source once into the wheelhouse;
+# mmdet 3.3.0 needs mmcv<2.2, mmpose 1.3 <2.3.
 MMCV = "mmcv==2.1.0"
 OPENMMLAB_PACKAGES: tuple[str, ...] = ("mmengine==0.10.7", MMCV, "mmdet==3.3.0", "mmpose==1.3.2")
 

@@ -1,7 +1,7 @@
 """Does ComfyUI really serve: every node pack loaded, every workflow's node type known, and a
 workflow executed. Run on the pod by `podforge verify` (standard library only).
 
-What a broken node looks like (shared/FACTS.md, "Real ComfyUI on CPU"): a pack whose import
+What a broken node looks like (docs/facts.md#comfyui): a pack whose import
 raises is listed ``(IMPORT FAILED)`` in the log's "Import times for custom nodes" block,
 after a ``Cannot import <path> module for custom nodes: <cause>`` line; a node type that
 imports but cannot describe itself logs ``An error occurred while retrieving information for

@@ -48,7 +48,8 @@ from podforge.pod.retry import Backoff, GaveUp, retrying
 from podforge.secrets import SecretFileError, env_file
 
 MIB = 2**20
-# R2: parts of 5 MiB to 5 GiB, at most 10,000, all but the last of one size (FACTS.md).
+# R2: parts of 5 MiB to 5 GiB, at most 10,000, all but the last of one size
+# (docs/facts.md#r2-and-s3).
 MIN_PART = 8 * MIB
 MAX_PARTS = 10_000
 MULTIPART_FROM = 32 * MIB
@@ -127,7 +128,7 @@ def make_client(settings: R2Settings) -> Any:
         aws_secret_access_key=settings.secret_access_key,
         region_name="auto",
         config=Config(
-            # boto3 >= 1.36 sends CRC32 checksums R2 rejects (FACTS.md).
+            # boto3 >= 1.36 sends CRC32 checksums R2 rejects (docs/facts.md#r2-and-s3).
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             retries={"total_max_attempts": 1},  # retries are ours: backoff, jitter, outages

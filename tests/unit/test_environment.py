@@ -109,7 +109,7 @@ def test_shared_imports_get_one_winner(resolved, expected):
     ("installed", "wanted", "matches"),
     [
         ("2.5.1", "2.5.1", True),
-        ("2.5.1+cu124", "2.5.1", True),  # what pip.packages gets wrong (FACTS.md)
+        ("2.5.1+cu124", "2.5.1", True),  # what pip.packages gets wrong (docs/facts.md#python-stack)
         ("2.5.1+sandbox", "2.5.1", True),
         ("2.5.1", "2.5.1+cu124", False),
         ("2.5.0", "2.5.1", False),

@@ -462,7 +462,7 @@ def test_catalog_sizes_can_be_left_to_the_hub():
     assert hub_sized.total_bytes == exact.total_bytes
 
 
-# flash-attn: the release wheel by Python tag, torch build and C++ ABI (FACTS.md).
+# flash-attn: the release wheel by Python tag, torch build and C++ ABI (docs/facts.md#python-stack).
 @pytest.mark.parametrize(
     ("profile", "python", "machine", "wheel"),
     [
