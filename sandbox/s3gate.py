@@ -1,19 +1,14 @@
 """A gate in front of `rclone serve s3` that enforces what R2 enforces and rclone does not.
 
 rclone accepts multipart parts of any size (docs/facts.md#r2-and-s3), so an upload that R2
-would refuse passes against it. The gate refuses CompleteMultipartUpload when a non-final part is under
-5 MiB or the non-final parts differ in size, as R2 does. rclone also ignores conditional
-writes; the gate honours them as R2 does: a PutObject or CompleteMultipartUpload with
-``If-None-Match: *`` where an object is, or ``If-Match: <etag>`` where the object's ETag is
-another (or none), is refused with 412 PreconditionFailed, the check and the write atomic per
-key. It also counts the body bytes the
-server received per object (tests prove a resumed upload re-sends nothing) and can play an
-outage: connections closed unanswered, as when the endpoint is down.
-
-    python -m sandbox.s3gate --port 9000 --upstream 127.0.0.1:9001 --data DIR
-
-Control (bucket names cannot start with "_"): GET /_gate/stats, POST /_gate/stats/clear,
-POST /_gate/outage {"down": true}.
+would refuse passes against it. The gate refuses CompleteMultipartUpload when a non-final
+part is under 5 MiB or the non-final parts differ in size, as R2 does. rclone also ignores
+conditional writes; the gate honours them as R2 does: a PutObject or CompleteMultipartUpload
+with ``If-None-Match: *`` where an object is, or ``If-Match: <etag>`` where the object's ETag
+is another (or none), is refused with 412 PreconditionFailed, the check and the write atomic
+per key. It also counts the body bytes the server received per object (tests prove a resumed
+upload re-sends nothing) and can play an outage: connections closed unanswered, as when the
+endpoint is down.
 """
 
 from __future__ import annotations
