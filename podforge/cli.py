@@ -199,9 +199,9 @@ def _auth_show(args: argparse.Namespace) -> int:
 
 
 def _r2sync(args: argparse.Namespace) -> int:
-    from podforge.pod import r2sync
+    from podforge.pod.r2sync.cli import run
 
-    return r2sync.run(args, os.environ)
+    return run(args, os.environ)
 
 
 def _add_r2sync_parser(verbs: argparse._SubParsersAction) -> None:

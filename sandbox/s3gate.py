@@ -7,8 +7,9 @@ conditional writes; the gate honours them as R2 does: a PutObject or CompleteMul
 with ``If-None-Match: *`` where an object is, or ``If-Match: <etag>`` where the object's ETag
 is another (or none), is refused with 412 PreconditionFailed, the check and the write atomic
 per key. It also counts the body bytes the server received per object (tests prove a resumed
-upload re-sends nothing) and can play an outage: connections closed unanswered, as when the
-endpoint is down.
+upload re-sends nothing), can play an outage (connections closed unanswered, as when the
+endpoint is down) and hold a key's writes unanswered once it has received N bytes (a test
+kills the uploader mid-upload, whatever the machine's speed).
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class Gate:
         self.bytes_in: dict[str, int] = {}  # object key -> body bytes received
         self.refused: list[str] = []
         self.key_locks: dict[str, threading.Lock] = {}
+        # A hold: once the key has received this many bytes, its writes wait unanswered
+        # until the hold is lifted (a test kills the client meanwhile).
+        self.hold: tuple[str, int] | None = None
+        self.held = 0
+        self.released = threading.Event()
 
     def etag_of(self, key: str) -> str | None:
         """The ETag rclone gives the object at ``key`` (bucket/key: a file under its data
@@ -58,7 +64,27 @@ class Gate:
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
-            return {"bytes_in": dict(self.bytes_in), "refused": list(self.refused)}
+            return {
+                "bytes_in": dict(self.bytes_in),
+                "refused": list(self.refused),
+                "held": self.held,
+            }
+
+    def set_hold(self, key: str | None, after_bytes: int) -> None:
+        with self.lock:
+            self.released.set()  # whatever waits on an earlier hold goes
+            self.released = threading.Event()
+            self.hold, self.held = ((key, after_bytes) if key else None), 0
+
+    def holds(self, key: str) -> threading.Event | None:
+        """The event a write to ``key`` must wait for, when the hold has caught it."""
+        with self.lock:
+            if self.hold is None or self.hold[0] != key:
+                return None
+            if self.bytes_in.get(key, 0) < self.hold[1]:
+                return None
+            self.held += 1
+            return self.released
 
     def clear(self) -> None:
         with self.lock:
@@ -117,6 +143,10 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/_gate/outage":
             self.gate.down = bool(json.loads(body or b"{}").get("down"))
             self._reply(200, b"{}")
+        elif path == "/_gate/hold":  # {"key": "bucket/key", "after_bytes": N}; {} lifts it
+            wanted = json.loads(body or b"{}")
+            self.gate.set_hold(wanted.get("key"), int(wanted.get("after_bytes", 0)))
+            self._reply(200, b"{}")
         else:
             self._reply(404, b"{}")
         return True
@@ -135,6 +165,10 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query, keep_blank_values=True)
         key = url.path.lstrip("/")
+        if self.command == "PUT" and (release := self.gate.holds(key)) is not None:
+            release.wait()
+            self.close_connection = True  # never answered: the client was killed meanwhile
+            return
         if self.command == "PUT":
             self.gate.count(key, len(body))
             if "partNumber" in query and "uploadId" in query:

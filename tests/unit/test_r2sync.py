@@ -9,18 +9,10 @@ import time
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from podforge.pod.r2sync import (
-    MAX_PARTS,
-    MIB,
-    MIN_PART,
-    Fatal,
-    Journal,
-    Retry,
-    SyncError,
-    classify,
-    part_size_for,
-    r2_settings,
-)
+from podforge.pod.r2sync.journal import Journal
+from podforge.pod.r2sync.settings import Fatal, SyncError, r2_settings
+from podforge.pod.r2sync.store import Retry, classify
+from podforge.pod.r2sync.uploader import MAX_PARTS, MIB, MIN_PART, part_size_for
 
 ENV = {
     "R2_ENDPOINT": "https://acct.r2.cloudflarestorage.com",
