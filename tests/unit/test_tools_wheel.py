@@ -8,8 +8,10 @@ from email.parser import Parser
 from pathlib import Path
 
 import uv
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from podforge.controller.tools import tool_requirements, tools_version, tools_wheel
+from podforge.controller.tools import project, tool_requirements, tools_version, tools_wheel
 from podforge.core.lock import lock_file
 from podforge.core.stacks import STACK_PROFILES, UV
 
@@ -28,10 +30,13 @@ def test_the_wheel_says_what_the_tools_need_and_carries_the_codes_hash(tmp_path)
     assert wheel.name == f"podforge-{tools_version()}-py3-none-any.whl"
     found = metadata(wheel)
     assert found["Version"] == [tools_version()]
-    pod_extra = [r.replace(" ", "") for r in found["Requires-Dist"] if "extra == 'pod'" in r]
-    assert [r.split(";")[0] for r in pod_extra] == [
-        r.replace(" ", "") for r in tool_requirements()[2:]
-    ]
+
+    def named(requirement: str) -> tuple[str, str]:
+        parsed = Requirement(requirement)
+        return canonicalize_name(parsed.name), str(parsed.specifier)
+
+    pod_extra = [named(r.split(";")[0]) for r in found["Requires-Dist"] if "extra == 'pod'" in r]
+    assert pod_extra == [named(r) for r in project()["optional-dependencies"]["pod"]]
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert "podforge/workflows/graph.py" in names and "podforge/cli.py" in names
