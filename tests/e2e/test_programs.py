@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e.conftest import files_holding, pod_shell, running_programs
-from sandbox.converge import converge
+from sandbox.converge import HostResult, converge, converge_pods
 
 pytestmark = pytest.mark.e2e
 
@@ -116,18 +116,23 @@ def test_a_second_deploy_restarts_nothing(running, sandbox):
     assert {pod["name"]: pids(sandbox, pod) for pod in sandbox["pods"]} == before
 
 
+def only(sandbox, pod, **data: object) -> HostResult:
+    """One pod converged with ``data`` on top of its settings (the others left alone)."""
+    workdir = Path(sandbox["base"])
+    return converge_pods({pod["name"]: data}, workdir=workdir)[pod["address"]]
+
+
 def test_new_comfyui_args_restart_comfyui_alone(running, sandbox):
-    before = {pod["name"]: pids(sandbox, pod) for pod in sandbox["pods"]}
+    pod = sandbox["pods"][0]
+    before = pids(sandbox, pod)
     try:
-        results = converge(data={"comfyui_args": "--cpu --disable-smart-memory"})
-        assert all(not r.failed for r in results.values())
-        for pod in sandbox["pods"]:
-            after = pids(sandbox, pod)
-            assert after["r2sync"] == before[pod["name"]]["r2sync"]
-            assert after["comfyui-0"] != before[pod["name"]]["comfyui-0"]
-            assert "--disable-smart-memory" in cmdline(sandbox, pod, after["comfyui-0"])
+        assert not only(sandbox, pod, comfyui_args="--cpu --disable-smart-memory").failed
+        after = pids(sandbox, pod)
+        assert after["r2sync"] == before["r2sync"]
+        assert after["comfyui-0"] != before["comfyui-0"]
+        assert "--disable-smart-memory" in cmdline(sandbox, pod, after["comfyui-0"])
     finally:
-        assert all(not r.failed for r in converge().values())
+        assert not only(sandbox, pod).failed
 
 
 def test_a_flag_comfyui_rejects_never_reaches_a_program(running, sandbox):
@@ -141,8 +146,7 @@ def test_wrong_r2_keys_fail_verify_naming_r2sync(running, sandbox, caplog, capfd
     pod = sandbox["pods"][0]
     before = pids(sandbox, pod)
     try:
-        results = converge(data={"r2_secret_access_key": "wrong-e2e-secret"})
-        assert all(r.failed for r in results.values())
+        assert only(sandbox, pod, r2_secret_access_key="wrong-e2e-secret").failed
         captured = capfd.readouterr()
         shown = caplog.text + captured.out + captured.err
         assert "r2sync --test failed: R2 refused the credentials" in shown
@@ -151,7 +155,7 @@ def test_wrong_r2_keys_fail_verify_naming_r2sync(running, sandbox, caplog, capfd
         assert after.get("r2sync") != before["r2sync"]
         assert "wrong-e2e-secret" not in shown
     finally:
-        assert all(not r.failed for r in converge().values())
+        assert not only(sandbox, pod).failed
 
 
 def test_a_no_op_fails_the_pod_whose_program_stopped_and_passes_once_it_is_back(
