@@ -1,7 +1,8 @@
 """Local git repositories of ComfyUI and its custom nodes, served by git daemon.
 
-Each is the real tree of shared/upstream/<name> at its pin (the real ComfyUI and nodes run
-on the pods), committed twice so tests can move a pin. Besides: a node whose requirements
+Each is the real tree of a repository at podforge's pin (podforge/controller/upstream.py:
+from the mirror ../shared/upstream, or fetched from its URL into a cache; the real ComfyUI and
+nodes run on the pods), committed twice so tests can move a pin. Besides: a node whose requirements
 contradict the stack's pins, and, on ComfyUI-GGUF, a commit whose import raises (same
 requirements, so the lock still covers it). git daemon serves any commit by sha, as GitHub.
 """
@@ -14,6 +15,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from podforge.controller.upstream import tree_of
+from podforge.core.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
+
 REPO = Path(__file__).resolve().parent.parent
 # A node that asks for a torch the stack does not pin (tests add it to one pod).
 CONFLICTING_NODE = "ComfyUI-NeedsNewerTorch"
@@ -24,9 +28,18 @@ BROKEN_PACK = "ComfyUI-GGUF"
 BROKEN_CAUSE = "podforge sandbox: this commit of ComfyUI-GGUF fails on import"
 
 
-def upstream_dir() -> Path:
-    """shared/upstream beside the repo (PODFORGE_UPSTREAM overrides)."""
-    return Path(os.environ.get("PODFORGE_UPSTREAM", REPO.parent / "shared" / "upstream"))
+def upstream_pins() -> list[RepoPin]:
+    """ComfyUI and every node podforge pins (the defaults and each feature's)."""
+    pins = {pin.name: pin for pin in (COMFYUI, *DEFAULT_CUSTOM_NODES)}
+    for nodes in FEATURE_NODES.values():
+        pins.update({pin.name: pin for pin in nodes if pin.name not in pins})
+    return list(pins.values())
+
+
+def upstream_tree(name: str) -> Path:
+    """The tree of the repository podforge pins under ``name``, at its pin."""
+    (pin,) = [pin for pin in upstream_pins() if pin.name == name]
+    return tree_of(pin)
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -91,18 +104,15 @@ def _commit_repo(
 
 def build_repos(base: Path) -> dict[str, dict[str, Any]]:
     """Every repository under ``base``: name -> {path, commits (oldest first), broken?}."""
-    upstream = upstream_dir()
-    if not (upstream / "PINS.json").exists():
-        raise FileNotFoundError(f"{upstream}/PINS.json is missing: set PODFORGE_UPSTREAM")
     base.mkdir(parents=True, exist_ok=True)
     repos = {}
-    for source in sorted(path for path in upstream.iterdir() if path.is_dir()):
-        files = _files(source)
+    for pin in sorted(upstream_pins(), key=lambda pin: pin.name):
+        files = _files(tree_of(pin))
         broken = None
-        if source.name == BROKEN_PACK:
+        if pin.name == BROKEN_PACK:
             init = files["__init__.py"]
             broken = {"__init__.py": f"raise RuntimeError({BROKEN_CAUSE!r})\n".encode() + init}
-        repos[source.name] = _commit_repo(base / f"{source.name}.git", files, broken)
+        repos[pin.name] = _commit_repo(base / f"{pin.name}.git", files, broken)
     conflicting = {
         "requirements.txt": f"{CONFLICTING_REQUIREMENT}\n".encode(),
         "__init__.py": b"NODE_CLASS_MAPPINGS = {}\n",

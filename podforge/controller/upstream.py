@@ -1,18 +1,22 @@
-"""Each pinned repository's requirements.txt, read where the deploy or `stack lock` runs.
+"""Each pinned repository's tree at its commit, on the machine the deploy or `stack lock` runs
+on, and the requirements.txt the lock is keyed by (podforge/core/lock.py). From the first of:
 
-A lock is keyed by these texts (podforge/core/lock.py), so they are read before anything is
-installed, from the first of:
 1. a checkout on this machine at the pin (``@local`` deploys: the image, the boot phase);
 2. a mirror directory of checkouts (``PODFORGE_UPSTREAM``, default ``../shared/upstream``)
    whose ``PINS.json`` records the same commit (for machines that cannot reach GitHub);
-3. a cache on this machine (``~/.cache/podforge/requirements``), filled by
-4. a shallow fetch of that one commit from the pin's URL.
+3. a cache on this machine (``~/.cache/podforge/upstream/<name>-<commit>``), filled on first
+   use by a shallow fetch of that one commit from the pin's URL (git's own configuration
+   applies: ``url.<base>.insteadOf`` points a URL at a mirror).
+
+The sandbox serves its pods the same trees (sandbox/repos.py), so a clone with GitHub as its
+only upstream runs the demo too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -22,11 +26,10 @@ from podforge.core.errors import PodforgeError
 from podforge.core.pins import RepoPin
 
 REPO = Path(__file__).resolve().parents[2]
-NONE_MARK = "\0no requirements.txt\0"  # cached: the commit has no requirements.txt
 
 
 class UpstreamError(PodforgeError, RuntimeError):
-    """A repository's requirements could not be read; the message names it and the fix."""
+    """A repository's tree could not be had; the message names it and the fix."""
 
 
 def mirror_dir() -> Path:
@@ -35,7 +38,24 @@ def mirror_dir() -> Path:
 
 def cache_dir() -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "podforge" / "requirements"
+    return base / "podforge" / "upstream"
+
+
+def _mirror_commits() -> dict[str, str]:
+    pins_file = mirror_dir() / "PINS.json"
+    if not pins_file.is_file():
+        return {}
+    return {name: entry["commit"] for name, entry in json.loads(pins_file.read_text()).items()}
+
+
+def tree_of(pin: RepoPin) -> Path:
+    """A directory holding the pin's tree at its commit: the mirror's, or the cache's."""
+    if _mirror_commits().get(pin.name) == pin.commit:
+        return mirror_dir() / pin.name
+    cached = cache_dir() / f"{pin.name}-{pin.commit}"
+    if not cached.is_dir():
+        _fetch(pin, cached)
+    return cached
 
 
 def requirement_texts(
@@ -46,46 +66,21 @@ def requirement_texts(
     ``local_checkouts``: name -> a directory on this machine known to be at the pin.
     """
     local_checkouts = local_checkouts or {}
-    mirror = _mirror_commits()
     texts = {}
     for pin in pins:
-        if pin.name in local_checkouts:
-            texts[pin.name] = _read(Path(local_checkouts[pin.name]) / "requirements.txt")
-        elif mirror.get(pin.name) == pin.commit:
-            texts[pin.name] = _read(mirror_dir() / pin.name / "requirements.txt")
-        else:
-            texts[pin.name] = _cached_or_fetched(pin)
+        tree = Path(local_checkouts[pin.name]) if pin.name in local_checkouts else tree_of(pin)
+        requirements = tree / "requirements.txt"
+        texts[pin.name] = requirements.read_text() if requirements.is_file() else None
     return texts
 
 
-def _read(path: Path) -> str | None:
-    return path.read_text() if path.is_file() else None
-
-
-def _mirror_commits() -> dict[str, str]:
-    pins_file = mirror_dir() / "PINS.json"
-    if not pins_file.is_file():
-        return {}
-    return {name: entry["commit"] for name, entry in json.loads(pins_file.read_text()).items()}
-
-
-def _cached_or_fetched(pin: RepoPin) -> str | None:
-    cached = cache_dir() / f"{pin.name}-{pin.commit}.txt"
-    if not cached.exists():
-        text = _fetch(pin)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".partial")
-        partial.write_text(NONE_MARK if text is None else text)
-        partial.rename(cached)
-    text = cached.read_text()
-    return None if text == NONE_MARK else text
-
-
-def _fetch(pin: RepoPin) -> str | None:
-    """requirements.txt at one commit: a shallow fetch of that commit alone, then git show."""
-    with tempfile.TemporaryDirectory(prefix="podforge-upstream-") as work:
-        git = ["git", "-C", work]
-        subprocess.run([*git, "init", "-q", "--bare"], check=True)
+def _fetch(pin: RepoPin, dest: Path) -> None:
+    """A shallow fetch of that one commit, checked out into ``dest`` (whole or not at all)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{pin.name}-", dir=dest.parent))
+    try:
+        git = ["git", "-C", str(work)]
+        subprocess.run([*git, "init", "-q"], check=True)
         fetched = subprocess.run(
             [*git, "fetch", "-q", "--depth", "1", pin.url, pin.commit],
             capture_output=True,
@@ -94,17 +89,17 @@ def _fetch(pin: RepoPin) -> str | None:
         if fetched.returncode != 0:
             cause = (fetched.stderr.strip().splitlines() or ["no output"])[-1]
             raise UpstreamError(
-                f"cannot read {pin.name}'s requirements at {pin.commit[:12]} from {pin.url}"
-                f" ({cause}): check the pin, or set PODFORGE_UPSTREAM to a directory of"
-                " checkouts with a PINS.json naming that commit"
+                f"cannot fetch {pin.name} at {pin.commit[:12]} from {pin.url} ({cause}): check"
+                " the pin, or set PODFORGE_UPSTREAM to a directory of checkouts with a"
+                " PINS.json naming that commit"
             )
-        listed = subprocess.run(
-            [*git, "ls-tree", "--name-only", pin.commit, "requirements.txt"],
-            capture_output=True,
-            text=True,
+        subprocess.run(
+            [*git, "-c", "advice.detachedHead=false", "checkout", "-q", pin.commit],
             check=True,
+            capture_output=True,
         )
-        if not listed.stdout.strip():
-            return None
-        shown = [*git, "show", f"{pin.commit}:requirements.txt"]
-        return subprocess.run(shown, capture_output=True, text=True, check=True).stdout
+        shutil.rmtree(work / ".git")
+        work.rename(dest)
+    finally:
+        if work.exists():
+            shutil.rmtree(work)

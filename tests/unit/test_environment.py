@@ -15,17 +15,16 @@ from podforge.core.environment import (
 from podforge.core.lock import lock_inputs
 from podforge.core.pins import DEFAULT_CUSTOM_NODES
 from podforge.core.stacks import STACK_PROFILES
-from sandbox.repos import upstream_dir
+from sandbox.repos import upstream_tree
 
 TOOLS = tool_requirements()
 
-UPSTREAM = upstream_dir()
 NODES = [node.name for node in DEFAULT_CUSTOM_NODES]
 
 
 def upstream_sources() -> dict[str, list]:
     return {
-        name: requirement_lines((UPSTREAM / name / "requirements.txt").read_text())
+        name: requirement_lines((upstream_tree(name) / "requirements.txt").read_text())
         for name in ["ComfyUI", *NODES]
     }
 

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from podforge.controller.upstream import mirror_dir
 from podforge.core.comfyui_args import KNOWN_FLAGS
 from podforge.core.config import Settings, load_settings
 from podforge.core.gpu import GpuDevice, GpuReport
 from podforge.core.plan import PlanError, build_plan
 from podforge.core.stacks import STACK_PROFILES
+from sandbox.repos import upstream_tree
 
 
 def gpu(vram_mib: int, index: int = 0, mig: str | None = None) -> GpuDevice:
@@ -273,13 +273,13 @@ def test_civitai_and_url_models_join_the_manifest_and_an_unverified_url_is_warne
 @pytest.fixture(scope="module")
 def comfyui_parser():
     """ComfyUI's own argument parser (comfy/cli_args.py at the pin: standard library only)."""
-    sys.path.insert(0, str(mirror_dir() / "ComfyUI"))
+    sys.path.insert(0, str(upstream_tree("ComfyUI")))
     try:
         from comfy.cli_args import parser
 
         yield parser
     finally:
-        sys.path.remove(str(mirror_dir() / "ComfyUI"))
+        sys.path.remove(str(upstream_tree("ComfyUI")))
 
 
 @pytest.mark.parametrize("vram", [None, 4000, 7999, 8000, 12000, 20000, 24000, 48000, 81559])

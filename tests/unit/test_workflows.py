@@ -16,11 +16,10 @@ from podforge.core.gpu import GpuDevice, GpuReport
 from podforge.core.plan import build_plan
 from podforge.workflows import checks, fitting, graph
 from podforge.workflows.fitting import StackAbilities
-from sandbox.repos import upstream_dir
+from sandbox.repos import upstream_tree
 
 EXAMPLE = (
-    upstream_dir()
-    / "ComfyUI-WanVideoWrapper"
+    upstream_tree("ComfyUI-WanVideoWrapper")
     / "example_workflows"
     / "wanvideo_2_1_14B_SteadyDancer_pose_control_example_01.json"
 )
