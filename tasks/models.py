@@ -89,7 +89,12 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
                 for name, value in {
                     "HF_ENDPOINT": settings.hf_endpoint,
                     "CIVITAI_ENDPOINT": settings.civitai_endpoint,
-                    **{name: path for name, (path, _, _) in token_files.items()},
+                    # A token not set is no file: the fetcher goes without it.
+                    **{
+                        name: path
+                        for name, (path, _, token) in token_files.items()
+                        if token is not None
+                    },
                 }.items()
             )
             + " "
