@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pyinfra.api import FactBase
 from pyinfra.api.exceptions import FactProcessError
@@ -49,33 +49,22 @@ _PROGRAM = (
 )
 
 
-class PodState(FactBase[dict[str, Any]]):
+class PodStateAnswer(TypedDict):
+    """What the probe program prints: each part in the shape its function gives it."""
+
+    software: state.Software
+    files: state.Files
+    models: list[state.ModelFile]  # the wanted model files, in the order asked
+    serving: serving.Observed | None  # None: not asked (the image phase, the boot phase)
+
+
+class PodState(FactBase[PodStateAnswer]):
     """
     ``software``: state.software's arguments (repos, venv, deployer, workflows);
     ``files``: state.digests' (patterns, dirs); ``models``: the wanted model files;
     ``serving``: serving.observe's (comfyui, r2sync, log_dir), or None: not asked.
-
-    .. code:: python
-
-        {"software": {
-            "repos": {"/workspace/ComfyUI": {"git": True, "head": "a125cd84...",
-                                             "url": "https://github.com/...", "dirty": []},
-                      # dirty None: at its pin, local changes not asked (state.repo_state)
-                      "/workspace/ComfyUI/custom_nodes/ComfyUI-GGUF": None},
-            "venv": {"torch": "2.5.1", "podforge": "0.1.0+g1a2b3c4d5e6f", ...},  # None: none
-            "deployer": {"pyinfra": "3.10.0", ...},  # the boot phase's venv, or None
-            "workflows": '{"request": "<sha256>", "files": {...}}',  # its text, or None
-            "nvcc": "/usr/local/cuda/bin/nvcc",  # or None
-            "supervisord": True,  # Debian's supervisord (its pidfile) is running
-            "debs": ["curl", "git", ...]},
-         "files": {"files": {"/opt/podforge/plan.json": {"sha1": "3f78...", "mode": "644"}},
-                   "dirs": {"/workspace/ComfyUI/output": "755", "/workspace/logs": None}},
-         "models": [{"dest": "/workspace/ComfyUI/models/vae/wan_2.1_vae.safetensors",
-                     "size": 253815318, "mtime_ns": 1763..., "stamp": '{"size": ...}'}],
-         "serving": {"manager": "supervisor", "where": "supervisord at ...",
-                     "states": {"comfyui-0": "RUNNING", "r2sync": "FATAL"},
-                     "answers": [{"body": '{"system": {"argv": [...], ...}}'}],
-                     "logs": {"comfyui-0": "...", "r2sync": "..."}}}  # None: not asked
+    The answer: ``PodStateAnswer``, its parts' shapes beside the probe functions that make
+    them (podforge/probe/state.py, serving.py).
     """
 
     def command(
@@ -95,8 +84,9 @@ class PodState(FactBase[dict[str, Any]]):
         # start) can neither break nor slow the probe; it needs the standard library only.
         return f"python3 -I -S -c {shlex.quote(_PROGRAM)} {shlex.quote(json.dumps(wish))}"
 
-    def process(self, output: list[str]) -> dict[str, Any]:
+    def process(self, output: list[str]) -> PodStateAnswer:
         try:
-            return dict(json.loads("\n".join(output)))
+            answer: PodStateAnswer = json.loads("\n".join(output))
+            return answer
         except ValueError as error:
             raise FactProcessError(f"the pod-state probe printed no JSON: {error}") from error

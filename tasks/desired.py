@@ -30,6 +30,7 @@ from podforge.core.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR
 from podforge.core.stacks import STACK_PROFILES
 from podforge.pod import stamps
 from podforge.pod.verify import judge
+from podforge.probe.state import Files, Software
 from podforge.settings import load
 from podforge.workflows.files import WorkflowFile, with_workflows
 from podforge.workflows.files import workflow_files as read_workflow_files
@@ -66,25 +67,6 @@ class HostState(TypedDict):
     os: str
 
 
-class Software(TypedDict):
-    """PodState["software"], the workflows stamp parsed (state.software)."""
-
-    repos: dict[str, dict[str, Any] | None]  # checkout -> state.repo_state (None: no dir)
-    venv: dict[str, str] | None  # distribution -> version (None: no venv)
-    deployer: dict[str, str] | None  # the boot phase's venv
-    workflows: dict[str, Any] | None  # fitting.fitted_state (None: none installed)
-    nvcc: str | None
-    supervisord: bool
-    debs: list[str]
-
-
-class Files(TypedDict):
-    """PodState["files"] (state.digests)."""
-
-    files: dict[str, dict[str, str]]  # path -> {sha1, mode}
-    dirs: dict[str, str | None]  # path -> mode (None: no dir)
-
-
 class ModelStatus(TypedDict):
     """stamps.status_of a model file."""
 
@@ -99,7 +81,8 @@ class Pod:
     """What is on this pod now, as the facts read it before any change."""
 
     host: HostState
-    software: Software
+    software: Software  # as the pod-state probe read it
+    workflows: dict[str, Any] | None  # fitting.fitted_state of its stamp (None: none installed)
     files: Files
     models: dict[str, ModelStatus]  # dest -> its status
     serving: list[str] | None  # verify.judge's problems of PodState["serving"] (pod phase)
@@ -207,14 +190,11 @@ def pod(wanted: Settings, plan: Plan, pod_host: HostState) -> Pod:
         models=[model.dest for model in plan.models],
         serving=serving,
     )
-    software = state["software"]
-    workflows = stamp(wanted.workflows_stamp, software["workflows"])
+    workflows = stamp(wanted.workflows_stamp, state["software"]["workflows"])
     return Pod(
         host=pod_host,
-        software={
-            **software,
-            "workflows": fitted_state(workflows, state["files"]["files"]),
-        },
+        software=state["software"],
+        workflows=fitted_state(workflows, state["files"]["files"]),
         files=state["files"],
         models={read["dest"]: stamps.status_of(read) for read in state["models"]},
         serving=(

@@ -66,7 +66,7 @@ def _fitted(settings: Settings, plan: Plan, pod: Pod) -> None:
         raise DeployError(f"{host.name}: {error}") from None
     text = json.dumps(request, indent=2, sort_keys=True) + "\n"
     names = ", ".join(posixpath.basename(w["dest"]) for w in request["workflows"])
-    installed = pod.software["workflows"]
+    installed = pod.workflows
     if installed is None and not request["workflows"]:
         host.noop("no enabled feature ships a workflow")
         return

@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 import xmlrpc.client
-from typing import Any
+from typing import Any, TypedDict
 
 # Debian's supervisord.conf ([unix_http_server] file=), which podforge's programs join.
 SUPERVISOR_SOCKET = "/var/run/supervisor.sock"
@@ -145,13 +145,23 @@ def unit_states(programs: list[str]) -> dict[str, str]:
     return states
 
 
+class Observed(TypedDict):
+    """``observe``'s answer (judged by podforge/pod/verify.py ``judge``)."""
+
+    manager: str  # "supervisor" or "systemd"
+    where: str  # what was asked for the states
+    states: dict[str, str] | str  # program -> its state, or why they could not be read
+    answers: list[dict[str, str]]  # per ComfyUI instance: {"body": ...} or {"error": ...}
+    logs: dict[str, str]  # program -> its last log lines
+
+
 def observe(
     comfyui: list[dict[str, Any]],
     r2sync: bool,
     log_dir: str,
     supervisor_socket: str = SUPERVISOR_SOCKET,
     init: str | None = None,
-) -> dict[str, Any]:
+) -> Observed:
     """What the pod shows now of the programs it should serve, unjudged (verify.judge):
     ``manager``: "supervisor" or "systemd" (``init``; None: as PID 1 says); ``where``: what
     was asked for the states; ``states``: program -> state, or why they could not be read;

@@ -13,10 +13,47 @@ import glob
 import hashlib
 import os
 import subprocess
-from typing import Any
+from typing import TypedDict
+
+# The shapes this module's answers have: the pod-state fact (facts/pod.py) returns them as
+# they are, and the deploy (tasks/desired.py) reads them by these names.
 
 
-def repo_state(path: str, pin: str | None = None) -> dict[str, Any] | None:
+class RepoState(TypedDict):
+    git: bool  # the directory is a git checkout
+    head: str | None  # its HEAD commit (None: no commit yet, or no checkout)
+    url: str | None  # its origin's URL
+    dirty: list[str] | None  # tracked files with local changes (None: not asked, at its pin)
+
+
+class Software(TypedDict):
+    repos: dict[str, RepoState | None]  # checkout path -> its state (None: no directory)
+    venv: dict[str, str] | None  # distribution -> version in the pod's venv (None: no venv)
+    deployer: dict[str, str] | None  # the same of the boot phase's venv
+    workflows: str | None  # the workflows stamp's text (None: none)
+    nvcc: str | None  # where nvcc is
+    supervisord: bool  # Debian's supervisord (its pidfile) is running
+    debs: list[str]  # the installed Debian packages
+
+
+class FileDigest(TypedDict):
+    sha1: str
+    mode: str  # octal, as ls shows it: "600"
+
+
+class Files(TypedDict):
+    files: dict[str, FileDigest]  # path -> its digest, of every file the patterns match
+    dirs: dict[str, str | None]  # path -> its mode (None: no directory)
+
+
+class ModelFile(TypedDict):
+    dest: str
+    size: int | None  # None: no file
+    mtime_ns: int | None
+    stamp: str | None  # the text of its verification stamp (None: none)
+
+
+def repo_state(path: str, pin: str | None = None) -> RepoState | None:
     """A checkout's HEAD, origin and tracked local changes; None when there is no dir.
 
     A checkout whose HEAD is detached at ``pin`` is read from its files alone, its local
@@ -114,7 +151,7 @@ def file_text(path: str) -> str | None:
         return None
 
 
-def file_with_stamp(dest: str, stamp: str) -> dict[str, Any]:
+def file_with_stamp(dest: str, stamp: str) -> ModelFile:
     """{dest, size and mtime_ns (None: no file), stamp: the text of its verification stamp
     (None: none)}: what stamps.status_of judges."""
     try:
@@ -129,7 +166,7 @@ def file_with_stamp(dest: str, stamp: str) -> dict[str, Any]:
     }
 
 
-def software(repos: dict[str, str], venv: str, deployer: str, workflows: str) -> dict[str, Any]:
+def software(repos: dict[str, str], venv: str, deployer: str, workflows: str) -> Software:
     """Checkouts (``repos``: path -> pinned commit), both venvs' distributions, the workflows
     stamp's text, nvcc, supervisord and the installed Debian packages."""
     on_path = [os.path.join(directory, "nvcc") for directory in os.get_exec_path()]
@@ -171,10 +208,10 @@ def supervisord_running(pidfile: str = "/var/run/supervisord.pid") -> bool:
         return False
 
 
-def digests(patterns: list[str], dirs: list[str]) -> dict[str, Any]:
+def digests(patterns: list[str], dirs: list[str]) -> Files:
     """sha1 and mode of every file matching the patterns; the mode of each of ``dirs`` that
     exists (None for the others)."""
-    files = {}
+    files: dict[str, FileDigest] = {}
     for pattern in patterns:
         for path in sorted(glob.glob(pattern)):
             digest = sha1_of(path)
