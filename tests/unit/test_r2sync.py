@@ -101,7 +101,7 @@ def test_a_journal_from_before_keys_named_the_pod_keeps_its_keys_and_index(tmp_p
     journal = Journal(path)
     record = journal.record("/o/a.png")
     assert record is not None
-    assert (record["key"], record["index_key"], record["etag"]) == (
+    assert (record.key, record.index_key, record.etag) == (
         "outputs/2026-11-21/a.png",
         "outputs/2026-11-21/metadata.json",
         None,

@@ -5,9 +5,11 @@ uploads what is missing and nothing twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,21 @@ CREATE TABLE IF NOT EXISTS index_entries (
 # Columns added since: each file's index object and the ETag of what this pod wrote at its
 # key (an edit replaces exactly that object, nothing another writer put there).
 ADDED_COLUMNS = {"files": ("index_key TEXT", "etag TEXT")}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One file's row: what was uploaded (or is being) and where."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+    key: str  # the object's key
+    state: str  # "uploading" | "done"
+    upload_id: str | None  # the multipart upload in progress
+    part_size: int | None
+    index_key: str  # the index object its entry belongs in
+    etag: str | None  # of the object this pod wrote at the key (None: none yet)
 
 
 class Journal:
@@ -61,19 +78,16 @@ class Journal:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
-    def record(self, path: str) -> dict[str, Any] | None:
-        names = (
-            "size", "mtime_ns", "sha256", "key", "state", "upload_id", "part_size", "index_key",
-            "etag",
-        )  # fmt: skip
+    def record(self, path: str) -> Record | None:
+        names = [field.name for field in dataclasses.fields(Record)]
         rows = self.run(f"SELECT {', '.join(names)} FROM files WHERE path = ?", path)
         if not rows:
             return None
-        record = dict(zip(names, rows[0], strict=True))
-        # Written before keys named the pod: its day's list was outputs/<day>/metadata.json.
-        record["index_key"] = record["index_key"] or f"outputs/{record['key'].split('/')[1]}/" + (
-            INDEX_NAME
-        )
+        record = Record(*rows[0])
+        if record.index_key is None:
+            # Written before keys named the pod: its day's list was outputs/<day>/metadata.json.
+            day = record.key.split("/")[1]
+            record = dataclasses.replace(record, index_key=f"outputs/{day}/{INDEX_NAME}")
         return record
 
     def start(

@@ -5,6 +5,7 @@ name; an edit replaces only the object this pod wrote (If-Match on its ETag)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -18,7 +19,7 @@ from typing import Any
 
 from podforge.core.keys import index_key, numbered, object_key
 from podforge.pod.r2sync.index import publish_indexes
-from podforge.pod.r2sync.journal import Journal
+from podforge.pod.r2sync.journal import Journal, Record
 from podforge.pod.r2sync.settings import Fatal, R2Settings, SyncError
 from podforge.pod.r2sync.store import KeyTaken, Store, conditional_writes, holds
 from podforge.pod.r2sync.watcher import Candidate, files_open_for_writing, scan
@@ -88,8 +89,8 @@ class Syncer:
             record = self.journal.record(candidate.path)
             if (
                 record is not None
-                and record["state"] == "done"
-                and (record["size"], record["mtime_ns"]) == (candidate.size, candidate.mtime_ns)
+                and record.state == "done"
+                and (record.size, record.mtime_ns) == (candidate.size, candidate.mtime_ns)
             ):
                 continue
             settled = now_ns - candidate.mtime_ns >= self.settle * 1e9
@@ -126,26 +127,26 @@ class Syncer:
             return
         path = candidate.path
         record = self.journal.record(path)
-        same_file = record is not None and (record["size"], record["mtime_ns"]) == (
+        same_file = record is not None and (record.size, record.mtime_ns) == (
             candidate.size,
             candidate.mtime_ns,
         )
         md5: str | None = None  # known when the file is read here; a resumed upload re-reads
-        if same_file and record is not None and record["state"] == "uploading":
-            sha256 = record["sha256"]
-            if self._ours_there(record["key"], candidate.size, sha256):
+        if same_file and record is not None and record.state == "uploading":
+            sha256 = record.sha256
+            if self._ours_there(record.key, candidate.size, sha256):
                 return self._finish(candidate, record, None)  # up before a kill, not journaled
         else:
-            if record is not None and record.get("upload_id"):
-                self._abort(record["key"], record["upload_id"])  # the file changed meanwhile
+            if record is not None and record.upload_id:
+                self._abort(record.key, record.upload_id)  # the file changed meanwhile
             sha256, md5 = _digests(path)
             if os.stat(path).st_mtime_ns != candidate.mtime_ns:
                 raise SyncError("changed while being read; taken again next round")
             if record is not None:
                 # An edit: its key stays (the day of its first upload), replacing only the
                 # object this pod wrote there.
-                key, index, etag = record["key"], record["index_key"], record["etag"]
-                etag = etag or self._etag_if_ours(key, record["sha256"])
+                key, index, etag = record.key, record.index_key, record.etag
+                etag = etag or self._etag_if_ours(key, record.sha256)
             else:
                 day = dt.datetime.now(dt.timezone.utc).date().isoformat()
                 key = object_key(self.settings.layout, self.pod, day, candidate.relative)
@@ -163,40 +164,40 @@ class Syncer:
                     answer = self._multipart(candidate, record, sha256)
             except KeyTaken:
                 record = self._next_free_key(candidate, record, sha256)
-                if record["state"] == "done":
+                if record.state == "done":
                     return None  # the bytes were ours, under a key found free before
                 continue
             if answer is not None and not self.stopping.is_set():
                 self._finish(candidate, record, answer.get("ETag"))
             return None
-        raise SyncError(f"{record['key']} and {MAX_NUMBERED} numbered names are all taken")
+        raise SyncError(f"{record.key} and {MAX_NUMBERED} numbered names are all taken")
 
-    def _condition(self, record: dict[str, Any]) -> dict[str, str]:
+    def _condition(self, record: Record) -> dict[str, str]:
         """What the store must find at the key for a write to go ahead: nothing, or exactly
         this pod's own object (an edit); refused with 412 otherwise."""
         if not self.conditional:
             return {}
-        return {"IfMatch": record["etag"]} if record["etag"] else {"IfNoneMatch": "*"}
+        return {"IfMatch": record.etag} if record.etag else {"IfNoneMatch": "*"}
 
-    def _check_before_writing(self, record: dict[str, Any], size: int, sha256: str) -> None:
+    def _check_before_writing(self, record: Record, size: int, sha256: str) -> None:
         """Where the store ignores conditions: HEAD first (a window remains until the PUT)."""
         if self.conditional:
             return
-        found = self.store.head(record["key"])
+        found = self.store.head(record.key)
         if found is None:
             return
-        if record["etag"] and found.get("ETag") == record["etag"]:
+        if record.etag and found.get("ETag") == record.etag:
             return  # our own object: an edit replaces it
         if holds(found, size, sha256):
             return  # these very bytes: put again, harmlessly
-        raise KeyTaken(record["key"])
+        raise KeyTaken(record.key)
 
     def _next_free_key(
-        self, candidate: Candidate, record: dict[str, Any], sha256: str
-    ) -> dict[str, Any]:
+        self, candidate: Candidate, record: Record, sha256: str
+    ) -> Record:
         """Another writer holds the record's key: the first numbered name that is free or
         already holds these bytes (then the upload is done). The journal records it."""
-        original = record["key"]
+        original = record.key
         for number in range(2, MAX_NUMBERED + 2):
             key = numbered(original, number)
             found = self.store.head(key)
@@ -207,14 +208,14 @@ class Syncer:
             raise SyncError(f"{original} and {MAX_NUMBERED} numbered names are all taken")
         self.say(f"r2sync: {original} holds another writer's object; {candidate.relative} -> {key}")
         self.journal.start(
-            candidate.path, candidate.size, candidate.mtime_ns, sha256, key, record["index_key"],
+            candidate.path, candidate.size, candidate.mtime_ns, sha256, key, record.index_key,
             None,
         )  # fmt: skip
         moved = self.journal.record(candidate.path)
         assert moved is not None
         if ours:
             self._finish(candidate, moved, found.get("ETag") if found else None)
-            moved = {**moved, "state": "done"}
+            moved = dataclasses.replace(moved, state="done")
         return moved
 
     def _ours_there(self, key: str, size: int, sha256: str) -> bool:
@@ -229,7 +230,7 @@ class Syncer:
         return None
 
     def _put(
-        self, candidate: Candidate, record: dict[str, Any], sha256: str, md5: str
+        self, candidate: Candidate, record: Record, sha256: str, md5: str
     ) -> dict[str, Any]:
         self._check_before_writing(record, candidate.size, sha256)
 
@@ -237,20 +238,20 @@ class Syncer:
             with open(candidate.path, "rb") as body:
                 return self.store.client.put_object(
                     Bucket=self.store.bucket,
-                    Key=record["key"],
+                    Key=record.key,
                     Body=body,
                     ContentMD5=md5,  # the server checks the bytes it stored
                     Metadata={"sha256": sha256},
                     **self._condition(record),
                 )
 
-        return self.store.conditional(f"PUT {candidate.relative}", record["key"], put)
+        return self.store.conditional(f"PUT {candidate.relative}", record.key, put)
 
     def _multipart(
-        self, candidate: Candidate, record: dict[str, Any], sha256: str
+        self, candidate: Candidate, record: Record, sha256: str
     ) -> dict[str, Any] | None:
-        bucket, key = self.store.bucket, record["key"]
-        upload_id, part_size = record["upload_id"], record["part_size"]
+        bucket, key = self.store.bucket, record.key
+        upload_id, part_size = record.upload_id, record.part_size
         if upload_id is None:
             self._check_before_writing(record, candidate.size, sha256)
             part_size = part_size_for(candidate.size)
@@ -296,7 +297,7 @@ class Syncer:
                 if self._upload_gone(bucket, key, upload_id):
                     self.journal.start(
                         candidate.path, candidate.size, candidate.mtime_ns, sha256, key,
-                        record["index_key"], record["etag"],
+                        record.index_key, record.etag,
                     )  # fmt: skip
                 raise
             done[number] = answer["ETag"]
@@ -342,17 +343,17 @@ class Syncer:
             ),
         )
 
-    def _finish(self, candidate: Candidate, record: dict[str, Any], etag: str | None) -> None:
+    def _finish(self, candidate: Candidate, record: Record, etag: str | None) -> None:
         entry = {
-            "key": record["key"],
+            "key": record.key,
             "size": candidate.size,
-            "sha256": record["sha256"],
+            "sha256": record.sha256,
             "pod": self.pod,
             "gpu": self.gpu,
             "uploaded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         if etag is None:  # found in place after a kill: its ETag from the store
-            found = self.store.head(record["key"])
+            found = self.store.head(record.key)
             etag = str(found["ETag"]) if found else None
-        self.journal.done(candidate.path, entry, record["index_key"], etag)
-        self.say(f"uploaded {record['key']} ({candidate.size} bytes)")
+        self.journal.done(candidate.path, entry, record.index_key, etag)
+        self.say(f"uploaded {record.key} ({candidate.size} bytes)")
