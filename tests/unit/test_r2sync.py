@@ -1,4 +1,5 @@
-"""r2sync's pure parts: settings, part sizes, error classes, keys."""
+"""r2sync's parts without a server: settings, part sizes, error classes, the journal, and the
+store's logic against botocore's Stubber."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from podforge.pod.r2sync.journal import Journal
 from podforge.pod.r2sync.settings import Fatal, SyncError, r2_settings
-from podforge.pod.r2sync.store import Retry, classify
+from podforge.pod.r2sync.store import (
+    KeyTaken,
+    Retry,
+    Store,
+    classify,
+    conditional_writes,
+    holds,
+    make_client,
+)
 from podforge.pod.r2sync.uploader import MAX_PARTS, MIB, MIN_PART, part_size_for
 
 ENV = {
@@ -137,3 +146,70 @@ def test_slow_failures_are_retried_and_the_budget_counts_from_the_first():
     with pytest.raises(SyncError, match="PUT part 15: the endpoint is unreachable"):
         retry("PUT part 15", always_down)
     assert time.monotonic() - began < 5  # the budget, plus at most one backoff
+
+
+# -- the store's logic against botocore's Stubber: the S3 answers as R2 gives them ----------
+
+
+@pytest.fixture
+def stubbed():
+    from botocore.stub import Stubber
+
+    settings = r2_settings(ENV)
+    client = make_client(settings)
+    retry = Retry(settings.bucket, budget=1.0, stopping=threading.Event(), say=lambda _: None)
+    with Stubber(client) as stubber:
+        yield Store(client, settings.bucket, retry), stubber
+        stubber.assert_no_pending_responses()
+
+
+def precondition_failed(stubber, method: str) -> None:
+    stubber.add_client_error(
+        method, "PreconditionFailed", "At least one of the pre-conditions did not hold", 412
+    )
+
+
+@pytest.mark.parametrize("honours", [True, False])
+def test_the_conditions_probe_reads_a_412_as_honoured(stubbed, honours):
+    store, stubber = stubbed
+    stubber.add_response("put_object", {"ETag": '"1"'})
+    if honours:
+        precondition_failed(stubber, "put_object")
+    else:  # rclone: the conditional put overwrites
+        stubber.add_response("put_object", {"ETag": '"2"'})
+    stubber.add_response("delete_object", {})
+    assert conditional_writes(store, "pod-1") is honours
+
+
+def test_a_refused_condition_is_a_taken_key_and_is_not_retried(stubbed):
+    store, stubber = stubbed
+    precondition_failed(stubber, "put_object")
+    calls = []
+
+    def put() -> object:
+        calls.append(1)
+        return store.client.put_object(Bucket="runpod", Key="k", Body=b"x", IfNoneMatch="*")
+
+    with pytest.raises(KeyTaken):
+        store.conditional("PUT k", "k", put)
+    assert calls == [1]
+
+
+def test_head_of_a_missing_key_is_none_and_a_server_error_is_retried(stubbed):
+    store, stubber = stubbed
+    stubber.add_client_error("head_object", "404", "Not Found", 404)
+    assert store.head("absent") is None
+    stubber.add_client_error("head_object", "InternalError", "try again", 500)
+    stubber.add_response(
+        "head_object", {"ContentLength": 3, "ETag": '"e"', "Metadata": {"sha256": "abc"}}
+    )
+    found = store.head("there")
+    assert holds(found, 3, "abc") and not holds(found, 3, "other") and not holds(None, 3, "abc")
+
+
+def test_credentials_refused_stop_at_once_naming_the_settings_never_the_secret(stubbed):
+    store, stubber = stubbed
+    stubber.add_client_error("head_object", "InvalidAccessKeyId", "no such key id", 403)
+    with pytest.raises(Fatal) as stopped:
+        store.head("k")
+    assert "R2_ACCESS_KEY_ID" in str(stopped.value) and "s3cr3t" not in str(stopped.value)
