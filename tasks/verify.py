@@ -16,7 +16,7 @@ from pyinfra import host, logger, state
 from pyinfra.context import ctx_host
 from pyinfra.operations import python
 
-from facts.verify import PodServes
+from facts.serves import PodServes
 from podforge.core.auth import auth_files
 from podforge.core.config import Settings
 from podforge.core.plan import Plan

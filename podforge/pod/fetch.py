@@ -1,7 +1,7 @@
 """Pod-side model fetcher: ``podforge fetch MANIFEST``.
 
 Downloads what is missing or wrong, several files at once, from Hugging Face, CivitAI or
-any URL (podforge/pod/sources.py). Every source gets the same guarantees:
+any URL (podforge/pod/remotes.py). Every source gets the same guarantees:
 
 - a per-file ``flock``, so two fetchers on a shared volume never fetch the same file (the
   kernel drops it when a fetcher dies: a stale lock is simply free);
@@ -46,7 +46,7 @@ from podforge.core.problems import where_and_why
 from podforge.pod import stamps
 from podforge.pod.retry import Backoff, GaveUp, retrying
 from podforge.pod.segments import Range, Ranges, connections_for
-from podforge.pod.sources import FetchError, Remote, Retryable, Sources
+from podforge.pod.remotes import FetchError, Remote, Retryable, Sources
 
 CHUNK = 1 << 20
 # A reset, a 5xx or a short body is tried again from what is written: 6 tries in all.

@@ -352,7 +352,7 @@ def test_asking_a_dead_host_says_each_retry_and_asks_for_all_at_once(tmp_path):
 
     from podforge.pod.fetch import fetch_all
     from podforge.pod.retry import Backoff
-    from podforge.pod.sources import Sources
+    from podforge.pod.remotes import Sources
 
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))

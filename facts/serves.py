@@ -1,4 +1,4 @@
-"""Verify fact: `podforge verify` read as data, for a deploy that changes nothing."""
+"""The serving fact: `podforge verify` read as data, for a deploy that changes nothing."""
 
 from __future__ import annotations
 
