@@ -44,9 +44,9 @@ from podforge.core.paths import PathError, relative_path, within
 from podforge.core.plan import PlannedModel
 from podforge.core.problems import where_and_why
 from podforge.pod import stamps
+from podforge.pod.remotes import FetchError, Remote, Retryable, Sources
 from podforge.pod.retry import Backoff, GaveUp, retrying
 from podforge.pod.segments import Range, Ranges, connections_for
-from podforge.pod.remotes import FetchError, Remote, Retryable, Sources
 
 CHUNK = 1 << 20
 # A reset, a 5xx or a short body is tried again from what is written: 6 tries in all.

@@ -351,8 +351,8 @@ def test_asking_a_dead_host_says_each_retry_and_asks_for_all_at_once(tmp_path):
     import socket
 
     from podforge.pod.fetch import fetch_all
-    from podforge.pod.retry import Backoff
     from podforge.pod.remotes import Sources
+    from podforge.pod.retry import Backoff
 
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
