@@ -4,9 +4,11 @@ on, and the requirements.txt the lock is keyed by (podforge/core/lock.py). From 
 1. a checkout on this machine at the pin (``@local`` deploys: the image, the boot phase);
 2. a mirror directory of checkouts (``PODFORGE_UPSTREAM``, default ``../shared/upstream``)
    whose ``PINS.json`` records the same commit (for machines that cannot reach GitHub);
-3. a cache on this machine (``~/.cache/podforge/upstream/<name>-<commit>``), filled on first
-   use by a shallow fetch of that one commit from the pin's URL (git's own configuration
-   applies: ``url.<base>.insteadOf`` points a URL at a mirror).
+3. a cache on this machine, filled on first use by a shallow fetch of that one commit from
+   the pin's URL (git's own configuration applies: ``url.<base>.insteadOf`` points a URL at
+   a mirror): whole trees in ``~/.cache/podforge/upstream/<name>-<commit>`` where a tree is
+   wanted (the sandbox, `stack lock`'s tests), else the requirements.txt alone in
+   ``~/.cache/podforge/requirements`` (every deploy checks the lock: it needs no tree).
 
 The sandbox serves its pods the same trees (sandbox/repos.py), so a clone with GitHub as its
 only upstream runs the demo too.
@@ -36,9 +38,11 @@ def mirror_dir() -> Path:
     return Path(os.environ.get("PODFORGE_UPSTREAM", REPO.parent / "shared" / "upstream"))
 
 
+NONE_MARK = "\0no requirements.txt\0"  # cached: the commit has no requirements.txt
+
+
 def cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "podforge" / "upstream"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "podforge"
 
 
 def _mirror_commits() -> dict[str, str]:
@@ -52,9 +56,9 @@ def tree_of(pin: RepoPin) -> Path:
     """A directory holding the pin's tree at its commit: the mirror's, or the cache's."""
     if _mirror_commits().get(pin.name) == pin.commit:
         return mirror_dir() / pin.name
-    cached = cache_dir() / f"{pin.name}-{pin.commit}"
+    cached = cache_dir() / "upstream" / f"{pin.name}-{pin.commit}"
     if not cached.is_dir():
-        _fetch(pin, cached)
+        _fetch_tree(pin, cached)
     return cached
 
 
@@ -66,40 +70,81 @@ def requirement_texts(
     ``local_checkouts``: name -> a directory on this machine known to be at the pin.
     """
     local_checkouts = local_checkouts or {}
+    mirror = _mirror_commits()
     texts = {}
     for pin in pins:
-        tree = Path(local_checkouts[pin.name]) if pin.name in local_checkouts else tree_of(pin)
+        tree = cache_dir() / "upstream" / f"{pin.name}-{pin.commit}"
+        if pin.name in local_checkouts:
+            tree = Path(local_checkouts[pin.name])
+        elif mirror.get(pin.name) == pin.commit:
+            tree = mirror_dir() / pin.name
+        elif not tree.is_dir():
+            texts[pin.name] = _cached_requirements(pin)
+            continue
         requirements = tree / "requirements.txt"
         texts[pin.name] = requirements.read_text() if requirements.is_file() else None
     return texts
 
 
-def _fetch(pin: RepoPin, dest: Path) -> None:
-    """A shallow fetch of that one commit, checked out into ``dest`` (whole or not at all)."""
+def _cached_requirements(pin: RepoPin) -> str | None:
+    cached = cache_dir() / "requirements" / f"{pin.name}-{pin.commit}.txt"
+    if not cached.exists():
+        with tempfile.TemporaryDirectory(prefix="podforge-upstream-") as work:
+            _shallow_fetch(pin, Path(work))
+            git = ["git", "-C", work]
+            listed = subprocess.run(
+                [*git, "ls-tree", "--name-only", pin.commit, "requirements.txt"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            text = None
+            if listed.stdout.strip():
+                shown = [*git, "show", f"{pin.commit}:requirements.txt"]
+                text = subprocess.run(shown, capture_output=True, text=True, check=True).stdout
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+        partial.write_text(NONE_MARK if text is None else text)
+        partial.replace(cached)  # atomic; a deploy's hosts may fetch one pin at once
+    text = cached.read_text()
+    return None if text == NONE_MARK else text
+
+
+def _shallow_fetch(pin: RepoPin, work: Path) -> None:
+    """That one commit into a new repository at ``work``; UpstreamError naming the pin."""
+    subprocess.run(["git", "-C", str(work), "init", "-q"], check=True)
+    fetched = subprocess.run(
+        ["git", "-C", str(work), "fetch", "-q", "--depth", "1", pin.url, pin.commit],
+        capture_output=True,
+        text=True,
+    )
+    if fetched.returncode != 0:
+        cause = (fetched.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UpstreamError(
+            f"cannot fetch {pin.name} at {pin.commit[:12]} from {pin.url} ({cause}): check"
+            " the pin, or set PODFORGE_UPSTREAM to a directory of checkouts with a"
+            " PINS.json naming that commit"
+        )
+
+
+def _fetch_tree(pin: RepoPin, dest: Path) -> None:
+    """The commit's tree checked out into ``dest``, whole or not at all."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{pin.name}-", dir=dest.parent))
     try:
-        git = ["git", "-C", str(work)]
-        subprocess.run([*git, "init", "-q"], check=True)
-        fetched = subprocess.run(
-            [*git, "fetch", "-q", "--depth", "1", pin.url, pin.commit],
-            capture_output=True,
-            text=True,
-        )
-        if fetched.returncode != 0:
-            cause = (fetched.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UpstreamError(
-                f"cannot fetch {pin.name} at {pin.commit[:12]} from {pin.url} ({cause}): check"
-                " the pin, or set PODFORGE_UPSTREAM to a directory of checkouts with a"
-                " PINS.json naming that commit"
-            )
+        _shallow_fetch(pin, work)
         subprocess.run(
-            [*git, "-c", "advice.detachedHead=false", "checkout", "-q", pin.commit],
+            ["git", "-C", str(work), "-c", "advice.detachedHead=false", "checkout", "-q",
+             pin.commit],
             check=True,
             capture_output=True,
-        )
+        )  # fmt: skip
         shutil.rmtree(work / ".git")
-        work.rename(dest)
+        try:
+            work.rename(dest)
+        except OSError:
+            if not dest.is_dir():
+                raise  # not another fetch of the same pin that finished first
     finally:
         if work.exists():
             shutil.rmtree(work)

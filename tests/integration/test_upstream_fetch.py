@@ -64,6 +64,14 @@ def test_a_pin_is_fetched_once_into_the_cache(github, tmp_path):
     assert tree_of(pin) == tree and requirement_texts([pin]) == {"ComfyUI-Fake": "gguf>=0.13\n"}
 
 
+def test_a_deploy_reads_the_requirements_alone_and_keeps_them(github, tmp_path):
+    pin = publish(github, "Node", {"requirements.txt": "einops\n", "big.bin": "x" * 10_000})
+    assert requirement_texts([pin]) == {"Node": "einops\n"}
+    assert not (tmp_path / "cache" / "podforge" / "upstream").exists()  # no tree for a deploy
+    subprocess.run(["rm", "-rf", str(github / "Node.git")], check=True)
+    assert requirement_texts([pin]) == {"Node": "einops\n"}
+
+
 def test_a_pack_without_requirements_has_none(github):
     pin = publish(github, "Bare", {"__init__.py": ""})
     assert requirement_texts([pin]) == {"Bare": None}
@@ -91,3 +99,14 @@ def test_the_sandbox_serves_the_fetched_trees(github, tmp_path, monkeypatch):
     first = served["ComfyUI"]["commits"][0]
     shown = git("--git-dir", served["ComfyUI"]["path"], "show", f"{first}:main.py")
     assert shown == "print(1)"
+
+
+def test_hosts_reading_one_pin_at_once_all_get_it(github):
+    from concurrent.futures import ThreadPoolExecutor
+
+    pin = publish(github, "Shared", {"requirements.txt": "gguf\n"})
+    with ThreadPoolExecutor(4) as pool:
+        texts = list(pool.map(lambda _: requirement_texts([pin]), range(4)))
+        trees = list(pool.map(lambda _: tree_of(pin), range(4)))
+    assert texts == [{"Shared": "gguf\n"}] * 4
+    assert len(set(trees)) == 1 and (trees[0] / "requirements.txt").read_text() == "gguf\n"
