@@ -68,22 +68,26 @@ def tools_wheel(uv: str, cache_dir: Path, repo: Path = REPO) -> Path:
     if wheel.exists():
         return wheel
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="podforge-wheel-") as stage:
+    # Staged beside the cache: the wheel is then renamed into place on one filesystem.
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=cache_dir) as stage:
+        source, built = Path(stage) / "source", Path(stage) / "built"
         for path in _sources(repo):
-            (Path(stage) / path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(repo / path, Path(stage) / path)
+            (source / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(repo / path, source / path)
         env = {**os.environ, **UV_ENVIRONMENT}
         for argv in (
             [uv, "version", "--frozen", version],
-            [uv, "build", "--wheel", "--out-dir", str(cache_dir), "--quiet"],
+            [uv, "build", "--wheel", "--out-dir", str(built), "--quiet"],
         ):
             try:
-                done = subprocess.run(argv, cwd=stage, capture_output=True, text=True, env=env)
+                done = subprocess.run(argv, cwd=source, capture_output=True, text=True, env=env)
             except FileNotFoundError:
                 raise ToolsWheelError(f"podforge's wheel: {uv} is not there to build it") from None
             if done.returncode != 0:
                 lines = (done.stderr or done.stdout).strip().replace("\n", "; ")
                 raise ToolsWheelError(f"podforge's wheel: {' '.join(argv[1:3])} failed: {lines}")
-    if not wheel.exists():
-        raise ToolsWheelError(f"podforge's wheel: uv build wrote no {wheel.name}")
+        if not (built / wheel.name).exists():
+            raise ToolsWheelError(f"podforge's wheel: uv build wrote no {wheel.name}")
+        # Atomic: a deploy's hosts may want the wheel at once; a reader sees all of it.
+        os.replace(built / wheel.name, wheel)
     return wheel

@@ -65,3 +65,13 @@ def test_every_lock_installs_the_tools_pyproject_lists():
         lines = (REPO / lock_file(profile)).read_text().splitlines()
         tools = [line.removeprefix("# input tool: ") for line in lines if "# input tool: " in line]
         assert [tool for tool in tools if tool in wanted] == wanted, profile
+
+
+def test_hosts_wanting_the_wheel_at_once_each_read_it_whole(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        wheels = list(pool.map(lambda _: tools_wheel(uv.find_uv_bin(), tmp_path), range(4)))
+        sizes = list(pool.map(lambda wheel: len(wheel.read_bytes()), wheels))
+    assert len(set(wheels)) == 1 and len(set(sizes)) == 1 and sizes[0] > 0
+    assert [p.name for p in tmp_path.iterdir()] == [wheels[0].name]  # no stage left behind
