@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from podforge.core.auth import Credentials
 from podforge.core.gpu import arch_runs, sm
 from podforge.core.lock import drift
 from podforge.core.stacks import STACK_PROFILES
@@ -36,6 +37,8 @@ from podforge.probe.serving import (
     observe,
 )
 from podforge.probe.state import venv_distributions
+from podforge.workflows.fitting import user_workflows_list
+from podforge.workflows.pod import check_workflows
 
 # The state a program that serves is in, under each manager.
 RUNNING = {"supervisor": "RUNNING", "systemd": "active/running"}
@@ -205,8 +208,6 @@ def served_problems(
 def login_problems(instance: dict[str, Any], credentials: Path) -> list[str]:
     """The login in front of the instance: its public port refuses a request without the
     credentials (401) and serves one with them (the password, and the API token)."""
-    from podforge.core.auth import Credentials
-
     login = Credentials.parse(credentials.read_text())
     host = "127.0.0.1" if instance["listen"] in ("0.0.0.0", "::") else instance["listen"]
     where = f"nginx on {host}:{instance['port']}"
@@ -345,9 +346,6 @@ def fitted_workflows_problems(
     """The workflows podforge installed (the fitted ones its stamp lists, the user's own
     the deploy lists beside it), checked against the node types ComfyUI serves and the model
     files there (their lines printed)."""
-    from podforge.workflows.fitting import user_workflows_list
-    from podforge.workflows.pod import check_workflows
-
     installed = [Path(p) for p in json.loads(stamp.read_text())["files"]] if stamp.exists() else []
     listed = Path(user_workflows_list(str(stamp.parent)))
     if listed.exists():
