@@ -20,6 +20,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import python, server
 
 from operations import pod_files
+from podforge.controller.stack import uv_binary
 from podforge.controller.tools import ToolsWheelError
 from podforge.controller.tools import tools_wheel as built_tools_wheel
 from podforge.core.config import Settings
@@ -49,9 +50,7 @@ def tools_wheel(settings: Settings) -> Path:
     uv: the laptop's (the uv package), or on the pod as its own controller (the image's
     build, boot) the one the stack lock put in the pod's venv."""
     if settings.phase == "pod":
-        import uv
-
-        return _built_by(uv.find_uv_bin())
+        return _built_by(uv_binary())
     return _built_by(f"{settings.venv_dir}/bin/uv")
 
 

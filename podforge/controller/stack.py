@@ -71,7 +71,9 @@ def _say(line: str) -> None:
 
 
 def uv_binary() -> str:
-    from uv import find_uv_bin
+    """The uv of podforge's own environment (the uv package: `pip install -e .[deploy]`)."""
+    # Imported here: the boot phase's deployer venv has no uv, and never calls this.
+    from uv import find_uv_bin  # noqa: PLC0415
 
     return find_uv_bin()
 

@@ -487,7 +487,7 @@ class Download:
 def _hf_xet() -> Any:
     """The hf_xet module where installed (huggingface_hub brings it on x86_64 and arm64)."""
     try:
-        import hf_xet
+        import hf_xet  # noqa: PLC0415 - optional: no wheel for every machine
     except ImportError:
         return None
     return hf_xet

@@ -176,7 +176,7 @@ class Sources:
         """One hf_xet session (runtime and connection pool) shared by this fetcher's threads."""
         with self._xet_lock:
             if self._xet_session is None:
-                import hf_xet
+                import hf_xet  # noqa: PLC0415 - only where the fetch found it installed
 
                 self._xet_session = hf_xet.XetSession()
             return self._xet_session

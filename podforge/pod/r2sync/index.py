@@ -9,6 +9,8 @@ import random
 import time
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from podforge.core.keys import INDEX_NAME
 from podforge.pod.r2sync.journal import Journal
 from podforge.pod.r2sync.settings import Fatal, SyncError
@@ -82,8 +84,6 @@ def _publish_index(store: Store, journal: Journal, conditional: bool | None, key
 
 def read_index(store: Store, key: str) -> tuple[list[dict[str, Any]], str | None]:
     """(its entries, its ETag) of an index object; ([], None) when there is none."""
-    from botocore.exceptions import ClientError
-
     def get() -> tuple[list[dict[str, Any]], str | None]:
         try:
             answer = store.client.get_object(Bucket=store.bucket, Key=key)

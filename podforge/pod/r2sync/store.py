@@ -11,6 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
 from podforge.core.errors import PodforgeError
 from podforge.pod.r2sync.settings import Fatal, R2Settings, SyncError
 from podforge.pod.retry import Backoff, GaveUp, retrying
@@ -25,9 +29,6 @@ class KeyTaken(PodforgeError):
 
 
 def make_client(settings: R2Settings) -> Any:
-    import boto3
-    from botocore.config import Config
-
     return boto3.client(
         "s3",
         endpoint_url=settings.endpoint,
@@ -58,8 +59,6 @@ _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailab
 
 def classify(error: BaseException, bucket: str) -> tuple[str, str]:
     """("fatal" | "retry" | "fail", the cause in words)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     if isinstance(error, ClientError):
         code = str(error.response.get("Error", {}).get("Code", ""))
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
@@ -126,8 +125,6 @@ class Store:
 
     def head(self, key: str) -> dict[str, Any] | None:
         """The object's HEAD answer; None where there is none."""
-        from botocore.exceptions import ClientError
-
         def head() -> dict[str, Any] | None:
             try:
                 return self.client.head_object(Bucket=self.bucket, Key=key)
@@ -140,8 +137,6 @@ class Store:
 
     def conditional(self, what: str, key: str, call: Callable[[], T]) -> T:
         """``call`` (a write with a condition) through the retry, a 412 raised as KeyTaken."""
-        from botocore.exceptions import ClientError
-
         def attempt() -> T:
             try:
                 return call()

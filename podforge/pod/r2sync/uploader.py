@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from podforge.core.keys import index_key, numbered, object_key
 from podforge.pod.r2sync.index import publish_indexes
 from podforge.pod.r2sync.journal import Journal, Record
@@ -325,8 +327,6 @@ class Syncer:
             raise
 
     def _upload_gone(self, bucket: str, key: str, upload_id: str) -> bool:
-        from botocore.exceptions import ClientError
-
         try:
             self.store.client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)
         except ClientError as error:
