@@ -302,8 +302,8 @@ def test_a_pin_the_remote_lacks_fails_its_pod_naming_url_and_commit(deployed, sa
     # Refused before any change: the lock's check reads each pin's requirements first.
     assert result.failed and result.changed == []
     assert (
-        f"preflight refused: cannot read ComfyUI-GGUF's requirements at {'f' * 12} from"
-        f" {missing['url']} (fatal: remote error: upload-pack: not our ref {'f' * 40})"
+        f"preflight refused: cannot fetch ComfyUI-GGUF at {'f' * 12} from {missing['url']}"
+        f" (fatal: remote error: upload-pack: not our ref {'f' * 40}): check the pin"
     ) in caplog.text
     assert head(sandbox, pod, f"{NODES}/ComfyUI-GGUF") == pinned(sandbox, "ComfyUI-GGUF")["commit"]
     assert converge()[pod["address"]].changed == []

@@ -39,6 +39,7 @@ def repo_copy(tmp_path_factory) -> Path:
     copy = tmp_path_factory.mktemp("repo")
     for name in ("podforge", "group_data", "sandbox", "locks"):
         shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", copy)  # what the pod tools require, for the lock
     return copy
 
 

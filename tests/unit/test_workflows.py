@@ -344,7 +344,7 @@ def test_install_fits_on_the_pod_records_a_stamp_and_removes_disabled_ones(tmp_p
     example = tmp_path / wanted["example"]
     example.parent.mkdir(parents=True)
     example.write_bytes(EXAMPLE.read_bytes())
-    request_file, stamp = tmp_path / "request.json", tmp_path / "fitting.json"
+    request_file, stamp = tmp_path / "request.json", tmp_path / "workflows.json"
     request_file.write_text(json.dumps(request))
     argv = ["workflows", "install", "--request", str(request_file), "--stamp", str(stamp)]
 
