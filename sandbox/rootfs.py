@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 SUITE = "bookworm"
@@ -36,12 +39,26 @@ def cache_key() -> str:
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """The host caches (rootfs, uv) to oneself: sandboxes started at once (the test workers)
+    build each of them once, not over each other."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def ensure_rootfs() -> Path:
     """Path of the cached rootfs, building it first when it is not there (~30 s)."""
+    with cache_lock():
+        return _ensure_rootfs()
+
+
+def _ensure_rootfs() -> Path:
     root = CACHE_DIR / f"rootfs-{SUITE}-{cache_key()}"
     if (root / ".podforge-complete").exists():
         return root
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
     building = root.with_name(root.name + ".building")
     if building.exists():
         shutil.rmtree(building)

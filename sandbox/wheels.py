@@ -25,7 +25,7 @@ from pathlib import Path
 from podforge.core.lock import lock_file
 from podforge.core.plan import flash_attn_wheel
 from podforge.core.stacks import STACK_PROFILES, UV_ENVIRONMENT
-from sandbox.rootfs import CACHE_DIR
+from sandbox.rootfs import CACHE_DIR, cache_lock
 
 REPO = Path(__file__).resolve().parent.parent
 # Inside each pod: a file:// mirror of flash-attn's releases.
@@ -119,6 +119,11 @@ def warm_uv_cache(python: str = "/usr/bin/python3") -> None:
     """Every wheel of every committed stack lock into ``UV_CACHE`` (the pods' Python:
     Debian's 3.11, as in the rootfs). Downloads only what the cache lacks (~3.5 GB a profile
     the first time)."""
+    with cache_lock():
+        _warm_uv_cache(python)
+
+
+def _warm_uv_cache(python: str) -> None:
     UV_CACHE.mkdir(parents=True, exist_ok=True)
     from uv import find_uv_bin
 

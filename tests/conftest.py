@@ -12,14 +12,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """bin/test runs two xdist workers: every e2e test goes to one of them, in order (they
-    share one sandbox, and some leave the pods as the next expects); the unit and
-    integration tests run on the other meanwhile."""
-    for item in items:
-        if "e2e" in item.path.parts:
-            item.add_marker(pytest.mark.xdist_group("sandbox"))
 GPU_PROFILES = REPO / "sandbox" / "gpus"
 FAKE_NVIDIA_SMI = REPO / "sandbox" / "fake-nvidia-smi"
 
