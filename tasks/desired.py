@@ -29,6 +29,7 @@ from podforge.core.plan import Plan, PlanError, build_plan
 from podforge.core.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
 from podforge.core.stacks import STACK_PROFILES
 from podforge.pod import stamps
+from podforge.pod.stamps import ModelStatus
 from podforge.pod.verify import judge
 from podforge.probe.state import Files, Software
 from podforge.settings import load
@@ -65,15 +66,6 @@ class HostState(TypedDict):
     python: tuple[int, int, int] | None
     machine: str
     os: str
-
-
-class ModelStatus(TypedDict):
-    """stamps.status_of a model file."""
-
-    dest: str
-    size: int | None
-    sha256: str | None
-    source: str | None  # ModelSource.source_id the stamp recorded
 
 
 @dataclass(frozen=True)

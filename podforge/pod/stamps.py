@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, TypedDict
 
-from podforge.probe.state import file_with_stamp
+from podforge.probe.state import ModelFile, file_with_stamp
 
 STAMP_DIR = ".podforge-verified"
 
@@ -46,7 +46,16 @@ def parsed(text: str | None) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def status_of(read: dict[str, Any]) -> dict[str, Any]:
+class ModelStatus(TypedDict):
+    """A model file as the deploy and the fetcher judge it."""
+
+    dest: str
+    size: int | None  # None: no file
+    sha256: str | None  # None unless its stamp still matches the file
+    source: str | None  # ModelSource.source_id the stamp recorded (None: not recorded)
+
+
+def status_of(read: ModelFile) -> ModelStatus:
     """{dest, size (None if absent), sha256 (None unless its stamp still matches the file),
     source (where the stamp says it came from; None: not recorded)} of what
     state.file_with_stamp read."""
@@ -61,13 +70,13 @@ def status_of(read: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def file_status(dest: str) -> dict[str, Any]:
+def file_status(dest: str) -> ModelStatus:
     """``status_of`` the file now."""
     return status_of(file_with_stamp(dest, stamp_path(dest)))
 
 
 def is_current(
-    status: dict[str, Any], size: int | None, sha256: str | None, source: str | None = None
+    status: ModelStatus, size: int | None, sha256: str | None, source: str | None = None
 ) -> bool:
     """Whether a file_status() satisfies the wanted size, sha256 and source (None: not known).
 
@@ -77,5 +86,5 @@ def is_current(
         status["sha256"] is not None
         and (size is None or status["size"] == size)
         and (sha256 is None or status["sha256"] == sha256)
-        and (source is None or status.get("source") in (None, source))
+        and (source is None or status["source"] in (None, source))
     )
