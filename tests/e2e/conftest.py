@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -17,40 +16,12 @@ import pytest
 GPUS = ["rtx-4080-super", "h100", "rtx-5090"]
 # Away from 127.0.0.2.., where a developer's own `python -m sandbox up` pods listen.
 FIRST_ADDRESS = 40
-IMAGE_FIRST_ADDRESS = 50  # the image tests' pods (their own sandbox)
 GATED_REPO = "lightx2v/Qwen-Image-Lightning"
 HUB_TOKEN = "hf_sandbox_e2e_token"
 
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Three pods, the hub, S3 and git: what the deploy tests converge (inventories/sandbox.py
-    finds it through PODFORGE_SANDBOX_DIR)."""
-    previous = os.environ.get("PODFORGE_SANDBOX_DIR")
-    with _sandbox(tmp_path_factory, "sandbox", GPUS, FIRST_ADDRESS) as state:
-        os.environ["PODFORGE_SANDBOX_DIR"] = state["base"]
-        try:
-            yield state
-        finally:
-            if previous is None:
-                os.environ.pop("PODFORGE_SANDBOX_DIR", None)
-            else:
-                os.environ["PODFORGE_SANDBOX_DIR"] = previous
-
-
-@pytest.fixture(scope="session")
-def image_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The hub, S3 and git, no pods yet: the image tests add pods booted from the image.
-    Its own, on its own addresses, so the image tests run beside the deploy tests (bin/test
-    runs them at once)."""
-    with _sandbox(tmp_path_factory, "image-sandbox", [], IMAGE_FIRST_ADDRESS) as state:
-        yield state
-
-
-@contextlib.contextmanager
-def _sandbox(
-    tmp_path_factory: pytest.TempPathFactory, name: str, gpus: list[str], first_address: int
-) -> Iterator[dict[str, Any]]:
     if os.geteuid() != 0:
         pytest.skip("the sandbox needs root (namespaces, mounts)")
     from sandbox import control
@@ -58,13 +29,20 @@ def _sandbox(
     # A SIGTERM (CI timeout, kill) unwinds through the finally below instead of
     # leaving pods, the hub, S3 and git running.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    base = tmp_path_factory.mktemp(name)
+    base = tmp_path_factory.mktemp("sandbox")
+    previous = os.environ.get("PODFORGE_SANDBOX_DIR")
+    os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
     try:
-        yield control.up(
-            gpus, base, first_address=first_address, hub_token=HUB_TOKEN, gated=[GATED_REPO]
+        state = control.up(
+            GPUS, base, first_address=FIRST_ADDRESS, hub_token=HUB_TOKEN, gated=[GATED_REPO]
         )
+        yield state
     finally:
         control.down(base)
+        if previous is None:
+            os.environ.pop("PODFORGE_SANDBOX_DIR", None)
+        else:
+            os.environ["PODFORGE_SANDBOX_DIR"] = previous
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -16,24 +16,18 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import IMAGE_FIRST_ADDRESS, changed_operations, pod_shell
+from e2e.conftest import changed_operations, pod_shell
 from sandbox import control, image
 
 pytestmark = pytest.mark.e2e
 
 TAG = "localhost/podforge-e2e"
-# Pods booted from the image, in the image tests' own sandbox.
-IMAGE_POD_ADDRESSES = {"rtx-4080-super": IMAGE_FIRST_ADDRESS, "h100": IMAGE_FIRST_ADDRESS + 1}
+# The session's pods listen on .40-.42.
+IMAGE_POD_ADDRESSES = {"rtx-4080-super": 43, "h100": 44}
 # What the image phase installed: a boot must leave these deploys unchanged.
 IMAGE_DEPLOYS = ("System packages", "Pod tools", "ComfyUI", "Python environment")
 STACK_STEP = "RUN PYTHONPATH=/opt/podforge/stack-inputs/tools"
 DEPLOY_STEP = "RUN cd /opt/podforge/src && /opt/podforge/deployer/bin/pyinfra @local"
-
-
-@pytest.fixture(scope="module")
-def sandbox(image_sandbox):
-    """The image tests' own sandbox (hub, S3, git; pods only those booted from the image)."""
-    return image_sandbox
 
 
 @pytest.fixture(scope="module")
