@@ -16,11 +16,17 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import tomllib
+# The standard library reads TOML from Python 3.11; a pod's 3.10 (the boot phase's deployer
+# venv) has tomli, the same parser, in its requirements.
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 from podforge.core.errors import PodforgeError
 from podforge.core.stacks import UV_ENVIRONMENT

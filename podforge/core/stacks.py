@@ -162,6 +162,7 @@ DEPLOYER_REQUIREMENTS: tuple[str, ...] = (
     "jinja2==3.1.6",
     "pydantic==2.14.3",
     "packaging==26.3",
+    "tomli==2.5.0",  # pyproject.toml read by the controller on a Python 3.10 pod
 )
 
 UV = "uv==0.13.9"
