@@ -475,3 +475,27 @@ def test_an_output_named_like_the_index_never_takes_its_place(s3, tmp_path):
     assert stored(s3, f"outputs/pod-meta/{today()}/metadata (2).json") == sha
     (entry,) = index_of(s3, f"outputs/pod-meta/{today()}/metadata.json")
     assert entry["key"] == f"outputs/pod-meta/{today()}/metadata (2).json"
+
+
+def test_an_upload_a_kill_left_unlisted_is_listed_by_the_next_round(s3, tmp_path):
+    import sqlite3
+
+    watch, journal = tmp_path / "output", tmp_path / "journal.sqlite"
+    write(watch / "late.png", 20_000, 99)
+    key = key_for(watch / "late.png", watch)
+    index = f"outputs/{POD}/{today()}/metadata.json"
+    assert r2sync(s3, "--watch", str(watch), "--journal", str(journal), "--once").returncode == 0
+    # As a kill between the upload and the index write leaves it: uploaded, not listed.
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE index_entries SET listed = 0 WHERE key = ?", (key,))
+    before = [entry for entry in index_of(s3, index) if entry["key"] != key]
+    client(s3).put_object(
+        Bucket=s3["bucket"], Key=index, Body=json.dumps({"objects": before}).encode()
+    )
+    running = daemon(s3, watch, journal)
+    try:
+        wait_for(lambda: key in {entry["key"] for entry in index_of(s3, index)}, timeout=30)
+    finally:
+        running.send_signal(signal.SIGTERM)
+        assert running.wait(timeout=30) == 0
+    assert "uploaded" not in journal.with_name("daemon.log").read_text()  # nothing sent again

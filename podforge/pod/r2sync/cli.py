@@ -120,11 +120,9 @@ def _daemon(syncer: Syncer, stopping: threading.Event) -> int:
     )
     while not stopping.is_set():
         ready, unfinished = syncer.pending()
-        if ready:
-            for path, cause in sorted(syncer.sync(ready).items()):
-                print(
-                    f"podforge r2sync: FAILED {path}: {cause} (retried next round)", file=sys.stderr
-                )
+        # Every round, even with nothing ready: entries a kill left unlisted get listed.
+        for path, cause in sorted(syncer.sync(ready).items()):
+            print(f"podforge r2sync: FAILED {path}: {cause} (retried next round)", file=sys.stderr)
         # Unfinished files settle by time alone: look again within the settle period.
         wait = min(RESCAN_SECONDS, syncer.settle) if unfinished else RESCAN_SECONDS
         wakeup.wait(wait)

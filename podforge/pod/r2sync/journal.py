@@ -90,6 +90,10 @@ class Journal:
             record = dataclasses.replace(record, index_key=f"outputs/{day}/{INDEX_NAME}")
         return record
 
+    def unlisted(self) -> bool:
+        """Whether an uploaded file waits for its index to list it."""
+        return bool(self.run("SELECT 1 FROM index_entries WHERE listed = 0 LIMIT 1"))
+
     def start(
         self,
         path: str,

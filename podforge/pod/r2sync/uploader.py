@@ -103,9 +103,11 @@ class Syncer:
         return ready, unfinished
 
     def sync(self, ready: list[Candidate]) -> dict[str, str]:
-        """Upload ``ready``; the failures, path -> cause."""
+        """Upload ``ready``, then list in their indexes whatever is uploaded and not listed
+        yet (a kill between the two leaves such entries: each round lists them); the
+        failures, path (or index key) -> cause."""
         failures: dict[str, str] = {}
-        if ready and self.conditional is None:
+        if (ready or self.journal.unlisted()) and self.conditional is None:
             self.conditional = conditional_writes(self.store, self.pod)
             if not self.conditional:
                 self.say(
