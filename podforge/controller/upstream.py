@@ -103,9 +103,12 @@ def _cached_requirements(pin: RepoPin) -> str | None:
                 shown = [*git, "show", f"{pin.commit}:requirements.txt"]
                 text = subprocess.run(shown, capture_output=True, text=True, check=True).stdout
         cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_name(f".{cached.name}.{os.getpid()}")
-        partial.write_text(NONE_MARK if text is None else text)
-        partial.replace(cached)  # atomic; a deploy's hosts may fetch one pin at once
+        # A file of its own, renamed into place: a deploy's hosts may fetch one pin at once.
+        with tempfile.NamedTemporaryFile(
+            "w", dir=cached.parent, prefix=f".{cached.name}.", delete=False
+        ) as partial:
+            partial.write(NONE_MARK if text is None else text)
+        os.replace(partial.name, cached)
     text = cached.read_text()
     return None if text == NONE_MARK else text
 
