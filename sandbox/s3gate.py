@@ -203,6 +203,12 @@ class Handler(BaseHTTPRequestHandler):
                     return
                 self._forward(body)
             return
+        if writes_object or (self.command in ("GET", "HEAD") and "/" in key):
+            # R2 shows an object whole or not at all; rclone writes its file in place, so a
+            # read during a write could see half of it: one at a time per key, as R2 appears.
+            with self.gate.key_lock(key):
+                self._forward(body)
+            return
         self._forward(body)
 
     def _condition_holds(self, key: str) -> bool:
