@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from pyinfra import host
@@ -23,6 +22,7 @@ from operations import pod_files
 from podforge.controller.stack import uv_binary
 from podforge.controller.tools import ToolsWheelError
 from podforge.controller.tools import tools_wheel as built_tools_wheel
+from podforge.controller.upstream import cache_dir
 from podforge.core.config import Settings
 from podforge.core.lock import (
     drift,
@@ -56,9 +56,8 @@ def tools_wheel(settings: Settings) -> Path:
 
 @functools.cache
 def _built_by(uv: str) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "podforge" / "wheels"
     try:
-        return built_tools_wheel(uv, cache)
+        return built_tools_wheel(uv, cache_dir() / "wheels")
     except ToolsWheelError as error:
         raise DeployError(f"{host.name}: {error}") from None
 
