@@ -19,6 +19,7 @@ from tasks import (
     python_stack,
     services,
     system,
+    timeline,
     verify,
     workflows,
 )
@@ -41,3 +42,4 @@ if preflight.passes(settings, plan, pod, lock):
     services.install(settings, plan, pod, lock, venv_synced, login)
     boot.install(settings, plan, pod)
     verify.check(settings, plan, pod)
+    timeline.keep(settings)

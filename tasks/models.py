@@ -74,6 +74,9 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         if not stamps.is_current(pod.models[m.dest], m.bytes, m.sha256, m.source_id)
     ]
     if not missing:
+        # This run fetches nothing: an earlier run's entry (one process may deploy again, as
+        # the fleet and the sandbox do) must not be reported as this run's bytes.
+        FETCHES.pop(host.name, None)
         host.noop(f"all {len(plan.models)} model files are in place and verified")
         return
     fetch = FETCHES[host.name] = Fetch()

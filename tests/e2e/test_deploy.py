@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +26,27 @@ def test_fresh_pods_converge(first_run, sandbox):
     for result in first_run.values():
         assert not result.failed and result.errors == []
         assert result.changed, f"{result.name}: a fresh pod must need changes"
+
+
+def test_a_fresh_deploy_keeps_its_timeline_on_each_pod(first_run, sandbox):
+    for pod in sandbox["pods"]:
+        timeline = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/timeline.json"))
+        steps = {step["name"]: step for step in timeline["steps"]}
+        order = [name for name in steps if name in ("Python environment", "Models", "Verify")]
+        assert order == ["Python environment", "Models", "Verify"], list(steps)
+        # The Models step's bytes are what the fetcher brought: every planned file, as the
+        # hub serves it (small stand-ins).
+        manifest = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/manifest.json"))
+        sizes = pod_shell(sandbox, pod, "stat -c %s " + " ".join(m["dest"] for m in manifest))
+        assert steps["Models"]["bytes"] == sum(int(size) for size in sizes.split())
+        assert timeline["bytes_only_seconds"] <= steps["Models"]["seconds"]
+        assert timeline["seconds"] >= sum(step["seconds"] for step in timeline["steps"]) - 0.1
+        # Steps ran one after another; each started where the one before ended, or after it.
+        ends = [(step["start"], step["end"]) for step in timeline["steps"]]
+        assert all(later[0] >= earlier[1] - 0.01 for earlier, later in itertools.pairwise(ends))
+        ratio = timeline["seconds"] / timeline["bytes_only_seconds"]
+        assert timeline["ratio"] == pytest.approx(ratio, rel=0.02)
+        print(pod["name"], json.dumps(timeline))
 
 
 def _hub_gets(sandbox):
@@ -49,8 +72,15 @@ def test_models_are_in_place_byte_exact(first_run, sandbox):
 
 def test_second_run_changes_nothing(first_run, sandbox):
     before = len(_hub_gets(sandbox))
+    timelines = {
+        p["name"]: pod_shell(sandbox, p, "cat /opt/podforge/timeline.json") for p in sandbox["pods"]
+    }
     second = converge()
     assert len(_hub_gets(sandbox)) == before, "the second run downloaded model files"
+    # A no-op keeps the last deploy's timeline.
+    assert timelines == {
+        p["name"]: pod_shell(sandbox, p, "cat /opt/podforge/timeline.json") for p in sandbox["pods"]
+    }
     for result in second.values():
         assert not result.failed and result.errors == []
         assert result.changed == [], f"{result.name} changed on the second run"
@@ -163,7 +193,7 @@ def test_the_hf_token_lands_private_and_is_never_printed(first_run, sandbox, cap
     assert not converge_pods({pod["name"]: {}}, workdir=workdir)[pod["address"]].failed
 
 
-def test_a_pod_with_ssh_down_fails_alone(first_run, sandbox):
+def test_a_pod_with_ssh_down_fails_alone(first_run, sandbox, caplog):
     from sandbox import control
 
     victim = sandbox["pods"][-1]
@@ -178,8 +208,14 @@ def test_a_pod_with_ssh_down_fails_alone(first_run, sandbox):
         control.restart_pod(victim["name"])
     # Rebooted on its own files: the pod is as the deploy left it, but for its services
     # (a reboot stops supervisord; the deploy starts it again and verifies).
+    caplog.set_level(logging.INFO)
     rebooted = converge()[victim["address"]]
     assert not rebooted.failed
-    assert len(rebooted.changed) == 2, rebooted.changed
+    assert len(rebooted.changed) == 3, rebooted.changed
     assert "Services | Start supervisord" in rebooted.changed[0]
     assert rebooted.changed[1].startswith("Verify")
+    assert rebooted.changed[2].startswith("Timeline")
+    # Printed at the end of the deploy, under the pod's prefix.
+    printed = [r.getMessage() for r in caplog.records if "timeline: " in r.getMessage()]
+    assert len(printed) == 1 and victim["address"] in printed[0], printed
+    assert "bytes alone: nothing was downloaded" in caplog.text
