@@ -36,10 +36,11 @@ if preflight.passes(settings, plan, pod, lock):
     python_stack.install_uv(settings, plan, pod)
     comfyui.install(settings, plan, pod)
     venv_synced = python_stack.install_environment(settings, plan, pod, lock)
-    models.install(settings, plan, pod)
-    workflows.install(settings, plan, pod)
+    # ComfyUI (re)starts as soon as its stack is in: it answers while the models arrive.
     login = proxy.install(settings, plan, pod)
     services.install(settings, plan, pod, lock, venv_synced, login)
+    models.install(settings, plan, pod)
+    workflows.install(settings, plan, pod)
     boot.install(settings, plan, pod)
     verify.check(settings, plan, pod)
     timeline.keep(settings)

@@ -7,7 +7,12 @@ outputs in the S3, and verify failing its host with the cause.
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,7 @@ from e2e.conftest import files_holding, pod_shell, running_programs
 from sandbox.converge import HostResult, converge, converge_pods
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +36,6 @@ def pids(sandbox, pod) -> dict[str, int]:
 
 
 def plan_of(sandbox, pod):
-    import json
-
     return json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
 
 
@@ -122,15 +126,81 @@ def only(sandbox, pod, **data: object) -> HostResult:
     return converge_pods({pod["name"]: data}, workdir=workdir)[pod["address"]]
 
 
-def test_new_comfyui_args_restart_comfyui_alone(running, sandbox):
+def _control_hub(sandbox, what: str, body: dict) -> None:
+    request = urllib.request.Request(
+        f"{sandbox['hub']['url']}/_control/{what}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request).read()
+
+
+def _answers(address: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/system_stats", timeout=2) as answer:
+            return answer.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+# Run in a process of its own, so this test watches the pod while the deploy runs.
+DEPLOY_ONE_POD = (
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    "from sandbox.converge import converge_pods\n"
+    "results = converge_pods(json.loads(sys.argv[1]), workdir=Path(sys.argv[2]))\n"
+    "sys.exit(1 if any(result.failed for result in results.values()) else 0)\n"
+)
+
+
+def test_new_comfyui_args_restart_comfyui_alone_and_it_answers_before_the_models_are_in(
+    running, sandbox, tmp_path
+):
     pod = sandbox["pods"][0]
     before = pids(sandbox, pod)
+    port = plan_of(sandbox, pod)["comfyui"][0]["private_port"]
+    manifest = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/manifest.json"))
+    dropped = manifest[0]["dest"]
+    pod_shell(sandbox, pod, f"rm {dropped}")
+    # The dropped file (64 KiB) comes at 1.5 kB/s over plain HTTP: ~40 s, longer than
+    # ComfyUI takes to start on the new flags.
+    _control_hub(sandbox, "xet", {"enabled": False})
+    _control_hub(sandbox, "faults", {"throttle_bps": 1536})
+    data = {pod["name"]: {"comfyui_args": "--cpu --disable-smart-memory"}}
+    log = tmp_path / "deploy.log"
+    answered_while_missing = False
     try:
-        assert not only(sandbox, pod, comfyui_args="--cpu --disable-smart-memory").failed
+        with log.open("wb") as out:
+            deploy = subprocess.Popen(
+                [sys.executable, "-c", DEPLOY_ONE_POD, json.dumps(data), sandbox["base"]],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            while deploy.poll() is None:
+                # The new ComfyUI (its pid is no longer the old one's) answers, and after
+                # that answer the model file is still not there.
+                pid = pids(sandbox, pod).get("comfyui-0")
+                if pid not in (None, before["comfyui-0"]) and _answers(pod["address"], port):
+                    if pod_shell(sandbox, pod, f"test -e {dropped}; echo $?") == "1\n":
+                        answered_while_missing = True
+                time.sleep(0.5)
+        finally:
+            if deploy.poll() is None:
+                deploy.kill()
+            deploy.wait()
+    finally:
+        _control_hub(sandbox, "faults", {})
+        _control_hub(sandbox, "xet", {"enabled": True})
+    try:
+        assert deploy.returncode == 0, log.read_text()[-3000:]
+        assert answered_while_missing, log.read_text()[-3000:]
         after = pids(sandbox, pod)
         assert after["r2sync"] == before["r2sync"]
         assert after["comfyui-0"] != before["comfyui-0"]
         assert "--disable-smart-memory" in cmdline(sandbox, pod, after["comfyui-0"])
+        assert pod_shell(sandbox, pod, f"test -e {dropped}; echo $?") == "0\n"
     finally:
         assert not only(sandbox, pod).failed
 
