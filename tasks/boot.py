@@ -20,8 +20,9 @@ from pyinfra.operations import server
 
 from operations import pod_files
 from podforge.core.config import SECRET_FIELDS, Settings
+from podforge.core.lock import uv_command
 from podforge.core.plan import Plan
-from podforge.core.stacks import DEPLOYER_REQUIREMENTS, UV_ENVIRONMENT
+from podforge.core.stacks import DEPLOYER_REQUIREMENTS
 from podforge.settings import saved_settings_paths
 from tasks.desired import Pod
 
@@ -100,11 +101,7 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
     else:
         # With the venv's uv and its cache: seconds, where pip took half a minute of the pod's
         # first deploy.
-        environment = " ".join(
-            [*(f"{key}={value}" for key, value in UV_ENVIRONMENT.items()),
-             f"UV_CACHE_DIR={settings.uv_cache_dir}"]
-        )  # fmt: skip
-        uv = f"{environment} {settings.venv_dir}/bin/uv"
+        uv = uv_command(settings.venv_dir, settings.uv_cache_dir)
         server.shell(
             name=f"pyinfra {wanted['pyinfra']} for the boot phase ({deployer})",
             commands=[

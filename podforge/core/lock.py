@@ -336,16 +336,21 @@ def seeds_to_remove(installed: Mapping[str, str], present: Iterable[str]) -> lis
     return [seed for seed in SEED_PACKAGES if seed in names and seed not in installed]
 
 
+def uv_command(venv: str, cache_dir: str) -> str:
+    """The venv's uv, as every pod-side run calls it: its environment and the pod's cache."""
+    environment = " ".join(
+        [*(f"{key}={value}" for key, value in UV_ENVIRONMENT.items()), f"UV_CACHE_DIR={cache_dir}"]
+    )
+    return f"{environment} {venv}/bin/uv"
+
+
 def sync_commands(
     venv: str, cache_dir: str, sync_file: str, installed: Mapping[str, str], seeds: Iterable[str]
 ) -> list[str]:
     """Shell commands making ``venv`` hold exactly ``sync_file`` (``installed``: what that
     file installs on this machine, name -> version; ``seeds``: seed packages to remove, which
     sync keeps), bytecode compiled, from uv's cache."""
-    environment = " ".join(
-        [*(f"{key}={value}" for key, value in UV_ENVIRONMENT.items()), f"UV_CACHE_DIR={cache_dir}"]
-    )
-    uv = f"{environment} {venv}/bin/uv pip"
+    uv = f"{uv_command(venv, cache_dir)} pip"
     target = f"--python {venv}/bin/python"
     return [
         # Without bytecode ComfyUI's first start takes twice as long (docs/facts.md#comfyui).
