@@ -27,7 +27,8 @@ class HostResult:
     failed: bool
     changed: list[str] = field(default_factory=list)  # names of operations that changed
     unchanged: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # ran and failed
+    not_run: list[str] = field(default_factory=list)  # after a failure: never ran
 
 
 def converge(
@@ -71,7 +72,9 @@ def _results(state: State) -> dict[str, HostResult]:
                 continue
             meta = state.ops[host][op_hash].operation_meta
             name = ", ".join(sorted(state.op_meta[op_hash].names))
-            if not meta.did_succeed(_raise_if_not_complete=False):
+            if not meta.is_complete():
+                result.not_run.append(name)
+            elif not meta.did_succeed():
                 result.errors.append(name)
             elif meta.did_change():
                 result.changed.append(name)

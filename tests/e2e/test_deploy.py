@@ -169,7 +169,8 @@ def test_a_failed_fetch_names_the_file_and_fails_the_pod(first_run, sandbox, cap
     for result in results.values():
         assert result.failed
         # The fetch failed; the operations after it never ran.
-        assert result.errors[0] == "Models | Fetch 1 missing model files"
+        assert result.errors == ["Models | Fetch 1 missing model files"]
+        assert result.not_run and result.not_run[-1].startswith("Timeline")
     err = capfd.readouterr().err
     assert "FAILED /workspace/ComfyUI/models/custom/none.onnx: HTTP 404 from the hub" in err
     assert "Traceback" not in err
