@@ -6,6 +6,7 @@ from pyinfra import host, logger, state
 from pyinfra.context import ctx_host
 
 from podforge.core.config import Settings
+from podforge.core.lock import for_pod, holds
 from podforge.core.plan import Plan
 from podforge.core.preflight import shortfalls
 from tasks.desired import Pod, StackLock
@@ -19,7 +20,7 @@ def passes(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
     for warning in plan.warnings:
         logger.warning(f"{host.print_prefix}{warning}")
     in_place = sum(status["size"] or 0 for status in pod.models.values())
-    problems = shortfalls(plan, pod.host, in_place)
+    problems = shortfalls(plan, pod.host, in_place, _stack_in_place(pod, lock))
     if lock.problem:
         problems.append(lock.problem)
     if not problems:
@@ -30,3 +31,12 @@ def passes(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
     # hashes as another object, so `host in state.failed_hosts` would miss it.
     state.fail_hosts({ctx_host.get()})
     return False
+
+
+def _stack_in_place(pod: Pod, lock: StackLock) -> bool:
+    """The venv holds this lock already: a deploy needs no disk for it again."""
+    python, venv = pod.host["python"], pod.software["venv"]
+    if lock.problem or python is None or venv is None:
+        return False
+    locked = for_pod(lock.text, python, pod.host["machine"])
+    return holds(venv, {entry.name: entry.version for entry in locked})

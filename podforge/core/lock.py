@@ -291,6 +291,15 @@ def drift(wanted: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
     return found
 
 
+def holds(installed: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """Whether a venv has every wanted distribution at its version (extras aside)."""
+    have = {canonicalize_name(name): version for name, version in installed.items()}
+    return all(
+        canonicalize_name(name) in have and version_matches(have[canonicalize_name(name)], version)
+        for name, version in wanted.items()
+    )
+
+
 def moved(before: str, after: str) -> list[str]:
     """What a re-lock moved, for people: ``imageio 2.38.1 -> 2.38.2``, new and dropped ones."""
     old, new = _versions(before), _versions(after)

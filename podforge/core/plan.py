@@ -105,6 +105,7 @@ class Requirements(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     disk_bytes: int  # free space needed under the models dir if nothing is there yet
+    stack_bytes: int  # the venv's share of it (not needed again once the venv holds the lock)
     memory_mib: int
     python: tuple[int, int]
 
@@ -227,6 +228,7 @@ def build_plan(
         total_bytes=total,
         requirements=Requirements(
             disk_bytes=total + stack_bytes,
+            stack_bytes=stack_bytes,
             memory_mib=MIN_MEMORY_MIB[memory_mode] if devices else MIN_MEMORY_MIB["none"],
             python=MIN_PYTHON,
         ),

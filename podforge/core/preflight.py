@@ -10,15 +10,19 @@ from podforge.core.plan import Plan
 GIB = 2**30
 
 
-def shortfalls(plan: Plan, host: Mapping[str, Any], present_bytes: int = 0) -> list[str]:
+def shortfalls(
+    plan: Plan, host: Mapping[str, Any], present_bytes: int = 0, stack_in_place: bool = False
+) -> list[str]:
     """One line per requirement the host falls short of, saying by how much.
 
-    ``present_bytes``: model bytes already at their destinations (not needed again).
+    ``present_bytes``: model bytes already at their destinations (not needed again);
+    ``stack_in_place``: the venv holds the lock already (its bytes are not needed again).
     """
     problems: list[str] = []
     need = plan.requirements
     free = host["disk_free_kib"] * 1024
-    disk_needed = max(need.disk_bytes - present_bytes, 0)
+    in_place = present_bytes + (need.stack_bytes if stack_in_place else 0)
+    disk_needed = max(need.disk_bytes - in_place, 0)
     if free < disk_needed:
         problems.append(
             f"disk: {disk_needed / GIB:.1f} GiB needed under {host['disk_path']}, "

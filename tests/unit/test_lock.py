@@ -17,6 +17,7 @@ from podforge.core.lock import (
     drift,
     entries,
     for_pod,
+    holds,
     lock_file,
     lock_inputs,
     lock_pins,
@@ -228,6 +229,20 @@ def test_entries_are_the_requirement_lines():
 )
 def test_drift_names_what_differs_from_the_lock(installed, expected):
     assert drift({"numpy": "1.26.4", "torch": "2.5.1"}, installed) == expected
+
+
+@pytest.mark.parametrize(
+    ("installed", "holds_it"),
+    [
+        ({"numpy": "1.26.4", "torch": "2.5.1"}, True),
+        ({"NumPy": "1.26.4", "torch": "2.5.1+cu124", "podforge": "0.1.0"}, True),  # extras aside
+        ({"torch": "2.5.1"}, False),
+        ({"numpy": "2.1.0", "torch": "2.5.1"}, False),
+        ({}, False),
+    ],
+)
+def test_a_venv_holds_the_lock_when_each_locked_version_is_there(installed, holds_it):
+    assert holds(installed, {"numpy": "1.26.4", "torch": "2.5.1"}) is holds_it
 
 
 def test_flash_attns_release_wheel_is_installed_beside_the_lock():

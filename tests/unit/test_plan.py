@@ -451,6 +451,7 @@ def test_requirements_follow_models_and_stack():
     plan = plan_for(24564, enable_dwpose=True)
     stack = STACK_PROFILES[plan.stack].approx_bytes
     assert plan.requirements.disk_bytes == plan.total_bytes + stack
+    assert plan.requirements.stack_bytes == stack
     assert plan.requirements.python == (3, 10)
 
 

@@ -96,6 +96,17 @@ def test_disk_shortfall_says_by_how_much():
     assert shortfalls(plan(enable_qwen_edit=True), host, 10**11) == []
 
 
+def test_a_venv_that_holds_the_lock_needs_no_disk_again():
+    wanted = plan(enable_qwen_edit=True)
+    need = wanted.requirements
+    # Free space for the models, not for the venv as well: only a fresh venv is refused.
+    free_kib = (need.disk_bytes - need.stack_bytes // 2) // 1024
+    host = PodHost().process([*HOST_OUTPUT[:2], f"disk_free_kib={free_kib}", *HOST_OUTPUT[3:]])
+    (problem,) = shortfalls(wanted, host)
+    assert problem.startswith("disk: ")
+    assert shortfalls(wanted, host, stack_in_place=True) == []
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
