@@ -606,8 +606,10 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.connection.shutdown(2)
                     return
-                if faults.throttle_bps:
-                    ahead = sent / faults.throttle_bps - (time.monotonic() - began)
+                # Read live: a throttle lifted meanwhile lets this response finish at once.
+                throttle_bps = hub.faults.throttle_bps
+                if throttle_bps:
+                    ahead = sent / throttle_bps - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)
 
