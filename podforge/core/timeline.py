@@ -63,6 +63,8 @@ def steps(operations: Sequence[Operation], step_bytes: Mapping[str, int]) -> lis
 
 @dataclass(frozen=True)
 class Timeline:
+    """One deploy of one pod, step by step."""
+
     host: str
     started: str  # when the first operation started, UTC, ISO 8601
     steps: list[Step]
