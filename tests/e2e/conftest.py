@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,3 +104,13 @@ def files_holding(state: dict[str, Any], pod: dict[str, Any], secret: str) -> li
         f"grep -rl -- {secret} {WRITTEN} /workspace/.podforge | xargs -r stat -c '%a %n'",
     )
     return found.strip().splitlines()
+
+
+def control_hub(state: dict[str, Any], what: str, body: dict[str, Any]) -> None:
+    """Switch the session hub's faults or Xet offer (``POST /_control/<what>``)."""
+    request = urllib.request.Request(
+        f"{state['hub']['url']}/_control/{what}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request).read()

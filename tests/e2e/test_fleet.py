@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from paramiko import SSHException
 
 from conftest import free_port, start_listening
-from e2e.conftest import pod_shell
+from e2e.conftest import control_hub, pod_shell
 from fleet.runs import REPORT_PATH, read_report
 from sandbox.control import pod_hosts, restart_pod, stop_one_pod
 
@@ -25,26 +24,17 @@ REPO = Path(__file__).resolve().parents[2]
 ROLLOUT = [sys.executable, "-m", "fleet", "rollout", "inventories/sandbox.py"]
 
 
-def _control(sandbox: dict[str, Any], what: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        f"{sandbox['hub']['url']}/_control/{what}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    urllib.request.urlopen(request).read()
-
-
 @pytest.fixture
 def throttled_hub(sandbox: dict[str, Any]) -> Iterator[None]:
     # 64 KiB sandbox files at 8 KiB/s over plain HTTP (the throttle is on resolve
     # answers): a fetch lasts ~8 s, long enough to kill a pod in the middle of it.
-    _control(sandbox, "xet", {"enabled": False})
-    _control(sandbox, "faults", {"throttle_bps": 8192})
+    control_hub(sandbox, "xet", {"enabled": False})
+    control_hub(sandbox, "faults", {"throttle_bps": 8192})
     try:
         yield
     finally:
-        _control(sandbox, "faults", {})
-        _control(sandbox, "xet", {"enabled": True})
+        control_hub(sandbox, "faults", {})
+        control_hub(sandbox, "xet", {"enabled": True})
 
 
 def _start_rollout(log: Path, *args: str) -> subprocess.Popen[bytes]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import files_holding, pod_shell, running_programs
+from e2e.conftest import control_hub, files_holding, pod_shell, running_programs
 from sandbox.converge import HostResult, converge, converge_pods
 
 pytestmark = pytest.mark.e2e
@@ -126,15 +126,6 @@ def only(sandbox, pod, **data: object) -> HostResult:
     return converge_pods({pod["name"]: data}, workdir=workdir)[pod["address"]]
 
 
-def _control_hub(sandbox, what: str, body: dict) -> None:
-    request = urllib.request.Request(
-        f"{sandbox['hub']['url']}/_control/{what}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    urllib.request.urlopen(request).read()
-
-
 def _answers(address: str, port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://{address}:{port}/system_stats", timeout=2) as answer:
@@ -164,8 +155,8 @@ def test_new_comfyui_args_restart_comfyui_alone_and_it_answers_before_the_models
     pod_shell(sandbox, pod, f"rm {dropped}")
     # The dropped file (64 KiB) comes at 1 kB/s over plain HTTP (a minute, longer than
     # ComfyUI takes to start on the new flags) until the new ComfyUI was seen answering.
-    _control_hub(sandbox, "xet", {"enabled": False})
-    _control_hub(sandbox, "faults", {"throttle_bps": 1024})
+    control_hub(sandbox, "xet", {"enabled": False})
+    control_hub(sandbox, "faults", {"throttle_bps": 1024})
     data = {pod["name"]: {"comfyui_args": "--cpu --disable-smart-memory"}}
     log = tmp_path / "deploy.log"
     answered_while_missing = False
@@ -189,15 +180,15 @@ def test_new_comfyui_args_restart_comfyui_alone_and_it_answers_before_the_models
                     and pod_shell(sandbox, pod, f"test -e {dropped}; echo $?") == "1\n"
                 ):
                     answered_while_missing = True
-                    _control_hub(sandbox, "faults", {})  # seen: the rest may come at once
+                    control_hub(sandbox, "faults", {})  # seen: the rest may come at once
                 time.sleep(0.5)
         finally:
             if deploy.poll() is None:
                 deploy.kill()
             deploy.wait()
     finally:
-        _control_hub(sandbox, "faults", {})
-        _control_hub(sandbox, "xet", {"enabled": True})
+        control_hub(sandbox, "faults", {})
+        control_hub(sandbox, "xet", {"enabled": True})
     try:
         assert deploy.returncode == 0, log.read_text()[-3000:]
         assert answered_while_missing, log.read_text()[-3000:]
