@@ -153,10 +153,10 @@ def test_new_comfyui_args_restart_comfyui_alone_and_it_answers_before_the_models
     manifest = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/manifest.json"))
     dropped = manifest[0]["dest"]
     pod_shell(sandbox, pod, f"rm {dropped}")
-    # The dropped file (64 KiB) comes at 1 kB/s over plain HTTP (a minute, longer than
-    # ComfyUI takes to start on the new flags) until the new ComfyUI was seen answering.
+    # The dropped file (64 KiB) comes at 512 B/s over plain HTTP (two minutes, far longer
+    # than ComfyUI takes to start on the new flags) until the new ComfyUI was seen answering.
     control_hub(sandbox, "xet", {"enabled": False})
-    control_hub(sandbox, "faults", {"throttle_bps": 1024})
+    control_hub(sandbox, "faults", {"throttle_bps": 512})
     data = {pod["name"]: {"comfyui_args": "--cpu --disable-smart-memory"}}
     log = tmp_path / "deploy.log"
     answered_while_missing = False
