@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from pyinfra import host, logger
@@ -204,6 +204,8 @@ class StackLock:
     path: str  # relative to the repo, as people see it
     text: str
     problem: str | None  # preflight refuses the host with this line
+    # What it installs on this pod (its Python and machine), name -> version; read once here.
+    installs: dict[str, str] = field(default_factory=dict)
 
 
 def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
@@ -228,7 +230,10 @@ def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
     if problem or locked is None:
         return StackLock(path, text, problem)
     python, machine = pod.host["python"], pod.host["machine"]
-    if python is not None and not for_pod(text, python, machine):
+    if python is None:
+        return StackLock(path, text, None)  # preflight refuses the host: no python3
+    entries = {entry.name: entry.version for entry in for_pod(text, python, machine)}
+    if not entries:
         here = f"Python {python[0]}.{python[1]} on {machine}"
         covered = "; ".join(locked.targets)
         return StackLock(
@@ -237,4 +242,4 @@ def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
             f"{path} has nothing for {here} (it covers {covered}): add the target to"
             f" LOCK_TARGETS (podforge/core/lock.py), then {refresh}",
         )
-    return StackLock(path, text, None)
+    return StackLock(path, text, None, entries)

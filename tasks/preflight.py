@@ -6,7 +6,7 @@ from pyinfra import host, logger, state
 from pyinfra.context import ctx_host
 
 from podforge.core.config import Settings
-from podforge.core.lock import for_pod, holds
+from podforge.core.lock import holds
 from podforge.core.plan import Plan
 from podforge.core.preflight import shortfalls
 from tasks.desired import Pod, StackLock
@@ -35,8 +35,5 @@ def passes(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
 
 def _stack_in_place(pod: Pod, lock: StackLock) -> bool:
     """The venv holds this lock already: a deploy needs no disk for it again."""
-    python, venv = pod.host["python"], pod.software["venv"]
-    if lock.problem or python is None or venv is None:
-        return False
-    locked = for_pod(lock.text, python, pod.host["machine"])
-    return holds(venv, {entry.name: entry.version for entry in locked})
+    venv = pod.software["venv"]
+    return bool(lock.installs) and venv is not None and holds(venv, lock.installs)

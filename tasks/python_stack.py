@@ -26,7 +26,6 @@ from podforge.controller.upstream import cache_dir
 from podforge.core.config import Settings
 from podforge.core.lock import (
     drift,
-    for_pod,
     release_wheel,
     seeds_to_remove,
     sync_commands,
@@ -88,8 +87,7 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
     """Whether the venv is synced (ComfyUI must then restart: it imported the old one)."""
     wheel = tools_wheel(settings)
     version = wheel.name.split("-")[1]
-    locked = for_pod(lock.text, pod.host["python"], pod.host["machine"])
-    wanted = {entry.name: entry.version for entry in locked}
+    wanted = dict(lock.installs)
     wanted["podforge"] = version
     remote_wheel = f"{settings.podforge_dir}/wheels/{wheel.name}"
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()

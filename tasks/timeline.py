@@ -21,6 +21,7 @@ from pyinfra.operations import python
 from podforge.core.config import Settings
 from podforge.core.timeline import Operation, Timeline, steps
 from tasks.models import FETCHES
+from tasks.verify import deploy_changes
 
 
 def timeline_file(settings: Settings) -> str:
@@ -71,7 +72,7 @@ def keep(settings: Settings) -> None:
     if settings.phase == "image":
         host.noop("the timeline is kept by the pod's deploys, not the image's build")
         return
-    if not any(data.operation_meta.will_change for data in state.ops[host].values()):
+    if not deploy_changes():
         host.noop(f"nothing changed: {timeline_file(settings)} keeps the last deploy's timeline")
         return
     recorder()

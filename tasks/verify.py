@@ -52,12 +52,17 @@ def command(settings: Settings, quick: bool = False) -> str:
     return shlex.join(argv)
 
 
+def deploy_changes() -> bool:
+    """Whether this deploy changes anything on this host (its operations planned so far)."""
+    return any(data.operation_meta.will_change for data in state.ops[host].values())
+
+
 def check(settings: Settings, plan: Plan, pod: Pod) -> None:
     if settings.phase != "pod":
         # image: nothing runs in a build; boot: start.sh verifies after supervisord starts.
         host.noop(f"verify runs when the services run (phase {settings.phase})")
         return
-    if any(data.operation_meta.will_change for data in state.ops[host].values()):
+    if deploy_changes():
         python.call(
             name="Verify: ComfyUI serves every node and runs a workflow, r2sync works",
             function=run_streamed,
