@@ -213,3 +213,39 @@ def test_credentials_refused_stop_at_once_naming_the_settings_never_the_secret(s
     with pytest.raises(Fatal) as stopped:
         store.head("k")
     assert "R2_ACCESS_KEY_ID" in str(stopped.value) and "s3cr3t" not in str(stopped.value)
+
+
+def test_a_predecessors_put_landing_late_is_adopted_not_uploaded_again(stubbed, tmp_path):
+    # A daemon killed mid-PUT: its journal says "uploading", its object was not yet there
+    # when the next daemon looked, and landed before that daemon's own conditional PUT.
+    # The key holds these very bytes: the upload is done under its own name, not renamed.
+    import hashlib
+    from pathlib import Path
+
+    from podforge.pod.r2sync.uploader import Syncer
+    from podforge.pod.r2sync.watcher import Candidate
+
+    store, stubber = stubbed
+    output = tmp_path / "output" / "clip.mp4"
+    output.parent.mkdir()
+    output.write_bytes(b"frames" * 1000)
+    sha256, stat = hashlib.sha256(output.read_bytes()).hexdigest(), output.stat()
+    key, index = "outputs/pod-1/2026-12-02/clip.mp4", "outputs/pod-1/2026-12-02/metadata.json"
+    journal = Journal(tmp_path / "journal.sqlite")
+    journal.start(str(output), stat.st_size, stat.st_mtime_ns, sha256, key, index, None)
+    said: list[str] = []
+    syncer = Syncer(
+        r2_settings(ENV), store, journal, [output.parent], 0.0, threading.Event(),
+        Path(tmp_path / "journal.sqlite"), "pod-1", "H100", say=said.append, conditional=True,
+    )  # fmt: skip
+    ours = {"ContentLength": stat.st_size, "ETag": '"late"', "Metadata": {"sha256": sha256}}
+    bucket = store.bucket
+    stubber.add_client_error("head_object", "404", "Not Found", 404)  # not there yet
+    precondition_failed(stubber, "put_object")  # ... and there by the time of our PUT
+    stubber.add_response("head_object", ours, {"Bucket": bucket, "Key": key})
+    syncer.upload(Candidate(str(output), "clip.mp4", stat.st_size, stat.st_mtime_ns))
+    record = journal.record(str(output))
+    assert record is not None
+    assert (record.key, record.state, record.etag) == (key, "done", '"late"')
+    assert said == [f"uploaded {key} ({stat.st_size} bytes)"]
+    assert journal.run("SELECT key, listed FROM index_entries") == [(key, 0)]

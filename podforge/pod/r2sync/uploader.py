@@ -199,22 +199,28 @@ class Syncer:
     def _next_free_key(
         self, candidate: Candidate, record: Record, sha256: str
     ) -> Record:
-        """Another writer holds the record's key: the first numbered name that is free or
-        already holds these bytes (then the upload is done). The journal records it."""
+        """The record's key was found taken. It may hold these very bytes: a predecessor
+        killed mid-PUT whose object landed only after this upload looked (then the upload is
+        done, under its own key). Otherwise another writer holds it: the first numbered name
+        that is free or already holds these bytes. The journal records it."""
         original = record.key
-        for number in range(2, MAX_NUMBERED + 2):
-            key = numbered(original, number)
+        names = [original, *(numbered(original, n) for n in range(2, MAX_NUMBERED + 2))]
+        for key in names:
             found = self.store.head(key)
             ours = holds(found, candidate.size, sha256)
             if found is None or ours:
                 break
         else:
             raise SyncError(f"{original} and {MAX_NUMBERED} numbered names are all taken")
-        self.say(f"r2sync: {original} holds another writer's object; {candidate.relative} -> {key}")
-        self.journal.start(
-            candidate.path, candidate.size, candidate.mtime_ns, sha256, key, record.index_key,
-            None,
-        )  # fmt: skip
+        if key != original:
+            self.say(
+                f"r2sync: {original} holds another writer's object;"
+                f" {candidate.relative} -> {key}"
+            )
+            self.journal.start(
+                candidate.path, candidate.size, candidate.mtime_ns, sha256, key,
+                record.index_key, None,
+            )  # fmt: skip
         moved = self.journal.record(candidate.path)
         assert moved is not None
         if ours:
