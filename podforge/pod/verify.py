@@ -145,7 +145,11 @@ def verify(
     credentials file of the login in front of each instance, checked from outside.
     ``venv_wanted``: name -> version of what the venv holds once synced (the deploy's).
     """
-    problems = serving_problems(plan["comfyui"], r2_env is not None, str(log_dir), timeout)
+    # The S3 round trip first: credentials R2 refuses would keep r2sync restarting until
+    # supervisor gives up (a minute); waiting for that says nothing the test has not said.
+    r2sync_refused = _r2sync_test(venv, r2_env) if r2_env is not None and not quick else []
+    waits_for_r2sync = r2_env is not None and not r2sync_refused
+    problems = serving_problems(plan["comfyui"], waits_for_r2sync, str(log_dir), timeout)
     if not problems and not quick:
         for instance in plan["comfyui"]:
             served, found = served_problems(instance, log_dir, smoke)
@@ -155,21 +159,26 @@ def verify(
                 workflows = None  # every instance runs the same ComfyUI and nodes
             if login is not None:
                 problems += login_problems(instance, login)
-    if r2_env is not None and not quick:
-        test = subprocess.run(
-            [str(venv / "bin" / "podforge"), "r2sync", "--test"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "R2_ENV_FILE": str(r2_env)},
-        )
-        if test.returncode != 0:
-            cause = (test.stderr.strip().splitlines() or ["no output"])[-1]
-            problems.append(f"r2sync --test failed: {cause.split('FAILED: ', 1)[-1]}")
+    problems += r2sync_refused
     if venv_wanted is not None:
         problems += venv_problems(venv_wanted, venv_distributions(str(venv)) or {})
     if plan["gpus"] and not quick:
         problems += gpus_compute(plan, venv)
     return problems
+
+
+def _r2sync_test(venv: Path, r2_env: Path) -> list[str]:
+    """`r2sync --test` (a round trip to the bucket with the pod's settings): its failure."""
+    test = subprocess.run(
+        [str(venv / "bin" / "podforge"), "r2sync", "--test"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "R2_ENV_FILE": str(r2_env)},
+    )
+    if test.returncode == 0:
+        return []
+    cause = (test.stderr.strip().splitlines() or ["no output"])[-1]
+    return [f"r2sync --test failed: {cause.split('FAILED: ', 1)[-1]}"]
 
 
 def served_problems(
