@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
+from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES, TOOLS_LOCK
 from podforge.secrets import SecretFileError, secret
 
 
@@ -129,7 +129,12 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
         help="read the index as of now, not as of the lock's moment: everything may move",
     )
     for parser in (lock, check):
-        parser.add_argument("--profile", default=DEFAULT_STACK, choices=sorted(STACK_PROFILES))
+        parser.add_argument(
+            "--profile",
+            default=DEFAULT_STACK,
+            choices=[*sorted(STACK_PROFILES), TOOLS_LOCK],
+            help=f"a stack, or {TOOLS_LOCK}: the pod tools' own venv (locks/{TOOLS_LOCK}.txt)",
+        )
         parser.set_defaults(run=_stack)
 
 

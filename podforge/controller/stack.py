@@ -34,6 +34,7 @@ from podforge.core.environment import explain_uv_conflict, pin_conflicts, requir
 from podforge.core.errors import PodforgeError
 from podforge.core.lock import (
     LOCK_TARGETS,
+    TOOLS_LOCK,
     LockError,
     LockInputs,
     Target,
@@ -49,6 +50,7 @@ from podforge.core.lock import (
     read_resolved_as_of,
     refresh_command,
     render_header,
+    tools_lock_inputs,
 )
 from podforge.core.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
 from podforge.settings import load
@@ -167,8 +169,18 @@ def write_lock(
     """Resolve and write ``locks/<profile>.txt``: the header, then uv's answer. The index is
     read as of the moment the present lock records, unless ``upgrade`` (or there is none):
     then as of now. Returns the path and what moved against the present lock."""
-    inputs = lock_inputs(profile, texts, tool_requirements())
-    path = repo / lock_file(profile.name)
+    return _write(lock_inputs(profile, texts, tool_requirements()), texts, repo, upgrade)
+
+
+def write_tools_lock(repo: Path, upgrade: bool = False) -> tuple[Path, list[str]]:
+    """``locks/tools.txt``: the pod tools' own venv, as ``write_lock`` writes a stack's."""
+    return _write(tools_lock_inputs(tool_requirements(repo)), {}, repo, upgrade)
+
+
+def _write(
+    inputs: LockInputs, texts: Mapping[str, str | None], repo: Path, upgrade: bool
+) -> tuple[Path, list[str]]:
+    path = repo / lock_file(inputs.profile)
     before = path.read_text() if path.is_file() else ""
     as_of = read_resolved_as_of(before)
     if upgrade or as_of is None:
@@ -187,21 +199,41 @@ def committed_lock(
     lock of ``profile``, its inputs checked against today's (``local_checkouts``: name -> a
     checkout on this machine at its pin, read in place)."""
     path = lock_file(profile.name)
-    refresh = f"run `{refresh_command(profile.name)}` and commit it"
     if not (REPO / path).is_file():
         where = f" where {profile.torch_index_url} is reachable" if profile.torch_index_url else ""
-        return "", None, f"{path} is missing: {refresh}{where}"
-    text = (REPO / path).read_text()
+        return "", None, f"{path} is missing: {_refresh(profile.name)}{where}"
     try:
-        locked = read_header(text, path)
         today = lock_inputs(
             profile, requirement_texts(lock_pins(settings), local_checkouts), tool_requirements()
         )
-    except (LockError, UpstreamError) as error:
+    except UpstreamError as error:
+        return "", None, str(error)
+    return _committed(today, "the stack lock")
+
+
+def committed_tools_lock(repo: Path = REPO) -> tuple[str, LockInputs | None, str | None]:
+    """``committed_lock`` of the pod tools' lock, against pyproject.toml's tool list today."""
+    if not (repo / lock_file(TOOLS_LOCK)).is_file():
+        return "", None, f"{lock_file(TOOLS_LOCK)} is missing: {_refresh(TOOLS_LOCK)}"
+    return _committed(tools_lock_inputs(tool_requirements(repo)), "the tools lock", repo)
+
+
+def _refresh(profile: str) -> str:
+    return f"run `{refresh_command(profile)}` and commit it"
+
+
+def _committed(
+    today: LockInputs, what: str, repo: Path = REPO
+) -> tuple[str, LockInputs | None, str | None]:
+    path = lock_file(today.profile)
+    text = (repo / path).read_text()
+    try:
+        locked = read_header(text, path)
+    except LockError as error:
         return "", None, str(error)
     if locked.digest() != today.digest():
         changed = "; ".join(changes(locked, today))
-        return text, locked, f"the stack lock {path} is stale ({changed}): {refresh}"
+        return text, locked, f"{what} {path} is stale ({changed}): {_refresh(today.profile)}"
     return text, locked, None
 
 
@@ -221,18 +253,21 @@ def _read(path: Path) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    profile = STACK_PROFILES[args.profile]
     try:
-        texts = settings_texts(getattr(args, "dirs", []))
+        if args.profile == TOOLS_LOCK:
+            inputs, texts = tools_lock_inputs(tool_requirements()), {}
+        else:
+            texts = settings_texts(getattr(args, "dirs", []))
+            inputs = lock_inputs(STACK_PROFILES[args.profile], texts, tool_requirements())
         if args.stack_verb == "lock":
-            path, moves = write_lock(profile, texts, REPO, upgrade=args.upgrade)
+            path, moves = _write(inputs, texts, REPO, upgrade=args.upgrade)
             count = len(entries(path.read_text()))
             where = path.relative_to(REPO)
             _say(f"stack lock: wrote {where}: {count} entries for {len(LOCK_TARGETS)} targets")
             _say(f"stack lock: moved: {', '.join(moves)}" if moves else "stack lock: nothing moved")
             _say("commit it")
             return 0
-        body = resolve(lock_inputs(profile, texts, tool_requirements()), texts, now())
+        body = resolve(inputs, texts, now())
     except PodforgeError as error:
         print(f"podforge stack: {error}", file=sys.stderr)
         return 1
@@ -242,5 +277,5 @@ def main(args: argparse.Namespace) -> int:
         for entry in for_pod(body, python, target.machine):
             print(f"{entry.name} {entry.version}")
     names = {canonicalize_name(entry.name) for entry in entries(body)}
-    print(f"stack check: {profile.name} resolves: {len(names)} distributions")
+    print(f"stack check: {inputs.profile} resolves: {len(names)} distributions")
     return 0

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from podforge.core.environment import shared_import_winners, version_matches
 from podforge.core.errors import PodforgeError
 from podforge.core.pins import FEATURE_NODES, RepoPin
-from podforge.core.stacks import STACK_EXTRAS, UV_ENVIRONMENT, StackProfile
+from podforge.core.stacks import STACK_EXTRAS, TOOLS_LOCK, UV_ENVIRONMENT, StackProfile
 
 if TYPE_CHECKING:
     from podforge.core.config import Settings
@@ -127,6 +127,20 @@ def lock_inputs(
         constraints=list(profile.constraints),
         tools=[*tools, *STACK_EXTRAS],
         requirements={name: text_digest(text) for name, text in sorted(texts.items())},
+    )
+
+
+def tools_lock_inputs(tools: Iterable[str]) -> LockInputs:
+    """The inputs of the tools' lock: what the pod-side tools require, from PyPI, nothing
+    of ComfyUI's."""
+    return LockInputs(
+        profile=TOOLS_LOCK,
+        targets=[str(target) for target in LOCK_TARGETS],
+        index=None,
+        pins=[],
+        constraints=[],
+        tools=list(tools),
+        requirements={},
     )
 
 

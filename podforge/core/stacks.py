@@ -118,6 +118,10 @@ STACK_PROFILES: dict[str, StackProfile] = {
     ),
 }
 DEFAULT_STACK = "torch25-cu124"
+# The pod tools' own lock (locks/tools.txt): podforge fetch, r2sync and verify run from a small
+# venv of their own, installed in seconds before the stack, at the versions they were written
+# for (a stack's ComfyUI caps huggingface_hub through transformers).
+TOOLS_LOCK = "tools"
 TURBODIFFUSION_MIN_TORCH = (2, 7)  # TurboDiffusion's kernels
 OPENMMLAB_STACK = "torch25-cu124"  # mmcv 2.1.0 is built from source against torch 2.5.1
 

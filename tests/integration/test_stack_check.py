@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from podforge.controller.upstream import mirror_dir
-from podforge.core.lock import entries, lock_file, read_header, read_resolved_as_of
-from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
+from podforge.core.lock import entries, for_pod, lock_file, read_header, read_resolved_as_of
+from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES, TOOLS_LOCK
 
 pytestmark = pytest.mark.pypi
 
@@ -64,6 +64,21 @@ def test_a_relock_of_the_committed_inputs_writes_the_committed_bytes(repo_copy, 
     assert (
         "--hash=sha256:" in committed and "# via -r ComfyUI-KJNodes/requirements.txt" in committed
     )
+
+
+def test_the_tools_lock_relocks_to_its_bytes_and_holds_the_tools_alone(repo_copy):
+    path = repo_copy / lock_file(TOOLS_LOCK)
+    committed = path.read_text()
+    done = podforge("lock", "--profile", TOOLS_LOCK, cwd=repo_copy)
+    assert done.returncode == 0, done.stderr
+    assert "stack lock: nothing moved" in done.stderr and path.read_text() == committed
+    header = read_header(committed, str(path))
+    assert (header.pins, header.requirements, header.index) == ([], {}, None)
+    for target in ("3.10", "3.11", "3.12"):
+        python = (*map(int, target.split(".")), 0)
+        resolved = {e.name: e.version for e in for_pod(committed, python, "x86_64")}
+        assert resolved["uv"] == "0.13.9" and {"boto3", "hf-xet", "pydantic"} <= set(resolved)
+        assert not {"torch", "transformers", "numpy"} & set(resolved), target  # no stack
 
 
 def test_upgrade_reads_the_index_as_of_now_and_says_what_moved(repo_copy):

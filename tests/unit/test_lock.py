@@ -3,10 +3,12 @@ stale lock names, which entries a pod installs, and how a venv drifts from them.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from podforge.controller.stack import committed_tools_lock
 from podforge.controller.tools import tool_requirements
 from podforge.controller.upstream import requirement_texts
 from podforge.core.config import Settings
@@ -32,7 +34,7 @@ from podforge.core.lock import (
     sync_text,
 )
 from podforge.core.pins import RepoPin
-from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
+from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES, TOOLS_LOCK
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = STACK_PROFILES[DEFAULT_STACK]
@@ -78,6 +80,21 @@ def test_every_profile_has_a_committed_lock_matching_the_default_settings(profil
     names = {entry.name: entry.version for entry in entries(text)}
     assert names["torch"] == STACK_PROFILES[profile].torch
     assert names["setuptools"] and names["uv"] == "0.13.9"
+
+
+def test_the_tools_lock_is_current_and_goes_stale_with_the_pod_extra(tmp_path):
+    # The one list of what the tools need (pyproject.toml's pod extra) feeds the tools lock:
+    # the committed lock answers it; a changed list makes it stale, naming the tool.
+    assert committed_tools_lock(REPO)[2] is None
+    (tmp_path / "locks").mkdir()
+    shutil.copy(REPO / lock_file(TOOLS_LOCK), tmp_path / "locks")
+    pyproject = (REPO / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(
+        pyproject.replace('"boto3>=1.36,<2",  # r2sync', '"boto3>=1.37,<2",  # r2sync')
+    )
+    _, _, problem = committed_tools_lock(tmp_path)
+    assert problem is not None and "tools: +boto3>=1.37,<2, -boto3>=1.36,<2" in problem
+    assert "podforge stack lock --profile tools" in problem
 
 
 @pytest.mark.parametrize(
