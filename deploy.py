@@ -29,17 +29,20 @@ host_facts = desired.pod_host(settings)
 plan = desired.plan(settings, host_facts)
 pod = desired.pod(settings, plan, host_facts)
 lock = desired.stack_lock(settings, plan, pod)
+tools_lock = desired.tools_lock(pod)
 
-if preflight.passes(settings, plan, pod, lock):
+if preflight.passes(settings, plan, pod, lock, tools_lock):
     directories.install(settings, pod)
     system.install(settings, plan, pod)
-    python_stack.install_uv(settings, plan, pod)
+    python_stack.install_tools(settings, plan, pod, tools_lock)
+    # The bytes first: the models arrive in the background while the rest installs.
+    models.start(settings, plan, pod)
     comfyui.install(settings, plan, pod)
     venv_synced = python_stack.install_environment(settings, plan, pod, lock)
     # ComfyUI (re)starts as soon as its stack is in: it answers while the models arrive.
     login = proxy.install(settings, plan, pod)
     services.install(settings, plan, pod, lock, venv_synced, login)
-    models.install(settings, plan, pod)
+    models.wait(settings, plan, pod)
     workflows.install(settings, plan, pod)
     boot.install(settings, plan, pod)
     verify.check(settings, plan, pod)

@@ -13,6 +13,7 @@ import platform
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def _fetch(args: argparse.Namespace) -> int:
     models_dir = Path(args.models_dir) if args.models_dir else None
     try:
         manifest = read_manifest(Path(args.manifest), models_dir)
+        began = time.monotonic()
         results = fetch_all(
             manifest,
             sources,
@@ -101,8 +103,9 @@ def _fetch(args: argparse.Namespace) -> int:
     for dest in fetched:
         print(f"fetched {dest}")
     fetched_bytes = sum(Path(dest).stat().st_size for dest in fetched)
+    seconds = time.monotonic() - began
     print(
-        f"fetch: {len(fetched)} fetched ({fetched_bytes} bytes), "
+        f"fetch: {len(fetched)} fetched ({fetched_bytes} bytes in {seconds:.1f} s), "
         f"{len(results) - len(fetched)} already in place"
     )
     return 0
@@ -233,6 +236,29 @@ def _add_r2sync_parser(verbs: argparse._SubParsersAction) -> None:
     sync.set_defaults(run=_r2sync)
 
 
+def _job(args: argparse.Namespace) -> int:
+    from podforge.pod.job import main as job_main
+
+    return job_main(args)
+
+
+def _add_job_parser(verbs: argparse._SubParsersAction) -> None:
+    job = verbs.add_parser("job", help="a command in the background (the deploy's model fetch)")
+    job_verbs = job.add_subparsers(dest="job_verb", required=True)
+    for verb, about in (
+        ("start", "run the command detached; its output and exit code go into DIR"),
+        ("run", "(what start detaches) run the command, then write DIR/exit"),
+    ):
+        parser = job_verbs.add_parser(verb, help=about)
+        parser.add_argument("dir", help="the job's own directory")
+        parser.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
+        parser.set_defaults(run=_job)
+    wait = job_verbs.add_parser("wait", help="print the job's output until it ends; its code")
+    wait.add_argument("dir", help="the job's own directory")
+    wait.add_argument("--manifest", help="a model manifest: say how many of its files are in")
+    wait.set_defaults(run=_job)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m podforge")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -260,7 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_workflows_parser(verbs)
     check = verbs.add_parser("verify", help="does the pod serve what its plan says?")
     check.add_argument("--plan", default="/opt/podforge/plan.json", help="the pod's plan")
-    check.add_argument("--venv", default=str(Path(sys.prefix)), help="the pod's venv")
+    check.add_argument(
+        "--venv", default=str(Path(sys.prefix)), help="ComfyUI's venv (default: this one)"
+    )
     check.add_argument("--logs", default="/workspace/logs", help="the programs' log dir")
     check.add_argument(
         "--r2sync", metavar="R2_ENV_FILE", help="r2sync runs and --test passes with this file"
@@ -299,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the credentials file (default: on the volume at /workspace)",
     )
     show.set_defaults(run=_auth_show)
+    _add_job_parser(verbs)
     args = parser.parse_args(argv)
     if args.verb == "r2sync" and not (args.test or args.list) and not args.watch:
         parser.error("r2sync needs at least one --watch DIR (or --test, or --list)")

@@ -2,9 +2,9 @@
 
 - flash-attn: its real wheels are GitHub release assets (unreachable here), so pods get a
   stand-in under the release's own file name from a file:// mirror (``POD_RELEASES``).
-- uv's cache: every committed stack lock (real torch 2.5.1 and 2.8.0 from PyPI and every
-  node's requirement, ~3.5 GB of wheels each) is downloaded once into a cache on this
-  machine (``warm_uv_cache``) and
+- uv's cache: every committed lock, the tools' and each stack's (real torch 2.5.1 and 2.8.0
+  from PyPI and every node's requirement, ~3.5 GB of wheels a stack) is downloaded once into
+  a cache on this machine (``warm_uv_cache``) and
   each pod starts with a hardlinked copy of it at the deploy's default ``uv_cache_dir``: a
   pod's venv then hardlinks from it too (~20 MB a pod, not 7 GB), and a second pod, a pod
   restart or a rerun of the tests downloads nothing again.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from podforge.core.lock import lock_file
 from podforge.core.plan import flash_attn_wheel
-from podforge.core.stacks import STACK_PROFILES, UV_ENVIRONMENT
+from podforge.core.stacks import STACK_PROFILES, TOOLS_LOCK, UV_ENVIRONMENT
 from sandbox.rootfs import CACHE_DIR, cache_lock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def _warm_uv_cache(python: str) -> None:
 
     uv = find_uv_bin()
     environment = {**os.environ, **UV_ENVIRONMENT, "UV_CACHE_DIR": str(UV_CACHE)}
-    for profile in STACK_PROFILES:
+    for profile in [*STACK_PROFILES, TOOLS_LOCK]:
         lock = REPO / lock_file(profile)
         print(f"sandbox: {lock.name} into the uv cache {UV_CACHE}", file=sys.stderr, flush=True)
         # A throwaway venv beside the cache: uv fills the cache and hardlinks into the venv.

@@ -99,9 +99,9 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
     if all(installed.get(canonicalize_name(name)) == version for name, version in wanted.items()):
         host.noop(f"pyinfra {wanted['pyinfra']} is in {deployer}")
     else:
-        # With the venv's uv and its cache: seconds, where pip took half a minute of the pod's
-        # first deploy.
-        uv = uv_command(settings.venv_dir, settings.uv_cache_dir)
+        # With the tools' uv and the pod's cache: seconds, where pip took half a minute of the
+        # pod's first deploy.
+        uv = uv_command(settings.tools_dir, settings.uv_cache_dir)
         server.shell(
             name=f"pyinfra {wanted['pyinfra']} for the boot phase ({deployer})",
             commands=[

@@ -18,16 +18,16 @@ from pyinfra.api.exceptions import DeployError
 from facts.gpu import NvidiaGpus
 from facts.host import PodHost
 from facts.pod import PodState
-from podforge.controller.stack import committed_lock
+from podforge.controller.stack import committed_lock, committed_tools_lock
 from podforge.core.auth import auth_files
 from podforge.core.config import Settings
 from podforge.core.errors import PodforgeError
 from podforge.core.gpu import GpuReport
-from podforge.core.lock import for_pod, lock_file
+from podforge.core.lock import LockInputs, for_pod, lock_file
 from podforge.core.lock import refresh_command as lock_command
 from podforge.core.plan import Plan, PlanError, build_plan
 from podforge.core.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
-from podforge.core.stacks import STACK_PROFILES
+from podforge.core.stacks import STACK_PROFILES, TOOLS_LOCK
 from podforge.pod import stamps
 from podforge.pod.stamps import ModelStatus
 from podforge.pod.verify import judge
@@ -155,6 +155,7 @@ def pod(wanted: Settings, plan: Plan, pod_host: HostState) -> Pod:
         software={
             "repos": {path: pin.commit for path, pin in wanted.checkouts().items()},
             "venv": wanted.venv_dir,
+            "tools": wanted.tools_dir,
             "deployer": f"{wanted.podforge_dir}/deployer",
             "workflows": wanted.workflows_stamp,
         },
@@ -211,11 +212,9 @@ class StackLock:
 def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
     """The profile's lock, checked against today's inputs before anything changes."""
     profile = STACK_PROFILES[plan.python_stack.profile]
-    path = lock_file(profile.name)
-    refresh = f"run `{lock_command(profile.name)}` and commit it"
     if plan.python_stack.openmmlab:
         return StackLock(
-            path,
+            lock_file(profile.name),
             "",
             "enable_openmmlab: mmcv is built from source on the pod, which a lock "
             "cannot hold; turn ENABLE_OPENMMLAB off (see the README)",
@@ -226,7 +225,20 @@ def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
         for dest, pin in wanted.checkouts().items()
         if host.name == "@local" and (pod.software["repos"][dest] or {}).get("head") == pin.commit
     }
-    text, locked, problem = committed_lock(wanted, profile, local)
+    return _for_this_pod(profile.name, committed_lock(wanted, profile, local), pod)
+
+
+def tools_lock(pod: Pod) -> StackLock:
+    """The pod tools' lock (locks/tools.txt), checked against pyproject.toml's list."""
+    return _for_this_pod(TOOLS_LOCK, committed_tools_lock(), pod)
+
+
+def _for_this_pod(
+    profile: str, committed: tuple[str, LockInputs | None, str | None], pod: Pod
+) -> StackLock:
+    """A committed lock (``committed_lock``'s answer) with what it installs on this pod."""
+    path = lock_file(profile)
+    text, locked, problem = committed
     if problem or locked is None:
         return StackLock(path, text, problem)
     python, machine = pod.host["python"], pod.host["machine"]
@@ -240,6 +252,7 @@ def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
             path,
             text,
             f"{path} has nothing for {here} (it covers {covered}): add the target to"
-            f" LOCK_TARGETS (podforge/core/lock.py), then {refresh}",
+            f" LOCK_TARGETS (podforge/core/lock.py), then run `{lock_command(profile)}`"
+            " and commit it",
         )
     return StackLock(path, text, None, entries)

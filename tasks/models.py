@@ -1,15 +1,18 @@
-"""Model files: the manifest, and the pod-side fetcher when the fact says files are missing."""
+"""Model files: the manifest, and the pod-side fetcher when the fact says files are missing,
+started right after the tools' venv and awaited after the services: the bytes arrive while
+ComfyUI, its nodes and the stack install."""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
+import uuid
 from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import python
+from pyinfra.operations import python, server
 
 from operations import pod_files
 from podforge.core.config import Settings
@@ -24,25 +27,33 @@ from tasks.streamed import run_streamed
 class Fetch:
     """A model fetch this deploy runs, and the bytes it brought once done."""
 
+    job: str | None = None  # its job directory on the pod (podforge job)
+    manifest: str = ""
+    count: int = 0  # files missing when it started
     fetched_bytes: int | None = None  # from the fetcher's summary line, after it ran
+    fetch_seconds: float | None = None  # how long those bytes took (the same line)
 
     def read_summary(self, lines: list[str]) -> None:
         for line in lines:
             found = FETCH_SUMMARY.match(line)
             if found:
                 self.fetched_bytes = int(found["bytes"])
+                self.fetch_seconds = float(found["seconds"])
 
 
 # Each host's model fetch in this run (none: every file was in place), for the per-pod
 # report of python -m fleet rollout.
 FETCHES: dict[str, Fetch] = {}
 
-# The fetcher's last line (podforge/cli.py): "fetch: 3 fetched (123 bytes), 2 already in place"
-FETCH_SUMMARY = re.compile(r"^fetch: \d+ fetched \((?P<bytes>\d+) bytes\)")
+# The fetcher's last line (podforge/cli.py):
+# "fetch: 3 fetched (123 bytes in 0.4 s), 2 already in place"
+FETCH_SUMMARY = re.compile(r"^fetch: \d+ fetched \((?P<bytes>\d+) bytes in (?P<seconds>[\d.]+) s\)")
 
 
 @deploy("Models")
-def install(settings: Settings, plan: Plan, pod: Pod) -> None:
+def start(settings: Settings, plan: Plan, pod: Pod) -> None:
+    """The manifest, the tokens, and the fetch of what is missing, started in the background
+    (``podforge job``): it runs while the rest of the deploy installs; ``wait`` awaits it."""
     manifest_path = f"{settings.podforge_dir}/manifest.json"
     manifest = [model.model_dump(mode="json") for model in plan.models]
     pod_files.content(
@@ -79,47 +90,60 @@ def install(settings: Settings, plan: Plan, pod: Pod) -> None:
         FETCHES.pop(host.name, None)
         host.noop(f"all {len(plan.models)} model files are in place and verified")
         return
-    fetch = FETCHES[host.name] = Fetch()
+    # A directory of its own: a job an interrupted deploy left running never writes here.
+    job = f"{settings.podforge_dir}/jobs/fetch-{uuid.uuid4().hex[:12]}"
+    FETCHES[host.name] = Fetch(job=job, manifest=manifest_path, count=len(missing))
+    environment = {
+        "HF_ENDPOINT": settings.hf_endpoint,
+        "CIVITAI_ENDPOINT": settings.civitai_endpoint,
+        # A token not set is no file: the fetcher goes without it.
+        **{name: path for name, (path, _, token) in token_files.items() if token is not None},
+    }
+    tools = f"{settings.tools_dir}/bin/podforge"
+    fetch = [
+        tools,
+        "fetch",
+        manifest_path,
+        "--models-dir",
+        settings.models_dir,
+        "--concurrency",
+        str(settings.fetch_concurrency),
+        "--connections",
+        str(settings.fetch_connections),
+        *(["--staging", settings.models_staging_dir] if settings.models_staging_dir else []),
+    ]
+    server.shell(
+        name=f"Start fetching {len(missing)} missing model files (in the background)",
+        # An assignment's name must stay unquoted: only the values are.
+        commands=[
+            " ".join(f"{name}={shlex.quote(value)}" for name, value in environment.items())
+            + " "
+            + shlex.join([tools, "job", "start", job, "--", *fetch])
+        ],
+    )
+
+
+@deploy("Models")
+def wait(settings: Settings, plan: Plan, pod: Pod) -> None:
+    """The fetch ``start`` began: its lines (and how many files are in) until it ends; its
+    failure fails the host with the fetcher's own message."""
+    fetch = FETCHES.get(host.name)
+    if fetch is None or fetch.job is None:
+        return
     python.call(
-        name=f"Fetch {len(missing)} missing model files",
+        name=f"Fetch {fetch.count} missing model files",
         function=run_streamed,
         on_success=fetch.read_summary,
         failure="the model fetcher failed: see its FAILED lines above",
-        command=(
-            # An assignment's name must stay unquoted: only the values are.
-            " ".join(
-                f"{name}={shlex.quote(value)}"
-                for name, value in {
-                    "HF_ENDPOINT": settings.hf_endpoint,
-                    "CIVITAI_ENDPOINT": settings.civitai_endpoint,
-                    # A token not set is no file: the fetcher goes without it.
-                    **{
-                        name: path
-                        for name, (path, _, token) in token_files.items()
-                        if token is not None
-                    },
-                }.items()
-            )
-            + " "
-            + shlex.join(
-                [
-                    f"{settings.venv_dir}/bin/podforge",
-                    "fetch",
-                    manifest_path,
-                    "--models-dir",
-                    settings.models_dir,
-                    "--concurrency",
-                    str(settings.fetch_concurrency),
-                    "--connections",
-                    str(settings.fetch_connections),
-                    *(
-                        ["--staging", settings.models_staging_dir]
-                        if settings.models_staging_dir
-                        else []
-                    ),
-                ]
-            )
-            # One stream, so progress, "fetched" and "FAILED" lines keep their order.
-            + " 2>&1"
-        ),
+        command=shlex.join(
+            [
+                f"{settings.tools_dir}/bin/podforge",
+                "job",
+                "wait",
+                fetch.job,
+                "--manifest",
+                fetch.manifest,
+            ]
+        )
+        + " 2>&1",
     )

@@ -12,8 +12,9 @@ from podforge.core.preflight import shortfalls
 from tasks.desired import Pod, StackLock
 
 
-def passes(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
-    """True when the host can take the plan and its stack lock is current; otherwise log
+def passes(settings: Settings, plan: Plan, pod: Pod, lock: StackLock, tools: StackLock) -> bool:
+    """True when the host can take the plan and its locks (the stack's, the tools') are
+    current; otherwise log
     why and fail this host alone. Model files already in place need no disk again.
     """
     logger.info(f"{host.print_prefix}plan: {plan.summary()}")
@@ -21,8 +22,7 @@ def passes(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
         logger.warning(f"{host.print_prefix}{warning}")
     in_place = sum(status["size"] or 0 for status in pod.models.values())
     problems = shortfalls(plan, pod.host, in_place, _stack_in_place(pod, lock))
-    if lock.problem:
-        problems.append(lock.problem)
+    problems += [found.problem for found in (lock, tools) if found.problem]
     if not problems:
         return True
     for problem in problems:

@@ -96,7 +96,7 @@ def _credentials(settings: Settings, pod: Pod, files: AuthFiles) -> list[str]:
         logger.warning(
             f"{host.print_prefix}ComfyUI login: user {settings.comfyui_user}, a new password and"
             f" API token in {files.credentials} (0600): read them on the pod with"
-            f" `{settings.venv_dir}/bin/podforge auth show`"
+            f" `{settings.tools_dir}/bin/podforge auth show`"
         )
     texts = {
         files.credentials: (credentials.as_json() + "\n", "600", None),

@@ -1,4 +1,5 @@
-"""The pod's venv: uv, then exactly the committed stack lock, podforge's tools and flash-attn.
+"""The pod's venvs: the tools' own (uv, the tools lock), then ComfyUI's: exactly the committed
+stack lock, podforge's wheel and flash-attn, installed by the tools' uv.
 
 Nothing resolves on the pod. `uv pip sync` makes the venv hold exactly the lock's entries
 for the pod's Python and machine (hash-checked), podforge's own wheel and flash-attn's
@@ -62,80 +63,132 @@ def _built_by(uv: str) -> Path:
 
 
 @deploy("Pod tools")
-def install_uv(settings: Settings, plan: Plan, pod: Pod) -> None:
-    """The venv and uv in it, from PyPI: what installs the lock (the lock then keeps it)."""
-    venv = pod.software["venv"]
-    if venv is None:
-        server.shell(
-            name="Create the pod venv",
-            commands=[f"python3 -m venv {settings.venv_dir}"],
+def install_tools(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> None:
+    """The tools' own venv: uv from PyPI (what installs the locks), then exactly the tools
+    lock and podforge's wheel. Small (~50 MB), so it is in within seconds, before the stack."""
+    tools = settings.tools_dir
+    present = pod.software["tools"]
+    if present is None:
+        server.shell(name="Create the tools venv", commands=[f"python3 -m venv {tools}"])
+    if present is None or present.get("uv") != UV_VERSION:
+        # A venv the lock was synced into holds no pip (it is not in the lock): bring it back.
+        bootstrap = (
+            [] if present is None or "pip" in present else [f"{tools}/bin/python -m ensurepip"]
         )
-    elif venv.get("uv") == UV_VERSION:
-        host.noop(f"uv {UV_VERSION} is in the venv")
-        return
-    python_bin = f"{settings.venv_dir}/bin/python"
-    # A venv the lock was synced into holds no pip (it is not in the lock): bring it back.
-    bootstrap = [] if venv is None or "pip" in venv else [f"{python_bin} -m ensurepip"]
-    server.shell(
-        name=f"Install uv {UV_VERSION}",
-        commands=[*bootstrap, f"{python_bin} -m pip install -q --disable-pip-version-check {UV}"],
+        server.shell(
+            name=f"Install uv {UV_VERSION}",
+            commands=[
+                *bootstrap,
+                f"{tools}/bin/python -m pip install -q --disable-pip-version-check {UV}",
+            ],
+        )
+    wheel = upload_tools_wheel(settings, pod)
+    wanted = {**lock.installs, "podforge": _version(wheel)}
+    _sync(
+        settings,
+        pod,
+        tools,
+        present,
+        lock,
+        wanted,
+        [_wheel_line(settings, wheel)],
+        f"{settings.podforge_dir}/tools-sync.txt",
     )
+
+
+def upload_tools_wheel(settings: Settings, pod: Pod) -> Path:
+    """podforge's wheel on the pod, where both venvs' sync files name it."""
+    wheel = tools_wheel(settings)
+    pod_files.content(
+        name=f"Upload podforge {_version(wheel)}",
+        dest=_remote_wheel(settings, wheel),
+        text=wheel.read_bytes(),
+        digests=pod.files,
+    )
+    return wheel
+
+
+def _version(wheel: Path) -> str:
+    return wheel.name.split("-")[1]
+
+
+def _remote_wheel(settings: Settings, wheel: Path) -> str:
+    return f"{settings.podforge_dir}/wheels/{wheel.name}"
+
+
+def _wheel_line(settings: Settings, wheel: Path) -> str:
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    return f"podforge @ file://{_remote_wheel(settings, wheel)} --hash=sha256:{digest}"
 
 
 @deploy("Python environment")
 def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
     """Whether the venv is synced (ComfyUI must then restart: it imported the old one)."""
     wheel = tools_wheel(settings)
-    version = wheel.name.split("-")[1]
-    wanted = dict(lock.installs)
-    wanted["podforge"] = version
-    remote_wheel = f"{settings.podforge_dir}/wheels/{wheel.name}"
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    beside = [f"podforge @ file://{remote_wheel} --hash=sha256:{digest}"]
+    wanted = {**lock.installs, "podforge": _version(wheel)}
+    beside = [_wheel_line(settings, wheel)]
     flash_attn = plan.python_stack.flash_attn_wheel
     if flash_attn:
         # A GitHub release asset, not a PyPI wheel: chosen by the plan for this pod's Python.
         line, wanted["flash-attn"] = release_wheel("flash-attn", flash_attn)
         beside.append(line)
-    sync_file = f"{settings.podforge_dir}/stack-sync.txt"
-    pod_files.content(
-        name=f"{lock.path}, podforge {version} and flash-attn",
-        dest=sync_file,
-        text=sync_text(lock.text, beside),
-        digests=pod.files,
-    )
     pod_files.content(
         name="What the venv holds, for verify",
         dest=venv_wanted_file(settings),
         text=json.dumps(wanted, indent=1, sort_keys=True) + "\n",
         digests=pod.files,
     )
-    # A venv made by `python3 -m venv` (here, or before the deploy) holds pip.
-    present = pod.software["venv"] or {"pip": "bundled"}
-    differences = drift(wanted, pod.software["venv"] or {})
-    if not differences:
-        host.noop(f"the venv holds exactly {lock.path} ({len(wanted)} distributions)")
-        return False
+    present = pod.software["venv"]
+    if present is None:
+        server.shell(name="Create the pod venv", commands=[f"python3 -m venv {settings.venv_dir}"])
+    return _sync(
+        settings,
+        pod,
+        settings.venv_dir,
+        present,
+        lock,
+        wanted,
+        beside,
+        f"{settings.podforge_dir}/stack-sync.txt",
+    )
+
+
+def _sync(
+    settings: Settings,
+    pod: Pod,
+    venv: str,
+    present: dict[str, str] | None,
+    lock: StackLock,
+    wanted: dict[str, str],
+    beside: list[str],
+    sync_file: str,
+) -> bool:
+    """Make ``venv`` hold exactly ``lock`` and the wheels ``beside`` it (``wanted``: what
+    that installs, name -> version; ``present``: what the venv holds, None: no venv yet),
+    by the tools' uv. Whether it had to."""
     pod_files.content(
-        name=f"Upload podforge {version}",
-        dest=remote_wheel,
-        text=wheel.read_bytes(),
+        name=f"{lock.path} and the wheels beside it",
+        dest=sync_file,
+        text=sync_text(lock.text, beside),
         digests=pod.files,
     )
+    differences = drift(wanted, present or {})
+    if not differences:
+        host.noop(f"{venv} holds exactly {lock.path} ({len(wanted)} distributions)")
+        return False
+    # A venv `python3 -m venv` makes in this deploy holds pip, and up to Python 3.11
+    # setuptools (uv skips, with a warning, one that is not there).
+    seeds = seeds_to_remove(wanted, present or {"pip": "bundled", "setuptools": "bundled"})
     shown = ", ".join(differences[:4]) + (", ..." if len(differences) > 4 else "")
     python.call(
         name=f"Install {lock.path} exactly ({len(differences)} differ: {shown})",
         function=run_streamed,
         command=" && ".join(
             sync_commands(
-                settings.venv_dir,
-                settings.uv_cache_dir,
-                sync_file,
-                wanted,
-                seeds_to_remove(wanted, present),
+                venv, settings.uv_cache_dir, sync_file, wanted, seeds, uv_from=settings.tools_dir
             )
         )
         + " 2>&1",
-        failure=f"the venv was not synced to {lock.path}: see uv's lines above",
+        failure=f"{venv} was not synced to {lock.path}: see uv's lines above",
     )
     return True

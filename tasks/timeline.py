@@ -19,7 +19,7 @@ from pyinfra.api.state import BaseStateCallback, State
 from pyinfra.operations import python
 
 from podforge.core.config import Settings
-from podforge.core.timeline import Operation, Timeline, steps
+from podforge.core.timeline import Operation, Timeline, Transfer, steps
 from tasks.models import FETCHES
 from tasks.verify import deploy_changes
 
@@ -86,7 +86,11 @@ def keep(settings: Settings) -> None:
 def _print_and_keep(path: str) -> None:
     recorded = recorder()
     fetch = FETCHES.get(host.name)
-    fetched = {"Models": fetch.fetched_bytes} if fetch and fetch.fetched_bytes else {}
+    fetched = (
+        {"Models": Transfer(fetch.fetched_bytes, fetch.fetch_seconds)}
+        if fetch and fetch.fetched_bytes
+        else {}
+    )
     started = datetime.fromtimestamp(recorded.started_at[host.name], timezone.utc)
     timeline = Timeline(
         host.name,

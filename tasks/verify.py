@@ -29,8 +29,10 @@ from tasks.streamed import run_streamed
 
 def command(settings: Settings, quick: bool = False) -> str:
     argv = [
-        f"{settings.venv_dir}/bin/podforge",
+        f"{settings.tools_dir}/bin/podforge",
         "verify",
+        "--venv",
+        settings.venv_dir,
         "--plan",
         f"{settings.podforge_dir}/plan.json",
         "--logs",

@@ -83,7 +83,7 @@ def _fitted(settings: Settings, plan: Plan, pod: Pod) -> None:
         name=f"Fit workflows to this pod ({names or 'remove the disabled ones'})",
         function=run_streamed,
         command=(
-            f"{settings.venv_dir}/bin/podforge workflows install"
+            f"{settings.tools_dir}/bin/podforge workflows install"
             f" --request {request_file} --stamp {settings.workflows_stamp} 2>&1"
         ),
         failure="the workflows were not fitted: see the workflows lines above",

@@ -226,6 +226,12 @@ class Settings(BaseModel):
         return {self.comfyui_dir: self.comfyui_repo, **nodes}
 
     @property
+    def tools_dir(self) -> str:
+        """The pod tools' own venv (podforge fetch, r2sync, verify; locks/tools.txt), apart
+        from ComfyUI's: installed in seconds, first, whatever the stack."""
+        return f"{self.podforge_dir}/tools"
+
+    @property
     def workflows_stamp(self) -> str:
         """What `podforge workflows install` last wrote (its request's digest, each file's)."""
         return f"{self.podforge_dir}/workflows.json"

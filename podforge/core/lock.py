@@ -368,12 +368,18 @@ def uv_command(venv: str, cache_dir: str) -> str:
 
 
 def sync_commands(
-    venv: str, cache_dir: str, sync_file: str, installed: Mapping[str, str], seeds: Iterable[str]
+    venv: str,
+    cache_dir: str,
+    sync_file: str,
+    installed: Mapping[str, str],
+    seeds: Iterable[str],
+    uv_from: str | None = None,
 ) -> list[str]:
     """Shell commands making ``venv`` hold exactly ``sync_file`` (``installed``: what that
     file installs on this machine, name -> version; ``seeds``: seed packages to remove, which
-    sync keeps), bytecode compiled, from uv's cache."""
-    uv = f"{uv_command(venv, cache_dir)} pip"
+    sync keeps), bytecode compiled, from uv's cache, by the uv of ``uv_from`` (a venv; by
+    default ``venv``'s own)."""
+    uv = f"{uv_command(uv_from or venv, cache_dir)} pip"
     target = f"--python {venv}/bin/python"
     return [
         # Without bytecode ComfyUI's first start takes twice as long (docs/facts.md#comfyui).

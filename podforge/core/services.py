@@ -166,7 +166,7 @@ def programs(
                 name="r2sync",
                 description="ComfyUI outputs to R2 (podforge r2sync)",
                 argv=[
-                    f"{settings.venv_dir}/bin/podforge",
+                    f"{settings.tools_dir}/bin/podforge",
                     "r2sync",
                     "--watch",
                     f"{settings.comfyui_dir}/output",

@@ -19,10 +19,27 @@ class Step:
     start: float  # seconds after the deploy's first operation on the pod
     end: float
     bytes: int | None = None  # what the step downloaded, where the step knows it
+    # How long those bytes took, when the step spans more than its download (the models'
+    # fetch runs in the background from its start to the wait for it).
+    transfer_seconds: float | None = None
 
     @property
     def seconds(self) -> float:
         return self.end - self.start
+
+    @property
+    def rate(self) -> float | None:
+        """Bytes per second of the step's download (None: it downloaded nothing known)."""
+        seconds = self.transfer_seconds or self.seconds
+        return self.bytes / seconds if self.bytes and seconds else None
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What a step downloaded: its bytes, and in how many seconds when known."""
+
+    bytes: int
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,9 +61,9 @@ def step_name(operation: str) -> str:
     return operation.partition(":")[0]
 
 
-def steps(operations: Sequence[Operation], step_bytes: Mapping[str, int]) -> list[Step]:
+def steps(operations: Sequence[Operation], transfers: Mapping[str, Transfer]) -> list[Step]:
     """The steps, in the order they started: the operations of one step merged (first start,
-    last end), times made relative to the first operation."""
+    last end), times made relative to the first operation, with what each downloaded."""
     if not operations:
         return []
     origin = min(operation.start for operation in operations)
@@ -55,10 +72,15 @@ def steps(operations: Sequence[Operation], step_bytes: Mapping[str, int]) -> lis
         name = step_name(operation.name)
         span = spans.setdefault(name, [operation.start, operation.end])
         span[0], span[1] = min(span[0], operation.start), max(span[1], operation.end)
-    return [
-        Step(name, start - origin, end - origin, step_bytes.get(name))
-        for name, (start, end) in spans.items()
-    ]
+    found = []
+    for name, (start, end) in spans.items():
+        transfer = transfers.get(name)
+        found.append(
+            Step(name, start - origin, end - origin)
+            if transfer is None
+            else Step(name, start - origin, end - origin, transfer.bytes, transfer.seconds)
+        )
+    return found
 
 
 @dataclass(frozen=True)
@@ -86,8 +108,7 @@ class Timeline:
     def link_rate(self) -> float | None:
         """Bytes per second: the fastest rate a downloading step reached (the link gave at
         least that). None when no step downloaded anything."""
-        rates = [step.bytes / step.seconds for step in self.steps if step.bytes and step.seconds]
-        return max(rates, default=None)
+        return max((step.rate for step in self.steps if step.rate), default=None)
 
     def bytes_only_seconds(self) -> float | None:
         """How long the downloaded bytes alone take at that rate: the floor for this deploy."""
@@ -109,6 +130,7 @@ class Timeline:
                     "end": round(step.end, 2),
                     "seconds": round(step.seconds, 2),
                     "bytes": step.bytes,
+                    "transfer_seconds": step.transfer_seconds,
                 }
                 for step in self.steps
             ],
@@ -129,9 +151,10 @@ class Timeline:
                 f"  {step.name:<{width}}  {step.start:7.1f} -> {step.end:7.1f} s"
                 f"  ({step.seconds:.1f} s)"
             )
-            if step.bytes:
-                rate = step.bytes / step.seconds if step.seconds else 0.0
-                row += f"  {_size(step.bytes)} at {_size(rate)}/s"
+            if step.bytes and step.rate:
+                row += f"  {_size(step.bytes)} at {_size(step.rate)}/s"
+                if step.transfer_seconds is not None:
+                    row += f" (in {step.transfer_seconds:.1f} s)"
             shown.append(row)
         overlaps = self.overlaps()
         if overlaps:

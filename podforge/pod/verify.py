@@ -1,4 +1,5 @@
-"""`podforge verify`: the pod serves what its plan says (run on the pod, in its venv).
+"""`podforge verify`: the pod serves what its plan says (run on the pod from the tools' venv;
+``--venv`` names ComfyUI's).
 
 - every ComfyUI instance answers ``GET /system_stats`` on its port, with the plan's flags;
 - r2sync (when on) runs (RUNNING under supervisor, active/running under systemd) and its
@@ -20,6 +21,7 @@ import http.client
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -147,7 +149,7 @@ def verify(
     """
     # The S3 round trip first: credentials R2 refuses would keep r2sync restarting until
     # supervisor gives up (a minute); waiting for that says nothing the test has not said.
-    r2sync_refused = _r2sync_test(venv, r2_env) if r2_env is not None and not quick else []
+    r2sync_refused = _r2sync_test(r2_env) if r2_env is not None and not quick else []
     waits_for_r2sync = r2_env is not None and not r2sync_refused
     problems = serving_problems(plan["comfyui"], waits_for_r2sync, str(log_dir), timeout)
     if not problems and not quick:
@@ -167,10 +169,11 @@ def verify(
     return problems
 
 
-def _r2sync_test(venv: Path, r2_env: Path) -> list[str]:
-    """`r2sync --test` (a round trip to the bucket with the pod's settings): its failure."""
+def _r2sync_test(r2_env: Path) -> list[str]:
+    """`r2sync --test` (a round trip to the bucket with the pod's settings, by the tools
+    r2sync runs from: this process's venv): its failure."""
     test = subprocess.run(
-        [str(venv / "bin" / "podforge"), "r2sync", "--test"],
+        [sys.executable, "-m", "podforge", "r2sync", "--test"],
         capture_output=True,
         text=True,
         env={**os.environ, "R2_ENV_FILE": str(r2_env)},

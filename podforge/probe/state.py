@@ -29,6 +29,7 @@ class RepoState(TypedDict):
 class Software(TypedDict):
     repos: dict[str, RepoState | None]  # checkout path -> its state (None: no directory)
     venv: dict[str, str] | None  # distribution -> version in the pod's venv (None: no venv)
+    tools: dict[str, str] | None  # the same of the pod tools' venv
     deployer: dict[str, str] | None  # the same of the boot phase's venv
     workflows: str | None  # the workflows stamp's text (None: none)
     nvcc: str | None  # where nvcc is
@@ -166,8 +167,10 @@ def file_with_stamp(dest: str, stamp: str) -> ModelFile:
     }
 
 
-def software(repos: dict[str, str], venv: str, deployer: str, workflows: str) -> Software:
-    """Checkouts (``repos``: path -> pinned commit), both venvs' distributions, the workflows
+def software(
+    repos: dict[str, str], venv: str, tools: str, deployer: str, workflows: str
+) -> Software:
+    """Checkouts (``repos``: path -> pinned commit), the venvs' distributions, the workflows
     stamp's text, nvcc, supervisord and the installed Debian packages."""
     on_path = [os.path.join(directory, "nvcc") for directory in os.get_exec_path()]
     in_cuda = [os.path.join(cuda, "bin", "nvcc") for cuda in sorted(glob.glob("/usr/local/cuda*"))]
@@ -175,6 +178,7 @@ def software(repos: dict[str, str], venv: str, deployer: str, workflows: str) ->
     return {
         "repos": {path: repo_state(path, pin) for path, pin in repos.items()},
         "venv": venv_distributions(venv),
+        "tools": venv_distributions(tools),
         "deployer": venv_distributions(deployer),
         "workflows": file_text(workflows),
         "nvcc": nvcc,

@@ -163,7 +163,8 @@ def start_container(sandbox: dict[str, Any], pod: dict[str, Any]) -> str:
     verified = pod_shell(
         sandbox,
         pod,
-        "/opt/venv/bin/podforge verify --plan /opt/podforge/plan.json --timeout 60"
+        "/opt/podforge/tools/bin/podforge verify --venv /opt/venv"
+        " --plan /opt/podforge/plan.json --timeout 60"
         " --r2sync /opt/podforge/secrets/r2.env",
         check=False,
     )

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 VENV = "/workspace/venv"
+TOOLS = "/opt/podforge/tools"  # the pod tools' own venv (locks/tools.txt)
 VERIFY_OP = "Verify: ComfyUI serves every node and runs a workflow, r2sync works"
 NODES = "/workspace/ComfyUI/custom_nodes"
 
@@ -45,8 +46,8 @@ def node_pins(sandbox, **moved):
     return [moved.get(node.name) or pinned(sandbox, node.name) for node in SANDBOX_NODES]
 
 
-def pod_python(sandbox, pod, program):
-    return pod_shell(sandbox, pod, f"{VENV}/bin/python -c {shlex.quote(program)}")
+def pod_python(sandbox, pod, program, venv=VENV):
+    return pod_shell(sandbox, pod, f"{venv}/bin/python -c {shlex.quote(program)}")
 
 
 def head(sandbox, pod, path):
@@ -63,8 +64,8 @@ def test_comfyui_and_every_node_are_at_their_pins(deployed, sandbox):
         assert pod_shell(sandbox, pod, "git -C /workspace/ComfyUI rev-list --count HEAD") == "1\n"
 
 
-def distributions(sandbox, pod):
-    """name -> version of every distribution in the pod's venv, as Python itself sees them."""
+def distributions(sandbox, pod, venv=VENV):
+    """name -> version of every distribution in a venv of the pod, as Python itself sees them."""
     return json.loads(
         pod_python(
             sandbox,
@@ -72,6 +73,7 @@ def distributions(sandbox, pod):
             "import json, re, importlib.metadata as m\n"
             "print(json.dumps({re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): "
             "d.version for d in m.distributions()}))",
+            venv,
         )
     )
 
@@ -101,6 +103,18 @@ def test_the_venv_holds_exactly_the_lock_of_its_gpus_stack(deployed, sandbox):
         "h100": "torch25-cu124",
         "rtx-5090": "torch28-cu128",  # Blackwell (sm_120): torch 2.5.1 has no kernels for it
     }
+
+
+def test_the_tools_run_from_their_own_venv_holding_exactly_the_tools_lock(deployed, sandbox):
+    for pod in sandbox["pods"]:
+        version = pod_python(sandbox, pod, "import sys; print(*sys.version_info[:3])", TOOLS)
+        locked = locked_for("tools", tuple(int(part) for part in version.split()))
+        installed = distributions(sandbox, pod, TOOLS)
+        assert {name: installed.get(name) for name in locked} == locked
+        assert sorted(set(installed) - set(locked)) == ["podforge"]
+        assert "torch" not in installed  # ComfyUI's stack stays in its own venv
+        units = pod_shell(sandbox, pod, "cat /etc/supervisor/conf.d/podforge-r2sync.conf")
+        assert f"{TOOLS}/bin/podforge r2sync " in units
 
 
 def test_a_blackwell_pod_runs_torch_28_built_for_it(deployed, sandbox):
@@ -167,7 +181,8 @@ def verify_on(sandbox, pod, *flags):
     return pod_shell(
         sandbox,
         pod,
-        f"{VENV}/bin/podforge verify --comfyui-dir /workspace/ComfyUI --timeout 120 "
+        f"{TOOLS}/bin/podforge verify --venv {VENV} --comfyui-dir /workspace/ComfyUI"
+        " --timeout 120 "
         + " ".join(flags),
         check=False,
     )

@@ -16,7 +16,8 @@ from sandbox.pods import GPU_PROFILES
 pytestmark = pytest.mark.e2e
 
 VERIFY = (
-    "/workspace/venv/bin/podforge verify --plan /opt/podforge/plan.json --timeout 60"
+    "/opt/podforge/tools/bin/podforge verify --venv /workspace/venv"
+    " --plan /opt/podforge/plan.json --timeout 60"
     " --r2sync /opt/podforge/secrets/r2.env"
 )
 

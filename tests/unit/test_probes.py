@@ -136,6 +136,7 @@ def test_venv_distributions_match_importlib(tmp_path):
 NO_SOFTWARE = {
     "repos": {},
     "venv": "/none",
+    "tools": "/none",
     "deployer": "/none",
     "workflows": "/none",
 }
@@ -173,19 +174,21 @@ def test_the_pod_state_fact_reads_software_in_its_one_command(tmp_path):
         software={
             "repos": pins,
             "venv": sys.prefix,
+            "tools": sys.prefix,
             "deployer": str(tmp_path / "no-deployer"),
             "workflows": str(workflows),
         }
     )["software"]
     assert result["repos"][str(tmp_path / "ComfyUI")]["head"] == head
     assert result["repos"][str(tmp_path / "none")] is None
-    assert result["venv"]["pyinfra"] == metadata.version("pyinfra")
+    assert result["venv"]["pyinfra"] == metadata.version("pyinfra") == result["tools"]["pyinfra"]
     # Stamps come back as their text: the controller parses them (tasks/desired.py).
     assert result["workflows"] == workflows.read_text()
     assert result["deployer"] is None and result["supervisord"] is False
     assert "git" in result["debs"]  # this machine's dpkg, as the pod's is read
     assert result == software(
         pins,
+        sys.prefix,
         sys.prefix,
         str(tmp_path / "no-deployer"),
         str(workflows),

@@ -108,12 +108,13 @@ def test_the_supervisor_section_restarts_with_backoff_and_stops_the_group(pod):
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="bin/setup installs systemd")
 def test_systemd_units_pass_systemd_analyze_verify(tmp_path, pod):
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    for tool in ("python", "podforge"):
-        (venv / "bin" / tool).symlink_to(shutil.which("true"))
+    venv, tools = tmp_path / "venv", tmp_path / "podforge" / "tools"
+    for tool in (venv / "bin" / "python", tools / "bin" / "podforge"):
+        tool.parent.mkdir(parents=True, exist_ok=True)
+        tool.symlink_to(shutil.which("true"))
     settings = Settings(
         venv_dir=str(venv),
+        podforge_dir=str(tmp_path / "podforge"),
         comfyui_dir=str(tmp_path),
         workspace_dir=str(tmp_path),
         enable_r2_sync=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from podforge.core.timeline import Operation, Step, Timeline, step_name, steps
+from podforge.core.timeline import Operation, Step, Timeline, Transfer, step_name, steps
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,7 @@ def test_operations_of_one_step_merge_and_times_start_at_the_first():
         Operation("Python environment | Install locks/x.txt exactly", 112.0, 130.0),
         Operation("Verify: ComfyUI serves", 170.0, 181.0),
     ]
-    assert steps(operations, {"Models": 4_000_000_000}) == [
+    assert steps(operations, {"Models": Transfer(4_000_000_000)}) == [
         Step("System packages", 0.0, 12.0),
         Step("Python environment", 12.0, 30.0),
         Step("Models", 30.0, 70.0, 4_000_000_000),
@@ -65,6 +65,7 @@ def test_a_sequential_deploy_overlaps_nothing_and_is_measured_against_its_bytes(
         "end": 70.0,
         "seconds": 40.0,
         "bytes": 4_000_000_000,
+        "transfer_seconds": None,
     }
     assert timeline.lines() == [
         "timeline: 80.0 s from the first operation to the last",
@@ -100,3 +101,26 @@ def test_a_deploy_that_downloaded_nothing_has_no_bytes_floor():
     assert timeline.bytes_only_seconds() is None
     assert timeline.as_json()["ratio"] is None
     assert timeline.lines()[-1] == "  bytes alone: nothing was downloaded"
+
+
+def test_a_background_fetch_is_rated_by_its_own_seconds_not_its_steps_span():
+    # The models' fetch starts right after the tools and is awaited after the services: its
+    # step spans 60 s, of which the download took 20 (4 GB at 200 MB/s).
+    operations = [
+        Operation("Pod tools | Install uv", 0.0, 5.0),
+        Operation("Models | Start fetching 3 missing model files (in the background)", 5.0, 5.5),
+        Operation("Python environment | Install locks/x.txt exactly", 5.5, 50.0),
+        Operation("Models | Fetch 3 missing model files", 50.0, 65.0),
+        Operation("Verify: ComfyUI serves", 65.0, 70.0),
+    ]
+    found = steps(operations, {"Models": Transfer(4_000_000_000, 20.0)})
+    assert found[1] == Step("Models", 5.0, 65.0, 4_000_000_000, 20.0)
+    timeline = Timeline("pod1", "2026-12-02T14:00:00+00:00", found)
+    assert timeline.overlaps() == [("Models", "Python environment", 44.5)]
+    assert timeline.link_rate() == 200_000_000
+    assert timeline.bytes_only_seconds() == 20.0
+    assert timeline.as_json()["ratio"] == 3.5
+    assert (
+        "  Models                  5.0 ->    65.0 s  (60.0 s)  4.00 GB at 200.00 MB/s (in 20.0 s)"
+        in timeline.lines()
+    )

@@ -1,0 +1,146 @@
+"""`podforge job`: a pod-side command run in the background, started by one deploy step and
+awaited by a later one, so the network works while the rest of the deploy installs.
+
+    podforge job start DIR -- ARGV...   detach ``job run``; return at once
+    podforge job run DIR -- ARGV...     (detached) ARGV, its output into DIR/log, then DIR/exit
+    podforge job wait DIR [--manifest]  DIR/log as it grows, until DIR/exit; exit with its code
+
+A job's directory is its own (the deploy names it with a fresh token), so a job left running
+by an interrupted deploy never writes into the next one's. DIR/pid names the process running
+ARGV's wrapper; a wrapper gone without DIR/exit (the pod rebooted, a kill) is a failure,
+named as such. ``--manifest``: the model manifest the job fetches; ``wait`` then says every
+``PROGRESS_EVERY`` seconds how many of its files are in place and when the rest should be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROGRESS_EVERY = 10.0  # seconds between two "still arriving" lines
+POLL = 0.2  # seconds between two reads of the log
+
+
+def start(job: Path, argv: list[str]) -> int:
+    job.mkdir(parents=True, exist_ok=True)
+    subprocess.Popen(
+        [sys.executable, "-m", "podforge", "job", "run", str(job), "--", *argv],
+        start_new_session=True,  # outlives the deploy's SSH session
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+    )
+    print(f"job: started {' '.join(argv[:2])} in {job}")
+    return 0
+
+
+def run(job: Path, argv: list[str]) -> int:
+    _write(job / "pid", f"{os.getpid()}\n")
+    with open(job / "log", "ab") as log:
+        try:
+            code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log).returncode
+        except OSError as error:
+            log.write(f"job: {argv[0]} did not start: {error}\n".encode())
+            code = 127
+    _write(job / "exit", f"{code}\n")
+    return code
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: a reader never sees half a pid or exit code."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def arrived(manifest: list[dict[str, object]]) -> tuple[int, int, int]:
+    """(files in place, bytes in place, bytes planned) of a model manifest, by what is at
+    each destination now (the fetcher publishes whole files only)."""
+    count, have = 0, 0
+    for model in manifest:
+        try:
+            size = os.stat(str(model["dest"])).st_size
+        except OSError:
+            continue
+        count += 1
+        have += size
+    planned = sum(int(str(model.get("planned_bytes") or 0)) for model in manifest)
+    return count, have, planned
+
+
+def progress_line(
+    in_place: int, total: int, have: int, planned: int, bytes_per_second: float | None
+) -> str:
+    """``models: 7/18 files in place (3.2/29.0 GB), ETA 2 min`` (no ETA before a rate)."""
+    line = f"models: {in_place}/{total} files in place ({have / 1e9:.1f}/{planned / 1e9:.1f} GB)"
+    if bytes_per_second and planned > have:
+        seconds = (planned - have) / bytes_per_second
+        line += f", ETA {seconds / 60:.0f} min" if seconds >= 90 else f", ETA {seconds:.0f} s"
+    return line
+
+
+def wait(job: Path, manifest_file: Path | None) -> int:
+    manifest = json.loads(manifest_file.read_text()) if manifest_file else None
+    started = time.monotonic()
+    first = arrived(manifest)[1] if manifest else 0
+    next_progress = started + PROGRESS_EVERY
+    offset = 0
+    while True:
+        done = (job / "exit").exists()  # read before the log: the log is whole after it
+        offset = _echo(job / "log", offset)
+        if done:
+            return int((job / "exit").read_text())
+        if not (job / "pid").exists() and time.monotonic() - started > 30:
+            print(f"job: {job} never started (no pid after 30 s)", flush=True)
+            return 1
+        if (job / "pid").exists() and not _alive(job / "pid") and not (job / "exit").exists():
+            offset = _echo(job / "log", offset)
+            print(f"job: {job} ended without an exit code (killed?): see {job / 'log'}")
+            return 1
+        now = time.monotonic()
+        if manifest is not None and now >= next_progress:
+            count, have, planned = arrived(manifest)
+            rate = (have - first) / (now - started) if have > first else None
+            print(progress_line(count, len(manifest), have, planned, rate), flush=True)
+            next_progress = now + PROGRESS_EVERY
+        time.sleep(POLL)
+
+
+def _echo(log: Path, offset: int) -> int:
+    """Print the log's whole lines from ``offset``; the offset after them."""
+    try:
+        with open(log, "rb") as file:
+            file.seek(offset)
+            data = file.read()
+    except FileNotFoundError:
+        return offset
+    whole = data[: data.rfind(b"\n") + 1]
+    if whole:
+        sys.stdout.write(whole.decode(errors="replace"))
+        sys.stdout.flush()
+    return offset + len(whole)
+
+
+def main(args: argparse.Namespace) -> int:
+    job = Path(args.dir)
+    if args.job_verb == "wait":
+        return wait(job, Path(args.manifest) if args.manifest else None)
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        print("podforge job: no command given after --", file=sys.stderr)
+        return 2
+    return start(job, argv) if args.job_verb == "start" else run(job, argv)
