@@ -11,6 +11,7 @@ remote command counted. Target: <= 3 s, within 1 s of the floor, and <= 40 comma
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from bench.counting import counted_commands
 from bench.sandbox import bench_sandbox
+from podforge.core.timeline import Timeline
+from sandbox.control import ssh_argv
 from sandbox.converge import converge
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,11 +31,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.noop")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    with bench_sandbox("noop", ["rtx-4090"], first_address=90):
+    with bench_sandbox("noop", ["rtx-4090"], first_address=90) as state:
         began = time.monotonic()
         first = converge()
         print(f"full deploy of a fresh pod: {time.monotonic() - began:.1f} s")
         assert all(not r.failed for r in first.values()), first
+        (pod,) = state["pods"]
+        kept = subprocess.run(
+            [*ssh_argv(state, pod), "cat /opt/podforge/timeline.json"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        print("\n".join(Timeline.from_json(json.loads(kept.stdout)).lines()))
         pyinfra = [str(REPO / ".venv/bin/pyinfra"), "-y", "inventories/sandbox.py"]
         walls, floors = [], []
         for _ in range(args.rounds):  # taking turns, so drift falls on both alike

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,24 @@ class Timeline:
         if rate is None:
             return None
         return sum(step.bytes or 0 for step in self.steps) / rate
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Timeline:
+        """The timeline ``as_json`` wrote (a pod's timeline.json), read back."""
+        return cls(
+            data["host"],
+            data["started"],
+            [
+                Step(
+                    step["name"],
+                    step["start"],
+                    step["end"],
+                    step.get("bytes"),
+                    step.get("transfer_seconds"),
+                )
+                for step in data["steps"]
+            ],
+        )
 
     def as_json(self) -> dict[str, object]:
         bytes_only = self.bytes_only_seconds()

@@ -201,6 +201,46 @@ def test_new_comfyui_args_restart_comfyui_alone_and_it_answers_before_the_models
         assert not only(sandbox, pod).failed
 
 
+def test_a_fetch_outlives_its_killed_deploy_and_the_next_deploy_finishes_the_pod(
+    running, sandbox, tmp_path
+):
+    pod = sandbox["pods"][0]
+    manifest = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/manifest.json"))
+    dropped = manifest[0]["dest"]
+    digest = pod_shell(sandbox, pod, f"sha256sum {dropped}").split()[0]
+    jobs_before = set(pod_shell(sandbox, pod, "ls /opt/podforge/jobs").split())
+    pod_shell(sandbox, pod, f"rm {dropped}")
+    # The dropped file comes at 512 B/s over plain HTTP: two minutes, killed long before.
+    control_hub(sandbox, "xet", {"enabled": False})
+    control_hub(sandbox, "faults", {"throttle_bps": 512})
+    try:
+        with (tmp_path / "killed.log").open("wb") as out:
+            deploy = subprocess.Popen(
+                [sys.executable, "-c", DEPLOY_ONE_POD, json.dumps({}), sandbox["base"]],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            # The deploy is killed (a laptop gone) once its fetch job runs on the pod.
+            wait_for(
+                lambda: set(pod_shell(sandbox, pod, "ls /opt/podforge/jobs").split()) - jobs_before
+            )
+        finally:
+            deploy.kill()
+            deploy.wait()
+        (job,) = set(pod_shell(sandbox, pod, "ls /opt/podforge/jobs").split()) - jobs_before
+        assert pod_shell(sandbox, pod, f"test -e /opt/podforge/jobs/{job}/exit; echo $?") == "1\n"
+    finally:
+        control_hub(sandbox, "faults", {})
+        control_hub(sandbox, "xet", {"enabled": True})
+    # The next deploy finds the pod as the killed one left it and finishes it; the orphaned
+    # fetch ran on, to its end, without the deploy that started it.
+    assert not only(sandbox, pod).failed
+    assert pod_shell(sandbox, pod, f"sha256sum {dropped}").split()[0] == digest
+    wait_for(lambda: pod_shell(sandbox, pod, f"cat /opt/podforge/jobs/{job}/exit 2>&1") == "0\n")
+
+
 def test_a_flag_comfyui_rejects_never_reaches_a_program(running, sandbox):
     before = {pod["name"]: pids(sandbox, pod) for pod in sandbox["pods"]}
     with pytest.raises(Exception, match="unknown ComfyUI flag '--medvram'"):

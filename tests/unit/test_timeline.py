@@ -120,6 +120,7 @@ def test_a_background_fetch_is_rated_by_its_own_seconds_not_its_steps_span():
     assert timeline.link_rate() == 200_000_000
     assert timeline.bytes_only_seconds() == 20.0
     assert timeline.as_json()["ratio"] == 3.5
+    assert Timeline.from_json(timeline.as_json()) == timeline  # as a pod keeps it
     assert (
         "  Models                  5.0 ->    65.0 s  (60.0 s)  4.00 GB at 200.00 MB/s (in 20.0 s)"
         in timeline.lines()
