@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 from podforge.controller import stack
-from podforge.controller.tools import tool_requirements
 from podforge.controller.upstream import requirement_texts
 from podforge.core.config import Settings
 from podforge.core.lock import entries, lock_inputs, lock_pins
@@ -30,14 +29,14 @@ from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES
 
 def timed_uv(texts: dict[str, str | None], cache: Path) -> tuple[float, int]:
     os.environ["UV_CACHE_DIR"] = str(cache)
-    inputs = lock_inputs(STACK_PROFILES[DEFAULT_STACK], texts, tool_requirements())
+    inputs = lock_inputs(STACK_PROFILES[DEFAULT_STACK], texts)
     began = time.monotonic()
     body = stack.resolve(inputs, texts)
     return time.monotonic() - began, len(entries(body))
 
 
 def timed_pip(texts: dict[str, str | None], work: Path, fast_deps: bool) -> tuple[float, int]:
-    inputs = lock_inputs(STACK_PROFILES[DEFAULT_STACK], texts, tool_requirements())
+    inputs = lock_inputs(STACK_PROFILES[DEFAULT_STACK], texts)
     args = []
     for name, text in texts.items():
         if text is not None:

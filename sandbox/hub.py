@@ -17,7 +17,8 @@ downloadUrl), ``/api/download/models/{id}[?type=...]`` (401 without the CivitAI 
 versions that need it, as ``?token=`` or a bearer header; 404 for unknown ids; else 307 to
 ``/_presigned/...``, which refuses any request carrying an Authorization header, as
 CivitAI's CDN does), and ``/files/{name}`` (Range, HEAD). The throttle fault applies per
-response, so per connection.
+response, so per connection; ``link_bps`` caps all of them together, as one link would
+(bench.serve).
 
 Run: ``python -m sandbox.hub --port 8555 --dir DIR [--file-size 1048576] [--gated REPO]``
 with the gated repos' token in ``PODFORGE_HUB_TOKEN`` and CivitAI's in
@@ -177,9 +178,25 @@ def _write_file(disk: Path, key: str, size: int) -> str:
     return digest.hexdigest()
 
 
+class Link:
+    """One link every response shares: each piece takes its turn at the link's rate."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free_at = 0.0  # when the pieces already given a turn are through
+
+    def wait(self, size: int, bps: int) -> float:
+        """Seconds until ``size`` more bytes are through, queued behind the others'."""
+        with self._lock:
+            now = time.monotonic()
+            self._free_at = max(now, self._free_at) + size / bps
+            return self._free_at - now
+
+
 @dataclass
 class Faults:
     throttle_bps: int = 0  # bytes per second per response, 0 = unlimited
+    link_bps: int = 0  # bytes per second of all responses together (one link), 0 = unlimited
     # Close the connection after this many body bytes, in the first ``resets`` responses
     # longer than that.
     reset_after: int = 0
@@ -210,6 +227,7 @@ class Hub:
         self.civitai_versions = civitai_versions()
         self.civitai_public = CIVITAI_PUBLIC | (set(self.civitai_versions) - set(CIVITAI_VERSIONS))
         self.faults = Faults()
+        self.link = Link()
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.offer_xet = offer_xet
@@ -578,7 +596,8 @@ class Handler(BaseHTTPRequestHandler):
             and hub.take_fault("truncations")
         ):
             cut = faults.truncate_after
-        plain = cut is None and not faults.wrong_bytes and not faults.throttle_bps
+        paced = faults.throttle_bps or faults.link_bps
+        plain = cut is None and not faults.wrong_bytes and not paced
         sent = 0
         began = time.monotonic()
         with open(disk, "rb") as source:
@@ -590,8 +609,9 @@ class Handler(BaseHTTPRequestHandler):
             source.seek(start)
             # Throttled, a piece is ~1/10 s worth, so even a small file arrives at the rate.
             piece_size = CHUNK // 4
-            if faults.throttle_bps:
-                piece_size = min(piece_size, max(1024, faults.throttle_bps // 10))
+            for bps in (faults.throttle_bps, faults.link_bps):
+                if bps:
+                    piece_size = min(piece_size, max(1024, bps // 10))
             while sent < length:
                 piece = source.read(min(piece_size, length - sent))
                 if cut is not None and sent + len(piece) > cut:
@@ -606,6 +626,9 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.connection.shutdown(2)
                     return
+                link_bps = hub.faults.link_bps
+                if link_bps:
+                    time.sleep(hub.link.wait(len(piece), link_bps))
                 # Read live: a throttle lifted meanwhile lets this response finish at once.
                 throttle_bps = hub.faults.throttle_bps
                 if throttle_bps:

@@ -1,10 +1,11 @@
-"""The pod's venvs: the tools' own (uv, the tools lock), then ComfyUI's: exactly the committed
-stack lock, podforge's wheel and flash-attn, installed by the tools' uv.
+"""The pod's venvs: the tools' own (uv, exactly the tools lock and podforge's wheel), then
+ComfyUI's (exactly the committed stack lock and flash-attn), both installed by the tools' uv.
 
-Nothing resolves on the pod. `uv pip sync` makes the venv hold exactly the lock's entries
-for the pod's Python and machine (hash-checked), podforge's own wheel and flash-attn's
-release wheel; anything else is removed. A no-op compares the venv's distributions (the
-pod-state fact) with that list and runs nothing; a drifted venv is synced back.
+Nothing resolves on the pod. `uv pip sync` makes a venv hold exactly the lock's entries
+for the pod's Python and machine (hash-checked) and the wheels no index serves beside them
+(podforge's own, flash-attn's release wheel); anything else is removed. A no-op compares
+each venv's distributions (the pod-state fact) with that list and runs nothing; a drifted
+venv is synced back.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ def venv_wanted_file(settings: Settings) -> str:
 def tools_wheel(settings: Settings) -> Path:
     """podforge's own wheel (its version changes with the code), built by the controller's
     uv: the laptop's (the uv package), or on the pod as its own controller (the image's
-    build, boot) the one the stack lock put in the pod's venv."""
+    build, boot) the tools' (the image's stack layer made their venv)."""
     if settings.phase == "pod":
         return _built_by(uv_binary())
-    return _built_by(f"{settings.venv_dir}/bin/uv")
+    return _built_by(f"{settings.tools_dir}/bin/uv")
 
 
 @functools.cache
@@ -124,9 +125,8 @@ def _wheel_line(settings: Settings, wheel: Path) -> str:
 @deploy("Python environment")
 def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
     """Whether the venv is synced (ComfyUI must then restart: it imported the old one)."""
-    wheel = tools_wheel(settings)
-    wanted = {**lock.installs, "podforge": _version(wheel)}
-    beside = [_wheel_line(settings, wheel)]
+    wanted = dict(lock.installs)
+    beside: list[str] = []
     flash_attn = plan.python_stack.flash_attn_wheel
     if flash_attn:
         # A GitHub release asset, not a PyPI wheel: chosen by the plan for this pod's Python.

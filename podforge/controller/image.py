@@ -64,11 +64,14 @@ class StackInputs(BaseModel):
 
     debs: list[str]
     checkouts: list[Checkout]
+    tools: str  # the pod tools' venv: uv is installed there with its pip, and installs both
+    uv: str  # the uv requirement
+    tools_sync_file: str
+    tools_sync: str  # the tools lock (podforge's own wheel comes with the code, in the deploy)
     venv: str
-    uv: str  # the uv requirement, installed into the venv with its pip
     sync_file: str
     sync: str  # the lock and flash-attn's release wheel (core/lock.py sync_text)
-    commands: list[str]  # core/lock.py sync_commands
+    commands: list[str]  # core/lock.py sync_commands, the tools venv's, then ComfyUI's
 
 
 class ImageError(PodforgeError, RuntimeError):
@@ -77,15 +80,19 @@ class ImageError(PodforgeError, RuntimeError):
 
 def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     """What the stack layer installs; ImageError when the committed lock cannot be used."""
-    from podforge.controller.stack import committed_lock
+    from podforge.controller.stack import committed_lock, committed_tools_lock
     from podforge.core.lock import for_pod, release_wheel, seeds_to_remove, sync_commands, sync_text
     from podforge.core.stacks import STACK_PROFILES, UV
 
     text, _, problem = committed_lock(settings, STACK_PROFILES[plan.python_stack.profile])
-    if problem:
-        raise ImageError(problem)
+    tools_text, _, tools_problem = committed_tools_lock()
+    if problem or tools_problem:
+        raise ImageError(problem or tools_problem or "")
     python = sys.version_info[:3]
     installed = {entry.name: entry.version for entry in for_pod(text, python, platform.machine())}
+    tools_installed = {
+        entry.name: entry.version for entry in for_pod(tools_text, python, platform.machine())
+    }
     beside = []
     if plan.python_stack.flash_attn_wheel:
         line, installed["flash-attn"] = release_wheel(
@@ -93,24 +100,40 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
         )
         beside.append(line)
     sync_file = f"{settings.podforge_dir}/stack-sync.txt"
+    tools_sync_file = f"{settings.podforge_dir}/tools-sync.txt"
+    # The layer makes both venvs with `python3 -m venv`: pip is in them (setuptools too, up to
+    # Python 3.11).
+    bundled = ["pip", "setuptools"]
     return StackInputs(
         debs=list(plan.system_packages),
         checkouts=[
             Checkout(dest=dest, url=pin.url, commit=pin.commit)
             for dest, pin in settings.checkouts().items()
         ],
-        venv=settings.venv_dir,
+        tools=settings.tools_dir,
         uv=UV,
+        tools_sync_file=tools_sync_file,
+        tools_sync=sync_text(tools_text, []),
+        venv=settings.venv_dir,
         sync_file=sync_file,
         sync=sync_text(text, beside),
-        # The layer makes the venv with `python3 -m venv`, so pip is in it.
-        commands=sync_commands(
-            settings.venv_dir,
-            settings.uv_cache_dir,
-            sync_file,
-            installed,
-            seeds_to_remove(installed, ["pip"]),
-        ),
+        commands=[
+            *sync_commands(
+                settings.tools_dir,
+                settings.uv_cache_dir,
+                tools_sync_file,
+                tools_installed,
+                seeds_to_remove(tools_installed, bundled),
+            ),
+            *sync_commands(
+                settings.venv_dir,
+                settings.uv_cache_dir,
+                sync_file,
+                installed,
+                seeds_to_remove(installed, bundled),
+                uv_from=settings.tools_dir,
+            ),
+        ],
     )
 
 
@@ -134,17 +157,21 @@ def install(directory: Path) -> None:
         _run(["apt-get", "install", "-q", "-y", "--no-install-recommends", *missing])
     for checkout in inputs.checkouts:
         _check_out(checkout)
-    python = f"{inputs.venv}/bin/python"
-    if not Path(python).exists():
-        _run(["python3", "-m", "venv", inputs.venv])
-    _run([python, "-m", "pip", "install", "-q", "--disable-pip-version-check", inputs.uv])
-    sync_file = Path(inputs.sync_file)
-    sync_file.parent.mkdir(parents=True, exist_ok=True)
-    sync_file.write_text(inputs.sync)
+    for venv in (inputs.tools, inputs.venv):
+        if not Path(f"{venv}/bin/python").exists():
+            _run(["python3", "-m", "venv", venv])
+    tools_python = f"{inputs.tools}/bin/python"
+    _run([tools_python, "-m", "pip", "install", "-q", "--disable-pip-version-check", inputs.uv])
+    for path, text in (
+        (inputs.tools_sync_file, inputs.tools_sync),
+        (inputs.sync_file, inputs.sync),
+    ):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
     for command in inputs.commands:
         _say(command.split("/bin/uv ", 1)[1])
         if subprocess.run(["sh", "-c", command]).returncode != 0:
-            raise ImageError("the stack lock was not installed: see uv's lines above")
+            raise ImageError("a lock was not installed: see uv's lines above")
 
 
 def _check_out(checkout: Checkout) -> None:

@@ -169,7 +169,7 @@ def write_lock(
     """Resolve and write ``locks/<profile>.txt``: the header, then uv's answer. The index is
     read as of the moment the present lock records, unless ``upgrade`` (or there is none):
     then as of now. Returns the path and what moved against the present lock."""
-    return _write(lock_inputs(profile, texts, tool_requirements()), texts, repo, upgrade)
+    return _write(lock_inputs(profile, texts), texts, repo, upgrade)
 
 
 def write_tools_lock(repo: Path, upgrade: bool = False) -> tuple[Path, list[str]]:
@@ -203,9 +203,7 @@ def committed_lock(
         where = f" where {profile.torch_index_url} is reachable" if profile.torch_index_url else ""
         return "", None, f"{path} is missing: {_refresh(profile.name)}{where}"
     try:
-        today = lock_inputs(
-            profile, requirement_texts(lock_pins(settings), local_checkouts), tool_requirements()
-        )
+        today = lock_inputs(profile, requirement_texts(lock_pins(settings), local_checkouts))
     except UpstreamError as error:
         return "", None, str(error)
     return _committed(today, "the stack lock")
@@ -258,7 +256,7 @@ def main(args: argparse.Namespace) -> int:
             inputs, texts = tools_lock_inputs(tool_requirements()), {}
         else:
             texts = settings_texts(getattr(args, "dirs", []))
-            inputs = lock_inputs(STACK_PROFILES[args.profile], texts, tool_requirements())
+            inputs = lock_inputs(STACK_PROFILES[args.profile], texts)
         if args.stack_verb == "lock":
             path, moves = _write(inputs, texts, REPO, upgrade=args.upgrade)
             count = len(entries(path.read_text()))

@@ -1,16 +1,17 @@
 """The stack lock: a profile's whole environment, resolved once, committed in locks/. Pure.
 
 `podforge stack lock` (podforge/controller/stack.py) asks uv to resolve the profile's pins, the
-requirements of ComfyUI and of every node podforge may install, podforge's pod tools and
-``STACK_EXTRAS``, under the profile's constraints, once for each target a pod may be
+requirements of ComfyUI and of every node podforge may install and ``STACK_EXTRAS``, under
+the profile's constraints, once for each target a pod may be
 (``LOCK_TARGETS``: its Python and platform), with hashes. The answers go into one file, each
 entry marked with its target, under a header naming the inputs. Every pod installs exactly
 its target's entries (``uv pip sync``), so a fleet is identical and a user can read what a
-pod runs. One resolution per target rather than uv's universal one: each target gets what
+pod runs. The pod tools have a lock of their own (``TOOLS_LOCK``: ``tools_lock_inputs``), in
+a venv of their own. One resolution per target rather than uv's universal one: each target gets what
 it alone resolves to, and the three targets take uv ~5 s together where universal takes ~13 s.
 
 A lock is keyed by what was resolved, not by commit ids: the digest of each requirement
-file's text, the pins, constraints, tools and the Python range. A node pin that moves without
+file's text, the pins, constraints, extras and the Python range. A node pin that moves without
 touching its requirements keeps the lock; one that changes them makes it stale, and the
 deploy refuses a stale lock before any change, naming what changed (``changes``).
 """
@@ -93,7 +94,7 @@ class LockInputs(BaseModel):
     index: str | None  # the profile's own torch index, next to PyPI
     pins: list[str]
     constraints: list[str]
-    tools: list[str]  # podforge's pod tools and STACK_EXTRAS
+    tools: list[str]  # STACK_EXTRAS; in the tools' own lock, what the pod tools require
     requirements: dict[str, str | None]  # repository name -> text_digest of requirements.txt
 
     def digest(self) -> str:
@@ -114,18 +115,16 @@ def lock_pins(settings: Settings) -> list[RepoPin]:
     return [settings.comfyui_repo, *settings.custom_nodes, *brought.values()]
 
 
-def lock_inputs(
-    profile: StackProfile, texts: Mapping[str, str | None], tools: Iterable[str]
-) -> LockInputs:
-    """The inputs of ``profile``'s lock, given each repository's requirements.txt text and
-    what podforge's pod-side tools require (pyproject.toml, read by the controller)."""
+def lock_inputs(profile: StackProfile, texts: Mapping[str, str | None]) -> LockInputs:
+    """The inputs of ``profile``'s lock, given each repository's requirements.txt text (the
+    pod tools are not in it: they have their own venv and lock, ``tools_lock_inputs``)."""
     return LockInputs(
         profile=profile.name,
         targets=[str(target) for target in LOCK_TARGETS],
         index=profile.torch_index_url,
         pins=list(profile.pins),
         constraints=list(profile.constraints),
-        tools=[*tools, *STACK_EXTRAS],
+        tools=list(STACK_EXTRAS),
         requirements={name: text_digest(text) for name, text in sorted(texts.items())},
     )
 

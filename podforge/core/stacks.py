@@ -174,10 +174,10 @@ UV = "uv==0.13.9"
 # there, not in uv's bundled roots), and never a Python download from GitHub behind our back.
 UV_ENVIRONMENT = {"UV_SYSTEM_CERTS": "1", "UV_PYTHON_DOWNLOADS": "never"}
 
-# The pod-side tools (python -m podforge ...) share the pod's venv with ComfyUI, so what
-# they need (pyproject.toml's `pod` extra) is locked with the stack and takes its versions.
-# Locked beside them: triton imports setuptools, which a venv made by uv lacks; flash-attn
-# (installed from its release wheel, outside the lock: it is no PyPI wheel) needs einops.
+# Locked with every stack beside ComfyUI's and the nodes' requirements: triton imports
+# setuptools, which a venv made by uv lacks; flash-attn (installed from its release wheel,
+# outside the lock: it is no PyPI wheel) needs einops. (The pod tools have their own venv
+# and lock, TOOLS_LOCK.)
 STACK_EXTRAS: tuple[str, ...] = ("setuptools", "einops")
 
 

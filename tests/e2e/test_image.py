@@ -80,12 +80,16 @@ def test_the_image_phase_installs_the_stack_once(built):
     # The stack layer synced the committed lock; the deploy after it found packages,
     # checkouts and the lock in place and added podforge's own wheel alone.
     stack, deploy = (step_output(built.output, step) for step in (STACK_STEP, DEPLOY_STEP))
+    assert "image: pip sync --python /opt/podforge/tools/bin/python --compile-bytecode" in stack
     assert "image: pip sync --python /opt/venv/bin/python --compile-bytecode" in stack
     assert "image: pip check --python /opt/venv/bin/python" in stack
     changed = changed_operations(deploy)
-    stack_ops = re.compile(r"^System packages \||^ComfyUI \| .* at \w{12}$")
+    stack_ops = re.compile(
+        r"^System packages \||^ComfyUI \| .* at \w{12}$|^Python environment \| Install"
+    )
     assert not [op for op in changed if stack_ops.match(op)], changed
-    (synced,) = [op for op in changed if op.startswith("Python environment | Install ")]
+    # The tools' venv came with the layer too; podforge's own wheel comes with the code.
+    (synced,) = [op for op in changed if op.startswith("Pod tools | Install ")]
     assert synced.endswith("exactly (1 differ: podforge missing)")
     assert "Installed 1 package" in deploy
     # The checkouts are there, reported unchanged: the layer made them at the same pins.

@@ -211,12 +211,13 @@ def test_a_fetch_outlives_its_killed_deploy_and_the_next_deploy_finishes_the_pod
     jobs_before = set(pod_shell(sandbox, pod, "ls /opt/podforge/jobs").split())
     pod_shell(sandbox, pod, f"rm {dropped}")
     # The dropped file comes at 512 B/s over plain HTTP: two minutes, killed long before.
+    just_this_pod: dict[str, dict[str, object]] = {pod["name"]: {}}
     control_hub(sandbox, "xet", {"enabled": False})
     control_hub(sandbox, "faults", {"throttle_bps": 512})
     try:
         with (tmp_path / "killed.log").open("wb") as out:
             deploy = subprocess.Popen(
-                [sys.executable, "-c", DEPLOY_ONE_POD, json.dumps({}), sandbox["base"]],
+                [sys.executable, "-c", DEPLOY_ONE_POD, json.dumps(just_this_pod), sandbox["base"]],
                 cwd=REPO,
                 stdout=out,
                 stderr=subprocess.STDOUT,

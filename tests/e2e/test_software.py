@@ -93,10 +93,11 @@ def test_the_venv_holds_exactly_the_lock_of_its_gpus_stack(deployed, sandbox):
         version = pod_python(sandbox, pod, "import sys; print(*sys.version_info[:3])")
         locked = locked_for(stack, tuple(int(part) for part in version.split()))
         installed = distributions(sandbox, pod)
-        # Every locked distribution at its version, and nothing else but podforge and flash-attn.
+        # Every locked distribution at its version, and nothing else but flash-attn: the pod
+        # tools (podforge, uv, boto3) live in their own venv.
         assert {name: installed.get(name) for name in locked} == locked
-        assert sorted(set(installed) - set(locked)) == ["flash-attn", "podforge"]
-        check = pod_shell(sandbox, pod, f"{VENV}/bin/uv pip check --python {VENV}/bin/python 2>&1")
+        assert sorted(set(installed) - set(locked)) == ["flash-attn"]
+        check = pod_shell(sandbox, pod, f"{TOOLS}/bin/uv pip check --python {VENV}/bin/python 2>&1")
         assert "All installed packages are compatible" in check
     assert stacks == {
         "rtx-4080-super": "torch25-cu124",
@@ -137,7 +138,7 @@ def test_a_blackwell_pod_runs_torch_28_built_for_it(deployed, sandbox):
 
 def test_a_venv_changed_by_hand_is_synced_back(deployed, sandbox):
     pod = sandbox["pods"][1]
-    uv = f"{VENV}/bin/uv pip --quiet"
+    uv = f"{TOOLS}/bin/uv pip --quiet"
     pod_shell(sandbox, pod, f"{uv} uninstall --python {VENV}/bin/python einops")
     pod_shell(sandbox, pod, f"{VENV}/bin/python -m ensurepip")  # pip is not in the lock
     # ComfyUI still runs on what it imported: verify names the difference before a restart.
@@ -182,8 +183,7 @@ def verify_on(sandbox, pod, *flags):
         sandbox,
         pod,
         f"{TOOLS}/bin/podforge verify --venv {VENV} --comfyui-dir /workspace/ComfyUI"
-        " --timeout 120 "
-        + " ".join(flags),
+        " --timeout 120 " + " ".join(flags),
         check=False,
     )
 
@@ -235,7 +235,7 @@ def test_a_pack_whose_import_raises_fails_verify_naming_it(deployed, sandbox, ca
 
 def test_a_dependency_removed_by_hand_is_named_then_repaired(deployed, sandbox):
     pod = sandbox["pods"][0]
-    uv = f"{VENV}/bin/uv pip --quiet"
+    uv = f"{TOOLS}/bin/uv pip --quiet"
     pod_shell(sandbox, pod, f"{uv} uninstall --python {VENV}/bin/python gguf")
     pod_shell(sandbox, pod, "supervisorctl restart comfyui-0")
     out = verify_on(sandbox, pod)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from podforge.controller.tools import tool_requirements
 from podforge.core.environment import (
     explain_uv_conflict,
     pin_conflicts,
@@ -16,8 +15,6 @@ from podforge.core.lock import lock_inputs
 from podforge.core.pins import DEFAULT_CUSTOM_NODES
 from podforge.core.stacks import STACK_PROFILES
 from sandbox.repos import upstream_tree
-
-TOOLS = tool_requirements()
 
 NODES = [node.name for node in DEFAULT_CUSTOM_NODES]
 
@@ -63,9 +60,7 @@ that your requirements are unsatisfiable.
 
 def test_a_uv_conflict_is_traced_to_the_node_and_the_profile():
     sources = {"ComfyUI": [], "ComfyUI-Fancy": requirement_lines("opencv-python>=4.12\n")}
-    inputs = lock_inputs(
-        STACK_PROFILES["torch25-cu124"], {"ComfyUI": "", "ComfyUI-Fancy": ""}, TOOLS
-    )
+    inputs = lock_inputs(STACK_PROFILES["torch25-cu124"], {"ComfyUI": "", "ComfyUI-Fancy": ""})
     message = explain_uv_conflict(UV_CONFLICT, sources, inputs.profile, inputs.constraints)
     assert message.startswith("the environment does not resolve: error: No solution found")
     assert "ComfyUI-Fancy requires opencv-python>=4.12" in message

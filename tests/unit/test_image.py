@@ -18,7 +18,7 @@ from podforge.core.config import SECRET_FIELDS, Settings, env_name, load_setting
 from podforge.core.gpu import GpuReport
 from podforge.core.lock import lock_file
 from podforge.core.plan import build_plan
-from podforge.core.stacks import DEFAULT_STACK
+from podforge.core.stacks import DEFAULT_STACK, TOOLS_LOCK
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
@@ -98,8 +98,15 @@ def test_the_inputs_are_the_committed_lock_and_the_deploys_commands():
     assert inputs.sync.startswith(lock_text)
     assert inputs.sync.endswith(f"flash-attn @ {plan.python_stack.flash_attn_wheel}\n")
     assert inputs.sync_file == "/opt/podforge/stack-sync.txt"
+    # The tools' venv first, from its own lock; its uv then installs ComfyUI's.
+    assert inputs.tools_sync.startswith((REPO / lock_file(TOOLS_LOCK)).read_text())
     assert inputs.commands[0].endswith(
-        f"sync --python {settings.venv_dir}/bin/python"
+        f"{settings.tools_dir}/bin/uv pip sync --python {settings.tools_dir}/bin/python"
+        " --compile-bytecode /opt/podforge/tools-sync.txt"
+    )
+    (stack_sync,) = [command for command in inputs.commands if "stack-sync.txt" in command]
+    assert stack_sync.endswith(
+        f"{settings.tools_dir}/bin/uv pip sync --python {settings.venv_dir}/bin/python"
         " --compile-bytecode /opt/podforge/stack-sync.txt"
     )
     # ComfyUI's task checks out the same dirs at the same commits.

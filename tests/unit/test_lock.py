@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from podforge.controller.stack import committed_tools_lock
-from podforge.controller.tools import tool_requirements
 from podforge.controller.upstream import requirement_texts
 from podforge.core.config import Settings
 from podforge.core.lock import (
@@ -38,7 +37,6 @@ from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES, TOOLS_LOCK
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = STACK_PROFILES[DEFAULT_STACK]
-TOOLS = tool_requirements()
 TEXTS = {"ComfyUI": "torch\nnumpy>=1.25.0\n", "ComfyUI-GGUF": "gguf>=0.13.0\n", "Bare": None}
 
 # A few entries with markers (as `marked` and uv write them), hashes and "# via" comments.
@@ -71,15 +69,13 @@ def test_every_profile_has_a_committed_lock_matching_the_default_settings(profil
     # with the default settings is not refused (the mirror of shared/upstream holds the pins).
     text = (REPO / lock_file(profile)).read_text()
     locked = read_header(text, lock_file(profile))
-    today = lock_inputs(
-        STACK_PROFILES[profile], requirement_texts(lock_pins(Settings())), tool_requirements()
-    )
+    today = lock_inputs(STACK_PROFILES[profile], requirement_texts(lock_pins(Settings())))
     assert changes(locked, today) == []
     assert locked.digest() == today.digest()
     assert read_resolved_as_of(text) is not None  # a re-lock reads the index as of then
     names = {entry.name: entry.version for entry in entries(text)}
     assert names["torch"] == STACK_PROFILES[profile].torch
-    assert names["setuptools"] and names["uv"] == "0.13.9"
+    assert names["setuptools"] and "uv" not in names and "boto3" not in names  # tools apart
 
 
 def test_the_tools_lock_is_current_and_goes_stale_with_the_pod_extra(tmp_path):
@@ -112,7 +108,7 @@ def test_each_lock_holds_its_cuda_build(profile, torch, cuda_runtime, transforme
 
 
 def test_the_header_round_trips_its_inputs():
-    inputs = lock_inputs(PROFILE, TEXTS, TOOLS)
+    inputs = lock_inputs(PROFILE, TEXTS)
     text = render_header(inputs, "2026-12-02T00:00:00Z") + LOCK_BODY
     assert read_header(text, "locks/x.txt") == inputs
     assert read_resolved_as_of(text) == "2026-12-02T00:00:00Z"
@@ -140,10 +136,7 @@ def test_a_file_without_a_header_is_named():
 
 def test_a_moved_pin_with_the_same_requirements_keeps_the_lock():
     # The key is what was resolved, not commit ids.
-    assert (
-        lock_inputs(PROFILE, TEXTS, TOOLS).digest()
-        == lock_inputs(PROFILE, dict(TEXTS), TOOLS).digest()
-    )
+    assert lock_inputs(PROFILE, TEXTS).digest() == lock_inputs(PROFILE, dict(TEXTS)).digest()
 
 
 @pytest.mark.parametrize(
@@ -156,13 +149,11 @@ def test_a_moved_pin_with_the_same_requirements_keeps_the_lock():
     ],
 )
 def test_a_stale_lock_names_the_repository_that_changed(texts, expected):
-    assert (
-        changes(lock_inputs(PROFILE, TEXTS, TOOLS), lock_inputs(PROFILE, texts, TOOLS)) == expected
-    )
+    assert changes(lock_inputs(PROFILE, TEXTS), lock_inputs(PROFILE, texts)) == expected
 
 
 def test_a_stale_lock_names_a_changed_constraint_or_pin():
-    locked = lock_inputs(PROFILE, TEXTS, TOOLS)
+    locked = lock_inputs(PROFILE, TEXTS)
     today = locked.model_copy(
         update={
             "constraints": [*locked.constraints[1:], "numpy<2.1"],

@@ -13,7 +13,7 @@ from packaging.utils import canonicalize_name
 
 from podforge.controller.tools import project, tool_requirements, tools_version, tools_wheel
 from podforge.core.lock import lock_file
-from podforge.core.stacks import STACK_PROFILES, UV
+from podforge.core.stacks import STACK_PROFILES, TOOLS_LOCK, UV
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,13 +58,19 @@ def test_the_same_code_gives_the_same_bytes_and_other_code_another_version(tmp_p
     )
 
 
-def test_every_lock_installs_the_tools_pyproject_lists():
+def test_the_tools_lock_alone_installs_the_tools_pyproject_lists():
+    # One list (pyproject's dependencies and pod extra) feeds the tools' own lock; ComfyUI's
+    # stacks no longer carry the tools.
     wanted = tool_requirements()
-    assert UV in wanted  # the uv the pods install the lock with
-    for profile in STACK_PROFILES:
+    assert UV in wanted  # the uv the pods install every lock with
+
+    def tools_of(profile: str) -> list[str]:
         lines = (REPO / lock_file(profile)).read_text().splitlines()
-        tools = [line.removeprefix("# input tool: ") for line in lines if "# input tool: " in line]
-        assert [tool for tool in tools if tool in wanted] == wanted, profile
+        return [line.removeprefix("# input tool: ") for line in lines if "# input tool: " in line]
+
+    assert tools_of(TOOLS_LOCK) == wanted
+    for profile in STACK_PROFILES:
+        assert not set(tools_of(profile)) & set(wanted), profile
 
 
 def test_hosts_wanting_the_wheel_at_once_each_read_it_whole(tmp_path):
