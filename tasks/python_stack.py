@@ -83,7 +83,7 @@ def install_tools(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> 
                 f"{tools}/bin/python -m pip install -q --disable-pip-version-check {UV}",
             ],
         )
-    wheel = upload_tools_wheel(settings, pod)
+    wheel = _upload_wheel(settings, pod)
     wanted = {**lock.installs, "podforge": _version(wheel)}
     _sync(
         settings,
@@ -97,8 +97,8 @@ def install_tools(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> 
     )
 
 
-def upload_tools_wheel(settings: Settings, pod: Pod) -> Path:
-    """podforge's wheel on the pod, where both venvs' sync files name it."""
+def _upload_wheel(settings: Settings, pod: Pod) -> Path:
+    """podforge's wheel on the pod, where the tools' sync file names it."""
     wheel = tools_wheel(settings)
     pod_files.content(
         name=f"Upload podforge {_version(wheel)}",

@@ -8,7 +8,7 @@
   device's architecture and really runs one (a half-precision matmul and an elementwise op,
   synchronized): a Blackwell GPU under a torch without sm_100/sm_120 is found here, not at
   the first job;
-- the venv holds exactly what the deploy synced (the lock, podforge, flash-attn);
+- the venv holds exactly what the deploy synced (the lock and flash-attn);
 - each workflow podforge fitted to the pod finds its model files and node types.
 
 Each problem names the program, the port, the cause and the program's last log lines.
