@@ -144,6 +144,18 @@ DEPLOY_ONE_POD = (
 )
 
 
+def start_deploy(sandbox, data: dict[str, dict[str, object]], log: Path) -> subprocess.Popen:
+    """A deploy of the pods ``data`` names (with their settings), in a process of its own
+    (a test may kill it), its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", DEPLOY_ONE_POD, json.dumps(data), sandbox["base"]],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def test_new_comfyui_args_restart_comfyui_alone_and_it_answers_before_the_models_are_in(
     running, sandbox, tmp_path
 ):
@@ -161,13 +173,7 @@ def test_new_comfyui_args_restart_comfyui_alone_and_it_answers_before_the_models
     log = tmp_path / "deploy.log"
     answered_while_missing = False
     try:
-        with log.open("wb") as out:
-            deploy = subprocess.Popen(
-                [sys.executable, "-c", DEPLOY_ONE_POD, json.dumps(data), sandbox["base"]],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        deploy = start_deploy(sandbox, data, log)
         try:
             while deploy.poll() is None:
                 # The new ComfyUI (its pid is no longer the old one's) answers, and after
@@ -215,13 +221,7 @@ def test_a_fetch_outlives_its_killed_deploy_and_the_next_deploy_finishes_the_pod
     control_hub(sandbox, "xet", {"enabled": False})
     control_hub(sandbox, "faults", {"throttle_bps": 512})
     try:
-        with (tmp_path / "killed.log").open("wb") as out:
-            deploy = subprocess.Popen(
-                [sys.executable, "-c", DEPLOY_ONE_POD, json.dumps(just_this_pod), sandbox["base"]],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        deploy = start_deploy(sandbox, just_this_pod, tmp_path / "killed.log")
         try:
             # The deploy is killed (a laptop gone) once its fetch job runs on the pod.
             wait_for(
