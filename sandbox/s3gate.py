@@ -159,6 +159,10 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(411, b"Content-Length required", "text/plain")
             return
         body = self.rfile.read(int(length)) if length else b""
+        if length and len(body) < int(length):
+            # The client went away mid-body (killed): R2 stores nothing of such a request.
+            self.close_connection = True
+            return
         if self.gate.down:
             self.close_connection = True  # as an endpoint that is down: no answer at all
             return

@@ -56,7 +56,7 @@ def client(s3: dict[str, Any], secret: str | None = None) -> Any:
     return _CLIENTS[key]
 
 
-def _new_client(s3: dict[str, Any], secret: str | None) -> Any:
+def _new_client(s3: dict[str, Any], secret: str | None, read_timeout: float = 60) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=s3["url"],
@@ -66,6 +66,7 @@ def _new_client(s3: dict[str, Any], secret: str | None) -> Any:
         config=Config(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
+            read_timeout=read_timeout,
         ),
     )
 
@@ -184,6 +185,40 @@ def test_the_gate_refuses_parts_r2_would_refuse(s3):
                 Bucket=s3["bucket"], Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
             )
         assert refused.value.response["Error"]["Code"] == code
+
+
+def test_the_servers_head_names_the_bytes_r2sync_put(s3):
+    # rclone answers the metadata's name as "Sha256", R2 as "sha256": both are r2sync's own.
+    from podforge.pod.r2sync.store import holds
+
+    s, key = client(s3), "outputs/probe/metadata-case.bin"
+    s.put_object(Bucket=s3["bucket"], Key=key, Body=b"abc", Metadata={"sha256": "f00d"})
+    assert holds(s.head_object(Bucket=s3["bucket"], Key=key), 3, "f00d")
+
+
+def test_a_put_whose_client_dies_mid_body_stores_nothing_and_holds_up_no_one(s3):
+    # A daemon killed mid-PUT: R2 keeps nothing of it, and the next request for the key is
+    # answered (the gate once forwarded the short body, and rclone then waited minutes for
+    # the rest while every HEAD of the key queued behind it).
+    import socket
+    from urllib.parse import urlsplit
+
+    key = "outputs/probe/killed-mid-body.bin"
+    url = urlsplit(
+        client(s3).generate_presigned_url(
+            "put_object", Params={"Bucket": s3["bucket"], "Key": key}, ExpiresIn=600
+        )
+    )
+    with socket.create_connection((url.hostname, url.port)) as killed:
+        killed.sendall(
+            f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Content-Length: {3 * MIB}\r\n\r\n".encode()
+            + b"a" * MIB
+        )
+    patient = _new_client(s3, None, read_timeout=30)  # an answer, not rclone's wait
+    with pytest.raises(ClientError) as missing:
+        patient.head_object(Bucket=s3["bucket"], Key=key)
+    assert missing.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
 
 
 def test_outputs_around_a_kill_arrive_exactly_once(s3, tmp_path):

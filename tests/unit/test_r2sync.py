@@ -207,6 +207,13 @@ def test_head_of_a_missing_key_is_none_and_a_server_error_is_retried(stubbed):
     assert holds(found, 3, "abc") and not holds(found, 3, "other") and not holds(None, 3, "abc")
 
 
+@pytest.mark.parametrize("name", ["sha256", "Sha256", "SHA256"])
+def test_the_stored_sha256_is_found_whatever_case_the_server_gives_its_name(name):
+    # x-amz-meta-* are HTTP headers: R2 answers "sha256", rclone "Sha256".
+    found = {"ContentLength": 3, "ETag": '"e"', "Metadata": {name: "abc"}}
+    assert holds(found, 3, "abc") and not holds(found, 4, "abc")
+
+
 def test_credentials_refused_stop_at_once_naming_the_settings_never_the_secret(stubbed):
     store, stubber = stubbed
     stubber.add_client_error("head_object", "InvalidAccessKeyId", "no such key id", 403)

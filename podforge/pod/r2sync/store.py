@@ -148,13 +148,19 @@ class Store:
         return self.retry(what, attempt)
 
 
+def stored_sha256(found: dict[str, Any]) -> str | None:
+    """The sha256 r2sync put in an object's metadata, from its HEAD answer. Metadata names
+    travel as HTTP headers (``x-amz-meta-sha256``), which are case-insensitive: S3 and R2
+    answer ``sha256``, other servers (rclone) ``Sha256``."""
+    metadata = {name.lower(): value for name, value in found.get("Metadata", {}).items()}
+    return metadata.get("sha256")
+
+
 def holds(found: dict[str, Any] | None, size: int, sha256: str | None) -> bool:
     """Whether a HEAD answer is of an object holding these bytes (its size and the sha256
     r2sync put in its metadata)."""
     return (
-        found is not None
-        and found["ContentLength"] == size
-        and found.get("Metadata", {}).get("sha256") == sha256
+        found is not None and found["ContentLength"] == size and stored_sha256(found) == sha256
     )
 
 

@@ -23,7 +23,13 @@ from podforge.core.keys import index_key, numbered, object_key
 from podforge.pod.r2sync.index import publish_indexes
 from podforge.pod.r2sync.journal import Journal, Record
 from podforge.pod.r2sync.settings import Fatal, R2Settings, SyncError
-from podforge.pod.r2sync.store import KeyTaken, Store, conditional_writes, holds
+from podforge.pod.r2sync.store import (
+    KeyTaken,
+    Store,
+    conditional_writes,
+    holds,
+    stored_sha256,
+)
 from podforge.pod.r2sync.watcher import Candidate, files_open_for_writing, scan
 
 MIB = 2**20
@@ -235,7 +241,7 @@ class Syncer:
         """The ETag of the object at ``key`` when it holds what this pod uploaded (a journal
         from before ETags were kept); None when the key is free or another's."""
         found = self.store.head(key)
-        if found is not None and found.get("Metadata", {}).get("sha256") == sha256:
+        if found is not None and stored_sha256(found) == sha256:
             return str(found["ETag"])
         return None
 
