@@ -259,6 +259,35 @@ def _add_job_parser(verbs: argparse._SubParsersAction) -> None:
     wait.set_defaults(run=_job)
 
 
+def _wheelhouse(args: argparse.Namespace) -> int:
+    from podforge.pod.wheelhouse import main as wheelhouse_main
+
+    return wheelhouse_main(args, os.environ)
+
+
+def _add_wheelhouse_parser(verbs: argparse._SubParsersAction) -> None:
+    house = verbs.add_parser("wheelhouse", help="wheels no index serves: found, fetched or built")
+    house_verbs = house.add_subparsers(dest="wheelhouse_verb", required=True)
+    ensure = house_verbs.add_parser(
+        "ensure", help="the wheel on this volume (from the bucket, or built once); its sync line"
+    )
+    ensure.add_argument("requirement", help="NAME==VERSION")
+    ensure.add_argument("--source", required=True, help="the sdist: https:// or file:/// URL")
+    ensure.add_argument("--source-sha256", required=True, help="the sdist's sha256")
+    ensure.add_argument("--python", required=True, help="the venv's python the wheel is for")
+    ensure.add_argument("--home", required=True, help="the volume's wheelhouse directory")
+    ensure.add_argument(
+        "--against", action="append", default=[], metavar="DIST",
+        help="a distribution the build compiles against (its version enters the key): torch",
+    )  # fmt: skip
+    ensure.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="a build variable"
+    )
+    ensure.add_argument("--sha256", help="the sha256 a lock pins: any other wheel is refused")
+    ensure.add_argument("--line-to", help="write the sync line to this file")
+    ensure.set_defaults(run=_wheelhouse)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m podforge")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -328,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     show.set_defaults(run=_auth_show)
     _add_job_parser(verbs)
+    _add_wheelhouse_parser(verbs)
     args = parser.parse_args(argv)
     if args.verb == "r2sync" and not (args.test or args.list) and not args.watch:
         parser.error("r2sync needs at least one --watch DIR (or --test, or --list)")

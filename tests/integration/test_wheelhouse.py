@@ -1,0 +1,196 @@
+"""`podforge wheelhouse ensure` with real builds, a real S3 server and real uv.
+
+Two "pods" are two volumes (directories) beside one bucket (the sandbox's S3 behind R2's
+gate): the first builds a C extension of our own (tests/data/wheelhouse/ctally, built where
+mmcv would take half an hour) and publishes it; the second fetches it and builds nothing;
+a wheel changed in the bucket or on a volume is refused; uv installs the line, hash-checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from podforge.controller.stack import uv_binary
+
+SOURCE = Path(__file__).parents[1] / "data" / "wheelhouse" / "ctally"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from sandbox import control
+
+    base = tmp_path_factory.mktemp("s3")
+    (base / "logs").mkdir()
+    server = control.start_s3(base, base / "logs")
+    try:
+        yield server
+    finally:
+        control.stop_process(server["gate_pid"])
+        control.stop_process(server["pid"])
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What a stack venv is to mmcv: the build's environment (setuptools, no isolation)."""
+    where = tmp_path_factory.mktemp("venv") / "venv"
+    subprocess.run([uv_binary(), "venv", "-q", str(where)], check=True)
+    subprocess.run(
+        [uv_binary(), "pip", "install", "-q", "--python", str(where / "bin/python"),
+         "setuptools>=70.1"],
+        check=True,
+    )  # fmt: skip
+    return where
+
+
+@pytest.fixture
+def sdist(venv: Path, tmp_path: Path) -> tuple[Path, str]:
+    out = tmp_path / "sdist"
+    subprocess.run(
+        [uv_binary(), "build", "-q", "--sdist", "--no-build-isolation", "--python",
+         str(venv / "bin/python"), "--out-dir", str(out), str(SOURCE)],
+        check=True,
+    )  # fmt: skip
+    (made,) = out.glob("*.tar.gz")
+    return made, hashlib.sha256(made.read_bytes()).hexdigest()
+
+
+def s3_client(s3: dict[str, Any]) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name="auto",
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def ensure(
+    s3: dict[str, Any] | None,
+    home: Path,
+    venv: Path,
+    sdist: tuple[Path, str],
+    *extra: str,
+) -> subprocess.CompletedProcess[str]:
+    environ = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
+    if s3 is not None:
+        environ |= {
+            "R2_ENDPOINT": s3["url"],
+            "R2_BUCKET": s3["bucket"],
+            "R2_ACCESS_KEY_ID": s3["access_key"],
+            "R2_SECRET_ACCESS_KEY": s3["secret_key"],
+        }
+    return subprocess.run(
+        [sys.executable, "-m", "podforge", "wheelhouse", "ensure", "ctally==1.0",
+         "--source", f"file://{sdist[0]}", "--source-sha256", sdist[1],
+         "--python", str(venv / "bin/python"), "--home", str(home), "--against", "setuptools",
+         *extra],
+        env=environ, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def install_and_add(venv: Path, line: str) -> str:
+    requirements = venv.parent / "wheelhouse-line.txt"
+    requirements.write_text(line + "\n")
+    subprocess.run(
+        [uv_binary(), "pip", "install", "-q", "--python", str(venv / "bin/python"),
+         "--reinstall", "-r", str(requirements)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    added = subprocess.run(
+        [str(venv / "bin/python"), "-c", "import ctally; print(ctally.add(2, 40))"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return added.stdout.strip()
+
+
+def test_a_second_pod_takes_the_first_pods_wheel_from_the_bucket_and_builds_nothing(
+    s3, venv, sdist, tmp_path
+):
+    first = ensure(s3, tmp_path / "pod-a", venv, sdist, "--env", "CTALLY_BUILD=one")
+    assert first.returncode == 0, first.stderr
+    assert "wheelhouse: building ctally 1.0" in first.stdout
+    assert "published wheelhouse/ctally/1.0/" in first.stdout
+    line = first.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"ctally @ file://{tmp_path / 'pod-a'}/ctally/1.0/cp311-")
+    # The second pod could not build: its source is gone. It needs none.
+    sdist[0].unlink()
+    second = ensure(s3, tmp_path / "pod-b", venv, sdist, "--env", "CTALLY_BUILD=one")
+    assert second.returncode == 0, second.stderr
+    assert "fetched from the bucket" in second.stdout and "building" not in second.stdout
+    their_line = second.stdout.strip().splitlines()[-1]
+    digest = line.rsplit("sha256:", 1)[1]
+    assert their_line.endswith(f"--hash=sha256:{digest}")
+    assert install_and_add(venv, their_line) == "42"
+    # Again on the same volume: in place, nothing fetched.
+    again = ensure(s3, tmp_path / "pod-b", venv, sdist, "--env", "CTALLY_BUILD=one")
+    assert again.returncode == 0 and "is on the volume" in again.stdout
+    assert again.stdout.strip().splitlines()[-1] == their_line
+
+
+def test_a_wheel_changed_in_the_bucket_is_refused_and_nothing_is_filed(s3, venv, sdist, tmp_path):
+    first = ensure(s3, tmp_path / "pod-a", venv, sdist, "--env", "CTALLY_BUILD=two")
+    assert first.returncode == 0, first.stderr
+    key = next(
+        o["Key"]
+        for o in s3_client(s3).list_objects_v2(Bucket=s3["bucket"], Prefix="wheelhouse/")[
+            "Contents"
+        ]
+        if o["Key"].endswith(".whl") and "ctally/1.0/" in o["Key"] and _label_of(first) in o["Key"]
+    )
+    s3_client(s3).put_object(Bucket=s3["bucket"], Key=key, Body=b"not the wheel that was built")
+    second = ensure(s3, tmp_path / "pod-b", venv, sdist, "--env", "CTALLY_BUILD=two")
+    assert second.returncode == 1
+    assert f"{key} in the bucket has sha256" in second.stderr and "refused" in second.stderr
+    assert not list((tmp_path / "pod-b").rglob("*.whl"))
+
+
+def test_a_wheel_changed_on_the_volume_is_refused_naming_it_and_the_fix(venv, sdist, tmp_path):
+    home = tmp_path / "pod-a"
+    first = ensure(None, home, venv, sdist, "--env", "CTALLY_BUILD=three")
+    assert first.returncode == 0, first.stderr
+    assert "none on the volume (no bucket)" in first.stdout
+    (wheel,) = home.rglob("*.whl")
+    wheel.write_bytes(wheel.read_bytes() + b"\0")
+    again = ensure(None, home, venv, sdist, "--env", "CTALLY_BUILD=three")
+    assert again.returncode == 1
+    assert f"{wheel} has sha256" in again.stderr and f"delete {wheel.parent}" in again.stderr
+
+
+def test_another_build_variable_is_another_key_and_a_pinned_hash_refuses_others(
+    venv, sdist, tmp_path
+):
+    home = tmp_path / "pod-a"
+    cpu = ensure(None, home, venv, sdist)
+    arch = ensure(None, home, venv, sdist, "--env", "TORCH_CUDA_ARCH_LIST=8.0;8.6")
+    assert cpu.returncode == 0 and arch.returncode == 0, cpu.stderr + arch.stderr
+    assert "-cpu-" in cpu.stdout and "-sm80.86-" in arch.stdout and "building" in arch.stdout
+    pinned = ensure(None, home, venv, sdist, "--sha256", "0" * 64)
+    assert pinned.returncode == 1 and "the lock pins 0000" in pinned.stderr
+
+
+def test_uv_refuses_the_line_when_the_wheel_is_not_the_one_hashed(venv, sdist, tmp_path):
+    made = ensure(None, tmp_path / "pod-a", venv, sdist, "--env", "CTALLY_BUILD=four")
+    assert made.returncode == 0, made.stderr
+    line = made.stdout.strip().splitlines()[-1]
+    forged = line.rsplit("sha256:", 1)[0] + "sha256:" + "f" * 64
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        install_and_add(venv, forged)
+    assert "hash" in refused.value.stderr.lower()
+
+
+def _label_of(done: subprocess.CompletedProcess[str]) -> str:
+    return done.stdout.strip().splitlines()[-1].split("/ctally/1.0/", 1)[1].split("/", 1)[0]
