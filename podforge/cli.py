@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES, TOOLS_LOCK
+from podforge.core.stacks import DEFAULT_STACK, STACK_FEATURES, STACK_PROFILES, TOOLS_LOCK
 from podforge.secrets import SecretFileError, secret
 
 
@@ -137,6 +137,12 @@ def _add_stack_parser(verbs: argparse._SubParsersAction) -> None:
             default=DEFAULT_STACK,
             choices=[*sorted(STACK_PROFILES), TOOLS_LOCK],
             help=f"a stack, or {TOOLS_LOCK}: the pod tools' own venv (locks/{TOOLS_LOCK}.txt)",
+        )
+        parser.add_argument(
+            "--with",
+            dest="feature",
+            choices=sorted(STACK_FEATURES),
+            help="a feature's lock beside the profile's: locks/PROFILE+FEATURE.txt",
         )
         parser.set_defaults(run=_stack)
 

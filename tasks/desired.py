@@ -23,11 +23,11 @@ from podforge.core.auth import auth_files
 from podforge.core.config import Settings
 from podforge.core.errors import PodforgeError
 from podforge.core.gpu import GpuReport
-from podforge.core.lock import LockInputs, for_pod, lock_file
+from podforge.core.lock import LockInputs, for_pod, lock_file, lock_name
 from podforge.core.lock import refresh_command as lock_command
 from podforge.core.plan import Plan, PlanError, build_plan
 from podforge.core.services import PREFIX, SUPERVISOR_CONF_DIR, SYSTEMD_UNIT_DIR, secrets_dir
-from podforge.core.stacks import STACK_PROFILES, TOOLS_LOCK
+from podforge.core.stacks import STACK_FEATURES, STACK_PROFILES, TOOLS_LOCK
 from podforge.pod import stamps
 from podforge.pod.stamps import ModelStatus
 from podforge.pod.verify import judge
@@ -212,20 +212,15 @@ class StackLock:
 def stack_lock(wanted: Settings, plan: Plan, pod: Pod) -> StackLock:
     """The profile's lock, checked against today's inputs before anything changes."""
     profile = STACK_PROFILES[plan.python_stack.profile]
-    if plan.python_stack.openmmlab:
-        return StackLock(
-            lock_file(profile.name),
-            "",
-            "enable_openmmlab: mmcv is built from source on the pod, which a lock "
-            "cannot hold; turn ENABLE_OPENMMLAB off (see the README)",
-        )
+    feature = STACK_FEATURES[plan.python_stack.feature] if plan.python_stack.feature else None
     # A checkout on this machine at its pin (the image, the boot phase) is read in place.
     local = {
         pin.name: dest
         for dest, pin in wanted.checkouts().items()
         if host.name == "@local" and (pod.software["repos"][dest] or {}).get("head") == pin.commit
     }
-    return _for_this_pod(profile.name, committed_lock(wanted, profile, local), pod)
+    name = lock_name(profile.name, feature)
+    return _for_this_pod(name, committed_lock(wanted, profile, local, feature), pod)
 
 
 def tools_lock(pod: Pod) -> StackLock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import shlex
 from pathlib import Path
 
 from pyinfra import host
@@ -33,7 +34,8 @@ from podforge.core.lock import (
     sync_commands,
     sync_text,
 )
-from podforge.core.plan import Plan
+from podforge.core.plan import BuiltWheel, Plan
+from podforge.core.services import env_paths, r2_configured, r2_env
 from podforge.core.stacks import UV
 from tasks.desired import Pod, StackLock
 from tasks.streamed import run_streamed
@@ -82,6 +84,15 @@ def install_tools(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> 
                 *bootstrap,
                 f"{tools}/bin/python -m pip install -q --disable-pip-version-check {UV}",
             ],
+        )
+    if settings.enable_r2_sync or r2_configured(settings):
+        # The tools' R2 settings: r2sync's, and the wheelhouse's bucket (read before services).
+        pod_files.content(
+            name="r2.env (0600)",
+            dest=env_paths(settings)["r2"],
+            text=r2_env(settings),
+            digests=pod.files,
+            mode="600",
         )
     wheel = _upload_wheel(settings, pod)
     wanted = {**lock.installs, "podforge": _version(wheel)}
@@ -132,6 +143,8 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         # A GitHub release asset, not a PyPI wheel: chosen by the plan for this pod's Python.
         line, wanted["flash-attn"] = release_wheel("flash-attn", flash_attn)
         beside.append(line)
+    built = plan.python_stack.built
+    wanted |= {wheel.name: wheel.version for wheel in built}
     pod_files.content(
         name="What the venv holds, for verify",
         dest=venv_wanted_file(settings),
@@ -150,6 +163,7 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         wanted,
         beside,
         f"{settings.podforge_dir}/stack-sync.txt",
+        built,
     )
 
 
@@ -162,10 +176,11 @@ def _sync(
     wanted: dict[str, str],
     beside: list[str],
     sync_file: str,
+    built: list[BuiltWheel] | None = None,
 ) -> bool:
     """Make ``venv`` hold exactly ``lock`` and the wheels ``beside`` it (``wanted``: what
     that installs, name -> version; ``present``: what the venv holds, None: no venv yet),
-    by the tools' uv. Whether it had to."""
+    by the tools' uv, and the wheelhouse's ``built`` wheels. Whether it had to."""
     pod_files.content(
         name=f"{lock.path} and the wheels beside it",
         dest=sync_file,
@@ -180,15 +195,49 @@ def _sync(
     # setuptools (uv skips, with a warning, one that is not there).
     seeds = seeds_to_remove(wanted, present or {"pip": "bundled", "setuptools": "bundled"})
     shown = ", ".join(differences[:4]) + (", ..." if len(differences) > 4 else "")
+    def synced_to(file: str, installs: dict[str, str]) -> list[str]:
+        return sync_commands(
+            venv, settings.uv_cache_dir, file, installs, seeds, uv_from=settings.tools_dir
+        )
+
+    commands = []
+    if built:
+        # What the wheels are built against (torch) first; then each found on the volume,
+        # fetched from the fleet's bucket or built once; then the lock and them, hashed.
+        without = {name: v for name, v in wanted.items() if name not in {w.name for w in built}}
+        lines = [_built_line(settings, wheel) for wheel in built]
+        commands += [
+            *synced_to(sync_file, without),
+            *map(functools.partial(_ensure_command, settings), built, lines),
+            f"cat {sync_file} {' '.join(lines)} > {sync_file}.built",
+        ]
+        sync_file = f"{sync_file}.built"
     python.call(
         name=f"Install {lock.path} exactly ({len(differences)} differ: {shown})",
         function=run_streamed,
-        command=" && ".join(
-            sync_commands(
-                venv, settings.uv_cache_dir, sync_file, wanted, seeds, uv_from=settings.tools_dir
-            )
-        )
-        + " 2>&1",
+        command=" && ".join([*commands, *synced_to(sync_file, wanted)]) + " 2>&1",
         failure=f"{venv} was not synced to {lock.path}: see uv's lines above",
     )
     return True
+
+
+def _built_line(settings: Settings, wheel: BuiltWheel) -> str:
+    """The file `podforge wheelhouse ensure` writes the wheel's hashed sync line into."""
+    return f"{settings.podforge_dir}/wheelhouse-{wheel.name}.txt"
+
+
+def _ensure_command(settings: Settings, wheel: BuiltWheel, line_file: str) -> str:
+    """`podforge wheelhouse ensure` of one wheel for ComfyUI's venv: the bucket's settings from
+    the tools' 0600 r2.env, never a command line."""
+    r2 = f"R2_ENV_FILE={env_paths(settings)['r2']} " if r2_configured(settings) else ""
+    argv = [
+        f"{settings.tools_dir}/bin/podforge", "wheelhouse", "ensure",
+        f"{wheel.name}=={wheel.version}",
+        "--source", wheel.source, "--source-sha256", wheel.source_sha256,
+        "--python", f"{settings.venv_dir}/bin/python", "--home", settings.wheelhouse_dir,
+        *(part for name in wheel.against for part in ("--against", name)),
+        *(part for name, value in sorted(wheel.environment.items())
+          for part in ("--env", f"{name}={value}")),
+        "--line-to", line_file,
+    ]  # fmt: skip
+    return r2 + shlex.join(argv)

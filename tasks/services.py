@@ -52,6 +52,8 @@ def install(
     if settings.enable_r2_sync:
         env_texts[paths["r2"]] = services.r2_env(settings)
     for path, text in env_texts.items():
+        if path == paths["r2"]:
+            continue  # written with the pod tools (python_stack.install_tools), which read it
         secret = path != paths["generation"]
         pod_files.content(
             name=f"{path.rsplit('/', 1)[1]}{' (0600)' if secret else ''}",

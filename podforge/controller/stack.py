@@ -43,6 +43,7 @@ from podforge.core.lock import (
     for_pod,
     lock_file,
     lock_inputs,
+    lock_name,
     lock_pins,
     marked,
     moved,
@@ -52,7 +53,14 @@ from podforge.core.lock import (
     render_header,
     tools_lock_inputs,
 )
-from podforge.core.stacks import SHARED_IMPORTS, STACK_PROFILES, UV_ENVIRONMENT, StackProfile
+from podforge.core.stacks import (
+    SHARED_IMPORTS,
+    STACK_FEATURES,
+    STACK_PROFILES,
+    UV_ENVIRONMENT,
+    StackFeature,
+    StackProfile,
+)
 from podforge.settings import load
 from podforge.workflows.files import with_workflows
 
@@ -105,6 +113,7 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None], as_of: str) -> 
                 files.append(f"{name}/requirements.txt")
         (work / f"{TOOLS_SOURCE}.in").write_text("\n".join([*inputs.pins, *inputs.tools]) + "\n")
         (work / "constraints.txt").write_text("\n".join(inputs.constraints) + "\n")
+        (work / "overrides.txt").write_text("\n".join(inputs.overrides) + "\n")
         argv = [
             uv_binary(),
             "pip",
@@ -116,6 +125,8 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None], as_of: str) -> 
             as_of,
             "-c",
             "constraints.txt",
+            "--overrides",
+            "overrides.txt",
             f"{TOOLS_SOURCE}.in",
             *files,
         ]
@@ -164,12 +175,16 @@ def _check_shared_imports(lock_body: str, target: Target) -> None:
 
 
 def write_lock(
-    profile: StackProfile, texts: Mapping[str, str | None], repo: Path, upgrade: bool = False
+    profile: StackProfile,
+    texts: Mapping[str, str | None],
+    repo: Path,
+    upgrade: bool = False,
+    feature: StackFeature | None = None,
 ) -> tuple[Path, list[str]]:
-    """Resolve and write ``locks/<profile>.txt``: the header, then uv's answer. The index is
-    read as of the moment the present lock records, unless ``upgrade`` (or there is none):
-    then as of now. Returns the path and what moved against the present lock."""
-    return _write(lock_inputs(profile, texts), texts, repo, upgrade)
+    """Resolve and write ``locks/<profile>[+feature].txt``: the header, then uv's answer. The
+    index is read as of the moment the present lock records, unless ``upgrade`` (or there is
+    none): then as of now. Returns the path and what moved against the present lock."""
+    return _write(lock_inputs(profile, texts, feature), texts, repo, upgrade)
 
 
 def write_tools_lock(repo: Path, upgrade: bool = False) -> tuple[Path, list[str]]:
@@ -193,17 +208,22 @@ def _write(
 
 
 def committed_lock(
-    settings: Settings, profile: StackProfile, local_checkouts: Mapping[str, str] | None = None
+    settings: Settings,
+    profile: StackProfile,
+    local_checkouts: Mapping[str, str] | None = None,
+    feature: StackFeature | None = None,
 ) -> tuple[str, LockInputs | None, str | None]:
     """(the text, the inputs, why it cannot be installed: None when it can) of the committed
-    lock of ``profile``, its inputs checked against today's (``local_checkouts``: name -> a
-    checkout on this machine at its pin, read in place)."""
-    path = lock_file(profile.name)
+    lock of ``profile`` (with ``feature``), its inputs checked against today's
+    (``local_checkouts``: name -> a checkout on this machine at its pin, read in place)."""
+    name = lock_name(profile.name, feature)
+    path = lock_file(name)
     if not (REPO / path).is_file():
         where = f" where {profile.torch_index_url} is reachable" if profile.torch_index_url else ""
-        return "", None, f"{path} is missing: {_refresh(profile.name)}{where}"
+        return "", None, f"{path} is missing: {_refresh(name)}{where}"
     try:
-        today = lock_inputs(profile, requirement_texts(lock_pins(settings), local_checkouts))
+        texts = requirement_texts(lock_pins(settings), local_checkouts)
+        today = lock_inputs(profile, texts, feature)
     except UpstreamError as error:
         return "", None, str(error)
     return _committed(today, "the stack lock")
@@ -256,7 +276,8 @@ def main(args: argparse.Namespace) -> int:
             inputs, texts = tools_lock_inputs(tool_requirements()), {}
         else:
             texts = settings_texts(getattr(args, "dirs", []))
-            inputs = lock_inputs(STACK_PROFILES[args.profile], texts)
+            feature = STACK_FEATURES[args.feature] if args.feature else None
+            inputs = lock_inputs(STACK_PROFILES[args.profile], texts, feature)
         if args.stack_verb == "lock":
             path, moves = _write(inputs, texts, REPO, upgrade=args.upgrade)
             count = len(entries(path.read_text()))

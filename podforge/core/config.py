@@ -86,6 +86,7 @@ PATH_SETTINGS = (
     "podforge_dir",
     "start_script",
     "uv_cache_dir",
+    "wheelhouse_dir",
     "models_staging_dir",
 )
 
@@ -169,6 +170,9 @@ class Settings(BaseModel):
     # uv's cache, on the volume: a re-provisioned pod, a second venv or the boot phase
     # installs the lock from it in seconds (hardlinks, when on the venv's filesystem).
     uv_cache_dir: str = "/workspace/.cache/uv"
+    # Wheels no index serves (mmcv, built once per key), on the volume; the fleet shares
+    # them through the R2 bucket where R2 is set (podforge/core/wheelhouse.py).
+    wheelhouse_dir: str = "/workspace/.cache/podforge/wheelhouse"
     # Where flash-attn's release wheels are downloaded from (GitHub, or a mirror of it).
     flash_attn_mirror: str = FLASH_ATTN_MIRROR
 

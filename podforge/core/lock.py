@@ -32,7 +32,13 @@ from pydantic import BaseModel, ConfigDict
 from podforge.core.environment import shared_import_winners, version_matches
 from podforge.core.errors import PodforgeError
 from podforge.core.pins import FEATURE_NODES, RepoPin
-from podforge.core.stacks import STACK_EXTRAS, TOOLS_LOCK, UV_ENVIRONMENT, StackProfile
+from podforge.core.stacks import (
+    STACK_EXTRAS,
+    TOOLS_LOCK,
+    UV_ENVIRONMENT,
+    StackFeature,
+    StackProfile,
+)
 
 if TYPE_CHECKING:
     from podforge.core.config import Settings
@@ -70,13 +76,19 @@ class LockError(PodforgeError, ValueError):
     """A lock that cannot be read or used; the message names the file and the fix."""
 
 
-def lock_file(profile: str) -> str:
-    """Where a profile's lock lives, relative to the repository."""
-    return f"{LOCKS_DIR}/{profile}.txt"
+def lock_name(profile: str, feature: StackFeature | None = None) -> str:
+    """A lock's name: the profile's, and the feature adding to it (torch25-cu124+openmmlab)."""
+    return f"{profile}+{feature.name}" if feature else profile
 
 
-def refresh_command(profile: str) -> str:
-    return f"podforge stack lock --profile {profile}"
+def lock_file(name: str) -> str:
+    """Where a lock lives, relative to the repository."""
+    return f"{LOCKS_DIR}/{name}.txt"
+
+
+def refresh_command(name: str) -> str:
+    profile, _, feature = name.partition("+")
+    return f"podforge stack lock --profile {profile}" + (f" --with {feature}" if feature else "")
 
 
 def text_digest(text: str | None) -> str | None:
@@ -96,9 +108,13 @@ class LockInputs(BaseModel):
     constraints: list[str]
     tools: list[str]  # STACK_EXTRAS; in the tools' own lock, what the pod tools require
     requirements: dict[str, str | None]  # repository name -> text_digest of requirements.txt
+    overrides: list[str] = []  # a feature's (StackFeature.overrides)
 
     def digest(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        fields = self.model_dump(mode="json")
+        if not fields["overrides"]:
+            del fields["overrides"]  # the digest of a lock without any, as before they existed
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -115,17 +131,23 @@ def lock_pins(settings: Settings) -> list[RepoPin]:
     return [settings.comfyui_repo, *settings.custom_nodes, *brought.values()]
 
 
-def lock_inputs(profile: StackProfile, texts: Mapping[str, str | None]) -> LockInputs:
-    """The inputs of ``profile``'s lock, given each repository's requirements.txt text (the
-    pod tools are not in it: they have their own venv and lock, ``tools_lock_inputs``)."""
+def lock_inputs(
+    profile: StackProfile,
+    texts: Mapping[str, str | None],
+    feature: StackFeature | None = None,
+) -> LockInputs:
+    """The inputs of ``profile``'s lock (with what ``feature`` adds), given each repository's
+    requirements.txt text (the pod tools are not in it: they have their own venv and lock,
+    ``tools_lock_inputs``)."""
     return LockInputs(
-        profile=profile.name,
+        profile=lock_name(profile.name, feature),
         targets=[str(target) for target in LOCK_TARGETS],
         index=profile.torch_index_url,
         pins=list(profile.pins),
-        constraints=list(profile.constraints),
-        tools=list(STACK_EXTRAS),
+        constraints=[*profile.constraints, *(feature.constraints if feature else ())],
+        tools=[*STACK_EXTRAS, *(feature.packages if feature else ())],
         requirements={name: text_digest(text) for name, text in sorted(texts.items())},
+        overrides=list(feature.overrides) if feature else [],
     )
 
 
@@ -157,6 +179,7 @@ def render_header(inputs: LockInputs, resolved_as_of: str) -> str:
         *(f"{_INPUT}pin: {pin}" for pin in inputs.pins),
         *(f"{_INPUT}constraint: {line}" for line in inputs.constraints),
         *(f"{_INPUT}tool: {line}" for line in inputs.tools),
+        *(f"{_INPUT}override: {line}" for line in inputs.overrides),
         *(
             f"{_INPUT}requirements: {name} {digest or 'none'}"
             for name, digest in inputs.requirements.items()
@@ -192,6 +215,7 @@ def read_header(text: str, where: str) -> LockInputs:
         constraints=fields.get("constraint", []),
         tools=fields.get("tool", []),
         requirements=requirements,
+        overrides=fields.get("override", []),
     )
 
 
@@ -210,7 +234,7 @@ def changes(locked: LockInputs, wanted: LockInputs) -> list[str]:
     found = []
     if locked.index != wanted.index:
         found.append(f"index {locked.index or 'PyPI only'} -> {wanted.index or 'PyPI only'}")
-    for kind in ("targets", "pins", "constraints", "tools"):
+    for kind in ("targets", "pins", "constraints", "tools", "overrides"):
         before, after = getattr(locked, kind), getattr(wanted, kind)
         added = [line for line in after if line not in before]
         removed = [line for line in before if line not in after]

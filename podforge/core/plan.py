@@ -19,9 +19,10 @@ from podforge.core.errors import PodforgeError
 from podforge.core.gpu import GpuDevice, GpuReport, arch_runs, sm
 from podforge.core.sources import ModelSource
 from podforge.core.stacks import (
+    BUILD_PACKAGES,
     DEFAULT_STACK,
     FLASH_ATTN_RELEASES,
-    OPENMMLAB_PACKAGES,
+    OPENMMLAB,
     OPENMMLAB_STACK,
     PROXY_PACKAGES,
     STACK_PROFILES,
@@ -110,6 +111,21 @@ class Requirements(BaseModel):
     python: tuple[int, int]
 
 
+class BuiltWheel(BaseModel):
+    """A wheel the pod's wheelhouse finds, fetches from the bucket or builds (`podforge
+    wheelhouse ensure`), installed beside the lock: a feature's ``SourceWheel`` with the
+    build variables of this pod's kernels."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+    source: str
+    source_sha256: str
+    against: list[str]
+    environment: dict[str, str]
+
+
 class PythonStack(BaseModel):
     """The venv's pinned core: which profile, which flash-attn wheel, what is built here."""
 
@@ -117,7 +133,9 @@ class PythonStack(BaseModel):
 
     profile: str
     flash_attn_wheel: str | None  # None: xformers only (the plan's warnings say why)
-    openmmlab: list[str]
+    feature: str | None  # a StackFeature whose lock replaces the profile's (openmmlab)
+    built: list[BuiltWheel]
+    imports: list[str]  # what verify imports in the venv for the feature
     needs_nvcc: bool  # a source build (mmcv) compiles CUDA code on the pod
     cuda: str
 
@@ -222,8 +240,14 @@ def build_plan(
         variants=variants,
         stack=stack,
         stack_reason=stack_reason,
-        python_stack=_python_stack(settings, STACK_PROFILES[stack], python, machine, warnings),
-        system_packages=[*SYSTEM_PACKAGES, *(PROXY_PACKAGES if settings.comfyui_auth else ())],
+        python_stack=_python_stack(
+            settings, STACK_PROFILES[stack], python, machine, devices, warnings
+        ),
+        system_packages=[
+            *SYSTEM_PACKAGES,
+            *(PROXY_PACKAGES if settings.comfyui_auth else ()),
+            *(BUILD_PACKAGES if settings.enable_openmmlab else ()),
+        ],
         models=models,
         total_bytes=total,
         requirements=Requirements(
@@ -434,6 +458,7 @@ def _python_stack(
     profile: StackProfile,
     python: tuple[int, ...] | None,
     machine: str | None,
+    devices: list[GpuDevice],
     warnings: list[str],
 ) -> PythonStack:
     wheel = None
@@ -442,14 +467,48 @@ def _python_stack(
         wheel, why_not = flash_attn_wheel(profile, python, machine, settings.flash_attn_mirror)
         if why_not:
             warnings.append(f"flash-attn: {why_not}; xformers only")
-    openmmlab = list(OPENMMLAB_PACKAGES) if settings.enable_openmmlab else []
+    feature = OPENMMLAB if settings.enable_openmmlab else None
+    kernels = _kernels(profile, settings, devices)
+    built = [
+        BuiltWheel(
+            name=wheel.name,
+            version=wheel.version,
+            source=wheel.source,
+            source_sha256=wheel.source_sha256,
+            against=list(wheel.against),
+            environment={**dict(wheel.environment), **kernels},
+        )
+        for wheel in (feature.built if feature else ())
+    ]
+    if built and not kernels:
+        warnings.append(
+            "OpenMMLab: no GPU serves here, so mmcv's ops are built for the CPU only"
+        )
     return PythonStack(
         profile=profile.name,
         flash_attn_wheel=wheel,
-        openmmlab=openmmlab,
-        needs_nvcc=bool(openmmlab),
+        feature=feature.name if feature else None,
+        built=built,
+        imports=list(feature.imports) if feature else [],
+        needs_nvcc=bool(built and kernels),
         cuda=profile.cuda,
     )
+
+
+def _kernels(
+    profile: StackProfile, settings: Settings, devices: list[GpuDevice]
+) -> dict[str, str]:
+    """The build variables of CUDA kernels for every architecture the profile's torch carries
+    (one wheel serves the whole fleet), or none where no GPU will serve: a pod without one,
+    ComfyUI told --cpu. An image is built without a GPU for pods that have one."""
+    if "--cpu" in settings.comfyui_args or (not devices and settings.phase != "image"):
+        return {}
+    arch_list = ";".join(f"{a[3:-1]}.{a[-1]}" for a in profile.architectures)
+    return {
+        "FORCE_CUDA": "1",
+        "TORCH_CUDA_ARCH_LIST": arch_list,
+        "CUDA_HOME": f"/usr/local/cuda-{profile.cuda}",
+    }
 
 
 def flash_attn_wheel(

@@ -80,6 +80,13 @@ def comfyui_secrets_env(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def r2_configured(settings: Settings) -> bool:
+    """Whether the settings name a bucket r2sync and the wheelhouse can reach."""
+    return bool(
+        settings.r2_endpoint and settings.r2_access_key_id and settings.r2_secret_access_key
+    )
+
+
 def r2_env(settings: Settings) -> str:
     values = {
         "R2_ENDPOINT": settings.r2_endpoint,

@@ -125,11 +125,71 @@ TOOLS_LOCK = "tools"
 TURBODIFFUSION_MIN_TORCH = (2, 7)  # TurboDiffusion's kernels
 OPENMMLAB_STACK = "torch25-cu124"  # mmcv 2.1.0 is built from source against torch 2.5.1
 
-# OpenMMLab on request: mmcv has no wheels for torch 2.5 / CUDA 12.4
-# (docs/facts.md#python-stack), so it is built from source once into the wheelhouse;
-# mmdet 3.3.0 needs mmcv<2.2, mmpose 1.3 <2.3.
-MMCV = "mmcv==2.1.0"
-OPENMMLAB_PACKAGES: tuple[str, ...] = ("mmengine==0.10.7", MMCV, "mmdet==3.3.0", "mmpose==1.3.2")
+
+@dataclass(frozen=True)
+class SourceWheel:
+    """A wheel no index serves, built from its sdist once per key (what it compiles against,
+    the kernels) into the wheelhouse (podforge/core/wheelhouse.py) and shared by the fleet."""
+
+    name: str
+    version: str
+    source: str  # the sdist's URL
+    source_sha256: str
+    against: tuple[str, ...]  # distributions it compiles against: their versions key it
+    environment: tuple[tuple[str, str], ...]  # build variables of every build
+    imports: tuple[str, ...]  # what verify imports to prove it loads
+
+
+@dataclass(frozen=True)
+class StackFeature:
+    """What a feature adds to a profile's lock (``locks/<profile>+<name>.txt``): packages from
+    PyPI, constraints and overrides, and wheels the wheelhouse builds beside the lock."""
+
+    name: str
+    packages: tuple[str, ...]
+    constraints: tuple[str, ...]
+    overrides: tuple[str, ...]  # uv's --overrides: a dependency's requirement replaced
+    built: tuple[SourceWheel, ...]
+    imports: tuple[str, ...]  # what verify imports in ComfyUI's venv
+
+
+# mmcv has no wheel for torch 2.5 / CUDA 12.4 anywhere (docs/stack-and-locks.md#openmmlab):
+# PyPI's sdist, built without isolation (its setup.py imports the venv's torch).
+MMCV = SourceWheel(
+    name="mmcv",
+    version="2.1.0",
+    source=(
+        "https://files.pythonhosted.org/packages/a7/19/"
+        "f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-2.1.0.tar.gz"
+    ),
+    source_sha256="d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f",
+    against=("torch",),
+    environment=(("MMCV_WITH_OPS", "1"),),  # its compiled ops (mmcv.ops), which mmpose uses
+    imports=("mmcv.ops",),
+)
+OPENMMLAB = StackFeature(
+    name="openmmlab",
+    packages=(
+        "mmengine==0.10.7",
+        "mmdet==3.3.0",  # its import refuses mmcv >= 2.2
+        "mmpose==1.3.2",
+        # mmcv 2.1.0's own requirements: its wheel is installed beside the lock, without them.
+        "addict",
+        "packaging",
+        "pillow",
+        "pyyaml",
+        "yapf",
+        "ninja",  # mmcv's build compiles its ops in parallel with it
+    ),
+    # mmcv 2.1.0's setup.py imports pkg_resources, which setuptools 81 removed.
+    constraints=("setuptools<81",),
+    # mmpose asks for chumpy, whose sdist cannot build (its setup.py reads pip's internals);
+    # only mmpose's SMPL body-model code imports it. A marker never true drops it.
+    overrides=("chumpy ; sys_platform == 'never'",),
+    built=(MMCV,),
+    imports=("mmcv.ops", "mmdet", "mmpose"),
+)
+STACK_FEATURES: dict[str, StackFeature] = {OPENMMLAB.name: OPENMMLAB}
 
 # Distributions that install the same import package: when several are in one environment
 # the last installed wins, so the plan names the winner (first present in this order).
@@ -156,6 +216,8 @@ SYSTEM_PACKAGES: tuple[str, ...] = (
     "libgl1",
     "libglib2.0-0",
 )
+# What a wheel built on the pod (mmcv) compiles with: a C++ compiler and the Python headers.
+BUILD_PACKAGES: tuple[str, ...] = ("build-essential", "python3-dev")
 # The login in front of ComfyUI (comfyui_auth): Debian's and Ubuntu's nginx.
 PROXY_PACKAGES: tuple[str, ...] = ("nginx",)
 

@@ -8,7 +8,8 @@
   device's architecture and really runs one (a half-precision matmul and an elementwise op,
   synchronized): a Blackwell GPU under a torch without sm_100/sm_120 is found here, not at
   the first job;
-- the venv holds exactly what the deploy synced (the lock and flash-attn);
+- the venv holds exactly what the deploy synced (the lock, flash-attn, the wheelhouse's);
+- what the plan's stack feature needs imports in the venv (OpenMMLab: mmcv.ops, mmpose);
 - each workflow podforge fitted to the pod finds its model files and node types.
 
 Each problem names the program, the port, the cause and the program's last log lines.
@@ -166,7 +167,41 @@ def verify(
         problems += venv_problems(venv_wanted, venv_distributions(str(venv)) or {})
     if plan["gpus"] and not quick:
         problems += gpus_compute(plan, venv)
+    if not quick:
+        problems += imports_problems(plan["python_stack"].get("imports", []), venv)
     return problems
+
+
+# Run by the venv's python: each module a feature needs, imported; what failed and why.
+IMPORT_PROBE = """
+import importlib, json, sys
+failed = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        failed[name] = f"{type(error).__name__}: {error}".splitlines()[0]
+print(json.dumps(failed))
+"""
+
+
+def imports_problems(modules: list[str], venv: Path) -> list[str]:
+    """Each module the plan's feature needs (mmcv.ops: the wheelhouse's build) imports in
+    the venv; each that does not is named with its error."""
+    if not modules:
+        return []
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", IMPORT_PROBE, *modules],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        cause = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        return [f"the venv's python cannot check {', '.join(modules)}: {cause}"]
+    failed: dict[str, str] = json.loads(probe.stdout)
+    if not failed:
+        print(f"verify: {', '.join(modules)} import in {venv}", flush=True)
+    return [f"{name} does not import in {venv}: {why}" for name, why in failed.items()]
 
 
 def _r2sync_test(r2_env: Path) -> list[str]:

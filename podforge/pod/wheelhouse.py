@@ -99,16 +99,16 @@ class Wheelhouse:
         with self._locked(directory):
             entry = self._on_volume(directory)
             if entry is not None:
-                self.say(f"wheelhouse: {what} is on the volume")
+                self.say(f"{what} is on the volume")
             else:
                 entry = self._from_bucket(directory)
                 if entry is not None:
-                    self.say(f"wheelhouse: {what} fetched from the bucket ({entry.sha256[:12]})")
+                    self.say(f"{what} fetched from the bucket ({entry.sha256[:12]})")
                 else:
                     entry = self._build(spec, key, directory, build)
             if pinned is not None and entry.sha256 != pinned:
                 raise WheelhouseError(
-                    f"wheelhouse: {directory}/{entry.wheel} has sha256 {entry.sha256}, the lock"
+                    f"{directory}/{entry.wheel} has sha256 {entry.sha256}, the lock"
                     f" pins {pinned}: refused; pin the new hash if this build is yours"
                 )
             return entry
@@ -133,7 +133,7 @@ class Wheelhouse:
         found = sha256_of(wheel)
         if found != entry.sha256:
             raise WheelhouseError(
-                f"wheelhouse: {wheel} has sha256 {found}, its entry records {entry.sha256}: it"
+                f"{wheel} has sha256 {found}, its entry records {entry.sha256}: it"
                 f" changed after it was filed and is refused; delete {wheel.parent} to fetch or"
                 " build it again"
             )
@@ -155,7 +155,7 @@ class Wheelhouse:
             found = sha256_of(partial)
             if found != entry.sha256:
                 raise WheelhouseError(
-                    f"wheelhouse: {prefix}/{entry.wheel} in the bucket has sha256 {found}, its"
+                    f"{prefix}/{entry.wheel} in the bucket has sha256 {found}, its"
                     f" entry records {entry.sha256}: refused (tampered or torn); delete"
                     f" {prefix}/ from the bucket so a pod builds it again"
                 )
@@ -248,7 +248,7 @@ def _download_source(spec: WheelSpec, dest: Path) -> None:
     found = sha256_of(dest)
     if found != spec.source_sha256:
         raise WheelhouseError(
-            f"wheelhouse: {spec.source} has sha256 {found}, expected {spec.source_sha256}:"
+            f"{spec.source} has sha256 {found}, expected {spec.source_sha256}:"
             " refused; the source is not the sdist the stack names"
         )
 
@@ -269,7 +269,7 @@ def uv_build(python: str, environment: Mapping[str, str]) -> Callable[[Path, Pat
         wheels = sorted(out.glob("*.whl")) if out.exists() else []
         if done.returncode != 0 or len(wheels) != 1:
             raise WheelhouseError(
-                f"wheelhouse: building {sdist.name} failed (uv build exited {done.returncode}):"
+                f"building {sdist.name} failed (uv build exited {done.returncode}):"
                 " see its lines above"
             )
         return wheels[0]

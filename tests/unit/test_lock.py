@@ -21,11 +21,13 @@ from podforge.core.lock import (
     holds,
     lock_file,
     lock_inputs,
+    lock_name,
     lock_pins,
     marked,
     moved,
     read_header,
     read_resolved_as_of,
+    refresh_command,
     release_wheel,
     render_header,
     seeds_to_remove,
@@ -33,7 +35,13 @@ from podforge.core.lock import (
     sync_text,
 )
 from podforge.core.pins import RepoPin
-from podforge.core.stacks import DEFAULT_STACK, STACK_PROFILES, TOOLS_LOCK
+from podforge.core.stacks import (
+    DEFAULT_STACK,
+    OPENMMLAB,
+    OPENMMLAB_STACK,
+    STACK_PROFILES,
+    TOOLS_LOCK,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = STACK_PROFILES[DEFAULT_STACK]
@@ -76,6 +84,36 @@ def test_every_profile_has_a_committed_lock_matching_the_default_settings(profil
     names = {entry.name: entry.version for entry in entries(text)}
     assert names["torch"] == STACK_PROFILES[profile].torch
     assert names["setuptools"] and "uv" not in names and "boto3" not in names  # tools apart
+
+
+def test_the_openmmlab_lock_is_current_holds_the_packs_and_leaves_mmcv_to_the_wheelhouse():
+    name = lock_name(OPENMMLAB_STACK, OPENMMLAB)
+    assert name == "torch25-cu124+openmmlab"
+    text = (REPO / lock_file(name)).read_text()
+    locked = read_header(text, lock_file(name))
+    profile = STACK_PROFILES[OPENMMLAB_STACK]
+    today = lock_inputs(profile, requirement_texts(lock_pins(Settings())), OPENMMLAB)
+    assert changes(locked, today) == [] and locked.digest() == today.digest()
+    names = {entry.name: entry.version for entry in entries(text)}
+    assert (names["mmengine"], names["mmdet"], names["mmpose"]) == ("0.10.7", "3.3.0", "1.3.2")
+    assert names["torch"] == profile.torch
+    assert int(names["setuptools"].split(".")[0]) < 81  # mmcv's setup.py imports pkg_resources
+    assert "mmcv" not in names and "chumpy" not in names  # the wheelhouse's; dropped
+    # The profile's own lock is untouched by the feature: its digest is the same as before.
+    plain = read_header((REPO / lock_file(profile.name)).read_text(), "plain")
+    assert plain.overrides == [] and "mmpose==1.3.2" not in plain.tools
+
+
+def test_a_features_lock_is_refreshed_with_its_flag_and_its_overrides_round_trip():
+    inputs = lock_inputs(PROFILE, TEXTS, OPENMMLAB)
+    assert refresh_command(inputs.profile) == (
+        f"podforge stack lock --profile {PROFILE.name} --with openmmlab"
+    )
+    text = render_header(inputs, "2026-12-02T00:00:00Z") + LOCK_BODY
+    assert read_header(text, "locks/x.txt") == inputs
+    assert "# input override: chumpy ; sys_platform == 'never'" in text
+    without = inputs.model_copy(update={"overrides": []})
+    assert changes(inputs, without) == ["overrides: -chumpy ; sys_platform == 'never'"]
 
 
 def test_the_tools_lock_is_current_and_goes_stale_with_the_pod_extra(tmp_path):

@@ -323,6 +323,39 @@ def test_turbodiffusion_with_openmmlab_is_refused():
         plan_for(81559, enable_turbodiffusion=True, enable_openmmlab=True)
 
 
+@pytest.mark.parametrize(
+    ("vrams", "settings", "kernels"),
+    [
+        # A GPU serves: mmcv's CUDA ops for every architecture the profile's torch carries,
+        # so one wheel serves every GPU of the fleet.
+        ((24564,), {}, "5.0;6.0;7.0;7.5;8.0;8.6;9.0"),
+        # No GPU, or ComfyUI told --cpu (the sandbox): CPU ops, no nvcc.
+        ((), {}, None),
+        ((24564,), {"comfyui_args": ["--cpu"]}, None),
+        # An image is built without a GPU for pods that have one.
+        ((), {"phase": "image"}, "5.0;6.0;7.0;7.5;8.0;8.6;9.0"),
+    ],
+)
+def test_openmmlab_builds_mmcv_with_the_kernels_of_who_will_serve(vrams, settings, kernels):
+    plan = plan_for(*vrams, enable_openmmlab=True, **settings)
+    stack = plan.python_stack
+    (mmcv,) = stack.built
+    assert (mmcv.name, mmcv.version, mmcv.against) == ("mmcv", "2.1.0", ["torch"])
+    assert mmcv.environment.get("TORCH_CUDA_ARCH_LIST") == kernels
+    assert mmcv.environment["MMCV_WITH_OPS"] == "1"
+    assert stack.needs_nvcc is (kernels is not None)
+    assert stack.feature == "openmmlab" and "mmcv.ops" in stack.imports
+    assert {"build-essential", "python3-dev"} <= set(plan.system_packages)
+    cpu_only = any("mmcv's ops are built for the CPU only" in w for w in plan.warnings)
+    assert cpu_only is (kernels is None)
+
+
+def test_without_openmmlab_nothing_is_built_and_no_compiler_installed():
+    plan = plan_for(24564)
+    assert (plan.python_stack.built, plan.python_stack.feature) == ([], None)
+    assert not plan.python_stack.needs_nvcc and "build-essential" not in plan.system_packages
+
+
 def test_openmmlab_keeps_the_torch25_stack():
     assert plan_for(24564, enable_openmmlab=True).stack == "torch25-cu124"
     with pytest.raises(PlanError, match="mmcv 2.1.0"):

@@ -45,14 +45,15 @@ def test_gpu_fact_from_the_cli(fake_gpu_path, tmp_path):
     assert (device["mig"], device["vram_mib"]) == ("1g.10gb", 9536)
 
 
-def test_openmmlab_is_refused_before_any_change(fake_gpu_path, tmp_path):
-    # mmcv is built from source on the pod: a lock cannot hold it, so the host is refused.
+def test_openmmlab_deploys_from_its_own_committed_lock(fake_gpu_path, tmp_path):
+    # mmcv comes from the wheelhouse beside locks/torch25-cu124+openmmlab.txt: the host is
+    # no longer refused, and the lock is found and current (preflight would name it).
     env = fake_gpu_path("rtx-4090") | {
         "PODFORGE_SANDBOX_DIR": str(tmp_path / "none"),
         "ENABLE_OPENMMLAB": "true",
     }
     result = _pyinfra(env, "@local", "deploy.py", "--dry")
-    assert result.returncode != 0
     text = result.stdout + result.stderr
-    assert "[@local] preflight refused: enable_openmmlab: mmcv is built from source" in text
-    assert "Install locks/" not in text
+    assert result.returncode == 0, text
+    assert "preflight refused" not in text
+    assert "stack torch25-cu124 (OpenMMLab's mmcv 2.1.0 builds against torch 2.5.1 only)" in text

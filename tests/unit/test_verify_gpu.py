@@ -216,3 +216,20 @@ def test_a_venv_changed_by_hand_is_named(tmp_path):
     ]
     del installed["pip"]
     assert venv_problems(wanted, {**installed, "einops": "0.8.1"}) == []
+
+
+def test_each_module_a_feature_needs_is_imported_and_a_failure_named(tmp_path):
+    # A real interpreter stands in for the venv's: one module imports, two do not.
+    from podforge.pod.verify import imports_problems
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    problems = imports_problems(["json", "mmcv_missing.ops", "zipfile.nope"], venv)
+    assert problems == [
+        f"mmcv_missing.ops does not import in {venv}: ModuleNotFoundError: No module named"
+        " 'mmcv_missing'",
+        f"zipfile.nope does not import in {venv}: ModuleNotFoundError: No module named"
+        " 'zipfile.nope'; 'zipfile' is not a package",
+    ]
+    assert imports_problems(["json"], venv) == [] and imports_problems([], venv) == []
