@@ -1,0 +1,123 @@
+"""ENABLE_OPENMMLAB on two sandbox pods: mmcv 2.1.0 (PyPI's sdist, CPU ops: the sandbox's
+ComfyUI runs --cpu) built once, published to the bucket, taken from there by the other pod;
+`import mmcv.ops, mmdet, mmpose` from the lock in both venvs; off again, the venvs are the
+plain lock's.
+
+The real build takes ~10-17 min on 2 cores. The host keeps its wheel
+(/var/cache/podforge/wheelhouse): with it there, the bucket is seeded from it first (as if
+another pod had built it) and no pod builds, so a machine pays for the build once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from e2e.conftest import pod_shell
+from podforge.core.stacks import MMCV
+from podforge.core.wheelhouse import BUCKET_PREFIX, ENTRY, BuildKey, WheelEntry
+from sandbox.converge import HostResult, converge_pods
+from sandbox.rootfs import CACHE_DIR
+
+pytestmark = pytest.mark.e2e
+HOST_WHEELHOUSE = CACHE_DIR / "wheelhouse"
+# The sandbox pods' key: Debian 12's Python, PyPI's torch of torch25-cu124, CPU ops.
+KEY = BuildKey.of("cp311", "x86_64", {"torch": "2.5.1"}, dict(MMCV.environment))
+DIRECTORY = f"{MMCV.name}/{MMCV.version}/{KEY.label}"
+POD_WHEELHOUSE = "/workspace/.cache/podforge/wheelhouse"
+VENV_PYTHON = "/workspace/venv/bin/python"
+IMPORTS = "import mmcv, mmcv.ops, mmdet, mmpose; print(mmcv.__version__, mmpose.__version__)"
+
+
+def s3_client(state: dict[str, Any]) -> Any:
+    s3 = state["s3"]
+    return boto3.client(
+        "s3",
+        endpoint_url=s3["url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name="auto",
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+def host_entry() -> WheelEntry | None:
+    path = HOST_WHEELHOUSE / DIRECTORY / ENTRY
+    if not path.is_file():
+        return None
+    entry = WheelEntry.from_json(path.read_text(), str(path))
+    return entry if (path.parent / entry.wheel).is_file() else None
+
+
+def deploy(state: dict[str, Any], pod: dict[str, Any], **data: object) -> HostResult:
+    return converge_pods({pod["name"]: data}, workdir=Path(state["base"]))[pod["address"]]
+
+
+def pod_entry(state: dict[str, Any], pod: dict[str, Any]) -> WheelEntry:
+    text = pod_shell(state, pod, f"cat {POD_WHEELHOUSE}/{DIRECTORY}/{ENTRY}")
+    return WheelEntry.from_json(text, f"{pod['name']}:{DIRECTORY}/{ENTRY}")
+
+
+@pytest.fixture
+def two_pods(sandbox: dict[str, Any]) -> Any:
+    """The two torch25-cu124 pods; converged back without OpenMMLab afterwards."""
+    pods = [p for p in sandbox["pods"] if p["gpu"] in ("rtx-4080-super", "h100")]
+    yield pods
+    for pod in pods:
+        assert not deploy(sandbox, pod).failed
+
+
+def test_one_mmcv_build_serves_both_pods_through_the_bucket(sandbox, two_pods):
+    first, second = two_pods
+    client, bucket = s3_client(sandbox), sandbox["s3"]["bucket"]
+    prefix = f"{BUCKET_PREFIX}{DIRECTORY}"
+    cached = host_entry()
+    if cached is not None:
+        # Another pod built it before: the bucket holds its wheel and entry.
+        wheel = HOST_WHEELHOUSE / DIRECTORY / cached.wheel
+        client.upload_file(str(wheel), bucket, f"{prefix}/{cached.wheel}")
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{ENTRY}", Body=cached.to_json().encode())
+
+    built = deploy(sandbox, first, enable_openmmlab=True)
+    assert not built.failed, built.errors
+    made = pod_entry(sandbox, first)
+    if cached is not None:
+        assert made == cached  # fetched, not built: a build would have other bytes
+    published = json.loads(
+        client.get_object(Bucket=bucket, Key=f"{prefix}/{ENTRY}")["Body"].read()
+    )
+    assert published["sha256"] == made.sha256
+
+    taken = deploy(sandbox, second, enable_openmmlab=True)
+    assert not taken.failed, taken.errors
+    # The same bytes as the first pod's: fetched from the bucket (a wheel built again
+    # carries other timestamps, so another sha256).
+    assert pod_entry(sandbox, second) == made
+    for pod in (first, second):
+        versions = pod_shell(sandbox, pod, f"{VENV_PYTHON} -W ignore -c '{IMPORTS}'")
+        assert versions.split() == ["2.1.0", "1.3.2"]
+        # The sync line uv installed it by names the hash.
+        line = pod_shell(sandbox, pod, "cat /opt/podforge/wheelhouse-mmcv.txt")
+        assert line.strip().endswith(f"--hash=sha256:{made.sha256}")
+    # Again: nothing to do (the wheel on the volume, the venv holding it).
+    again = deploy(sandbox, second, enable_openmmlab=True)
+    assert not again.failed
+    assert not [name for name in again.changed if name.startswith("Python environment")]
+
+    if cached is None:  # this machine pays for the build once
+        target = HOST_WHEELHOUSE / DIRECTORY
+        target.mkdir(parents=True, exist_ok=True)
+        # What the pod wrote, in its overlay's upper layer on this host.
+        upper = Path(first["dir"]) / "upper"
+        wheel = upper / POD_WHEELHOUSE.lstrip("/") / DIRECTORY / made.wheel
+        shutil.copy(wheel, target / made.wheel)
+        (target / ENTRY).write_text(made.to_json())
