@@ -82,9 +82,15 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     """What the stack layer installs; ImageError when the committed lock cannot be used."""
     from podforge.controller.stack import committed_lock, committed_tools_lock
     from podforge.core.lock import for_pod, release_wheel, seeds_to_remove, sync_commands, sync_text
-    from podforge.core.stacks import STACK_PROFILES, UV
+    from podforge.core.stacks import STACK_FEATURES, STACK_PROFILES, UV
 
-    text, _, problem = committed_lock(settings, STACK_PROFILES[plan.python_stack.profile])
+    stack = plan.python_stack
+    feature = STACK_FEATURES[stack.feature] if stack.feature else None
+    # The feature's lock (OpenMMLab's); its built wheels (mmcv) come in the deploy step,
+    # which finds, fetches or builds them once the layer's torch is in.
+    text, _, problem = committed_lock(
+        settings, STACK_PROFILES[stack.profile], feature=feature
+    )
     tools_text, _, tools_problem = committed_tools_lock()
     if problem or tools_problem:
         raise ImageError(problem or tools_problem or "")

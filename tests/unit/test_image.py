@@ -116,6 +116,15 @@ def test_the_inputs_are_the_committed_lock_and_the_deploys_commands():
     assert inputs.checkouts[1].dest == "/opt/ComfyUI/custom_nodes/ComfyUI-GGUF"
 
 
+def test_an_openmmlab_image_layer_holds_the_features_lock_and_its_build_tools():
+    settings = load_settings({"phase": "image", "enable_openmmlab": True}, {})
+    plan = build_plan(settings, GpuReport(), sys.version_info[:3], "x86_64")
+    inputs = image.stack_inputs(settings, plan)
+    lock_text = (REPO / lock_file("torch25-cu124+openmmlab")).read_text()
+    assert inputs.sync.startswith(lock_text)  # mmcv comes in the deploy step, built or fetched
+    assert {"build-essential", "python3-dev"} <= set(inputs.debs)
+
+
 def test_a_stale_lock_stops_the_inputs_stage(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     node = git_repo(tmp_path / "ComfyUI-GGUF", {"requirements.txt": "gguf>=0.99\n"})
