@@ -7,6 +7,7 @@ namespace's PID 1 dies, everything in it dies, and its mounts go with the namesp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -175,9 +176,13 @@ def is_alive(pid: int) -> bool:
 
 
 def stop_pod(pod: Pod) -> None:
-    """SIGKILL the launcher (the pod's PID 1 and all in it follow), wait, remove its files."""
-    if is_alive(pod.pid):
-        os.kill(pod.pid, signal.SIGKILL)
+    """SIGKILL the launcher's process group (the pod's PID 1 and all in it follow), wait,
+    remove its files."""
+    # The group, not the launcher alone: unshare's --kill-child arms itself in the child
+    # after the fork, so a pod stopped right after its start (a failed `up`) could outlive
+    # its launcher. The launcher leads its own session: its pid is the group's id.
+    with contextlib.suppress(ProcessLookupError):  # the whole group is gone already
+        os.killpg(pod.pid, signal.SIGKILL)
     reap(pod.pid)
     deadline = time.monotonic() + 10
     # The mount namespace goes away with its last process; only then is the dir free.

@@ -265,7 +265,11 @@ def uv_build(python: str, environment: Mapping[str, str]) -> Callable[[Path, Pat
             find_uv_bin(), "build", "--wheel", "--no-build-isolation",
             "--python", python, "--out-dir", str(out), str(sdist),
         ]  # fmt: skip
-        done = subprocess.run(command, env={**os.environ, **environment}, stderr=subprocess.STDOUT)
+        # The venv's own tools first on PATH: torch's extension build looks for ninja there.
+        path = f"{Path(python).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+        done = subprocess.run(
+            command, env={**os.environ, **environment, "PATH": path}, stderr=subprocess.STDOUT
+        )
         wheels = sorted(out.glob("*.whl")) if out.exists() else []
         if done.returncode != 0 or len(wheels) != 1:
             raise WheelhouseError(
