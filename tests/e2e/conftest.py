@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# pyinfra's CLI patches ssl with gevent on import (the deploys here run through it): first,
+# before a test module's boto3 loads urllib3, or boto3's ssl context recurses forever.
+import pyinfra_cli  # noqa: F401
 import pytest
 
 # Two stacks: the RTX 5090 (Blackwell, sm_120) gets torch28-cu128, the others torch25-cu124.
