@@ -36,7 +36,7 @@ from podforge.core.lock import (
 )
 from podforge.core.plan import BuiltWheel, Plan
 from podforge.core.services import env_paths, r2_configured, r2_env
-from podforge.core.stacks import UV
+from podforge.core.stacks import STACK_FEATURES, UV
 from tasks.desired import Pod, StackLock
 from tasks.streamed import run_streamed
 
@@ -164,6 +164,7 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         beside,
         f"{settings.podforge_dir}/stack-sync.txt",
         built,
+        STACK_FEATURES[plan.python_stack.feature].dropped if plan.python_stack.feature else (),
     )
 
 
@@ -177,6 +178,7 @@ def _sync(
     beside: list[str],
     sync_file: str,
     built: list[BuiltWheel] | None = None,
+    dropped: tuple[str, ...] = (),
 ) -> bool:
     """Make ``venv`` hold exactly ``lock`` and the wheels ``beside`` it (``wanted``: what
     that installs, name -> version; ``present``: what the venv holds, None: no venv yet),
@@ -197,7 +199,7 @@ def _sync(
     shown = ", ".join(differences[:4]) + (", ..." if len(differences) > 4 else "")
     def synced_to(file: str, installs: dict[str, str]) -> list[str]:
         return sync_commands(
-            venv, settings.uv_cache_dir, file, installs, seeds, uv_from=settings.tools_dir
+            venv, settings.uv_cache_dir, file, installs, seeds, settings.tools_dir, dropped
         )
 
     commands = []

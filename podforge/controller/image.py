@@ -138,6 +138,7 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
                 installed,
                 seeds_to_remove(installed, bundled),
                 uv_from=settings.tools_dir,
+                dropped=feature.dropped if feature else (),
             ),
         ],
     )

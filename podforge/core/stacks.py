@@ -152,6 +152,11 @@ class StackFeature:
     built: tuple[SourceWheel, ...]
     imports: tuple[str, ...]  # what verify imports in ComfyUI's venv
 
+    @property
+    def dropped(self) -> tuple[str, ...]:
+        """The distributions its overrides drop (a marker never true): none is installed."""
+        return tuple(line.split(";", 1)[0].strip() for line in self.overrides)
+
 
 # mmcv has no wheel for torch 2.5 / CUDA 12.4 anywhere (docs/stack-and-locks.md#openmmlab):
 # PyPI's sdist, built without isolation (its setup.py imports the venv's torch).
