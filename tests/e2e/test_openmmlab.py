@@ -21,6 +21,7 @@ from botocore.config import Config
 
 from e2e.conftest import pod_shell
 from podforge.core.stacks import MMCV
+from podforge.core.timeline import Timeline
 from podforge.core.wheelhouse import BUCKET_PREFIX, ENTRY, BuildKey, WheelEntry
 from sandbox.converge import HostResult, converge_pods
 from sandbox.rootfs import CACHE_DIR
@@ -32,6 +33,7 @@ KEY = BuildKey.of("cp311", "x86_64", {"torch": "2.5.1"}, dict(MMCV.environment))
 DIRECTORY = f"{MMCV.name}/{MMCV.version}/{KEY.label}"
 POD_WHEELHOUSE = "/workspace/.cache/podforge/wheelhouse"
 VENV_PYTHON = "/workspace/venv/bin/python"
+TIMELINE = "/opt/podforge/timeline.json"
 IMPORTS = "import mmcv, mmcv.ops, mmdet, mmpose; print(mmcv.__version__, mmpose.__version__)"
 
 
@@ -108,6 +110,10 @@ def test_one_mmcv_build_serves_both_pods_through_the_bucket(sandbox, two_pods):
         # The sync line uv installed it by names the hash.
         line = pod_shell(sandbox, pod, "cat /opt/podforge/wheelhouse-mmcv.txt")
         assert line.strip().endswith(f"--hash=sha256:{made.sha256}")
+    for pod in (first, second):  # for the figures: what the feature's venv step took
+        kept = Timeline.from_json(json.loads(pod_shell(sandbox, pod, "cat " + TIMELINE)))
+        step = next(s for s in kept.steps if s.name == "Python environment")
+        print(f"openmmlab: {pod['name']}: Python environment {step.seconds:.0f} s")
     # Again: nothing to do (the wheel on the volume, the venv holding it).
     again = deploy(sandbox, second, enable_openmmlab=True)
     assert not again.failed
