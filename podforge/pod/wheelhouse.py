@@ -99,11 +99,11 @@ class Wheelhouse:
         with self._locked(directory):
             entry = self._on_volume(directory)
             if entry is not None:
-                self.say(f"{what} is on the volume")
+                self.say(f"wheelhouse: {what} is on the volume")
             else:
                 entry = self._from_bucket(directory)
                 if entry is not None:
-                    self.say(f"{what} fetched from the bucket ({entry.sha256[:12]})")
+                    self.say(f"wheelhouse: {what} fetched from the bucket ({entry.sha256[:12]})")
                 else:
                     entry = self._build(spec, key, directory, build)
             if pinned is not None and entry.sha256 != pinned:
