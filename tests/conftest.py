@@ -6,7 +6,9 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,39 @@ def start_listening(
             process.wait()
             raise RuntimeError(f"{argv[:3]} did not listen on {port}")
         time.sleep(0.05)
+
+
+def s3_client(server: dict[str, Any], secret: str | None = None, read_timeout: float = 60) -> Any:
+    """A boto3 client of the sandbox's S3 (``server``: control.start_s3's answer), set as
+    r2sync sets its own: no CRC32 checksums, which R2 refuses."""
+    # Imported here: the e2e tests load pyinfra's gevent patch before anything loads ssl.
+    import boto3  # noqa: PLC0415
+    from botocore.config import Config  # noqa: PLC0415
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server["url"],
+        aws_access_key_id=server["access_key"],
+        aws_secret_access_key=secret or server["secret_key"],
+        region_name="auto",
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            read_timeout=read_timeout,
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The sandbox's S3 server behind its R2 gate, for one module; stopped by PID."""
+    from sandbox import control  # noqa: PLC0415
+
+    base = tmp_path_factory.mktemp("s3")
+    (base / "logs").mkdir()
+    server = control.start_s3(base, base / "logs")
+    try:
+        yield server
+    finally:
+        control.stop_process(server["gate_pid"])
+        control.stop_process(server["pid"])

@@ -15,10 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
+from conftest import s3_client
 from e2e.conftest import pod_shell
 from podforge.core.stacks import MMCV
 from podforge.core.timeline import Timeline
@@ -35,21 +34,6 @@ POD_WHEELHOUSE = "/workspace/.cache/podforge/wheelhouse"
 VENV_PYTHON = "/workspace/venv/bin/python"
 TIMELINE = "/opt/podforge/timeline.json"
 IMPORTS = "import mmcv, mmcv.ops, mmdet, mmpose; print(mmcv.__version__, mmpose.__version__)"
-
-
-def s3_client(state: dict[str, Any]) -> Any:
-    s3 = state["s3"]
-    return boto3.client(
-        "s3",
-        endpoint_url=s3["url"],
-        aws_access_key_id=s3["access_key"],
-        aws_secret_access_key=s3["secret_key"],
-        region_name="auto",
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
 
 
 def host_entry() -> WheelEntry | None:
@@ -80,7 +64,7 @@ def two_pods(sandbox: dict[str, Any]) -> Any:
 
 def test_one_mmcv_build_serves_both_pods_through_the_bucket(sandbox, two_pods):
     first, second = two_pods
-    client, bucket = s3_client(sandbox), sandbox["s3"]["bucket"]
+    client, bucket = s3_client(sandbox["s3"]), sandbox["s3"]["bucket"]
     prefix = f"{BUCKET_PREFIX}{DIRECTORY}"
     cached = host_entry()
     if cached is not None:

@@ -19,30 +19,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
+
+from conftest import s3_client
 
 MIB = 2**20
 POD = "pod-e2e"  # RunPod's pod id, as RunPod gives it to the container
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from sandbox import control
-
-    base = tmp_path_factory.mktemp("s3")
-    (base / "logs").mkdir()
-    server = control.start_s3(base, base / "logs")
-    try:
-        yield server
-    finally:
-        for made in _CLIENTS.values():
-            made.close()
-        _CLIENTS.clear()
-        control.stop_process(server["gate_pid"])
-        control.stop_process(server["pid"])
+@pytest.fixture(scope="module", autouse=True)
+def _clients_closed() -> Iterator[None]:
+    """The module's clients (their pools of connections) closed after its last test."""
+    yield
+    for made in _CLIENTS.values():
+        made.close()
+    _CLIENTS.clear()
 
 
 _CLIENTS: dict[tuple[str, str], Any] = {}
@@ -57,18 +49,7 @@ def client(s3: dict[str, Any], secret: str | None = None) -> Any:
 
 
 def _new_client(s3: dict[str, Any], secret: str | None, read_timeout: float = 60) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3["url"],
-        aws_access_key_id=s3["access_key"],
-        aws_secret_access_key=secret or s3["secret_key"],
-        region_name="auto",
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            read_timeout=read_timeout,
-        ),
-    )
+    return s3_client(s3, secret, read_timeout)
 
 
 def gate(s3: dict[str, Any], path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:

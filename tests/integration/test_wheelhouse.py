@@ -12,31 +12,15 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
+from conftest import s3_client
 from podforge.controller.stack import uv_binary
 
 SOURCE = Path(__file__).parents[1] / "data" / "wheelhouse" / "ctally"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from sandbox import control
-
-    base = tmp_path_factory.mktemp("s3")
-    (base / "logs").mkdir()
-    server = control.start_s3(base, base / "logs")
-    try:
-        yield server
-    finally:
-        control.stop_process(server["gate_pid"])
-        control.stop_process(server["pid"])
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +46,6 @@ def sdist(venv: Path, tmp_path: Path) -> tuple[Path, str]:
     )  # fmt: skip
     (made,) = out.glob("*.tar.gz")
     return made, hashlib.sha256(made.read_bytes()).hexdigest()
-
-
-def s3_client(s3: dict[str, Any]) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3["url"],
-        aws_access_key_id=s3["access_key"],
-        aws_secret_access_key=s3["secret_key"],
-        region_name="auto",
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
 
 
 def ensure(
