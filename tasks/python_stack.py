@@ -197,6 +197,7 @@ def _sync(
     # setuptools (uv skips, with a warning, one that is not there).
     seeds = seeds_to_remove(wanted, present or {"pip": "bundled", "setuptools": "bundled"})
     shown = ", ".join(differences[:4]) + (", ..." if len(differences) > 4 else "")
+
     def synced_to(file: str, installs: dict[str, str]) -> list[str]:
         return sync_commands(
             venv, settings.uv_cache_dir, file, installs, seeds, settings.tools_dir, dropped
