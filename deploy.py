@@ -35,6 +35,7 @@ if preflight.passes(settings, plan, pod, lock, tools_lock):
     directories.install(settings, pod)
     system.install(settings, plan, pod)
     python_stack.install_tools(settings, plan, pod, tools_lock)
+    services.r2_settings(settings, pod)
     # The bytes first: the models arrive in the background while the rest installs.
     models.start(settings, plan, pod)
     comfyui.install(settings, plan, pod)

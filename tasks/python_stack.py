@@ -35,7 +35,7 @@ from podforge.core.lock import (
     sync_text,
 )
 from podforge.core.plan import BuiltWheel, Plan
-from podforge.core.services import env_paths, r2_configured, r2_env
+from podforge.core.services import env_paths, r2_configured
 from podforge.core.stacks import STACK_FEATURES, UV
 from tasks.desired import Pod, StackLock
 from tasks.streamed import run_streamed
@@ -84,15 +84,6 @@ def install_tools(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> 
                 *bootstrap,
                 f"{tools}/bin/python -m pip install -q --disable-pip-version-check {UV}",
             ],
-        )
-    if settings.enable_r2_sync or r2_configured(settings):
-        # The tools' R2 settings: r2sync's, and the wheelhouse's bucket (read before services).
-        pod_files.content(
-            name="r2.env (0600)",
-            dest=env_paths(settings)["r2"],
-            text=r2_env(settings),
-            digests=pod.files,
-            mode="600",
         )
     wheel = _upload_wheel(settings, pod)
     wanted = {**lock.installs, "podforge": _version(wheel)}

@@ -25,6 +25,21 @@ from tasks.desired import Pod, StackLock
 SUPERVISORD_CONF = "/etc/supervisor/supervisord.conf"
 
 
+@deploy("R2 settings")
+def r2_settings(settings: Settings, pod: Pod) -> None:
+    """r2sync's and the wheelhouse's bucket settings (0600), before the stack: the wheelhouse
+    fetches or publishes built wheels while the Python environment installs. At run time, as
+    every secret: never in an image."""
+    if settings.enable_r2_sync or services.r2_configured(settings):
+        pod_files.content(
+            name="r2.env (0600)",
+            dest=services.env_paths(settings)["r2"],
+            text=services.r2_env(settings),
+            digests=pod.files,
+            mode="600",
+        )
+
+
 @deploy("Services")
 def install(
     settings: Settings,
@@ -53,7 +68,7 @@ def install(
         env_texts[paths["r2"]] = services.r2_env(settings)
     for path, text in env_texts.items():
         if path == paths["r2"]:
-            continue  # written with the pod tools (python_stack.install_tools), which read it
+            continue  # written before the stack (r2_settings): the wheelhouse reads it too
         secret = path != paths["generation"]
         pod_files.content(
             name=f"{path.rsplit('/', 1)[1]}{' (0600)' if secret else ''}",
