@@ -278,8 +278,15 @@ def _add_wheelhouse_parser(verbs: argparse._SubParsersAction) -> None:
         "ensure", help="the wheel on this volume (from the bucket, or built once); its sync line"
     )
     ensure.add_argument("requirement", help="NAME==VERSION")
-    ensure.add_argument("--source", required=True, help="the sdist: https:// or file:/// URL")
-    ensure.add_argument("--source-sha256", required=True, help="the sdist's sha256")
+    ensure.add_argument(
+        "--source", required=True,
+        help="the sdist, or a release asset's wheel: https:// or file:/// URL",
+    )  # fmt: skip
+    ensure.add_argument(
+        "--source-sha256",
+        help="its sha256 (an sdist's must be given; a release asset's unpinned: the first"
+        " fetch's is recorded)",
+    )
     ensure.add_argument("--python", required=True, help="the venv's python the wheel is for")
     ensure.add_argument("--home", required=True, help="the volume's wheelhouse directory")
     ensure.add_argument(

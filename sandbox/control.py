@@ -139,7 +139,7 @@ def up(
     _save_state(base, state)  # from here on, `down` can clean up whatever did start
     try:
         public_key = key.with_suffix(".pub").read_text()
-        build_standins(base / "standins")
+        state["standins"] = build_standins(base / "standins")
         warm_uv_cache()
         pods = []
         for i, gpu in enumerate(gpus):

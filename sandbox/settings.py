@@ -38,6 +38,8 @@ def sandbox_settings(state: dict[str, Any]) -> dict[str, Any]:
         "custom_nodes": [pin(node.name) for node in SANDBOX_NODES],
         # flash-attn's release wheel, from a file:// mirror holding a stand-in (no GitHub here).
         "flash_attn_mirror": f"file://{POD_RELEASES}",
+        # The stand-ins' own hashes (the real release assets' are podforge's: stacks.py).
+        "flash_attn_sha256": state["standins"],
         # Outputs to the sandbox S3 (behind its R2-rules gate).
         "enable_r2_sync": True,
         # Features whose files depend on the GPU, so the demo pods get different plans.

@@ -95,8 +95,10 @@ def _standin(name: str, version: str) -> dict[str, bytes]:
     return {f"{module}/__init__.py": text.encode()}
 
 
-def build_standins(base: Path, python: tuple[int, int] = (3, 11)) -> None:
-    """flash-attn's stand-in for every profile into ``base/releases``."""
+def build_standins(base: Path, python: tuple[int, int] = (3, 11)) -> dict[str, str]:
+    """flash-attn's stand-in for every profile into ``base/releases``; the sha256 of each by
+    its file name (the pods pin them: flash_attn_sha256)."""
+    hashes = {}
     for profile in STACK_PROFILES.values():
         url, why_not = flash_attn_wheel(profile, python, "x86_64", f"file://{POD_RELEASES}")
         if url is None:
@@ -105,7 +107,7 @@ def build_standins(base: Path, python: tuple[int, int] = (3, 11)) -> None:
         relative = url.removeprefix(f"file://{POD_RELEASES}/")
         tag_dir, filename = relative.split("/")
         version = filename.split("-")[1]
-        build_wheel(
+        made = build_wheel(
             base / "releases" / tag_dir,
             "flash_attn",
             version,
@@ -113,6 +115,8 @@ def build_standins(base: Path, python: tuple[int, int] = (3, 11)) -> None:
             requires=["torch", "einops"],
             tag=filename.removesuffix(".whl").split("-", 2)[2],
         )
+        hashes[made.name] = hashlib.sha256(made.read_bytes()).hexdigest()
+    return hashes
 
 
 def warm_uv_cache(python: str = "/usr/bin/python3") -> None:

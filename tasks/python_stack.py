@@ -1,9 +1,11 @@
 """The pod's venvs: the tools' own (uv, exactly the tools lock and podforge's wheel), then
-ComfyUI's (exactly the committed stack lock and flash-attn), both installed by the tools' uv.
+ComfyUI's (exactly the committed stack lock, flash-attn and the feature's built wheels),
+both installed by the tools' uv.
 
 Nothing resolves on the pod. `uv pip sync` makes a venv hold exactly the lock's entries
 for the pod's Python and machine (hash-checked) and the wheels no index serves beside them
-(podforge's own, flash-attn's release wheel); anything else is removed. A no-op compares
+(podforge's own; flash-attn's release wheel and mmcv through the wheelhouse, each with its
+sha256); anything else is removed. A no-op compares
 each venv's distributions (the pod-state fact) with that list and runs nothing; a drifted
 venv is synced back.
 """
@@ -27,13 +29,7 @@ from podforge.controller.tools import ToolsWheelError
 from podforge.controller.tools import tools_wheel as built_tools_wheel
 from podforge.controller.upstream import cache_dir
 from podforge.core.config import Settings
-from podforge.core.lock import (
-    drift,
-    release_wheel,
-    seeds_to_remove,
-    sync_commands,
-    sync_text,
-)
+from podforge.core.lock import drift, seeds_to_remove, sync_commands, sync_text
 from podforge.core.plan import BuiltWheel, Plan
 from podforge.core.services import env_paths, r2_configured
 from podforge.core.stacks import STACK_FEATURES, UV
@@ -127,15 +123,8 @@ def _wheel_line(settings: Settings, wheel: Path) -> str:
 @deploy("Python environment")
 def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
     """Whether the venv is synced (ComfyUI must then restart: it imported the old one)."""
-    wanted = dict(lock.installs)
-    beside: list[str] = []
-    flash_attn = plan.python_stack.flash_attn_wheel
-    if flash_attn:
-        # A GitHub release asset, not a PyPI wheel: chosen by the plan for this pod's Python.
-        line, wanted["flash-attn"] = release_wheel("flash-attn", flash_attn)
-        beside.append(line)
     built = plan.python_stack.built
-    wanted |= {wheel.name: wheel.version for wheel in built}
+    wanted = dict(lock.installs) | {wheel.name: wheel.version for wheel in built}
     pod_files.content(
         name="What the venv holds, for verify",
         dest=venv_wanted_file(settings),
@@ -152,7 +141,7 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         present,
         lock,
         wanted,
-        beside,
+        [],
         f"{settings.podforge_dir}/stack-sync.txt",
         built,
         STACK_FEATURES[plan.python_stack.feature].dropped if plan.python_stack.feature else (),
@@ -197,7 +186,8 @@ def _sync(
     commands = []
     if built:
         # What the wheels are built against (torch) first; then each found on the volume,
-        # fetched from the fleet's bucket or built once; then the lock and them, hashed.
+        # fetched from the fleet's bucket, or made once (a release asset fetched, an sdist
+        # built); then the lock and them, hashed.
         without = {name: v for name, v in wanted.items() if name not in {w.name for w in built}}
         lines = [_built_line(settings, wheel) for wheel in built]
         commands += [
@@ -227,7 +217,8 @@ def _ensure_command(settings: Settings, wheel: BuiltWheel, line_file: str) -> st
     argv = [
         f"{settings.tools_dir}/bin/podforge", "wheelhouse", "ensure",
         f"{wheel.name}=={wheel.version}",
-        "--source", wheel.source, "--source-sha256", wheel.source_sha256,
+        "--source", wheel.source,
+        *(("--source-sha256", wheel.source_sha256) if wheel.source_sha256 else ()),
         "--python", f"{settings.venv_dir}/bin/python", "--home", settings.wheelhouse_dir,
         *(part for name in wheel.against for part in ("--against", name)),
         *(part for name, value in sorted(wheel.environment.items())

@@ -87,7 +87,7 @@ def install(
     software = services.software_digest(
         {dest: pin.commit for dest, pin in settings.checkouts().items()},
         lock.text,
-        plan.python_stack.flash_attn_wheel,
+        [f"{wheel.name} {wheel.source}" for wheel in plan.python_stack.built],
     )
     programs = services.programs(settings, plan, env_texts, software, proxy)
     comfyui = [p.name for p in programs if p.name.startswith("comfyui-")] if venv_synced else []

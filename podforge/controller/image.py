@@ -70,7 +70,7 @@ class StackInputs(BaseModel):
     tools_sync: str  # the tools lock (podforge's own wheel comes with the code, in the deploy)
     venv: str
     sync_file: str
-    sync: str  # the lock and flash-attn's release wheel (core/lock.py sync_text)
+    sync: str  # the lock (core/lock.py sync_text); the wheelhouse's wheels come in the deploy
     commands: list[str]  # core/lock.py sync_commands, the tools venv's, then ComfyUI's
 
 
@@ -81,13 +81,14 @@ class ImageError(PodforgeError, RuntimeError):
 def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     """What the stack layer installs; ImageError when the committed lock cannot be used."""
     from podforge.controller.stack import committed_lock, committed_tools_lock
-    from podforge.core.lock import for_pod, release_wheel, seeds_to_remove, sync_commands, sync_text
+    from podforge.core.lock import for_pod, seeds_to_remove, sync_commands, sync_text
     from podforge.core.stacks import STACK_FEATURES, STACK_PROFILES, UV
 
     stack = plan.python_stack
     feature = STACK_FEATURES[stack.feature] if stack.feature else None
-    # The feature's lock (OpenMMLab's); its built wheels (mmcv) come in the deploy step,
-    # which finds, fetches or builds them once the layer's torch is in.
+    # The profile's or the feature's lock (OpenMMLab's). The wheels beside it (flash-attn's
+    # release asset, mmcv) come in the deploy step, which finds, fetches or builds them in
+    # the wheelhouse once the layer's torch is in.
     text, _, problem = committed_lock(
         settings, STACK_PROFILES[stack.profile], feature=feature
     )
@@ -99,12 +100,6 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     tools_installed = {
         entry.name: entry.version for entry in for_pod(tools_text, python, platform.machine())
     }
-    beside = []
-    if plan.python_stack.flash_attn_wheel:
-        line, installed["flash-attn"] = release_wheel(
-            "flash-attn", plan.python_stack.flash_attn_wheel
-        )
-        beside.append(line)
     sync_file = f"{settings.podforge_dir}/stack-sync.txt"
     tools_sync_file = f"{settings.podforge_dir}/tools-sync.txt"
     # The layer makes both venvs with `python3 -m venv`: pip is in them (setuptools too, up to
@@ -122,7 +117,7 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
         tools_sync=sync_text(tools_text, []),
         venv=settings.venv_dir,
         sync_file=sync_file,
-        sync=sync_text(text, beside),
+        sync=sync_text(text, []),
         commands=[
             *sync_commands(
                 settings.tools_dir,

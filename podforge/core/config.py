@@ -38,8 +38,9 @@ from podforge.core.errors import PodforgeError
 from podforge.core.keys import DEFAULT_LAYOUT, check_layout, pod_part
 from podforge.core.paths import relative_path, setting_path
 from podforge.core.pins import COMFYUI, DEFAULT_CUSTOM_NODES, FEATURE_NODES, RepoPin
-from podforge.core.sources import ModelSource, check_url, without_secrets
+from podforge.core.sources import SHA256, ModelSource, check_url, without_secrets
 from podforge.core.stacks import FLASH_ATTN_MIRROR
+from podforge.core.wheelhouse import WHEEL_FILE_NAME
 
 Phase = Literal["image", "pod", "boot"]
 Precision = Literal["auto", "fp16", "fp8", "gguf"]
@@ -175,6 +176,9 @@ class Settings(BaseModel):
     wheelhouse_dir: str = "/workspace/.cache/podforge/wheelhouse"
     # Where flash-attn's release wheels are downloaded from (GitHub, or a mirror of it).
     flash_attn_mirror: str = FLASH_ATTN_MIRROR
+    # The sha256 of release wheels by file name, over the ones podforge pins (FLASH_ATTN_SHA256):
+    # a mirror's own builds, or a release podforge does not pin yet. `sha256sum` of the file.
+    flash_attn_sha256: dict[str, str] = Field(default_factory=dict)
 
     # Workflows to provision for: paths in the repo or https:// URLs of ComfyUI workflow files.
     # The deploy installs the models and node packs each names (podforge/workflows/needs.py)
@@ -286,6 +290,16 @@ class Settings(BaseModel):
     def _check_mirror(cls, value: str) -> str:
         # file://: a mirror on the volume, for pods without GitHub.
         return check_url(value, ("https", "file"))
+
+    @field_validator("flash_attn_sha256")
+    @classmethod
+    def _check_release_hashes(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, digest in value.items():
+            if not WHEEL_FILE_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a wheel's file name (name-version-tags.whl)")
+            if not SHA256.fullmatch(digest):
+                raise ValueError(f"the sha256 of {name} is not 64 lower-case hex digits")
+        return value
 
     @field_validator(*PATH_SETTINGS)
     @classmethod

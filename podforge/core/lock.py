@@ -360,16 +360,9 @@ def _versions(lock_text: str) -> dict[str, list[str]]:
     return {name: sorted(versions) for name, versions in found.items()}
 
 
-def release_wheel(name: str, url: str) -> tuple[str, str]:
-    """(the sync line, the version installed) of a wheel no index serves (flash-attn's
-    release asset); its file name carries the version, a local label after it."""
-    version = url.rsplit("/", 1)[1].split("-")[1].split("+")[0]
-    return f"{name} @ {url}", version
-
-
 def sync_text(lock_text: str, beside: Iterable[str]) -> str:
-    """What `uv pip sync` installs: the lock and the wheels no index serves (podforge's own,
-    flash-attn's release asset), so sync keeps them too."""
+    """What `uv pip sync` installs: the lock and the wheels no index serves (podforge's own;
+    the wheelhouse's, by their hashed lines), so sync keeps them too."""
     return lock_text + "\n# Installed beside the lock:\n" + "".join(f"{line}\n" for line in beside)
 
 

@@ -22,6 +22,7 @@ from podforge.core.stacks import (
     BUILD_PACKAGES,
     DEFAULT_STACK,
     FLASH_ATTN_RELEASES,
+    FLASH_ATTN_SHA256,
     OPENMMLAB,
     OPENMMLAB_STACK,
     PROXY_PACKAGES,
@@ -112,18 +113,23 @@ class Requirements(BaseModel):
 
 
 class BuiltWheel(BaseModel):
-    """A wheel the pod's wheelhouse finds, fetches from the bucket or builds (`podforge
-    wheelhouse ensure`), installed beside the lock: a feature's ``SourceWheel`` with the
-    build variables of this pod's kernels."""
+    """A wheel the pod's wheelhouse finds, fetches from the bucket or makes (`podforge
+    wheelhouse ensure`), installed beside the lock: flash-attn's release asset (``source`` a
+    wheel, fetched as it is), or a feature's ``SourceWheel`` built with the build variables
+    of this pod's kernels."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     version: str
     source: str
-    source_sha256: str
+    source_sha256: str | None  # None: a release asset no one pinned (its first fetch's hash)
     against: list[str]
     environment: dict[str, str]
+
+    @property
+    def prebuilt(self) -> bool:
+        return self.source.endswith(".whl")
 
 
 class PythonStack(BaseModel):
@@ -132,8 +138,9 @@ class PythonStack(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     profile: str
-    flash_attn_wheel: str | None  # None: xformers only (the plan's warnings say why)
     feature: str | None  # a StackFeature whose lock replaces the profile's (openmmlab)
+    # Beside the lock, through the wheelhouse: flash-attn's release wheel (none: xformers
+    # only, the plan's warnings say why), then the feature's source builds (mmcv).
     built: list[BuiltWheel]
     imports: list[str]  # what verify imports in the venv for the feature
     needs_nvcc: bool  # a source build (mmcv) compiles CUDA code on the pod
@@ -461,15 +468,17 @@ def _python_stack(
     devices: list[GpuDevice],
     warnings: list[str],
 ) -> PythonStack:
-    wheel = None
+    released: list[BuiltWheel] = []
     # Unknown only outside a deploy (a plan for a table test): nothing to choose from yet.
     if python is not None and machine is not None:
-        wheel, why_not = flash_attn_wheel(profile, python, machine, settings.flash_attn_mirror)
-        if why_not:
+        url, why_not = flash_attn_wheel(profile, python, machine, settings.flash_attn_mirror)
+        if url is None:
             warnings.append(f"flash-attn: {why_not}; xformers only")
+        else:
+            released.append(_release_asset("flash-attn", url, settings, warnings))
     feature = OPENMMLAB if settings.enable_openmmlab else None
     kernels = _kernels(profile, settings, devices)
-    built = [
+    sources = [
         BuiltWheel(
             name=wheel.name,
             version=wheel.version,
@@ -480,18 +489,38 @@ def _python_stack(
         )
         for wheel in (feature.built if feature else ())
     ]
-    if built and not kernels:
+    if sources and not kernels:
         warnings.append(
             "OpenMMLab: no GPU serves here, so mmcv's ops are built for the CPU only"
         )
     return PythonStack(
         profile=profile.name,
-        flash_attn_wheel=wheel,
         feature=feature.name if feature else None,
-        built=built,
+        built=released + sources,
         imports=list(feature.imports) if feature else [],
-        needs_nvcc=bool(built and kernels),
+        needs_nvcc=bool(sources and kernels),
         cuda=profile.cuda,
+    )
+
+
+def _release_asset(name: str, url: str, settings: Settings, warnings: list[str]) -> BuiltWheel:
+    """A release asset's wheel for the wheelhouse, pinned by its file name's sha256 (the
+    settings' over podforge's), or, with a warning, by its first fetch's."""
+    file_name = url.rsplit("/", 1)[1]
+    sha256 = {**FLASH_ATTN_SHA256, **settings.flash_attn_sha256}.get(file_name)
+    if sha256 is None:
+        warnings.append(
+            f"{name}: no sha256 is pinned for {file_name}: the first fetch's is recorded in the"
+            " wheelhouse and every later install is checked against it (pin it:"
+            " flash_attn_sha256)"
+        )
+    return BuiltWheel(
+        name=name,
+        version=file_name.split("-")[1].split("+")[0],
+        source=url,
+        source_sha256=sha256,
+        against=["torch"],
+        environment={},
     )
 
 

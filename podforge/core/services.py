@@ -112,13 +112,14 @@ def _digest(texts: Mapping[str, str], paths: list[str]) -> str:
     return digest.hexdigest()[:12]
 
 
-def software_digest(checkouts: Mapping[str, str], lock_text: str, flash_attn: str | None) -> str:
+def software_digest(checkouts: Mapping[str, str], lock_text: str, beside: list[str]) -> str:
     """What ComfyUI runs besides its settings: each checkout's commit (path -> commit), the
-    stack lock and flash-attn's wheel. In its section, so a moved pin or a new lock restarts
-    ComfyUI (a node pack is imported once, at start)."""
+    stack lock and the wheels beside it (flash-attn's, the wheelhouse's: each by its source).
+    In its section, so a moved pin or a new lock restarts ComfyUI (a node pack is imported
+    once, at start)."""
     digest = hashlib.sha256(json.dumps(sorted(checkouts.items())).encode())
     digest.update(lock_text.encode())
-    digest.update((flash_attn or "").encode())
+    digest.update("".join(beside).encode())
     return digest.hexdigest()[:12]
 
 

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 SourceKind = Literal["huggingface", "civitai", "url"]
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+SHA256 = re.compile(r"[0-9a-f]{64}")  # a sha256 as hex, lower-case
 # Plain http is for a server on this machine (a mirror, the sandbox), never the internet.
 _LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[::1\])$")
 
@@ -91,7 +91,7 @@ class ModelSource(BaseModel):
         # CivitAI publishes SHA256 in upper case; one spelling everywhere after this.
         if isinstance(value, str):
             value = value.lower()
-            if not _SHA256.fullmatch(value):
+            if not SHA256.fullmatch(value):
                 raise ValueError("expected a sha256: 64 hexadecimal digits")
         return value
 

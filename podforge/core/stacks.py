@@ -27,6 +27,14 @@ FLASH_ATTN_RELEASES: tuple[FlashAttnRelease, ...] = (
     FlashAttnRelease("2.7.4.post1", (2, 2), (2, 6), ("cp310", "cp311", "cp312", "cp313")),
     FlashAttnRelease("2.8.3", (2, 4), (2, 8), ("cp310", "cp311", "cp312", "cp313")),
 )
+# The sha256 of release assets, by file name: a fetched asset that differs is refused. An
+# asset missing here is fetched once and its hash recorded in the wheelhouse (the plan warns);
+# the settings' flash_attn_sha256 pins more (docs/facts.md#python-stack says where these come from).
+FLASH_ATTN_SHA256: dict[str, str] = {
+    "flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl": (
+        "d944fc7d2f962bce83fc4708c2fc0c21eaf8255962a0b350ae919362a51b7ef2"
+    ),
+}
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,19 @@ from dataclasses import dataclass
 from packaging.utils import canonicalize_name
 
 from podforge.core.errors import PodforgeError
+from podforge.core.sources import SHA256
 
 BUCKET_PREFIX = "wheelhouse/"
 ENTRY = "entry.json"
 # What a key's parts may hold: they become directory names and object keys.
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+_DISTRIBUTION = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")  # PEP 508's names
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+# name-version(-build)?-python-abi-platform.whl; its version may carry a local label (+cu12...).
+WHEEL_FILE_NAME = re.compile(
+    r"^[A-Za-z0-9_.]+-[A-Za-z0-9_.+!]+(-[0-9][A-Za-z0-9_.]*)?(-[A-Za-z0-9_.]+){3}\.whl$"
+)
 
 
 class WheelhouseError(PodforgeError, ValueError):
@@ -53,6 +59,7 @@ class BuildKey:
     machine: str  # x86_64, aarch64
     against: tuple[tuple[str, str], ...]
     environment: tuple[tuple[str, str], ...]
+    prebuilt: bool = False  # a release asset, fetched as its project built it
 
     @classmethod
     def of(
@@ -61,6 +68,7 @@ class BuildKey:
         machine: str,
         against: Mapping[str, str],
         environment: Mapping[str, str],
+        prebuilt: bool = False,
     ) -> BuildKey:
         for name, value in environment.items():
             if not _ENV_NAME.fullmatch(name):
@@ -78,11 +86,15 @@ class BuildKey:
                 )
             ),  # fmt: skip
             environment=tuple(sorted(environment.items())),
+            prebuilt=prebuilt,
         )
 
     @property
     def kernels(self) -> str:
-        """The GPU architectures compiled in (``sm80.86.90``), or ``cpu``."""
+        """The GPU architectures compiled in (``sm80.86.90``), ``cpu``, or ``prebuilt`` (what
+        its project compiled in: its file name says)."""
+        if self.prebuilt:
+            return "prebuilt"
         arch_list = dict(self.environment).get("TORCH_CUDA_ARCH_LIST", "")
         numbers = [a.replace(".", "") for a in re.split(r"[;\s]+", arch_list) if a]
         return ("sm" + ".".join(numbers)) if numbers else "cpu"
@@ -97,23 +109,47 @@ class BuildKey:
 
 @dataclass(frozen=True)
 class WheelSpec:
-    """A wheel to have: a distribution at a version, built from its sdist (``source``, a
-    URL, and that file's sha256) when neither the volume nor the bucket holds it."""
+    """A wheel to have when neither the volume nor the bucket holds it: built from its sdist
+    (``source``, a URL, and that file's sha256), or, when ``source`` is a wheel (a release
+    asset: flash-attn's), fetched as it is. Only a release asset may come unpinned
+    (``source_sha256`` None): its first fetch's sha256 is then what the wheelhouse records
+    and every later install is checked against."""
 
     name: str
     version: str
     source: str
-    source_sha256: str
+    source_sha256: str | None
 
     def __post_init__(self) -> None:
-        _checked("the distribution", self.name)
+        if not _DISTRIBUTION.fullmatch(self.name):
+            raise WheelhouseError(
+                f"the distribution {self.name!r} is not accepted: letters, digits and . _ - only"
+            )
         _checked("the version", self.version)
         if not self.source.startswith(("https://", "file:///")):
             raise WheelhouseError(
                 f"{self.name}'s source {self.source!r} is not accepted: an https:// or file:/// URL"
             )
-        if not _SHA256.fullmatch(self.source_sha256):
+        if self.source_sha256 is None and not self.prebuilt:
+            raise WheelhouseError(
+                f"{self.name}'s source {self.source_name} is an sdist: its sha256 must be pinned"
+            )
+        if self.source_sha256 is not None and not SHA256.fullmatch(self.source_sha256):
             raise WheelhouseError(f"{self.name}'s source sha256 is not 64 hex digits")
+        if not _FILE_NAME.fullmatch(self.source_name):
+            raise WheelhouseError(
+                f"{self.name}'s source {self.source!r} does not end in a file name"
+                " (letters, digits and . _ + - only)"
+            )
+
+    @property
+    def source_name(self) -> str:
+        """The source's file name (a wheel's carries its tags: it is kept as it is)."""
+        return self.source.rsplit("/", 1)[1]
+
+    @property
+    def prebuilt(self) -> bool:
+        return self.source.endswith(".whl")
 
 
 @dataclass(frozen=True)
@@ -129,7 +165,7 @@ class WheelEntry:
     def __post_init__(self) -> None:
         if not (self.wheel.endswith(".whl") and "/" not in self.wheel) or ".." in self.wheel:
             raise WheelhouseError(f"{self.wheel!r} is not a wheel's file name")
-        if not _SHA256.fullmatch(self.sha256):
+        if not SHA256.fullmatch(self.sha256):
             raise WheelhouseError(f"the sha256 recorded for {self.wheel} is not 64 hex digits")
 
     @property

@@ -2,11 +2,12 @@
 
 In order: the volume's wheelhouse already holds it (its bytes still match the sha256 its
 entry recorded); else the fleet's bucket does (fetched, checked, then filed on the volume);
-else it is built here, once, from its sdist against the venv it is for (no build isolation:
-mmcv's build imports that venv's torch), filed on the volume and published to the bucket
-for every other pod. A wheel whose bytes differ from its entry, on the volume or in the
-bucket, is refused, never installed. The line printed (or written to ``--line-to``) names
-the wheel with its sha256 for `uv pip sync`, which checks it once more.
+else it is made here, once: built from its sdist against the venv it is for (no build
+isolation: mmcv's build imports that venv's torch), or, for a release asset (flash-attn's
+wheel), fetched as it is; then filed on the volume and published to the bucket for every
+other pod. A wheel whose bytes differ from its entry, on the volume or in the bucket, or
+from the sha256 pinned for it, is refused, never installed. The line printed (or written
+to ``--line-to``) names the wheel with its sha256 for `uv pip sync`, which checks it again.
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ print(json.dumps({
 """
 
 
-def venv_key(python: str, against: list[str], environment: Mapping[str, str]) -> BuildKey:
-    """The key of a wheel built with ``python`` (a venv's interpreter) against ``against``."""
+def venv_key(
+    python: str, against: list[str], environment: Mapping[str, str], prebuilt: bool = False
+) -> BuildKey:
+    """The key of a wheel built with ``python`` (a venv's interpreter) against ``against``
+    (``prebuilt``: a release asset, for that venv)."""
     probe = subprocess.run(
         [python, "-c", _KEY_PROBE, *against], capture_output=True, text=True, check=False
     )
@@ -65,7 +69,9 @@ def venv_key(python: str, against: list[str], environment: Mapping[str, str]) ->
         last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
         raise WheelhouseError(f"{python} cannot say what a wheel would be built against: {last}")
     found = json.loads(probe.stdout)
-    return BuildKey.of(found["python"], found["machine"], found["against"], environment)
+    return BuildKey.of(
+        found["python"], found["machine"], found["against"], environment, prebuilt
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -91,8 +97,9 @@ class Wheelhouse:
         build: Callable[[Path, Path], Path],
         pinned: str | None = None,
     ) -> WheelEntry:
-        """The entry of ``spec`` for ``key``: found, fetched, or built by ``build(sdist,
-        out_dir) -> wheel``. ``pinned``: the sha256 a committed lock names; any other wheel is
+        """The entry of ``spec`` for ``key``: found, fetched, or made (a release asset as it
+        is; an sdist built by ``build(sdist, out_dir) -> wheel``). ``pinned``: the sha256 a
+        committed lock names (a release asset's own pin by default); any other wheel is
         refused."""
         directory = entry_directory(spec.name, spec.version, key.label)
         what = f"{spec.name} {spec.version} ({key.label})"
@@ -106,10 +113,12 @@ class Wheelhouse:
                     self.say(f"wheelhouse: {what} fetched from the bucket ({entry.sha256[:12]})")
                 else:
                     entry = self._build(spec, key, directory, build)
+            if spec.prebuilt and pinned is None:
+                pinned = spec.source_sha256
             if pinned is not None and entry.sha256 != pinned:
                 raise WheelhouseError(
-                    f"{directory}/{entry.wheel} has sha256 {entry.sha256}, the lock"
-                    f" pins {pinned}: refused; pin the new hash if this build is yours"
+                    f"{directory}/{entry.wheel} has sha256 {entry.sha256}, the stack"
+                    f" pins {pinned}: refused; pin the new hash if this wheel is yours"
                 )
             return entry
 
@@ -126,7 +135,7 @@ class Wheelhouse:
         path = self.home / directory / ENTRY
         if not path.exists():
             return None
-        entry = WheelEntry.from_json(path.read_text(), str(path))
+        entry = _entry_of(directory, path.read_text(), str(path))
         wheel = self.home / directory / entry.wheel
         if not wheel.exists():
             return None  # filed but gone: fetched or built again
@@ -146,7 +155,7 @@ class Wheelhouse:
         text = self._get_text(f"{prefix}/{ENTRY}")
         if text is None:
             return None
-        entry = WheelEntry.from_json(text, f"{prefix}/{ENTRY} in the bucket")
+        entry = _entry_of(directory, text, f"{prefix}/{ENTRY} in the bucket")
         target = self.home / directory
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target) as staging:
@@ -166,20 +175,27 @@ class Wheelhouse:
         self, spec: WheelSpec, key: BuildKey, directory: str, build: Callable[[Path, Path], Path]
     ) -> WheelEntry:
         where = "on the volume or in the bucket" if self.store else "on the volume (no bucket)"
-        self.say(f"wheelhouse: building {spec.name} {spec.version} for {key.label}: none {where}")
+        doing, done = ("fetching", "fetched") if spec.prebuilt else ("building", "built")
+        self.say(f"wheelhouse: {doing} {spec.name} {spec.version} for {key.label}: none {where}")
         target = self.home / directory
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target) as staging:
-            sdist = Path(staging) / spec.source.rsplit("/", 1)[1]
-            _download_source(spec, sdist)
             started = time.monotonic()
-            built = build(sdist, Path(staging) / "out")
-            entry = WheelEntry(spec.name, spec.version, key.label, built.name, sha256_of(built))
+            source = Path(staging) / spec.source_name
+            _download_source(spec, source)
+            made = source if spec.prebuilt else build(source, Path(staging) / "out")
+            entry = WheelEntry(spec.name, spec.version, key.label, made.name, sha256_of(made))
             self.say(
-                f"wheelhouse: built {built.name} in {time.monotonic() - started:.0f} s"
-                f" ({built.stat().st_size} bytes, sha256 {entry.sha256[:12]})"
+                f"wheelhouse: {done} {made.name} in {time.monotonic() - started:.0f} s"
+                f" ({made.stat().st_size} bytes, sha256 {entry.sha256[:12]})"
             )
-            self._file(entry, built)
+            if spec.source_sha256 is None:
+                self.say(
+                    f"wheelhouse: no sha256 is pinned for {made.name}: this first fetch's"
+                    f" ({entry.sha256}) is recorded, and every later install is checked"
+                    " against it"
+                )
+            self._file(entry, made)
         self._publish(entry)
         return entry
 
@@ -241,15 +257,27 @@ class Wheelhouse:
         )
 
 
+def _entry_of(directory: str, text: str, where: str) -> WheelEntry:
+    """The entry read at ``where``, which must be the one for ``directory``: a wheel is filed
+    where its entry says, so an entry naming another place (``../``) is refused."""
+    entry = WheelEntry.from_json(text, where)
+    if entry.directory != directory:
+        raise WheelhouseError(
+            f"{where} describes {entry.directory}, not {directory}: refused; delete it to"
+            " fetch or build the wheel again"
+        )
+    return entry
+
+
 def _download_source(spec: WheelSpec, dest: Path) -> None:
-    """The sdist, checked against the sha256 the spec names."""
+    """The sdist or release asset, checked against the sha256 the spec pins (if it does)."""
     with urllib.request.urlopen(spec.source, timeout=60) as answer, open(dest, "wb") as out:
         shutil.copyfileobj(answer, out, CHUNK)
     found = sha256_of(dest)
-    if found != spec.source_sha256:
+    if spec.source_sha256 is not None and found != spec.source_sha256:
         raise WheelhouseError(
             f"{spec.source} has sha256 {found}, expected {spec.source_sha256}:"
-            " refused; the source is not the sdist the stack names"
+            " refused; it is not the file the stack pins"
         )
 
 
@@ -287,7 +315,7 @@ def main(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         name, version = _pinned_requirement(args.requirement)
         spec = WheelSpec(name, version, args.source, args.source_sha256)
         environment = dict(_assignment(pair) for pair in args.env)
-        key = venv_key(args.python, args.against, environment)
+        key = venv_key(args.python, args.against, environment, spec.prebuilt)
         store = _store(environ)
         house = Wheelhouse(Path(args.home), store, say=lambda line: print(line, flush=True))
         entry = house.ensure(spec, key, uv_build(args.python, environment), args.sha256)

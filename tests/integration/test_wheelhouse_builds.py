@@ -4,11 +4,14 @@ Two "pods" are two volumes (directories) beside one bucket (the sandbox's S3 beh
 gate): the first builds a C extension of our own (tests/data/wheelhouse/ctally, built where
 mmcv would take half an hour) and publishes it; the second fetches it and builds nothing;
 a wheel changed in the bucket or on a volume is refused; uv installs the line, hash-checked.
+A release asset (flash-attn's wheel: here ctally's own) is fetched as it is, checked
+against its pin, and shared the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -36,6 +39,19 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where
 
 
+@pytest.fixture(scope="module")
+def release(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A release asset (as flash-attn's): a wheel as its project publishes it, and its sha256."""
+    out = tmp_path_factory.mktemp("release")
+    subprocess.run(
+        [uv_binary(), "build", "-q", "--wheel", "--no-build-isolation", "--python",
+         str(venv / "bin/python"), "--out-dir", str(out), str(SOURCE)],
+        check=True,
+    )  # fmt: skip
+    (made,) = out.glob("*.whl")
+    return made, hashlib.sha256(made.read_bytes()).hexdigest()
+
+
 @pytest.fixture
 def sdist(venv: Path, tmp_path: Path) -> tuple[Path, str]:
     out = tmp_path / "sdist"
@@ -52,9 +68,11 @@ def ensure(
     s3: dict[str, Any] | None,
     home: Path,
     venv: Path,
-    sdist: tuple[Path, str],
+    source: tuple[Path, str | None],
     *extra: str,
 ) -> subprocess.CompletedProcess[str]:
+    """`podforge wheelhouse ensure ctally==1.0` from ``source`` (an sdist or a release
+    asset's wheel, and its pinned sha256 or None) for ``venv``, on the volume ``home``."""
     environ = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root")}
     if s3 is not None:
         environ |= {
@@ -65,7 +83,8 @@ def ensure(
         }
     return subprocess.run(
         [sys.executable, "-m", "podforge", "wheelhouse", "ensure", "ctally==1.0",
-         "--source", f"file://{sdist[0]}", "--source-sha256", sdist[1],
+         "--source", f"file://{source[0]}",
+         *(("--source-sha256", source[1]) if source[1] else ()),
          "--python", str(venv / "bin/python"), "--home", str(home), "--against", "setuptools",
          *extra],
         env=environ, capture_output=True, text=True, timeout=300,
@@ -128,6 +147,24 @@ def test_a_wheel_changed_in_the_bucket_is_refused_and_nothing_is_filed(s3, venv,
     assert not list((tmp_path / "pod-b").rglob("*.whl"))
 
 
+def test_an_entry_in_the_bucket_naming_another_place_is_refused_and_nothing_is_written(
+    s3, venv, release, tmp_path
+):
+    first = ensure(s3, tmp_path / "pod-a", venv, release, "--env", "CASE=escape")
+    assert first.returncode == 0, first.stderr
+    label = _label_of(first)
+    entry_key = f"wheelhouse/ctally/1.0/{label}/entry.json"
+    client = s3_client(s3)
+    entry = json.loads(client.get_object(Bucket=s3["bucket"], Key=entry_key)["Body"].read())
+    client.put_object(
+        Bucket=s3["bucket"], Key=entry_key,
+        Body=json.dumps({**entry, "label": "../../../escaped"}).encode(),
+    )  # fmt: skip
+    second = ensure(s3, tmp_path / "pods" / "b", venv, release, "--env", "CASE=escape")
+    assert second.returncode == 1 and "describes ctally/1.0/../../../escaped" in second.stderr
+    assert not list(tmp_path.rglob("escaped*")) and not list((tmp_path / "pods").rglob("*.whl"))
+
+
 def test_a_wheel_changed_on_the_volume_is_refused_naming_it_and_the_fix(venv, sdist, tmp_path):
     home = tmp_path / "pod-a"
     first = ensure(None, home, venv, sdist, "--env", "CTALLY_BUILD=three")
@@ -149,7 +186,7 @@ def test_another_build_variable_is_another_key_and_a_pinned_hash_refuses_others(
     assert cpu.returncode == 0 and arch.returncode == 0, cpu.stderr + arch.stderr
     assert "-cpu-" in cpu.stdout and "-sm80.86-" in arch.stdout and "building" in arch.stdout
     pinned = ensure(None, home, venv, sdist, "--sha256", "0" * 64)
-    assert pinned.returncode == 1 and "the lock pins 0000" in pinned.stderr
+    assert pinned.returncode == 1 and "the stack pins 0000" in pinned.stderr
 
 
 def test_uv_refuses_the_line_when_the_wheel_is_not_the_one_hashed(venv, sdist, tmp_path):
@@ -160,6 +197,50 @@ def test_uv_refuses_the_line_when_the_wheel_is_not_the_one_hashed(venv, sdist, t
     with pytest.raises(subprocess.CalledProcessError) as refused:
         install_and_add(venv, forged)
     assert "hash" in refused.value.stderr.lower()
+
+
+def test_a_release_asset_is_fetched_once_checked_and_taken_from_the_bucket_after(
+    s3, venv, release, tmp_path
+):
+    first = ensure(s3, tmp_path / "pod-a", venv, release)
+    assert first.returncode == 0, first.stderr
+    assert "wheelhouse: fetching ctally 1.0" in first.stdout and "building" not in first.stdout
+    line = first.stdout.strip().splitlines()[-1]
+    assert "-prebuilt-" in line and line.endswith(f"--hash=sha256:{release[1]}")
+    second = ensure(s3, tmp_path / "pod-b", venv, release)
+    assert second.returncode == 0, second.stderr
+    assert "fetched from the bucket" in second.stdout and "fetching" not in second.stdout
+    assert install_and_add(venv, second.stdout.strip().splitlines()[-1]) == "42"
+    # A pod pinning another hash takes nothing the fleet holds under that key.
+    other = ensure(s3, tmp_path / "pod-c", venv, (release[0], "0" * 64))
+    assert other.returncode == 1 and "the stack pins 0000" in other.stderr
+
+
+def test_a_release_asset_that_is_not_the_pinned_file_is_refused_and_nothing_filed(
+    venv, release, tmp_path
+):
+    home = tmp_path / "pod-a"
+    refused = ensure(None, home, venv, (release[0], "0" * 64))
+    assert refused.returncode == 1
+    assert f"has sha256 {release[1]}, expected {'0' * 64}: refused" in refused.stderr
+    assert not list(home.rglob("*.whl"))
+
+
+def test_an_unpinned_release_asset_is_held_to_its_first_fetchs_hash(venv, release, tmp_path):
+    home = tmp_path / "pod-a"
+    first = ensure(None, home, venv, (release[0], None))
+    assert first.returncode == 0, first.stderr
+    assert f"no sha256 is pinned for {release[0].name}" in first.stdout
+    assert first.stdout.strip().endswith(f"--hash=sha256:{release[1]}")
+    # The asset changes upstream: the volume keeps the first one, and says so.
+    original = release[0].read_bytes()
+    try:
+        release[0].write_bytes(original + b"\0")
+        again = ensure(None, home, venv, (release[0], None))
+    finally:
+        release[0].write_bytes(original)
+    assert again.returncode == 0 and "is on the volume" in again.stdout
+    assert again.stdout.strip().endswith(f"--hash=sha256:{release[1]}")
 
 
 def _label_of(done: subprocess.CompletedProcess[str]) -> str:

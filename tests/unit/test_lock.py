@@ -29,7 +29,6 @@ from podforge.core.lock import (
     read_header,
     read_resolved_as_of,
     refresh_command,
-    release_wheel,
     render_header,
     seeds_to_remove,
     sync_commands,
@@ -292,13 +291,8 @@ def test_a_venv_holds_the_lock_when_each_locked_version_is_there(installed, hold
     assert holds(installed, {"numpy": "1.26.4", "torch": "2.5.1"}) is holds_it
 
 
-def test_flash_attns_release_wheel_is_installed_beside_the_lock():
-    url = (
-        "https://github.com/Dao-AILab/flash-attention/releases/download/v2.7.4.post1/"
-        "flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
-    )
-    line, version = release_wheel("flash-attn", url)
-    assert (line, version) == (f"flash-attn @ {url}", "2.7.4.post1")
+def test_the_wheels_beside_the_lock_follow_it_in_the_sync_file():
+    line = "flash-attn @ file:///w/flash_attn-2.7.4.post1-cp311-cp311-linux_x86_64.whl"
     text = sync_text(LOCK_BODY, [line])
     assert text.startswith(LOCK_BODY) and text.endswith(f"\n{line}\n")
 

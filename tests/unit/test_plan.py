@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 
 import pytest
+from pydantic import ValidationError
 
 from podforge.core.comfyui_args import KNOWN_FLAGS
 from podforge.core.config import Settings, load_settings
 from podforge.core.gpu import GpuDevice, GpuReport
 from podforge.core.plan import PlanError, build_plan
-from podforge.core.stacks import STACK_PROFILES
+from podforge.core.stacks import FLASH_ATTN_SHA256, STACK_PROFILES
 from sandbox.repos import upstream_tree
 
 
@@ -33,6 +34,7 @@ def plan_for(*vrams: int, **settings):
 
 
 # Behind the login (the default): ComfyUI on 127.0.0.1, its port + 10000; nginx on 8188.
+CP311_WHEEL = "flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"
 LISTEN = ["--listen", "127.0.0.1", "--port", "18188"]
 
 
@@ -527,22 +529,59 @@ def test_catalog_sizes_can_be_left_to_the_hub():
 def test_flash_attn_wheel_follows_python_torch_and_abi(profile, python, machine, wheel):
     settings = Settings(stack_profile=profile)
     plan = build_plan(settings, GpuReport(), python, machine)
+    released = [w for w in plan.python_stack.built if w.name == "flash-attn"]
     if wheel is None:
-        assert plan.python_stack.flash_attn_wheel is None
+        assert released == []
         (warning,) = [w for w in plan.warnings if w.startswith("flash-attn")]
         assert warning.endswith("xformers only")
     else:
         prefix = "https://github.com/Dao-AILab/flash-attention/releases/download/"
-        assert plan.python_stack.flash_attn_wheel == prefix + wheel
-        assert not any(w.startswith("flash-attn") for w in plan.warnings)
+        (flash_attn,) = released
+        assert flash_attn.source == prefix + wheel and flash_attn.prebuilt
+        assert flash_attn.version == wheel.split("-")[1].split("+")[0]
+        assert flash_attn.against == ["torch"] and flash_attn.environment == {}
+
+
+@pytest.mark.parametrize(
+    ("python", "pins", "pinned"),
+    [
+        # podforge pins this release asset itself (FLASH_ATTN_SHA256)
+        ((3, 11, 2), {}, FLASH_ATTN_SHA256[CP311_WHEEL]),
+        # the settings' pin wins: a mirror's own build of the same file name
+        ((3, 11, 2), {CP311_WHEEL: "e" * 64}, "e" * 64),
+        # none known: the first fetch's hash is recorded, and the plan says so
+        ((3, 12, 1), {}, None),
+    ],
+)
+def test_flash_attns_wheel_is_pinned_by_its_file_name(python, pins, pinned):
+    plan = build_plan(Settings(flash_attn_sha256=pins), GpuReport(), python, "x86_64")
+    (flash_attn,) = [w for w in plan.python_stack.built if w.name == "flash-attn"]
+    assert flash_attn.source_sha256 == pinned
+    unpinned = [w for w in plan.warnings if w.startswith("flash-attn: no sha256 is pinned")]
+    assert len(unpinned) == (pinned is None)
+    assert not plan.python_stack.needs_nvcc  # a release asset compiles nothing
+
+
+@pytest.mark.parametrize(
+    ("pins", "field"),
+    [
+        ({"../../etc/passwd.whl": "e" * 64}, "flash_attn_sha256"),
+        ({CP311_WHEEL: "E" * 64}, "flash_attn_sha256"),
+        ({CP311_WHEEL: "e" * 63}, "flash_attn_sha256"),
+    ],
+)
+def test_a_bad_release_pin_is_refused_naming_the_setting(pins, field):
+    with pytest.raises(ValidationError, match=field):
+        Settings(flash_attn_sha256=pins)
 
 
 def test_flash_attn_mirror_replaces_github():
     settings = Settings(flash_attn_mirror="file:///workspace/mirror/")
     plan = build_plan(settings, GpuReport(), (3, 11, 2), "x86_64")
-    assert plan.python_stack.flash_attn_wheel.startswith("file:///workspace/mirror/v2.7.4.post1/")
+    (flash_attn,) = plan.python_stack.built
+    assert flash_attn.source.startswith("file:///workspace/mirror/v2.7.4.post1/")
 
 
 def test_no_flash_attn_before_the_pods_python_is_known():
     plan = build_plan(Settings(phase="image"), GpuReport(), None, None)
-    assert plan.python_stack.flash_attn_wheel is None and plan.warnings == []
+    assert plan.python_stack.built == [] and plan.warnings == []

@@ -16,7 +16,7 @@ from podforge.core.plan import build_plan
 from podforge.core.services import env_paths, generation_env, programs, r2_env, software_digest
 from tasks import render
 
-SOFTWARE = software_digest({"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.4\n", None)
+SOFTWARE = software_digest({"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.4\n", [])
 
 
 @pytest.fixture
@@ -62,9 +62,11 @@ def test_a_changed_secret_changes_only_the_programs_that_read_it(pod):
 @pytest.mark.parametrize(
     "software",
     [
-        software_digest({"/workspace/ComfyUI": "b" * 40}, "numpy==1.26.4\n", None),  # a pin
-        software_digest({"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.3\n", None),  # a lock
-        software_digest({"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.4\n", "file:///f.whl"),
+        software_digest({"/workspace/ComfyUI": "b" * 40}, "numpy==1.26.4\n", []),  # a pin
+        software_digest({"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.3\n", []),  # a lock
+        software_digest(
+            {"/workspace/ComfyUI": "a" * 40}, "numpy==1.26.4\n", ["flash-attn file:///f.whl"]
+        ),  # a wheel beside the lock
     ],
 )
 def test_new_software_changes_comfyuis_section_alone(pod, software):

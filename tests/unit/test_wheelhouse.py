@@ -92,3 +92,16 @@ def test_an_entry_that_is_not_one_is_refused_naming_where_it_was_read(text, why)
 def test_a_spec_names_its_source_by_https_or_file_and_its_hash(source, sha256, why):
     with pytest.raises(WheelhouseError, match=why):
         WheelSpec("mmcv", "2.1.0", source, sha256)
+
+
+def test_a_release_asset_is_keyed_as_prebuilt_and_may_come_unpinned():
+    key = BuildKey.of("cp311", "x86_64", TORCH, {}, prebuilt=True)
+    assert key.label.startswith("cp311-x86_64-torch2.5.1-prebuilt-")
+    assert key.label != BuildKey.of("cp311", "x86_64", TORCH, {}).label
+    asset = "https://github.com/o/r/releases/download/v1/flash_attn-1.0+cu12-cp311-cp311-linux_x86_64.whl"
+    assert WheelSpec("flash-attn", "1.0", asset, None).prebuilt
+    # An sdist is built and run on the pod: it comes pinned, or not at all.
+    with pytest.raises(WheelhouseError, match="is an sdist: its sha256 must be pinned"):
+        WheelSpec("mmcv", "2.1.0", "https://files.pythonhosted.org/mmcv-2.1.0.tar.gz", None)
+    with pytest.raises(WheelhouseError, match="does not end in a file name"):
+        WheelSpec("mmcv", "2.1.0", "https://files.pythonhosted.org/a/", "a" * 64)
