@@ -3,15 +3,16 @@
     .venv/bin/python -m bench.serve [--file-mb 64] [--link-mbps 40]
 
 One fresh sandbox pod (an RTX 4090's plan: six model files of ``--file-mb`` each) is
-deployed while every model download shares one link capped at ``--link-mbps`` (the hub's
-``link_bps``). Printed: the time until ComfyUI first answers, the time until the deploy is
-done (verify passed: serving), the bytes-only time (the models' bytes at the cap) and the
-ratio, the pod's timeline, and the same steps one after another (the order before the fetch
-ran in the background: each step's own seconds, the fetch's at its transfer time), as the
-"before" beside it.
+deployed while all it downloads shares one link capped at ``--link-mbps`` (the hub's
+``link_bps``): the model files, and its stack's wheels (~3.5 GB), which its pip and uv fetch
+from PyPI through the hub's tunnel (``HTTPS_PROXY`` on the pod, its uv cache emptied first).
+Printed: the time until ComfyUI first answers, the time until the deploy is done (verify
+passed: serving), the bytes-only time (all the bytes at the cap) and the ratio, the pod's
+timeline, and the same steps one after another (the order before the fetch ran in the
+background: each step's own seconds, the fetch's at its transfer time), as the "before".
 
-Not capped here: the stack's wheels come from the sandbox's warm uv cache (hardlinked, no
-download); on a real pod its ~3.5 GB cross the same link, while the models' fetch runs.
+``--warm-stack`` keeps the sandbox's warm uv cache instead (the stack hardlinked, nothing
+downloaded for it: only the models cross the link).
 """
 
 from __future__ import annotations
@@ -49,6 +50,25 @@ def cap_link(state: dict[str, Any], bytes_per_second: int) -> None:
     urllib.request.urlopen(request).read()
 
 
+def tunneled(state: dict[str, Any]) -> int:
+    """The bytes that came down the hub's tunnels (the pod's PyPI downloads)."""
+    with urllib.request.urlopen(f"{state['hub']['url']}/_control/link") as answer:
+        return int(json.load(answer)["tunneled"])
+
+
+def cold_stack(state: dict[str, Any], pod: dict[str, Any]) -> None:
+    """The pod without the sandbox's warm uv cache, its installers behind the hub's link:
+    every SSH session gets HTTPS_PROXY (pam_env reads /etc/environment)."""
+    subprocess.run(
+        [
+            *ssh_argv(state, pod),
+            f"rm -rf /workspace/.cache/uv && echo HTTPS_PROXY={state['hub']['url']}"
+            " >> /etc/environment",
+        ],
+        check=True,
+    )
+
+
 def answers(address: str, port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://{address}:{port}/system_stats", timeout=2) as answer:
@@ -61,6 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serve")
     parser.add_argument("--file-mb", type=int, default=64, help="each model file's size")
     parser.add_argument("--link-mbps", type=float, default=40.0, help="the link, MB/s")
+    parser.add_argument(
+        "--warm-stack", action="store_true", help="the stack from the warm uv cache, uncapped"
+    )
     args = parser.parse_args()
     cap = int(args.link_mbps * MB)
     port = private_port(Settings().comfyui_port)
@@ -68,6 +91,8 @@ def main() -> None:
         "serve", ["rtx-4090"], first_address=95, file_size=args.file_mb * MB, offer_xet=False
     ) as state:
         (pod,) = state["pods"]
+        if not args.warm_stack:
+            cold_stack(state, pod)
         cap_link(state, cap)
         log = Path(state["base"]) / "serve-deploy.log"
         began = time.monotonic()
@@ -93,14 +118,21 @@ def main() -> None:
         (models,) = [step for step in timeline.steps if step.name == "Models"]
         if not models.bytes:
             sys.exit("bench.serve: the timeline has no model bytes: nothing was fetched?")
-        bytes_only = models.bytes / cap
+        stack_bytes = tunneled(state)
+        if not args.warm_stack and stack_bytes < 10**9:
+            sys.exit(f"bench.serve: only {stack_bytes} bytes came through the tunnel: no stack?")
+        bytes_only = (models.bytes + stack_bytes) / cap
         one_by_one = sum(
             (step.transfer_seconds or step.seconds) if step is models else step.seconds
             for step in timeline.steps
         )
         print("\n".join(timeline.lines()))
-        print(f"link: {args.link_mbps:.1f} MB/s shared by every model download")
-        print(f"models: {models.bytes / MB:.0f} MB; alone on the link: {bytes_only:.1f} s")
+        print(f"link: {args.link_mbps:.1f} MB/s shared by every download of the pod")
+        stack = "from the warm uv cache" if args.warm_stack else f"{stack_bytes / MB:.0f} MB"
+        print(
+            f"models: {models.bytes / MB:.0f} MB; stack: {stack};"
+            f" all the bytes alone on the link: {bytes_only:.1f} s"
+        )
         answered = "never while it ran" if first_answer is None else f"{first_answer:.1f} s"
         print(f"ComfyUI first answered: {answered} after the deploy began")
         print(

@@ -18,7 +18,9 @@ versions that need it, as ``?token=`` or a bearer header; 404 for unknown ids; e
 ``/_presigned/...``, which refuses any request carrying an Authorization header, as
 CivitAI's CDN does), and ``/files/{name}`` (Range, HEAD). The throttle fault applies per
 response, so per connection; ``link_bps`` caps all of them together, as one link would
-(bench.serve).
+(bench.serve). On that same link the hub also tunnels (``CONNECT``, a pod's ``HTTPS_PROXY``)
+to PyPI's index and files, and nowhere else, so a pod's stack downloads share it;
+``GET /_control/link`` says how many bytes came down the tunnels.
 
 Run: ``python -m sandbox.hub --port 8555 --dir DIR [--file-size 1048576] [--gated REPO]``
 with the gated repos' token in ``PODFORGE_HUB_TOKEN`` and CivitAI's in
@@ -33,6 +35,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
@@ -178,6 +181,11 @@ def _write_file(disk: Path, key: str, size: int) -> str:
     return digest.hexdigest()
 
 
+# Where a pod's installers may tunnel through the hub (bench.serve's cold stack): PyPI only.
+TUNNEL_TARGETS = frozenset({("pypi.org", 443), ("files.pythonhosted.org", 443)})
+TUNNEL_PIECE = 64 * 1024
+
+
 class Link:
     """One link every response shares: each piece takes its turn at the link's rate."""
 
@@ -228,6 +236,8 @@ class Hub:
         self.civitai_public = CIVITAI_PUBLIC | (set(self.civitai_versions) - set(CIVITAI_VERSIONS))
         self.faults = Faults()
         self.link = Link()
+        self.tunnel_to = TUNNEL_TARGETS
+        self.tunneled = 0  # bytes that came down the CONNECT tunnels
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.offer_xet = offer_xet
@@ -306,7 +316,46 @@ class Handler(BaseHTTPRequestHandler):
             with self.server.hub.lock:
                 self._json(200, list(self.server.hub.log))
             return
+        if self.path == "/_control/link":
+            with self.server.hub.lock:
+                self._json(200, {"tunneled": self.server.hub.tunneled})
+            return
         self._serve()
+
+    def do_CONNECT(self) -> None:
+        """A tunnel to PyPI for a pod's pip and uv, its bytes down paced by the link."""
+        host, _, port = self.path.rpartition(":")
+        target = (host, int(port)) if port.isdigit() else (host, 0)
+        allowed = self.server.hub.tunnel_to
+        if target not in allowed:
+            shown = ", ".join(f"{h}:{p}" for h, p in sorted(allowed))
+            self._error(403, f"the hub tunnels only to {shown}, not {self.path}")
+            return
+        try:
+            remote = socket.create_connection(target, timeout=30)
+        except OSError as error:
+            self._error(502, f"{self.path} is not reachable: {error}")
+            return
+        self.send_response(200, "Connection Established")
+        self.end_headers()
+        self.close_connection = True
+        with remote:
+            remote.settimeout(300)
+            threading.Thread(target=_pipe_up, args=(self.connection, remote), daemon=True).start()
+            self._pipe_down(remote)
+
+    def _pipe_down(self, remote: socket.socket) -> None:
+        hub = self.server.hub
+        try:
+            while piece := remote.recv(TUNNEL_PIECE):
+                self.connection.sendall(piece)
+                with hub.lock:
+                    hub.tunneled += len(piece)
+                if hub.faults.link_bps:
+                    time.sleep(hub.link.wait(len(piece), hub.faults.link_bps))
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            return  # either end went away: the tunnel is over
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
@@ -635,6 +684,16 @@ class Handler(BaseHTTPRequestHandler):
                     ahead = sent / throttle_bps - (time.monotonic() - began)
                     if ahead > 0:
                         time.sleep(ahead)
+
+
+def _pipe_up(client: socket.socket, remote: socket.socket) -> None:
+    """What the pod sends (its TLS handshake, its requests), unpaced: they are small."""
+    try:
+        while piece := client.recv(TUNNEL_PIECE):
+            remote.sendall(piece)
+        remote.shutdown(socket.SHUT_WR)
+    except OSError:
+        return  # either end went away: the tunnel is over
 
 
 class HubServer(ThreadingHTTPServer):
