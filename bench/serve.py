@@ -1,8 +1,9 @@
 """How long a fresh pod takes to serve, against the time its bytes alone take. Prints figures.
 
-    .venv/bin/python -m bench.serve [--file-mb 64] [--link-mbps 40]
+    .venv/bin/python -m bench.serve [--scale 8] [--link-mbps 40] [--warm-stack]
 
-One fresh sandbox pod (an RTX 4090's plan: six model files of ``--file-mb`` each) is
+One fresh sandbox pod (an RTX 4090's plan: six model files, 36 GB for real, each served at
+its real size / ``--scale``: 4.5 GB at 8, beside a 4.2 GB stack) is
 deployed while all it downloads shares one link capped at ``--link-mbps`` (the hub's
 ``link_bps``): the model files, and its stack's wheels (~3.5 GB), which its pip and uv fetch
 from PyPI through the hub's tunnel (``HTTPS_PROXY`` on the pod, its uv cache emptied first).
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -29,15 +32,24 @@ from typing import Any
 from bench.sandbox import bench_sandbox
 from podforge.core.auth import private_port
 from podforge.core.config import Settings
+from podforge.core.gpu import PROBE_COMMAND, parse_probe
+from podforge.core.plan import build_plan
 from podforge.core.timeline import Timeline
 from sandbox.control import ssh_argv
+from sandbox.pods import FAKE_NVIDIA_SMI, GPU_PROFILES
+from sandbox.settings import SANDBOX_FEATURES
 
 REPO = Path(__file__).resolve().parent.parent
 MB = 10**6
+GPU = "rtx-4090"
 DEPLOY = (
-    "import sys\n"
+    "import logging, sys\n"
     "from sandbox.converge import converge\n"
-    "sys.exit(1 if any(result.failed for result in converge().values()) else 0)\n"
+    "logging.basicConfig(level=logging.WARNING)\n"
+    "failed = [r for r in converge().values() if r.failed]\n"
+    "for r in failed:\n"
+    "    print(f'{r.name}: failed at {r.errors}', file=sys.stderr)\n"
+    "sys.exit(1 if failed else 0)\n"
 )
 
 
@@ -48,6 +60,24 @@ def cap_link(state: dict[str, Any], bytes_per_second: int) -> None:
         headers={"Content-Type": "application/json"},
     )
     urllib.request.urlopen(request).read()
+
+
+def planned_sizes(gpu: str, scale: int) -> dict[str, int]:
+    """Each Hugging Face file the sandbox's plan fetches for ``gpu``: its real size / scale
+    (the hub's sizes, by path), so the bench's bytes keep the real files' proportions."""
+    with tempfile.TemporaryDirectory() as bin_dir:
+        os.symlink(FAKE_NVIDIA_SMI, f"{bin_dir}/nvidia-smi")
+        probe = subprocess.run(
+            ["sh", "-c", PROBE_COMMAND],
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "PODFORGE_FAKE_GPU": str(GPU_PROFILES / gpu)},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    # The sandbox's features (its endpoints aside: they do not move the plan).
+    settings = Settings(**{**SANDBOX_FEATURES, "r2_endpoint": "https://bench.invalid"})
+    plan = build_plan(settings, parse_probe(probe.stdout.splitlines()), (3, 11, 2), "x86_64")
+    return {m.path: max(m.planned_bytes // scale, 1) for m in plan.models if m.path}
 
 
 def tunneled(state: dict[str, Any]) -> int:
@@ -79,7 +109,7 @@ def answers(address: str, port: int) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.serve")
-    parser.add_argument("--file-mb", type=int, default=64, help="each model file's size")
+    parser.add_argument("--scale", type=int, default=8, help="model files at real size / N")
     parser.add_argument("--link-mbps", type=float, default=40.0, help="the link, MB/s")
     parser.add_argument(
         "--warm-stack", action="store_true", help="the stack from the warm uv cache, uncapped"
@@ -87,8 +117,9 @@ def main() -> None:
     args = parser.parse_args()
     cap = int(args.link_mbps * MB)
     port = private_port(Settings().comfyui_port)
+    sizes = planned_sizes(GPU, args.scale)
     with bench_sandbox(
-        "serve", ["rtx-4090"], first_address=95, file_size=args.file_mb * MB, offer_xet=False
+        "serve", [GPU], first_address=95, file_size=MB, sizes=sizes, offer_xet=False
     ) as state:
         (pod,) = state["pods"]
         if not args.warm_stack:
@@ -107,7 +138,9 @@ def main() -> None:
                 time.sleep(0.5)
         serving = time.monotonic() - began
         if deploy.returncode != 0:
-            sys.exit(f"bench.serve: the deploy failed; its output: {log}")
+            # The sandbox (and the log in it) goes with this run: its last lines say why.
+            last = log.read_text(errors="replace").splitlines()[-40:]
+            sys.exit("\n".join(["bench.serve: the deploy failed; its last lines:", *last]))
         kept = subprocess.run(
             [*ssh_argv(state, pod), "cat /opt/podforge/timeline.json"],
             check=True,
@@ -116,8 +149,8 @@ def main() -> None:
         )
         timeline = Timeline.from_json(json.loads(kept.stdout))
         (models,) = [step for step in timeline.steps if step.name == "Models"]
-        if not models.bytes:
-            sys.exit("bench.serve: the timeline has no model bytes: nothing was fetched?")
+        if models.bytes != sum(sizes.values()):
+            sys.exit(f"bench.serve: {models.bytes} model bytes fetched, the plan's are {sizes}")
         stack_bytes = tunneled(state)
         if not args.warm_stack and stack_bytes < 10**9:
             sys.exit(f"bench.serve: only {stack_bytes} bytes came through the tunnel: no stack?")

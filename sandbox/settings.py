@@ -17,6 +17,21 @@ SANDBOX_NODES = [
 ]
 
 
+# What every sandbox pod is told beside where its services are: these decide its plan.
+SANDBOX_FEATURES: dict[str, Any] = {
+    # Outputs to the sandbox S3 (behind its R2-rules gate).
+    "enable_r2_sync": True,
+    # Features whose files depend on the GPU, so the demo pods get different plans.
+    "enable_wan22": True,
+    "enable_dwpose": True,
+    # No GPU here (nvidia-smi is a recording): ComfyUI runs on the CPU with PyPI's torch.
+    # The plan still decides per recorded GPU; its VRAM flags give way to --cpu.
+    "comfyui_args": ["--cpu"],
+    # The hub serves small stand-ins, not the real multi-GB files: sizes come from the hub.
+    "verify_catalog_sizes": False,
+}
+
+
 def sandbox_settings(state: dict[str, Any]) -> dict[str, Any]:
     repos = state["git"]["repos"]
 
@@ -40,14 +55,5 @@ def sandbox_settings(state: dict[str, Any]) -> dict[str, Any]:
         "flash_attn_mirror": f"file://{POD_RELEASES}",
         # The stand-ins' own hashes (the real release assets' are podforge's: stacks.py).
         "flash_attn_sha256": state["standins"],
-        # Outputs to the sandbox S3 (behind its R2-rules gate).
-        "enable_r2_sync": True,
-        # Features whose files depend on the GPU, so the demo pods get different plans.
-        "enable_wan22": True,
-        "enable_dwpose": True,
-        # No GPU here (nvidia-smi is a recording): ComfyUI runs on the CPU with PyPI's torch.
-        # The plan still decides per recorded GPU; its VRAM flags give way to --cpu.
-        "comfyui_args": ["--cpu"],
-        # The hub serves small stand-ins, not the real multi-GB files: sizes come from the hub.
-        "verify_catalog_sizes": False,
+        **SANDBOX_FEATURES,
     }
