@@ -49,6 +49,9 @@ from sandbox import xet
 from sandbox.templates import template_models
 
 CHUNK = 1 << 20
+# A paced response's largest piece, a file's or a tunnel's: each connection takes the link's
+# turns in pieces of one size, so the link is shared by connection, as TCP shares one.
+LINK_PIECE = CHUNK // 4
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _CDN = re.compile(r"^/_cdn/(?P<repo>[^/]+/[^/]+)/(?P<rev>[^/]+)/(?P<path>.+)$")
 _API = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?$")
@@ -183,7 +186,6 @@ def _write_file(disk: Path, key: str, size: int) -> str:
 
 # Where a pod's installers may tunnel through the hub (bench.serve's cold stack): PyPI only.
 TUNNEL_TARGETS = frozenset({("pypi.org", 443), ("files.pythonhosted.org", 443)})
-TUNNEL_PIECE = 64 * 1024
 
 
 class Link:
@@ -347,7 +349,7 @@ class Handler(BaseHTTPRequestHandler):
     def _pipe_down(self, remote: socket.socket) -> None:
         hub = self.server.hub
         try:
-            while piece := remote.recv(TUNNEL_PIECE):
+            while piece := remote.recv(LINK_PIECE):
                 self.connection.sendall(piece)
                 with hub.lock:
                     hub.tunneled += len(piece)
@@ -657,7 +659,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             source.seek(start)
             # Throttled, a piece is ~1/10 s worth, so even a small file arrives at the rate.
-            piece_size = CHUNK // 4
+            piece_size = LINK_PIECE
             for bps in (faults.throttle_bps, faults.link_bps):
                 if bps:
                     piece_size = min(piece_size, max(1024, bps // 10))
@@ -689,7 +691,7 @@ class Handler(BaseHTTPRequestHandler):
 def _pipe_up(client: socket.socket, remote: socket.socket) -> None:
     """What the pod sends (its TLS handshake, its requests), unpaced: they are small."""
     try:
-        while piece := client.recv(TUNNEL_PIECE):
+        while piece := client.recv(LINK_PIECE):
             remote.sendall(piece)
         remote.shutdown(socket.SHUT_WR)
     except OSError:

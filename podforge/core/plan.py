@@ -475,7 +475,7 @@ def _python_stack(
         if url is None:
             warnings.append(f"flash-attn: {why_not}; xformers only")
         else:
-            released.append(_release_asset("flash-attn", url, settings, warnings))
+            released.append(_flash_attn_asset(url, settings, warnings))
     feature = OPENMMLAB if settings.enable_openmmlab else None
     kernels = _kernels(profile, settings, devices)
     sources = [
@@ -503,19 +503,19 @@ def _python_stack(
     )
 
 
-def _release_asset(name: str, url: str, settings: Settings, warnings: list[str]) -> BuiltWheel:
-    """A release asset's wheel for the wheelhouse, pinned by its file name's sha256 (the
+def _flash_attn_asset(url: str, settings: Settings, warnings: list[str]) -> BuiltWheel:
+    """flash-attn's release wheel for the wheelhouse, pinned by its file name's sha256 (the
     settings' over podforge's), or, with a warning, by its first fetch's."""
     file_name = url.rsplit("/", 1)[1]
     sha256 = {**FLASH_ATTN_SHA256, **settings.flash_attn_sha256}.get(file_name)
     if sha256 is None:
         warnings.append(
-            f"{name}: no sha256 is pinned for {file_name}: the first fetch's is recorded in the"
-            " wheelhouse and every later install is checked against it (pin it:"
+            f"flash-attn: no sha256 is pinned for {file_name}: the first fetch's is recorded"
+            " in the wheelhouse and every later install is checked against it (pin it:"
             " flash_attn_sha256)"
         )
     return BuiltWheel(
-        name=name,
+        name="flash-attn",
         version=file_name.split("-")[1].split("+")[0],
         source=url,
         source_sha256=sha256,
