@@ -70,7 +70,7 @@ class StackInputs(BaseModel):
     tools_sync: str  # the tools lock (podforge's own wheel comes with the code, in the deploy)
     venv: str
     sync_file: str
-    sync: str  # the lock (core/lock.py sync_text); the wheelhouse's wheels come in the deploy
+    sync: str  # the lock and pinned release assets (core/lock.py sync_text)
     commands: list[str]  # core/lock.py sync_commands, the tools venv's, then ComfyUI's
 
 
@@ -86,9 +86,10 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
 
     stack = plan.python_stack
     feature = STACK_FEATURES[stack.feature] if stack.feature else None
-    # The profile's or the feature's lock (OpenMMLab's). The wheels beside it (flash-attn's
-    # release asset, mmcv) come in the deploy step, which finds, fetches or builds them in
-    # the wheelhouse once the layer's torch is in.
+    # The profile's or the feature's lock (OpenMMLab's), and beside it each release asset
+    # whose sha256 is pinned (flash-attn's), straight from its URL, hash-checked: the layer
+    # has no wheelhouse (podforge comes later, with the code). The rest (an unpinned asset,
+    # mmcv) comes in the deploy step, through the wheelhouse, once the layer's torch is in.
     text, _, problem = committed_lock(
         settings, STACK_PROFILES[stack.profile], feature=feature
     )
@@ -100,6 +101,11 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     tools_installed = {
         entry.name: entry.version for entry in for_pod(tools_text, python, platform.machine())
     }
+    beside = []
+    for wheel in stack.built:
+        if wheel.prebuilt and wheel.source_sha256:
+            beside.append(f"{wheel.name} @ {wheel.source} --hash=sha256:{wheel.source_sha256}")
+            installed[wheel.name] = wheel.version
     sync_file = f"{settings.podforge_dir}/stack-sync.txt"
     tools_sync_file = f"{settings.podforge_dir}/tools-sync.txt"
     # The layer makes both venvs with `python3 -m venv`: pip is in them (setuptools too, up to
@@ -117,7 +123,7 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
         tools_sync=sync_text(tools_text, []),
         venv=settings.venv_dir,
         sync_file=sync_file,
-        sync=sync_text(text, []),
+        sync=sync_text(text, beside),
         commands=[
             *sync_commands(
                 settings.tools_dir,

@@ -18,7 +18,7 @@ from podforge.core.config import SECRET_FIELDS, Settings, env_name, load_setting
 from podforge.core.gpu import GpuReport
 from podforge.core.lock import lock_file
 from podforge.core.plan import build_plan
-from podforge.core.stacks import DEFAULT_STACK, TOOLS_LOCK
+from podforge.core.stacks import DEFAULT_STACK, FLASH_ATTN_SHA256, TOOLS_LOCK
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "docker" / "Dockerfile").read_text()
@@ -91,13 +91,17 @@ def test_the_stack_layer_runs_on_its_own_modules(tmp_path):
 
 def test_the_inputs_are_the_committed_lock_and_the_deploys_commands():
     settings = load_settings({"phase": "image", "comfyui_dir": "/opt/ComfyUI"}, {})
-    plan = build_plan(settings, GpuReport(), sys.version_info[:3], "x86_64")
+    plan = build_plan(settings, GpuReport(), (3, 11, 2), "x86_64")  # a cp311 image
     inputs = image.stack_inputs(settings, plan)
     lock_text = (REPO / lock_file(DEFAULT_STACK)).read_text()
     # The layer's cache key holds the lock itself: a new lock, a new layer; nothing else.
     assert inputs.sync.startswith(lock_text)
-    # flash-attn is no part of the layer: the deploy step takes it from the wheelhouse.
-    assert "flash" not in inputs.sync and plan.python_stack.built[0].name == "flash-attn"
+    # flash-attn's release asset, pinned, comes with the layer, hash-checked.
+    (flash_attn,) = plan.python_stack.built
+    assert flash_attn.source_sha256 == FLASH_ATTN_SHA256[flash_attn.source.rsplit("/", 1)[1]]
+    assert inputs.sync.endswith(
+        f"flash-attn @ {flash_attn.source} --hash=sha256:{flash_attn.source_sha256}\n"
+    )
     assert inputs.sync_file == "/opt/podforge/stack-sync.txt"
     # The tools' venv first, from its own lock; its uv then installs ComfyUI's.
     assert inputs.tools_sync.startswith((REPO / lock_file(TOOLS_LOCK)).read_text())
