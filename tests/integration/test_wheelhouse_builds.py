@@ -39,29 +39,30 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where
 
 
-@pytest.fixture(scope="module")
-def release(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A release asset (as flash-attn's): a wheel as its project publishes it, and its sha256."""
-    out = tmp_path_factory.mktemp("release")
+def uv_build(venv: Path, kind: str, source: Path, out: Path) -> tuple[Path, str]:
+    """ctally's sdist or wheel (``kind``: sdist, wheel) made by uv with ``venv`` as the build
+    environment, and its sha256."""
     subprocess.run(
-        [uv_binary(), "build", "-q", "--wheel", "--no-build-isolation", "--python",
-         str(venv / "bin/python"), "--out-dir", str(out), str(SOURCE)],
+        [uv_binary(), "build", "-q", f"--{kind}", "--no-build-isolation", "--python",
+         str(venv / "bin/python"), "--out-dir", str(out), str(source)],
         check=True,
     )  # fmt: skip
-    (made,) = out.glob("*.whl")
+    (made,) = out.glob("*.tar.gz" if kind == "sdist" else "*.whl")
     return made, hashlib.sha256(made.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def release(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A release asset (as flash-attn's): a wheel as its project publishes it, and its sha256
+    (built from the sdist: a wheel built in place would leave build/ in the source tree)."""
+    out = tmp_path_factory.mktemp("release")
+    sdist, _ = uv_build(venv, "sdist", SOURCE, out / "sdist")
+    return uv_build(venv, "wheel", sdist, out / "wheel")
 
 
 @pytest.fixture
 def sdist(venv: Path, tmp_path: Path) -> tuple[Path, str]:
-    out = tmp_path / "sdist"
-    subprocess.run(
-        [uv_binary(), "build", "-q", "--sdist", "--no-build-isolation", "--python",
-         str(venv / "bin/python"), "--out-dir", str(out), str(SOURCE)],
-        check=True,
-    )  # fmt: skip
-    (made,) = out.glob("*.tar.gz")
-    return made, hashlib.sha256(made.read_bytes()).hexdigest()
+    return uv_build(venv, "sdist", SOURCE, tmp_path / "sdist")
 
 
 def ensure(
