@@ -1,11 +1,11 @@
-"""ENABLE_OPENMMLAB on two sandbox pods: mmcv 2.1.0 (PyPI's sdist, CPU ops: the sandbox's
-ComfyUI runs --cpu) built once, published to the bucket, taken from there by the other pod;
-`import mmcv.ops, mmdet, mmpose` from the lock in both venvs; off again, the venvs are the
-plain lock's.
+"""ENABLE_OPENMMLAB on sandbox pods: mmcv 2.1.0 (PyPI's sdist, CPU ops: the sandbox's
+ComfyUI runs --cpu) built once, published to the bucket, taken from there by another pod;
+`import mmcv.ops, mmdet, mmpose` from the lock; off again, the venvs are the plain lock's.
 
 The real build takes ~10-17 min on 2 cores. The host keeps its wheel
 (/var/cache/podforge/wheelhouse): with it there, the bucket is seeded from it first (as if
-another pod had built it) and no pod builds, so a machine pays for the build once.
+another pod had built it) and one pod takes it from there, building nothing; without it,
+one pod builds and a second takes it. So a machine pays for the build once.
 """
 
 from __future__ import annotations
@@ -54,16 +54,16 @@ def pod_entry(state: dict[str, Any], pod: dict[str, Any]) -> WheelEntry:
 
 
 @pytest.fixture
-def two_pods(sandbox: dict[str, Any]) -> Any:
-    """The two torch25-cu124 pods; converged back without OpenMMLab afterwards."""
-    pods = [p for p in sandbox["pods"] if p["gpu"] in ("rtx-4080-super", "h100")]
-    yield pods
-    for pod in pods:
+def converged_back(sandbox: dict[str, Any]) -> Any:
+    """The pods a test deploys with OpenMMLab (it appends them), converged back without."""
+    used: list[dict[str, Any]] = []
+    yield used
+    for pod in used:
         assert not deploy(sandbox, pod).failed
 
 
-def test_one_mmcv_build_serves_both_pods_through_the_bucket(sandbox, two_pods):
-    first, second = two_pods
+def test_one_mmcv_build_serves_the_fleet_through_the_bucket(sandbox, converged_back):
+    first, second = [p for p in sandbox["pods"] if p["gpu"] in ("rtx-4080-super", "h100")]
     client, bucket = s3_client(sandbox["s3"]), sandbox["s3"]["bucket"]
     prefix = f"{BUCKET_PREFIX}{DIRECTORY}"
     cached = host_entry()
@@ -73,33 +73,36 @@ def test_one_mmcv_build_serves_both_pods_through_the_bucket(sandbox, two_pods):
         client.upload_file(str(wheel), bucket, f"{prefix}/{cached.wheel}")
         client.put_object(Bucket=bucket, Key=f"{prefix}/{ENTRY}", Body=cached.to_json().encode())
 
+    converged_back.append(first)
     built = deploy(sandbox, first, enable_openmmlab=True)
     assert not built.failed, built.errors
     made = pod_entry(sandbox, first)
-    if cached is not None:
-        assert made == cached  # fetched, not built: a build would have other bytes
     published = json.loads(
         client.get_object(Bucket=bucket, Key=f"{prefix}/{ENTRY}")["Body"].read()
     )
     assert published["sha256"] == made.sha256
-
-    taken = deploy(sandbox, second, enable_openmmlab=True)
-    assert not taken.failed, taken.errors
-    # The same bytes as the first pod's: fetched from the bucket (a wheel built again
-    # carries other timestamps, so another sha256).
-    assert pod_entry(sandbox, second) == made
-    for pod in (first, second):
+    if cached is not None:
+        # The pod took the fleet's wheel and built nothing: a build would have other bytes.
+        assert made == cached
+    else:
+        # This pod built it: the second takes it from the bucket, the same bytes (a wheel
+        # built again carries other timestamps, so another sha256).
+        converged_back.append(second)
+        taken = deploy(sandbox, second, enable_openmmlab=True)
+        assert not taken.failed, taken.errors
+        assert pod_entry(sandbox, second) == made
+    for pod in converged_back:
         versions = pod_shell(sandbox, pod, f"{VENV_PYTHON} -W ignore -c '{IMPORTS}'")
         assert versions.split() == ["2.1.0", "1.3.2"]
         # The sync line uv installed it by names the hash.
         line = pod_shell(sandbox, pod, "cat /opt/podforge/wheelhouse-mmcv.txt")
         assert line.strip().endswith(f"--hash=sha256:{made.sha256}")
-    for pod in (first, second):  # for the figures: what the feature's venv step took
+        # For the figures: what the feature's venv step took.
         kept = Timeline.from_json(json.loads(pod_shell(sandbox, pod, "cat " + TIMELINE)))
         step = next(s for s in kept.steps if s.name == "Python environment")
         print(f"openmmlab: {pod['name']}: Python environment {step.seconds:.0f} s")
     # Again: nothing to do (the wheel on the volume, the venv holding it).
-    again = deploy(sandbox, second, enable_openmmlab=True)
+    again = deploy(sandbox, converged_back[-1], enable_openmmlab=True)
     assert not again.failed
     assert not [name for name in again.changed if name.startswith("Python environment")]
 
