@@ -5,9 +5,8 @@ both installed by the tools' uv.
 Nothing resolves on the pod. `uv pip sync` makes a venv hold exactly the lock's entries
 for the pod's Python and machine (hash-checked) and the wheels no index serves beside them
 (podforge's own; flash-attn's release wheel and mmcv through the wheelhouse, each with its
-sha256); anything else is removed. A no-op compares
-each venv's distributions (the pod-state fact) with that list and runs nothing; a drifted
-venv is synced back.
+sha256); anything else is removed. A no-op compares each venv's distributions (the pod-state
+fact) with that list and runs nothing; a drifted venv is synced back.
 """
 
 from __future__ import annotations
