@@ -379,7 +379,9 @@ class Settings(BaseModel):
 
 SETTING_NAMES: frozenset[str] = frozenset(Settings.model_fields)
 # Settings that are objects or lists of objects: their environment values are JSON.
-JSON_SETTINGS = frozenset({"comfyui_repo", "custom_nodes", "custom_models", "workflows"})
+JSON_SETTINGS = frozenset(
+    {"comfyui_repo", "custom_nodes", "custom_models", "workflows", "flash_attn_sha256"}
+)
 
 
 class SettingsError(PodforgeError, ValueError):

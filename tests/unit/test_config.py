@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
+from pydantic import BaseModel
 
-from podforge.core.config import Settings, SettingsError, as_environment, load_settings, public_view
+from podforge.core.config import (
+    JSON_SETTINGS,
+    Settings,
+    SettingsError,
+    as_environment,
+    load_settings,
+    public_view,
+)
 
 
 @pytest.mark.parametrize(
@@ -144,12 +153,28 @@ def test_settings_as_environment_read_back_the_same():
         "steadydancer_guide_scale": 6.5,
         "comfyui_args": "--reserve-vram 2",
         "models_dir": "/workspace/models",
+        "flash_attn_sha256": {"flash_attn-1.0+cu12-cp311-cp311-linux_x86_64.whl": "a" * 64},
     }
     environment = as_environment(values)
     assert environment["ENABLE_STEADYDANCER"] == "true"
     assert load_settings({}, environment) == load_settings(values, {})
     with pytest.raises(SettingsError, match="gpu_vram is not a setting"):
         as_environment({"gpu_vram": 16})
+
+
+def test_every_object_setting_travels_as_json():
+    # A dict or a model written with str() would come back as Python's repr, not read.
+    def structured(annotation: object) -> bool:
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if typing.get_origin(annotation) is dict:
+            return True
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return True
+        return any(structured(a) for a in inner)
+
+    objects = {name for name, f in Settings.model_fields.items() if structured(f.annotation)}
+    assert "flash_attn_sha256" in objects and "custom_nodes" in objects
+    assert objects <= JSON_SETTINGS
 
 
 @pytest.mark.parametrize(
