@@ -5,7 +5,7 @@
 One fresh sandbox pod (an RTX 4090's plan: six model files, 36 GB for real, each served at
 its real size / ``--scale``: 4.5 GB at 8, beside a 4.2 GB stack) is
 deployed while all it downloads shares one link capped at ``--link-mbps`` (the hub's
-``link_bps``): the model files, and its stack's wheels (~3.5 GB), which its pip and uv fetch
+``link_bps``): the model files, and its stack's wheels (~4.2 GB here), which its pip and uv fetch
 from PyPI through the hub's tunnel (``HTTPS_PROXY`` on the pod, its uv cache emptied first).
 Printed: the time until ComfyUI first answers, the time until the deploy is done (verify
 passed: serving), the bytes-only time (all the bytes at the cap) and the ratio, the pod's
