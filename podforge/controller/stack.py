@@ -3,9 +3,11 @@
 lock   resolves a profile's whole environment (podforge/core/lock.py says what goes in) with
        ``uv pip compile --generate-hashes`` for each target (a Python and a platform), in
        parallel, and writes ``locks/<profile>.txt`` under a header naming its inputs. uv
-       reads the index as of the moment the lock records (``--exclude-newer``), so the same
-       inputs give the same file on any later day; ``--upgrade`` moves that moment to now
-       and says what moved.
+       reads the index as of the moment the lock records (``--exclude-newer``) and keeps the
+       present lock's versions where they still fit (an index can change its past: a release
+       dated before the moment may appear after it), so the same inputs give the same file
+       on any later day; ``--upgrade`` moves that moment to now, drops the preferences and
+       says what moved.
 check  the same resolution, printed, nothing written: does this set resolve? Either way a
        conflict is traced to the repository that asked.
 
@@ -47,6 +49,7 @@ from podforge.core.lock import (
     lock_pins,
     marked,
     moved,
+    preferences,
     read_header,
     read_resolved_as_of,
     refresh_command,
@@ -93,10 +96,12 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def resolve(inputs: LockInputs, texts: Mapping[str, str | None], as_of: str) -> str:
+def resolve(
+    inputs: LockInputs, texts: Mapping[str, str | None], as_of: str, present: str = ""
+) -> str:
     """uv's hashed resolution of ``inputs`` for every target (requirement files as
-    ``texts``), reading the index as it was at ``as_of``, each entry marked with its
-    target: the lock's body."""
+    ``texts``), reading the index as it was at ``as_of`` and keeping the ``present`` lock's
+    versions where they still fit, each entry marked with its target: the lock's body."""
     sources = {name: requirement_lines(text or "") for name, text in texts.items()}
     sources[TOOLS_SOURCE] = [Requirement(line) for line in inputs.tools]
     problems = pin_conflicts(sources, inputs.pins, inputs.profile)
@@ -139,8 +144,19 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None], as_of: str) -> 
         )
 
         def one(target: Target) -> str:
+            # uv takes an existing output file's pins as preferences.
+            output = work / f"lock-{target.python}.txt"
+            output.write_text(preferences(present, target))
             done = subprocess.run(
-                [*argv, "--python-version", target.python, "--python-platform", target.platform],
+                [
+                    *argv,
+                    "--python-version",
+                    target.python,
+                    "--python-platform",
+                    target.platform,
+                    "--output-file",
+                    output.name,
+                ],
                 cwd=work,
                 capture_output=True,
                 text=True,
@@ -152,8 +168,9 @@ def resolve(inputs: LockInputs, texts: Mapping[str, str | None], as_of: str) -> 
                     f"{why}; uv read the index as of {as_of}: what needs a newer release needs"
                     " `stack lock --upgrade`"
                 )
-            _check_shared_imports(done.stdout, target)
-            return f"# Python {target.python} on {target.platform}\n" + marked(done.stdout, target)
+            body = output.read_text()
+            _check_shared_imports(body, target)
+            return f"# Python {target.python} on {target.platform}\n" + marked(body, target)
 
         with ThreadPoolExecutor(len(LOCK_TARGETS)) as pool:
             return "".join(pool.map(one, LOCK_TARGETS))
@@ -200,7 +217,7 @@ def _write(
     as_of = read_resolved_as_of(before)
     if upgrade or as_of is None:
         as_of = now()
-    body = resolve(inputs, texts, as_of)
+    body = resolve(inputs, texts, as_of, "" if upgrade else before)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_header(inputs, as_of) + body)
     # A first lock moved nothing: there was nothing to move.

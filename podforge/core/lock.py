@@ -68,8 +68,9 @@ LOCK_TARGETS: tuple[Target, ...] = tuple(
 )
 LOCKS_DIR = "locks"
 _INPUT = "# input "
-# uv resolves as if nothing was uploaded after this moment (--exclude-newer), so a re-lock of
-# unchanged inputs writes the same file on any later day; `stack lock --upgrade` moves it.
+# uv resolves as if nothing was uploaded after this moment (--exclude-newer) and keeps the
+# present lock's versions (`preferences`), so a re-lock of unchanged inputs writes the same
+# file on any later day; `stack lock --upgrade` moves it.
 _RESOLVED_AS_OF = "# resolved-as-of: "
 
 
@@ -313,6 +314,15 @@ def for_pod(lock_text: str, python: Iterable[int], machine: str) -> list[LockEnt
         for entry in entries(lock_text)
         if entry.marker is None or entry.marker.evaluate(environment)
     ]
+
+
+def preferences(lock_text: str, target: Target) -> str:
+    """The present lock's versions for one target, ``name==version`` a line: what a re-lock
+    hands uv as its output file, whose pins uv keeps where they still fit. So an index
+    that changes its past (a mirror catching up, a release dated before its upload) moves
+    nothing until `stack lock --upgrade` asks it to."""
+    python = tuple(int(part) for part in target.python.split("."))
+    return "".join(f"{e.name}=={e.version}\n" for e in for_pod(lock_text, python, target.machine))
 
 
 def drift(wanted: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:

@@ -26,6 +26,7 @@ from podforge.core.lock import (
     lock_pins,
     marked,
     moved,
+    preferences,
     read_header,
     read_resolved_as_of,
     refresh_command,
@@ -250,6 +251,16 @@ def test_each_targets_answer_is_marked_with_its_target():
         ),
     ]
     assert for_pod(lock, (3, 13, 0), "x86_64") == []  # no target of the lock
+
+
+def test_a_relock_prefers_each_targets_present_versions():
+    # What uv gets as its output file's pins: the present lock's versions for that target.
+    answer = "numpy==1.26.4 \\\n    --hash=sha256:03a8\n"
+    py310, py311 = LOCK_TARGETS[:2]
+    lock = marked(answer, py310) + marked(answer.replace("1.26.4", "2.2.6"), py311)
+    assert preferences(lock, py310) == "numpy==1.26.4\n"
+    assert preferences(lock, py311) == "numpy==2.2.6\n"
+    assert preferences("", py311) == ""  # no present lock: nothing preferred
 
 
 def test_entries_are_the_requirement_lines():
