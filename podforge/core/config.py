@@ -197,8 +197,9 @@ class Settings(BaseModel):
     # Download to this local-disk dir, then publish into models_dir (for a slow network
     # volume: RunPod's top out near 150 MB/s). None: download beside the target.
     models_staging_dir: str | None = None
-    # Check downloads against the catalog's exact sizes; the sandbox hub serves small
-    # stand-in files and turns this off (the hub's own size and sha256 are still checked).
+    # Check downloads against the catalog's exact sizes and plan the disk by them; the
+    # sandbox hub serves small stand-in files and turns this off (the hub's own size and
+    # sha256 are still checked, and the fetcher checks the disk against the hub's sizes).
     verify_catalog_sizes: bool = True
     hf_token: SecretStr | None = None
     # A CivitAI API key: most CivitAI downloads need one (civitai.com, account settings).

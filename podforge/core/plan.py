@@ -100,7 +100,7 @@ class PlannedModel(ModelSource):
 
     dest: str  # absolute path on the pod
     feature: str = "custom"
-    planned_bytes: int = 0  # exact or estimated, for disk planning
+    planned_bytes: int = 0  # exact or estimated, for disk planning; 0: the hub's to say
 
 
 class Requirements(BaseModel):
@@ -586,6 +586,10 @@ FEATURES: tuple[tuple[str, str], ...] = (
 def _models(settings: Settings, variants: dict[str, Any]) -> list[PlannedModel]:
     """The manifest: every file the enabled features need, each destination once."""
     chosen: dict[str, PlannedModel] = {}
+    # Without the catalog's sizes (a hub serving other files) the sizes are the hub's to say:
+    # the fetcher checks the disk against them before it writes; the catalog's would plan a
+    # disk for files this hub does not serve.
+    sized = settings.verify_catalog_sizes
     for feature, flag in FEATURES:
         if not getattr(settings, flag):
             continue
@@ -597,10 +601,8 @@ def _models(settings: Settings, variants: dict[str, Any]) -> list[PlannedModel]:
                     **_source(entry),
                     feature=feature,
                     dest=dest,
-                    planned_bytes=entry.planned_bytes,
-                ).model_copy(
-                    update={"bytes": entry.bytes if settings.verify_catalog_sizes else None}
-                ),
+                    planned_bytes=entry.planned_bytes if sized else 0,
+                ).model_copy(update={"bytes": entry.bytes if sized else None}),
             )
     for custom in settings.custom_models:
         dest = posixpath.join(settings.models_dir, custom.dest)

