@@ -19,9 +19,8 @@ import pytest
 
 # Two stacks: the RTX 5090 (Blackwell, sm_120) gets torch28-cu128, the others torch25-cu124.
 GPUS = ["rtx-4080-super", "h100", "rtx-5090"]
-# Away from 127.0.0.2.., where a developer's own `python -m sandbox up` pods listen. bin/test
-# runs two e2e sessions at once, each with a sandbox on addresses of its own.
-FIRST_ADDRESS = int(os.environ.get("PODFORGE_E2E_FIRST_ADDRESS", "40"))
+# Away from 127.0.0.2.., where a developer's own `python -m sandbox up` pods listen.
+FIRST_ADDRESS = 40
 GATED_REPO = "lightx2v/Qwen-Image-Lightning"
 HUB_TOKEN = "hf_sandbox_e2e_token"
 

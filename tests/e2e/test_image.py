@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import FIRST_ADDRESS, changed_operations, pod_shell
+from e2e.conftest import changed_operations, pod_shell
 from sandbox import control, image
 
 pytestmark = pytest.mark.e2e
 
 TAG = "localhost/podforge-e2e"
-# After the session's three pods.
-IMAGE_POD_ADDRESSES = {"rtx-4080-super": FIRST_ADDRESS + 3, "h100": FIRST_ADDRESS + 4}
+# The session's pods listen on .40-.42.
+IMAGE_POD_ADDRESSES = {"rtx-4080-super": 43, "h100": 44}
 # What the image phase installed: a boot must leave these deploys unchanged.
 IMAGE_DEPLOYS = ("System packages", "Pod tools", "ComfyUI", "Python environment")
 STACK_STEP = "RUN PYTHONPATH=/opt/podforge/stack-inputs/tools"
