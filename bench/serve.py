@@ -14,6 +14,12 @@ background: each step's own seconds, the fetch's at its transfer time), as the "
 
 ``--warm-stack`` keeps the sandbox's warm uv cache instead (the stack hardlinked, nothing
 downloaded for it: only the models cross the link).
+
+``--boot``: the boot phase instead, as start.sh runs it in a container of the image
+(docs/image.md), where the stack is in and only the models download: the pod is deployed
+(uncapped, its stack from the warm cache), stopped, its model files removed, the link
+capped, then start.sh runs. Printed: when supervisord started, when ComfyUI first answered
+and when the last model file was in, against the models' bytes alone on the link.
 """
 
 from __future__ import annotations
@@ -114,6 +120,9 @@ def main() -> None:
     parser.add_argument(
         "--warm-stack", action="store_true", help="the stack from the warm uv cache, uncapped"
     )
+    parser.add_argument(
+        "--boot", action="store_true", help="the boot phase (start.sh): only the models download"
+    )
     args = parser.parse_args()
     cap = int(args.link_mbps * MB)
     port = private_port(Settings().comfyui_port)
@@ -122,6 +131,9 @@ def main() -> None:
         "serve", [GPU], first_address=95, file_size=MB, sizes=sizes, offer_xet=False
     ) as state:
         (pod,) = state["pods"]
+        if args.boot:
+            boot(state, pod, cap, sum(sizes.values()), port)
+            return
         if not args.warm_stack:
             cold_stack(state, pod)
         cap_link(state, cap)
@@ -177,6 +189,67 @@ def main() -> None:
             f" {one_by_one / bytes_only:.2f}x; now {timeline.seconds:.1f} s,"
             f" {timeline.seconds / bytes_only:.2f}x (target <= 1.3x)"
         )
+
+
+# On the pod: supervisord and its programs stopped, the model files gone (the container of
+# an image starts without them), as a fresh container of the image meets its volume.
+STOPPED_WITHOUT_MODELS = (
+    "supervisorctl shutdown > /dev/null"
+    " && for i in $(seq 300); do pgrep -x supervisord > /dev/null || break; sleep 0.1; done"
+    " && /opt/podforge/tools/bin/python -c 'import json, os\n"
+    'for model in json.load(open("/opt/podforge/manifest.json")): os.remove(model["dest"])\''
+)
+START = "setsid /workspace/start.sh > /tmp/start.log 2>&1 < /dev/null &"
+SUPERVISORD_UP = "until pgrep -x supervisord > /dev/null; do sleep 0.1; done"
+MODELS_IN = "/opt/podforge/tools/bin/podforge job wait /opt/podforge/jobs/boot > /dev/null"
+
+
+def boot(state: dict[str, Any], pod: dict[str, Any], cap: int, model_bytes: int, port: int) -> None:
+    """The boot phase of a pod a deploy prepared, with only its models to fetch (see the
+    module's docstring); prints its figures."""
+    ssh = ssh_argv(state, pod)
+    deploy = subprocess.run(
+        [sys.executable, "-c", DEPLOY], cwd=REPO, capture_output=True, text=True
+    )
+    if deploy.returncode != 0:
+        sys.exit(
+            f"bench.serve: the first deploy failed:\n{deploy.stdout[-3000:]}{deploy.stderr[-3000:]}"
+        )
+    subprocess.run([*ssh, STOPPED_WITHOUT_MODELS], check=True)
+    cap_link(state, cap)
+    began = time.monotonic()
+    subprocess.run([*ssh, START], check=True)
+    subprocess.run([*ssh, SUPERVISORD_UP], check=True, timeout=600)
+    supervisord = time.monotonic() - began
+    models = subprocess.Popen([*ssh, MODELS_IN])
+    first_answer = models_in = None
+    while first_answer is None or models_in is None:
+        now = time.monotonic() - began
+        if first_answer is None and answers(pod["address"], port):
+            first_answer = now
+        if models_in is None and models.poll() is not None:
+            if models.returncode != 0:
+                sys.exit("bench.serve: the boot's model fetch failed (see /tmp/start.log)")
+            models_in = now
+        time.sleep(0.2)
+    bytes_only = model_bytes / cap
+    print(f"boot phase (start.sh), the stack in place; link {cap / MB:.1f} MB/s")
+    print(f"models: {model_bytes / MB:.0f} MB, alone on the link: {bytes_only:.1f} s")
+    print(f"supervisord started: {supervisord:.1f} s after start.sh began")
+    print(
+        f"ComfyUI first answered: {first_answer:.1f} s"
+        f" ({'before' if first_answer < models_in else 'after'} the last model file)"
+    )
+    print(
+        f"every model file in: {models_in:.1f} s; {models_in / bytes_only:.2f}x the bytes-only time"
+    )
+    # Before, start.sh started supervisord after the fetch: ComfyUI answered only once its
+    # own start (first answer - supervisord here) followed the last model file.
+    before = models_in + (first_answer - supervisord)
+    print(
+        f"before (supervisord after the models): first answer at about {before:.1f} s,"
+        f" {before / bytes_only:.2f}x; now {first_answer:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Model files: the manifest, and the pod-side fetcher when the fact says files are missing,
 started right after the tools' venv and awaited after the services: the bytes arrive while
-ComfyUI, its nodes and the stack install."""
+ComfyUI, its nodes and the stack install. The boot phase does not wait: start.sh follows
+the fetch while supervisord's programs serve."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import python, server
+from pyinfra.operations import files, python, server
 
 from operations import pod_files
 from podforge.core.config import Settings
 from podforge.core.plan import Plan
-from podforge.core.services import secrets_dir
+from podforge.core.services import boot_fetch, manifest_path, secrets_dir
 from podforge.pod import stamps
 from tasks.desired import Pod
 from tasks.streamed import run_streamed
@@ -54,11 +55,10 @@ FETCH_SUMMARY = re.compile(r"^fetch: \d+ fetched \((?P<bytes>\d+) bytes in (?P<s
 def start(settings: Settings, plan: Plan, pod: Pod) -> None:
     """The manifest, the tokens, and the fetch of what is missing, started in the background
     (``podforge job``): it runs while the rest of the deploy installs; ``wait`` awaits it."""
-    manifest_path = f"{settings.podforge_dir}/manifest.json"
     manifest = [model.model_dump(mode="json") for model in plan.models]
     pod_files.content(
         name=f"Model manifest ({len(manifest)} files, {plan.total_bytes / 1e9:.1f} GB planned)",
-        dest=manifest_path,
+        dest=manifest_path(settings),
         text=json.dumps(manifest, indent=2, sort_keys=True) + "\n",
         digests=pod.files,
     )
@@ -89,10 +89,16 @@ def start(settings: Settings, plan: Plan, pod: Pod) -> None:
         # the fleet and the sandbox do) must not be reported as this run's bytes.
         FETCHES.pop(host.name, None)
         host.noop(f"all {len(plan.models)} model files are in place and verified")
+        if settings.phase == "boot":
+            files.link(
+                name="No model fetch for start.sh to follow",
+                path=boot_fetch(settings),
+                present=False,
+            )
         return
     # A directory of its own: a job an interrupted deploy left running never writes here.
     job = f"{settings.podforge_dir}/jobs/fetch-{uuid.uuid4().hex[:12]}"
-    FETCHES[host.name] = Fetch(job=job, manifest=manifest_path, count=len(missing))
+    FETCHES[host.name] = Fetch(job=job, manifest=manifest_path(settings), count=len(missing))
     environment = {
         "HF_ENDPOINT": settings.hf_endpoint,
         "CIVITAI_ENDPOINT": settings.civitai_endpoint,
@@ -103,7 +109,7 @@ def start(settings: Settings, plan: Plan, pod: Pod) -> None:
     fetch = [
         tools,
         "fetch",
-        manifest_path,
+        manifest_path(settings),
         "--models-dir",
         settings.models_dir,
         "--concurrency",
@@ -112,14 +118,18 @@ def start(settings: Settings, plan: Plan, pod: Pod) -> None:
         str(settings.fetch_connections),
         *(["--staging", settings.models_staging_dir] if settings.models_staging_dir else []),
     ]
+    # An assignment's name must stay unquoted: only the values are.
+    commands = [
+        " ".join(f"{name}={shlex.quote(value)}" for name, value in environment.items())
+        + " "
+        + shlex.join([tools, "job", "start", job, "--", *fetch])
+    ]
+    if settings.phase == "boot":
+        # start.sh follows the fetch through this link while supervisord's programs serve.
+        commands.append(shlex.join(["ln", "-sfn", job, boot_fetch(settings)]))
     server.shell(
         name=f"Start fetching {len(missing)} missing model files (in the background)",
-        # An assignment's name must stay unquoted: only the values are.
-        commands=[
-            " ".join(f"{name}={shlex.quote(value)}" for name, value in environment.items())
-            + " "
-            + shlex.join([tools, "job", "start", job, "--", *fetch])
-        ],
+        commands=commands,
     )
 
 
@@ -129,6 +139,9 @@ def wait(settings: Settings, plan: Plan, pod: Pod) -> None:
     failure fails the host with the fetcher's own message."""
     fetch = FETCHES.get(host.name)
     if fetch is None or fetch.job is None:
+        return
+    if settings.phase == "boot":
+        host.noop("start.sh follows the model fetch while ComfyUI serves")
         return
     python.call(
         name=f"Fetch {fetch.count} missing model files",

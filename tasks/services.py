@@ -80,7 +80,12 @@ def install(
     pod_files.content(
         name="start.sh (the container's entrypoint: the boot phase, then supervisord)",
         dest=settings.start_script,
-        text=render("start.sh.j2", settings=settings),
+        text=render(
+            "start.sh.j2",
+            settings=settings,
+            boot_fetch=services.boot_fetch(settings),
+            manifest=services.manifest_path(settings),
+        ),
         digests=pod.files,
         mode="755",
     )

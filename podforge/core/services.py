@@ -53,6 +53,16 @@ def secrets_dir(settings: Settings) -> str:
     return f"{settings.podforge_dir}/secrets"
 
 
+def boot_fetch(settings: Settings) -> str:
+    """A link to the model fetch the boot phase started (absent: it started none). start.sh
+    follows it beside supervisord's programs: ComfyUI serves while the models arrive."""
+    return f"{settings.podforge_dir}/jobs/boot"
+
+
+def manifest_path(settings: Settings) -> str:
+    return f"{settings.podforge_dir}/manifest.json"
+
+
 def env_paths(settings: Settings) -> dict[str, str]:
     return {
         "generation": f"{settings.podforge_dir}/generation.env",

@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import subprocess
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +119,19 @@ def control_hub(state: dict[str, Any], what: str, body: dict[str, Any]) -> None:
         headers={"Content-Type": "application/json"},
     )
     urllib.request.urlopen(request).read()
+
+
+def wait_for(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.2)
+
+
+def comfyui_answers(address: str, port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/system_stats", timeout=2) as answer:
+            return answer.status == 200
+    except (OSError, urllib.error.URLError):
+        return False

@@ -1,7 +1,7 @@
 """docker/Dockerfile built for real (buildah, a local base from the pods' rootfs), then pods
-booted from the image: start.sh fetches the models of each pod's GPU and serves, without
-changing anything the image installed. A second build with only podforge's code changed
-takes the stack from the cache; a bad setting fails the build in one line.
+booted from the image: start.sh fetches the models of each pod's GPU and serves while they
+arrive, without changing anything the image installed. A second build with only podforge's
+code changed takes the stack from the cache; a bad setting fails the build in one line.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import changed_operations, pod_shell
+from e2e.conftest import changed_operations, comfyui_answers, control_hub, pod_shell, wait_for
 from sandbox import control, image
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +26,8 @@ TAG = "localhost/podforge-e2e"
 IMAGE_POD_ADDRESSES = {"rtx-4080-super": 43, "h100": 44}
 # What the image phase installed: a boot must leave these deploys unchanged.
 IMAGE_DEPLOYS = ("System packages", "Pod tools", "ComfyUI", "Python environment")
+# start.sh follows the boot's model fetch through this link.
+WAIT_FOR_MODELS = "/opt/podforge/tools/bin/podforge job wait /opt/podforge/jobs/boot"
 STACK_STEP = "RUN PYTHONPATH=/opt/podforge/stack-inputs/tools"
 DEPLOY_STEP = "RUN cd /opt/podforge/src && /opt/podforge/deployer/bin/pyinfra @local"
 
@@ -136,9 +138,11 @@ def image_pods(built, builder, sandbox) -> Iterator[dict[str, dict[str, Any]]]:
             control.remove_pod(pod["name"], Path(sandbox["base"]))
 
 
-def start_container(sandbox: dict[str, Any], pod: dict[str, Any]) -> str:
+def start_container(sandbox: dict[str, Any], pod: dict[str, Any], slow_models: bool) -> str:
     """Start the pod as RunPod starts a container of the image: its environment, then the
-    entrypoint (start.sh); wait until it serves. The boot phase's output."""
+    entrypoint (start.sh); wait until it serves and its models are in. The boot phase's
+    output. ``slow_models``: the hub sends 512 B/s until ComfyUI was seen answering while
+    the boot's model fetch still ran."""
     state = control.load_state(Path(sandbox["base"]))
     environment = image.run_environment(state, pod)
     with tempfile.TemporaryFile("w+") as env_file:
@@ -151,19 +155,34 @@ def start_container(sandbox: dict[str, Any], pod: dict[str, Any]) -> str:
             check=True,
             timeout=60,
         )
-    pod_shell(
-        sandbox,
-        pod,
-        ". /root/container.env; setsid /opt/podforge/start.sh > /tmp/start.log 2>&1 < /dev/null &",
-    )
-    pod_shell(
-        sandbox,
-        pod,
-        "for i in $(seq 1800); do pgrep -x supervisord > /dev/null && exit 0;"
-        " grep -q 'pyinfra error' /tmp/start.log && exit 1; sleep 0.1; done; exit 1",
-        check=False,
-    )
-    log = pod_shell(sandbox, pod, "cat /tmp/start.log")
+    if slow_models:
+        control_hub(sandbox, "xet", {"enabled": False})
+        control_hub(sandbox, "faults", {"throttle_bps": 512})
+    try:
+        pod_shell(
+            sandbox,
+            pod,
+            ". /root/container.env;"
+            " setsid /opt/podforge/start.sh > /tmp/start.log 2>&1 < /dev/null &",
+        )
+        pod_shell(
+            sandbox,
+            pod,
+            "for i in $(seq 1800); do pgrep -x supervisord > /dev/null && exit 0;"
+            " grep -q 'pyinfra error' /tmp/start.log && exit 1; sleep 0.1; done; exit 1",
+            check=False,
+        )
+        if slow_models:
+            plan = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
+            port = plan["comfyui"][0]["private_port"]
+            wait_for(lambda: comfyui_answers(pod["address"], port), timeout=180)
+            # It answered, and after that the fetch the boot started had still not ended.
+            fetching = pod_shell(sandbox, pod, "test -e /opt/podforge/jobs/boot/exit; echo $?")
+            assert fetching == "1\n", "the models were all in before ComfyUI answered"
+    finally:
+        if slow_models:
+            control_hub(sandbox, "faults", {})
+            control_hub(sandbox, "xet", {"enabled": True})
     verified = pod_shell(
         sandbox,
         pod,
@@ -172,17 +191,21 @@ def start_container(sandbox: dict[str, Any], pod: dict[str, Any]) -> str:
         " --r2sync /opt/podforge/secrets/r2.env",
         check=False,
     )
+    models = pod_shell(sandbox, pod, WAIT_FOR_MODELS, check=False)
+    log = pod_shell(sandbox, pod, "cat /tmp/start.log")
     assert verified.startswith("exit=0\n"), f"{verified}\n--- start.sh:\n{log}"
+    assert models.startswith("exit=0\n"), f"{models}\n--- start.sh:\n{log}"
     return log
 
 
 def test_pods_boot_from_the_image_with_their_own_gpus_variants(image_pods, sandbox):
     plans = {}
-    for gpu, pod in image_pods.items():
-        log = start_container(sandbox, pod)
+    for index, (gpu, pod) in enumerate(image_pods.items()):
+        # The first pod's models come slowly: it serves before they are in.
+        log = start_container(sandbox, pod, slow_models=index == 0)
         changed = changed_operations(log)
         assert not [op for op in changed if op.startswith(IMAGE_DEPLOYS)], changed
-        assert any(op.startswith("Models | Fetch") for op in changed), changed
+        assert any(op.startswith("Models | Start fetching") for op in changed), changed
         plans[gpu] = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
         dests = sorted(model["dest"] for model in plans[gpu]["models"])
         sizes = pod_shell(sandbox, pod, "stat -c %s " + " ".join(dests))

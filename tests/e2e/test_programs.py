@@ -11,13 +11,18 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from e2e.conftest import control_hub, files_holding, pod_shell, running_programs
+from e2e.conftest import (
+    comfyui_answers,
+    control_hub,
+    files_holding,
+    pod_shell,
+    running_programs,
+    wait_for,
+)
 from sandbox.converge import HostResult, converge, converge_pods
 
 pytestmark = pytest.mark.e2e
@@ -42,14 +47,6 @@ def plan_of(sandbox, pod):
 def cmdline(sandbox, pod, pid) -> list[str]:
     raw = pod_shell(sandbox, pod, f"tr '\\0' '\\n' < /proc/{pid}/cmdline")
     return raw.splitlines()
-
-
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.2)
 
 
 def test_every_instance_runs_with_exactly_the_plans_flags(running, sandbox):
@@ -126,14 +123,6 @@ def only(sandbox, pod, **data: object) -> HostResult:
     return converge_pods({pod["name"]: data}, workdir=workdir)[pod["address"]]
 
 
-def _answers(address: str, port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{address}:{port}/system_stats", timeout=2) as answer:
-            return answer.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
-
 # Run in a process of its own, so this test watches the pod while the deploy runs.
 DEPLOY_ONE_POD = (
     "import json, sys\n"
@@ -182,7 +171,7 @@ def test_new_comfyui_args_restart_comfyui_alone_and_it_answers_before_the_models
                 if (
                     not answered_while_missing
                     and pid not in (None, before["comfyui-0"])
-                    and _answers(pod["address"], port)
+                    and comfyui_answers(pod["address"], port)
                     and pod_shell(sandbox, pod, f"test -e {dropped}; echo $?") == "1\n"
                 ):
                     answered_while_missing = True

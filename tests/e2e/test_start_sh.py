@@ -1,5 +1,6 @@
 """start.sh, the container's entrypoint, on real sandbox pods: the boot phase converges the
-pod for the GPU it has (seconds, zero changes when nothing changed), then supervisord serves.
+pod for the GPU it has (seconds, zero changes when nothing changed), then supervisord serves
+while the models the boot found missing arrive.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ VERIFY = (
     " --plan /opt/podforge/plan.json --timeout 60"
     " --r2sync /opt/podforge/secrets/r2.env"
 )
+# start.sh follows the boot's model fetch through this link; a user may too.
+WAIT_FOR_MODELS = "/opt/podforge/tools/bin/podforge job wait /opt/podforge/jobs/boot"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +88,8 @@ def test_a_pod_whose_gpu_changed_boots_with_its_new_flags_models_and_stack(prepa
             sandbox, pod, "/workspace/venv/bin/python -c 'import torch; print(torch.__version__)'"
         )
         assert torch.startswith("2.5.1")
-        assert "Models | Fetch" in " ".join(changed_operations(log))
+        assert "Models | Start fetching" in " ".join(changed_operations(log))
+        assert pod_shell(sandbox, pod, WAIT_FOR_MODELS, check=False).startswith("exit=0\n")
         new = {m["dest"] for m in plan["models"]} - {m["dest"] for m in before["models"]}
         assert new, "a 12 GB GPU gets other model variants than a 24 GB one"
         sizes = pod_shell(sandbox, pod, "stat -c '%s %n' " + " ".join(sorted(new)))
