@@ -80,8 +80,15 @@ def planned_sizes(gpu: str, scale: int) -> dict[str, int]:
             text=True,
             check=True,
         )
-    # The sandbox's features (its endpoints aside: they do not move the plan).
-    settings = Settings(**{**SANDBOX_FEATURES, "r2_endpoint": "https://bench.invalid"})
+    # The sandbox's features (its endpoints aside: they do not move the plan), with the
+    # catalog's sizes, which the sandbox's hub does not serve (it leaves them off).
+    settings = Settings(
+        **{
+            **SANDBOX_FEATURES,
+            "r2_endpoint": "https://bench.invalid",
+            "verify_catalog_sizes": True,
+        }
+    )
     plan = build_plan(settings, parse_probe(probe.stdout.splitlines()), (3, 11, 2), "x86_64")
     return {m.path: max(m.planned_bytes // scale, 1) for m in plan.models if m.path}
 
@@ -247,8 +254,8 @@ def boot(state: dict[str, Any], pod: dict[str, Any], cap: int, model_bytes: int,
     # own start (first answer - supervisord here) followed the last model file.
     before = models_in + (first_answer - supervisord)
     print(
-        f"before (supervisord after the models): first answer at about {before:.1f} s,"
-        f" {before / bytes_only:.2f}x; now {first_answer:.1f} s"
+        f"before (supervisord after the models; computed): first answer at about"
+        f" {before:.1f} s, {before / bytes_only:.2f}x; now {first_answer:.1f} s"
     )
 
 
