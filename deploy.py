@@ -36,10 +36,12 @@ if preflight.passes(settings, plan, pod, lock, tools_lock):
     system.install(settings, plan, pod)
     python_stack.install_tools(settings, plan, pod, tools_lock)
     services.r2_settings(settings, pod)
-    # The bytes first: the models arrive in the background while the rest installs.
+    # The bytes first: the models, then the stack, arrive in the background while the
+    # rest installs.
     models.start(settings, plan, pod)
+    python_stack.start_environment(settings, plan, pod, lock)
     comfyui.install(settings, plan, pod)
-    venv_synced = python_stack.install_environment(settings, plan, pod, lock)
+    venv_synced = python_stack.install_environment(settings)
     # ComfyUI (re)starts as soon as its stack is in: it answers while the models arrive.
     login = proxy.install(settings, plan, pod)
     services.install(settings, plan, pod, lock, venv_synced, login)

@@ -7,6 +7,9 @@ for the pod's Python and machine (hash-checked) and the wheels no index serves b
 (podforge's own; flash-attn's release wheel and mmcv through the wheelhouse, each with its
 sha256); anything else is removed. A no-op compares each venv's distributions (the pod-state
 fact) with that list and runs nothing; a drifted venv is synced back.
+
+ComfyUI's venv syncs in the background (``podforge job``, as the models' fetch): its
+gigabytes download while ComfyUI and its nodes are cloned, and the deploy awaits it after.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import functools
 import hashlib
 import json
 import shlex
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra import host
@@ -82,7 +87,7 @@ def install_tools(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> 
         )
     wheel = _upload_wheel(settings, pod)
     wanted = {**lock.installs, "podforge": _version(wheel)}
-    _sync(
+    sync = _sync(
         settings,
         pod,
         tools,
@@ -92,6 +97,8 @@ def install_tools(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> 
         [_wheel_line(settings, wheel)],
         f"{settings.podforge_dir}/tools-sync.txt",
     )
+    # In the foreground: the models' fetch and the stack's sync run from this venv.
+    _run(sync)
 
 
 def _upload_wheel(settings: Settings, pod: Pod) -> Path:
@@ -119,9 +126,25 @@ def _wheel_line(settings: Settings, wheel: Path) -> str:
     return f"podforge @ file://{_remote_wheel(settings, wheel)} --hash=sha256:{digest}"
 
 
+@dataclass(frozen=True)
+class Sync:
+    """A venv's sync this deploy runs: its operation's name, its shell command, and what its
+    failure says."""
+
+    name: str
+    command: str
+    failure: str
+
+
+# Each host's stack sync running in the background in this run: (its job directory, the
+# sync), from ``start_environment`` to ``install_environment``.
+STACK_SYNCS: dict[str, tuple[str, Sync]] = {}
+
+
 @deploy("Python environment")
-def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> bool:
-    """Whether the venv is synced (ComfyUI must then restart: it imported the old one)."""
+def start_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> None:
+    """The venv's sync, when it differs from the lock, started in the background
+    (``podforge job``): its downloads run while ComfyUI and its nodes are cloned."""
     built = plan.python_stack.built
     wanted = dict(lock.installs) | {wheel.name: wheel.version for wheel in built}
     pod_files.content(
@@ -133,7 +156,7 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
     present = pod.software["venv"]
     if present is None:
         server.shell(name="Create the pod venv", commands=[f"python3 -m venv {settings.venv_dir}"])
-    return _sync(
+    sync = _sync(
         settings,
         pod,
         settings.venv_dir,
@@ -145,6 +168,39 @@ def install_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLoc
         built,
         STACK_FEATURES[plan.python_stack.feature].dropped if plan.python_stack.feature else (),
     )
+    if sync is None:
+        STACK_SYNCS.pop(host.name, None)  # one process may deploy again (fleet, sandbox)
+        return
+    # A directory of its own: a job an interrupted deploy left running never writes here.
+    job = f"{settings.podforge_dir}/jobs/stack-{uuid.uuid4().hex[:12]}"
+    STACK_SYNCS[host.name] = (job, sync)
+    server.shell(
+        name=f"Start syncing {settings.venv_dir} to {lock.path} (in the background)",
+        commands=[
+            shlex.join(
+                [f"{settings.tools_dir}/bin/podforge", "job", "start", job, "--"]
+                + ["sh", "-c", sync.command]
+            )
+        ],
+    )
+
+
+@deploy("Python environment")
+def install_environment(settings: Settings) -> bool:
+    """The sync ``start_environment`` began: uv's lines until it ends; its failure fails the
+    host with them. Whether the venv was synced (ComfyUI must then restart: it imported the
+    old one)."""
+    started = STACK_SYNCS.get(host.name)
+    if started is None:
+        return False
+    job, sync = started
+    python.call(
+        name=sync.name,
+        function=run_streamed,
+        command=shlex.join([f"{settings.tools_dir}/bin/podforge", "job", "wait", job]) + " 2>&1",
+        failure=sync.failure,
+    )
+    return True
 
 
 def _sync(
@@ -158,10 +214,10 @@ def _sync(
     sync_file: str,
     built: list[BuiltWheel] | None = None,
     dropped: tuple[str, ...] = (),
-) -> bool:
-    """Make ``venv`` hold exactly ``lock`` and the wheels ``beside`` it (``wanted``: what
-    that installs, name -> version; ``present``: what the venv holds, None: no venv yet),
-    by the tools' uv, and the wheelhouse's ``built`` wheels. Whether it had to."""
+) -> Sync | None:
+    """What makes ``venv`` hold exactly ``lock`` and the wheels ``beside`` it (``wanted``:
+    what that installs, name -> version; ``present``: what the venv holds, None: no venv
+    yet), by the tools' uv, and the wheelhouse's ``built`` wheels; None: it does already."""
     pod_files.content(
         name=f"{lock.path} and the wheels beside it",
         dest=sync_file,
@@ -171,7 +227,7 @@ def _sync(
     differences = drift(wanted, present or {})
     if not differences:
         host.noop(f"{venv} holds exactly {lock.path} ({len(wanted)} distributions)")
-        return False
+        return None
     # A venv `python3 -m venv` makes in this deploy holds pip, and up to Python 3.11
     # setuptools (uv skips, with a warning, one that is not there).
     seeds = seeds_to_remove(wanted, present or {"pip": "bundled", "setuptools": "bundled"})
@@ -195,13 +251,21 @@ def _sync(
             f"cat {sync_file} {' '.join(lines)} > {sync_file}.built",
         ]
         sync_file = f"{sync_file}.built"
-    python.call(
+    return Sync(
         name=f"Install {lock.path} exactly ({len(differences)} differ: {shown})",
-        function=run_streamed,
-        command=" && ".join([*commands, *synced_to(sync_file, wanted)]) + " 2>&1",
+        command=" && ".join([*commands, *synced_to(sync_file, wanted)]),
         failure=f"{venv} was not synced to {lock.path}: see uv's lines above",
     )
-    return True
+
+
+def _run(sync: Sync | None) -> None:
+    if sync is not None:
+        python.call(
+            name=sync.name,
+            function=run_streamed,
+            command=f"{sync.command} 2>&1",
+            failure=sync.failure,
+        )
 
 
 def _built_line(settings: Settings, wheel: BuiltWheel) -> str:
