@@ -36,10 +36,10 @@ if preflight.passes(settings, plan, pod, lock, tools_lock):
     system.install(settings, plan, pod)
     python_stack.install_tools(settings, plan, pod, tools_lock)
     services.r2_settings(settings, pod)
-    # The bytes first: the models, then the stack, arrive in the background while the
-    # rest installs.
-    models.start(settings, plan, pod)
-    python_stack.start_environment(settings, plan, pod, lock)
+    # The bytes first, in the background while the rest installs: the stack's, then the
+    # models' (ComfyUI starts once its stack is in).
+    stack_sync = python_stack.start_environment(settings, plan, pod, lock)
+    models.start(settings, plan, pod, after_stack=stack_sync)
     comfyui.install(settings, plan, pod)
     venv_synced = python_stack.install_environment(settings)
     # ComfyUI (re)starts as soon as its stack is in: it answers while the models arrive.

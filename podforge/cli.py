@@ -257,6 +257,11 @@ def _add_job_parser(verbs: argparse._SubParsersAction) -> None:
     ):
         parser = job_verbs.add_parser(verb, help=about)
         parser.add_argument("dir", help="the job's own directory")
+        parser.add_argument(
+            "--after-downloads",
+            metavar="OTHER",
+            help="start the command once the job OTHER (a uv sync) has its downloads",
+        )
         parser.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...")
         parser.set_defaults(run=_job)
     wait = job_verbs.add_parser("wait", help="print the job's output until it ends; its code")

@@ -1,7 +1,8 @@
 """Model files: the manifest, and the pod-side fetcher when the fact says files are missing,
-started right after the tools' venv and awaited after the services: the bytes arrive while
-ComfyUI, its nodes and the stack install. The boot phase does not wait: start.sh follows
-the fetch while supervisord's programs serve."""
+started right after the stack's sync (it takes the link once the stack's downloads are done)
+and awaited after the services: the bytes arrive while ComfyUI, its nodes and the stack
+install. The boot phase does not wait: start.sh follows the fetch while supervisord's
+programs serve."""
 
 from __future__ import annotations
 
@@ -52,9 +53,11 @@ FETCH_SUMMARY = re.compile(r"^fetch: \d+ fetched \((?P<bytes>\d+) bytes in (?P<s
 
 
 @deploy("Models")
-def start(settings: Settings, plan: Plan, pod: Pod) -> None:
+def start(settings: Settings, plan: Plan, pod: Pod, after_stack: str | None) -> None:
     """The manifest, the tokens, and the fetch of what is missing, started in the background
-    (``podforge job``): it runs while the rest of the deploy installs; ``wait`` awaits it."""
+    (``podforge job``): it runs while the rest of the deploy installs; ``wait`` awaits it.
+    ``after_stack``: the stack's sync job, whose downloads go first (ComfyUI can start once
+    its stack is in; the fetch takes the link while the stack unpacks and compiles)."""
     manifest = [model.model_dump(mode="json") for model in plan.models]
     pod_files.content(
         name=f"Model manifest ({len(manifest)} files, {plan.total_bytes / 1e9:.1f} GB planned)",
@@ -122,7 +125,17 @@ def start(settings: Settings, plan: Plan, pod: Pod) -> None:
     commands = [
         " ".join(f"{name}={shlex.quote(value)}" for name, value in environment.items())
         + " "
-        + shlex.join([tools, "job", "start", job, "--", *fetch])
+        + shlex.join(
+            [
+                tools,
+                "job",
+                "start",
+                *(["--after-downloads", after_stack] if after_stack else []),
+                job,
+                "--",
+                *fetch,
+            ]
+        )
     ]
     if settings.phase == "boot":
         # start.sh follows the fetch through this link while supervisord's programs serve.

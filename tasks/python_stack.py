@@ -142,9 +142,10 @@ STACK_SYNCS: dict[str, tuple[str, Sync]] = {}
 
 
 @deploy("Python environment")
-def start_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> None:
+def start_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock) -> str | None:
     """The venv's sync, when it differs from the lock, started in the background
-    (``podforge job``): its downloads run while ComfyUI and its nodes are cloned."""
+    (``podforge job``): its downloads run while ComfyUI and its nodes are cloned. Its job's
+    directory (None: the venv holds the lock already)."""
     built = plan.python_stack.built
     wanted = dict(lock.installs) | {wheel.name: wheel.version for wheel in built}
     pod_files.content(
@@ -170,7 +171,7 @@ def start_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock)
     )
     if sync is None:
         STACK_SYNCS.pop(host.name, None)  # one process may deploy again (fleet, sandbox)
-        return
+        return None
     # A directory of its own: a job an interrupted deploy left running never writes here.
     job = f"{settings.podforge_dir}/jobs/stack-{uuid.uuid4().hex[:12]}"
     STACK_SYNCS[host.name] = (job, sync)
@@ -183,6 +184,7 @@ def start_environment(settings: Settings, plan: Plan, pod: Pod, lock: StackLock)
             )
         ],
     )
+    return job
 
 
 @deploy("Python environment")

@@ -1,8 +1,9 @@
 """`podforge job`: a pod-side command run in the background, started by one deploy step and
 awaited by a later one, so the network works while the rest of the deploy installs.
 
-    podforge job start DIR -- ARGV...   detach ``job run``; return at once
-    podforge job run DIR -- ARGV...     (detached) ARGV, its output into DIR/log, then DIR/exit
+    podforge job start [--after-downloads OTHER] DIR -- ARGV...   detach ``job run``
+    podforge job run [--after-downloads OTHER] DIR -- ARGV...     (detached) ARGV, its output
+                                        into DIR/log, then DIR/exit
     podforge job wait DIR [--manifest]  DIR/log as it grows, until DIR/exit; exit with its code
 
 A job's directory is its own (the deploy names it with a fresh token), so a job left running
@@ -10,6 +11,11 @@ by an interrupted deploy never writes into the next one's. DIR/pid names the pro
 ARGV's wrapper; a wrapper gone without DIR/exit (the pod rebooted, a kill) is a failure,
 named as such. ``--manifest``: the model manifest the job fetches; ``wait`` then says every
 ``PROGRESS_EVERY`` seconds how many of its files are in place and when the rest should be.
+
+``--after-downloads OTHER``: ARGV starts once OTHER (a job syncing a venv with uv) has
+downloaded what it needs, so the two do not share the link: the stack's wheels first, then
+the models, while the stack unpacks and compiles. Once OTHER's log shows uv past its
+downloads, or OTHER has ended (or never started, or died).
 """
 
 from __future__ import annotations
@@ -24,12 +30,17 @@ from pathlib import Path
 
 PROGRESS_EVERY = 10.0  # seconds between two "still arriving" lines
 POLL = 0.2  # seconds between two reads of the log
+STARTS_WITHIN = 30.0  # seconds a started job has to write its pid
+# What uv prints once its downloads are done: "Prepared 151 packages in 1m 40s" (fetched
+# into its cache), or "Installed 3 packages in 4ms" first when its cache had them all.
+DOWNLOADS_DONE = (b"Prepared ", b"Installed ")
 
 
-def start(job: Path, argv: list[str]) -> int:
+def start(job: Path, argv: list[str], after_downloads: Path | None = None) -> int:
     job.mkdir(parents=True, exist_ok=True)
+    after = ["--after-downloads", str(after_downloads)] if after_downloads else []
     subprocess.Popen(
-        [sys.executable, "-m", "podforge", "job", "run", str(job), "--", *argv],
+        [sys.executable, "-m", "podforge", "job", "run", *after, str(job), "--", *argv],
         start_new_session=True,  # outlives the deploy's SSH session
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -40,9 +51,13 @@ def start(job: Path, argv: list[str]) -> int:
     return 0
 
 
-def run(job: Path, argv: list[str]) -> int:
+def run(job: Path, argv: list[str], after_downloads: Path | None = None) -> int:
     _write(job / "pid", f"{os.getpid()}\n")
     with open(job / "log", "ab") as log:
+        if after_downloads is not None:
+            log.write(f"job: {argv[0]} starts once {after_downloads} has its downloads\n".encode())
+            log.flush()
+            _await_downloads(after_downloads)
         try:
             code = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log).returncode
         except OSError as error:
@@ -50,6 +65,24 @@ def run(job: Path, argv: list[str]) -> int:
             code = 127
     _write(job / "exit", f"{code}\n")
     return code
+
+
+def _await_downloads(other: Path) -> None:
+    """Until ``other``'s log shows uv past its downloads, or ``other`` ended or never ran."""
+    started = time.monotonic()
+    while not (other / "exit").exists():
+        try:
+            lines = (other / "log").read_bytes().splitlines()
+        except FileNotFoundError:
+            lines = []
+        if any(line.startswith(DOWNLOADS_DONE) for line in lines):
+            return
+        if (other / "pid").exists():
+            if not _alive(other / "pid"):
+                return
+        elif time.monotonic() - started > STARTS_WITHIN:
+            return
+        time.sleep(POLL)
 
 
 def _write(path: Path, text: str) -> None:
@@ -106,8 +139,8 @@ def wait(job: Path, manifest_file: Path | None) -> int:
         offset = _echo(job / "log", offset)
         if done:
             return int((job / "exit").read_text())
-        if not (job / "pid").exists() and time.monotonic() - started > 30:
-            print(f"job: {job} never started (no pid after 30 s)", flush=True)
+        if not (job / "pid").exists() and time.monotonic() - started > STARTS_WITHIN:
+            print(f"job: {job} never started (no pid after {STARTS_WITHIN:.0f} s)", flush=True)
             return 1
         if (job / "pid").exists() and not _alive(job / "pid") and not (job / "exit").exists():
             offset = _echo(job / "log", offset)
@@ -145,4 +178,5 @@ def main(args: argparse.Namespace) -> int:
     if not argv:
         print("podforge job: no command given after --", file=sys.stderr)
         return 2
-    return start(job, argv) if args.job_verb == "start" else run(job, argv)
+    after = Path(args.after_downloads) if args.after_downloads else None
+    return start(job, argv, after) if args.job_verb == "start" else run(job, argv, after)

@@ -31,22 +31,22 @@ def test_a_fresh_deploy_keeps_its_timeline_on_each_pod(first_run, sandbox):
     for pod in sandbox["pods"]:
         timeline = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/timeline.json"))
         steps = {step["name"]: step for step in timeline["steps"]}
-        # The bytes first: the models' fetch starts right after the tools' venv, then the
-        # stack's sync, both in the background while ComfyUI and its nodes are cloned; both
+        # The bytes first: right after the tools' venv the stack's sync starts, then the
+        # models' fetch, both in the background while ComfyUI and its nodes are cloned; both
         # are awaited before verify.
         order = [
             name
             for name in steps
             if name in ("Pod tools", "Models", "Python environment", "ComfyUI")
         ]
-        assert order == ["Pod tools", "Models", "Python environment", "ComfyUI"], list(steps)
+        assert order == ["Pod tools", "Python environment", "Models", "ComfyUI"], list(steps)
         assert steps["Models"]["end"] <= steps["Verify"]["start"] + 0.01
         assert steps["ComfyUI"]["end"] <= steps["Python environment"]["end"]
         shared = {tuple(overlap["steps"]) for overlap in timeline["overlaps"]}
         assert {
-            ("Models", "Python environment"),
-            ("Models", "ComfyUI"),
+            ("Python environment", "Models"),
             ("Python environment", "ComfyUI"),
+            ("Models", "ComfyUI"),
         } <= shared, shared
         # The Models step's bytes are what the fetcher brought: every planned file, as the
         # hub serves it (small stand-ins), in the seconds the fetch itself took.

@@ -79,3 +79,52 @@ def test_arrived_counts_the_files_at_their_destinations(tmp_path: Path):
 )
 def test_progress_says_how_many_files_are_in_and_when_the_rest_should_be(args, line):
     assert progress_line(*args) == line
+
+
+def _lines_when_done(job: Path) -> list[str]:
+    waited = podforge_job("wait", str(job))
+    assert waited.returncode == 0, waited.stdout
+    return waited.stdout.splitlines()
+
+
+def test_a_job_after_another_ones_downloads_starts_when_uv_is_past_them(tmp_path):
+    # The stack's sync (uv's lines), held at points the test releases.
+    stack = tmp_path / "stack"
+    downloaded, compiled = tmp_path / "downloaded", tmp_path / "compiled"
+    sync = (
+        f"echo 'Resolved 151 packages in 40ms'; while [ ! -e {downloaded} ]; do sleep 0.05; done;"
+        f" echo 'Prepared 151 packages in 1m 40s'; while [ ! -e {compiled} ]; do sleep 0.05; done"
+    )
+    assert podforge_job("start", str(stack), "--", "sh", "-c", sync).returncode == 0
+    fetch = tmp_path / "fetch"
+    started = podforge_job(
+        "start", "--after-downloads", str(stack), str(fetch), "--", "echo", "ran"
+    )
+    assert started.returncode == 0, started.stderr
+    time.sleep(1.0)
+    # Still downloading: the fetch has not run.
+    assert not (fetch / "exit").exists()
+    downloaded.touch()
+    # Past its downloads (still compiling): the fetch runs now.
+    assert _lines_when_done(fetch) == [f"job: echo starts once {stack} has its downloads", "ran"]
+    assert not (stack / "exit").exists()
+    compiled.touch()
+    assert podforge_job("wait", str(stack)).returncode == 0
+
+
+@pytest.mark.parametrize("sync", ["exit 1", "echo 'Installed 3 packages in 4ms'; sleep 30"])
+def test_a_job_after_another_ones_downloads_runs_once_it_ended_or_had_them_cached(tmp_path, sync):
+    stack = tmp_path / "stack"
+    assert podforge_job("start", str(stack), "--", "sh", "-c", sync).returncode == 0
+    fetch = tmp_path / "fetch"
+    podforge_job("start", "--after-downloads", str(stack), str(fetch), "--", "echo", "ran")
+    assert _lines_when_done(fetch)[-1] == "ran"
+
+
+def test_a_job_after_one_that_never_started_runs_after_the_wait_for_its_pid(tmp_path, monkeypatch):
+    from podforge.pod import job as job_module
+
+    monkeypatch.setattr(job_module, "STARTS_WITHIN", 0.3)
+    began = time.monotonic()
+    job_module._await_downloads(tmp_path / "never-started")
+    assert 0.3 <= time.monotonic() - began < 5
