@@ -9,7 +9,8 @@ sha256); anything else is removed. A no-op compares each venv's distributions (t
 fact) with that list and runs nothing; a drifted venv is synced back.
 
 ComfyUI's venv syncs in the background (``podforge job``, as the models' fetch): its
-gigabytes download while ComfyUI and its nodes are cloned, and the deploy awaits it after.
+gigabytes download first (the models' fetch waits for them) while ComfyUI and its nodes are
+cloned, and the deploy awaits it after.
 """
 
 from __future__ import annotations

@@ -73,6 +73,15 @@ def start_listening(
         time.sleep(0.05)
 
 
+def wait_for(condition: Any, timeout: float = 60.0) -> None:
+    """Until ``condition()`` holds; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
 def s3_client(server: dict[str, Any], secret: str | None = None, read_timeout: float = 60) -> Any:
     """A boto3 client of the sandbox's S3 (``server``: control.start_s3's answer), set as
     r2sync sets its own: no CRC32 checksums, which R2 refuses."""

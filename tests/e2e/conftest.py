@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -119,14 +118,6 @@ def control_hub(state: dict[str, Any], what: str, body: dict[str, Any]) -> None:
         headers={"Content-Type": "application/json"},
     )
     urllib.request.urlopen(request).read()
-
-
-def wait_for(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.2)
 
 
 def comfyui_answers(address: str, port: int) -> bool:

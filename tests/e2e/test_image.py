@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import changed_operations, comfyui_answers, control_hub, pod_shell, wait_for
+from conftest import wait_for
+from e2e.conftest import changed_operations, comfyui_answers, control_hub, pod_shell
 from sandbox import control, image
 
 pytestmark = pytest.mark.e2e

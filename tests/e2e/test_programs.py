@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from e2e.conftest import (
     comfyui_answers,
     control_hub,
     files_holding,
     pod_shell,
     running_programs,
-    wait_for,
 )
 from sandbox.converge import HostResult, converge, converge_pods
 
