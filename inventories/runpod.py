@@ -74,7 +74,6 @@ def _from_file() -> list[tuple[str, dict]]:
     ]
 
 
-
 def _api_key() -> str | None:
     """RUNPOD_API_KEY, or the 0600 file RUNPOD_API_KEY_FILE names."""
     try:

@@ -90,9 +90,7 @@ def stack_inputs(settings: Settings, plan: Plan) -> StackInputs:
     # whose sha256 is pinned (flash-attn's), straight from its URL, hash-checked: the layer
     # has no wheelhouse (podforge comes later, with the code). The rest (an unpinned asset,
     # mmcv) comes in the deploy step, through the wheelhouse, once the layer's torch is in.
-    text, _, problem = committed_lock(
-        settings, STACK_PROFILES[stack.profile], feature=feature
-    )
+    text, _, problem = committed_lock(settings, STACK_PROFILES[stack.profile], feature=feature)
     tools_text, _, tools_problem = committed_tools_lock()
     if problem or tools_problem:
         raise ImageError(problem or tools_problem or "")

@@ -82,9 +82,7 @@ def explain_uv_conflict(
         if str(requirement) in text
     ]
     askers += [
-        f"the {PROFILE_SOURCE} {profile} constrains {line}"
-        for line in constraints
-        if line in text
+        f"the {PROFILE_SOURCE} {profile} constrains {line}" for line in constraints if line in text
     ]
     asked = f" (asked: {'; '.join(askers)})" if askers else ""
     return f"the environment does not resolve: {text}{asked}"

@@ -490,9 +490,7 @@ def _python_stack(
         for wheel in (feature.built if feature else ())
     ]
     if sources and not kernels:
-        warnings.append(
-            "OpenMMLab: no GPU serves here, so mmcv's ops are built for the CPU only"
-        )
+        warnings.append("OpenMMLab: no GPU serves here, so mmcv's ops are built for the CPU only")
     return PythonStack(
         profile=profile.name,
         feature=feature.name if feature else None,
@@ -524,9 +522,7 @@ def _flash_attn_asset(url: str, settings: Settings, warnings: list[str]) -> Buil
     )
 
 
-def _kernels(
-    profile: StackProfile, settings: Settings, devices: list[GpuDevice]
-) -> dict[str, str]:
+def _kernels(profile: StackProfile, settings: Settings, devices: list[GpuDevice]) -> dict[str, str]:
     """The build variables of CUDA kernels for every architecture the profile's torch carries
     (one wheel serves the whole fleet), or none where no GPU will serve: a pod without one,
     ComfyUI told --cpu. An image is built without a GPU for pods that have one."""

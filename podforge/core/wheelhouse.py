@@ -80,8 +80,10 @@ class BuildKey:
             machine=_checked("the machine", machine),
             against=tuple(
                 sorted(
-                    (_checked("a distribution", str(canonicalize_name(name))),
-                     _checked(f"{name}'s version", version))
+                    (
+                        _checked("a distribution", str(canonicalize_name(name))),
+                        _checked(f"{name}'s version", version),
+                    )
                     for name, version in against.items()
                 )
             ),  # fmt: skip

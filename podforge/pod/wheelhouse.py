@@ -69,9 +69,7 @@ def venv_key(
         last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
         raise WheelhouseError(f"{python} cannot say what a wheel would be built against: {last}")
     found = json.loads(probe.stdout)
-    return BuildKey.of(
-        found["python"], found["machine"], found["against"], environment, prebuilt
-    )
+    return BuildKey.of(found["python"], found["machine"], found["against"], environment, prebuilt)
 
 
 def sha256_of(path: Path) -> str:

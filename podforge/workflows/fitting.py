@@ -120,6 +120,7 @@ STACK_WIDGETS: dict[str, dict[int, str]] = {
     "WanVideoTextEncodeCached": {1: "precision"},
 }
 
+
 @dataclass(frozen=True)
 class StackAbilities:
     """What the pod's environment can run (from its stack profile and request)."""

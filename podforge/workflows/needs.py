@@ -35,6 +35,8 @@ _CIVITAI_PAGE = re.compile(
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # ComfyUI's own nodes: nothing to install.
 CORE_PACK = "comfy-core"
+
+
 def source_of(url: str) -> dict[str, Any]:
     """The ModelSource fields a model URL stands for: a Hugging Face file (resolve/ or blob/
     URLs), a CivitAI model version, or the URL itself. ValueError when it is no URL."""

@@ -77,9 +77,7 @@ def test_one_mmcv_build_serves_the_fleet_through_the_bucket(sandbox, converged_b
     built = deploy(sandbox, first, enable_openmmlab=True)
     assert not built.failed, built.errors
     made = pod_entry(sandbox, first)
-    published = json.loads(
-        client.get_object(Bucket=bucket, Key=f"{prefix}/{ENTRY}")["Body"].read()
-    )
+    published = json.loads(client.get_object(Bucket=bucket, Key=f"{prefix}/{ENTRY}")["Body"].read())
     assert published["sha256"] == made.sha256
     if cached is not None:
         # The pod took the fleet's wheel and built nothing: a build would have other bytes.

@@ -330,13 +330,24 @@ CHECKED = "Using Python 3.11.2 environment at: /workspace/venv\nChecked 167 pack
     ("answer", "status", "passes"),
     [
         ("All installed packages are compatible", 0, True),
-        (CHECKED + "Found 1 incompatibility\nThe package `mmpose` requires `chumpy`, but it's"
-         " not installed", 1, True),  # fmt: skip
-        (CHECKED + "Found 2 incompatibilities\nThe package `mmpose` requires `chumpy`, but"
-         " it's not installed\nThe package `mmdet` requires `shapely`, but it's not installed",
-         1, False),  # fmt: skip
-        (CHECKED + "Found 1 incompatibility\nThe package `mmpose` requires `numpy<2`, but"
-         " `2.1.0` is installed", 1, False),  # fmt: skip
+        (
+            CHECKED + "Found 1 incompatibility\nThe package `mmpose` requires `chumpy`, but it's"
+            " not installed",
+            1,
+            True,
+        ),
+        (
+            CHECKED + "Found 2 incompatibilities\nThe package `mmpose` requires `chumpy`, but"
+            " it's not installed\nThe package `mmdet` requires `shapely`, but it's not installed",
+            1,
+            False,
+        ),
+        (
+            CHECKED + "Found 1 incompatibility\nThe package `mmpose` requires `numpy<2`, but"
+            " `2.1.0` is installed",
+            1,
+            False,
+        ),
         ("error: the venv is gone", 2, False),
     ],
 )

@@ -71,10 +71,16 @@ def test_an_entry_reads_back_and_names_its_wheel_by_hash():
     [
         ("{", "not a wheelhouse entry"),
         ('{"name": "mmcv"}', "not a wheelhouse entry"),
-        ('{"name": "m", "version": "1", "label": "l", "wheel": "../x.whl", "sha256": "'
-         + "a" * 64 + '"}', "not a wheel's file name"),  # fmt: skip
-        ('{"name": "m", "version": "1", "label": "l", "wheel": "x.whl", "sha256": "abc"}',
-         "not 64 hex digits"),  # fmt: skip
+        (
+            '{"name": "m", "version": "1", "label": "l", "wheel": "../x.whl", "sha256": "'
+            + "a" * 64
+            + '"}',
+            "not a wheel's file name",
+        ),  # fmt: skip
+        (
+            '{"name": "m", "version": "1", "label": "l", "wheel": "x.whl", "sha256": "abc"}',
+            "not 64 hex digits",
+        ),  # fmt: skip
     ],
 )
 def test_an_entry_that_is_not_one_is_refused_naming_where_it_was_read(text, why):

@@ -84,6 +84,7 @@ def _publish_index(store: Store, journal: Journal, conditional: bool | None, key
 
 def read_index(store: Store, key: str) -> tuple[list[dict[str, Any]], str | None]:
     """(its entries, its ETag) of an index object; ([], None) when there is none."""
+
     def get() -> tuple[list[dict[str, Any]], str | None]:
         try:
             answer = store.client.get_object(Bucket=store.bucket, Key=key)

@@ -125,6 +125,7 @@ class Store:
 
     def head(self, key: str) -> dict[str, Any] | None:
         """The object's HEAD answer; None where there is none."""
+
         def head() -> dict[str, Any] | None:
             try:
                 return self.client.head_object(Bucket=self.bucket, Key=key)
@@ -137,6 +138,7 @@ class Store:
 
     def conditional(self, what: str, key: str, call: Callable[[], T]) -> T:
         """``call`` (a write with a condition) through the retry, a 412 raised as KeyTaken."""
+
         def attempt() -> T:
             try:
                 return call()
@@ -159,9 +161,7 @@ def stored_sha256(found: dict[str, Any]) -> str | None:
 def holds(found: dict[str, Any] | None, size: int, sha256: str | None) -> bool:
     """Whether a HEAD answer is of an object holding these bytes (its size and the sha256
     r2sync put in its metadata)."""
-    return (
-        found is not None and found["ContentLength"] == size and stored_sha256(found) == sha256
-    )
+    return found is not None and found["ContentLength"] == size and stored_sha256(found) == sha256
 
 
 def conditional_writes(store: Store, pod: str) -> bool:

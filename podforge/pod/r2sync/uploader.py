@@ -202,9 +202,7 @@ class Syncer:
             return  # these very bytes: put again, harmlessly
         raise KeyTaken(record.key)
 
-    def _next_free_key(
-        self, candidate: Candidate, record: Record, sha256: str
-    ) -> Record:
+    def _next_free_key(self, candidate: Candidate, record: Record, sha256: str) -> Record:
         """The record's key was found taken. It may hold these very bytes: a predecessor
         killed mid-PUT whose object landed only after this upload looked (then the upload is
         done, under its own key). Otherwise another writer holds it: the first numbered name
@@ -220,8 +218,7 @@ class Syncer:
             raise SyncError(f"{original} and {MAX_NUMBERED} numbered names are all taken")
         if key != original:
             self.say(
-                f"r2sync: {original} holds another writer's object;"
-                f" {candidate.relative} -> {key}"
+                f"r2sync: {original} holds another writer's object; {candidate.relative} -> {key}"
             )
             self.journal.start(
                 candidate.path, candidate.size, candidate.mtime_ns, sha256, key,
@@ -245,9 +242,7 @@ class Syncer:
             return str(found["ETag"])
         return None
 
-    def _put(
-        self, candidate: Candidate, record: Record, sha256: str, md5: str
-    ) -> dict[str, Any]:
+    def _put(self, candidate: Candidate, record: Record, sha256: str, md5: str) -> dict[str, Any]:
         self._check_before_writing(record, candidate.size, sha256)
 
         def put() -> Any:
