@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 _JINJA = Environment(
     loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, keep_trailing_newline=True
 )
+# Values a shell script reads: quoted (settings are validated by kind as well).
+_JINJA.filters["quote"] = shlex.quote
 
 
 def render(template: str, **context: Any) -> str:

@@ -86,3 +86,13 @@ def test_start_sh_names_a_failed_boot_fetch(tmp_path):
 
 def test_start_sh_follows_no_fetch_when_the_boot_started_none(tmp_path):
     assert _container(tmp_path, fetch_exit=None).splitlines() == ["supervisord serving"]
+
+
+def test_start_sh_quotes_every_path_it_runs():
+    # Settings refuse such a path (podforge/core/paths.py); the template quotes regardless.
+    odd = Settings.model_construct(**{**Settings().model_dump(), "podforge_dir": "/opt/a b;x"})
+    text = render("start.sh.j2", settings=odd, boot_fetch="/opt/a b;x/jobs/boot", manifest="/m")
+    assert "cd '/opt/a b;x/deploy'\n" in text
+    assert "PYINFRA_YES=1 '/opt/a b;x/deployer/bin/pyinfra' @local" in text
+    assert "'/opt/a b;x/tools/bin/podforge' job wait '/opt/a b;x/jobs/boot'" in text
+    subprocess.run(["sh", "-n"], input=text, text=True, check=True)
