@@ -40,6 +40,7 @@ from podforge.core.auth import private_port
 from podforge.core.config import Settings
 from podforge.core.gpu import PROBE_COMMAND, parse_probe
 from podforge.core.plan import build_plan
+from podforge.core.services import boot_fetch
 from podforge.core.timeline import Timeline
 from sandbox.control import ssh_argv
 from sandbox.pods import FAKE_NVIDIA_SMI, GPU_PROFILES
@@ -208,7 +209,6 @@ STOPPED_WITHOUT_MODELS = (
 )
 START = "setsid /workspace/start.sh > /tmp/start.log 2>&1 < /dev/null &"
 SUPERVISORD_UP = "until pgrep -x supervisord > /dev/null; do sleep 0.1; done"
-MODELS_IN = "/opt/podforge/tools/bin/podforge job wait /opt/podforge/jobs/boot > /dev/null"
 
 
 def boot(state: dict[str, Any], pod: dict[str, Any], cap: int, model_bytes: int, port: int) -> None:
@@ -228,7 +228,9 @@ def boot(state: dict[str, Any], pod: dict[str, Any], cap: int, model_bytes: int,
     subprocess.run([*ssh, START], check=True)
     subprocess.run([*ssh, SUPERVISORD_UP], check=True, timeout=600)
     supervisord = time.monotonic() - began
-    models = subprocess.Popen([*ssh, MODELS_IN])
+    settings = Settings()
+    models_in_command = f"{settings.tools_dir}/bin/podforge job wait {boot_fetch(settings)}"
+    models = subprocess.Popen([*ssh, f"{models_in_command} > /dev/null"])
     first_answer = models_in = None
     while first_answer is None or models_in is None:
         now = time.monotonic() - began

@@ -17,7 +17,13 @@ from typing import Any
 import pytest
 
 from conftest import wait_for
-from e2e.conftest import changed_operations, comfyui_answers, control_hub, pod_shell
+from e2e.conftest import (
+    boot_models_wait,
+    changed_operations,
+    comfyui_answers,
+    control_hub,
+    pod_shell,
+)
 from sandbox import control, image
 
 pytestmark = pytest.mark.e2e
@@ -27,8 +33,6 @@ TAG = "localhost/podforge-e2e"
 IMAGE_POD_ADDRESSES = {"rtx-4080-super": 43, "h100": 44}
 # What the image phase installed: a boot must leave these deploys unchanged.
 IMAGE_DEPLOYS = ("System packages", "Pod tools", "ComfyUI", "Python environment")
-# start.sh follows the boot's model fetch through this link.
-WAIT_FOR_MODELS = "/opt/podforge/tools/bin/podforge job wait /opt/podforge/jobs/boot"
 STACK_STEP = "RUN PYTHONPATH=/opt/podforge/stack-inputs/tools"
 DEPLOY_STEP = "RUN cd /opt/podforge/src && /opt/podforge/deployer/bin/pyinfra @local"
 
@@ -192,7 +196,7 @@ def start_container(sandbox: dict[str, Any], pod: dict[str, Any], slow_models: b
         " --r2sync /opt/podforge/secrets/r2.env",
         check=False,
     )
-    models = pod_shell(sandbox, pod, WAIT_FOR_MODELS, check=False)
+    models = pod_shell(sandbox, pod, boot_models_wait(), check=False)
     log = pod_shell(sandbox, pod, "cat /tmp/start.log")
     assert verified.startswith("exit=0\n"), f"{verified}\n--- start.sh:\n{log}"
     assert models.startswith("exit=0\n"), f"{models}\n--- start.sh:\n{log}"

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from e2e.conftest import changed_operations, pod_shell
+from e2e.conftest import boot_models_wait, changed_operations, pod_shell
 from sandbox.converge import converge
 from sandbox.pods import GPU_PROFILES
 
@@ -21,8 +21,6 @@ VERIFY = (
     " --plan /opt/podforge/plan.json --timeout 60"
     " --r2sync /opt/podforge/secrets/r2.env"
 )
-# start.sh follows the boot's model fetch through this link; a user may too.
-WAIT_FOR_MODELS = "/opt/podforge/tools/bin/podforge job wait /opt/podforge/jobs/boot"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +87,7 @@ def test_a_pod_whose_gpu_changed_boots_with_its_new_flags_models_and_stack(prepa
         )
         assert torch.startswith("2.5.1")
         assert "Models | Start fetching" in " ".join(changed_operations(log))
-        assert pod_shell(sandbox, pod, WAIT_FOR_MODELS, check=False).startswith("exit=0\n")
+        assert pod_shell(sandbox, pod, boot_models_wait(), check=False).startswith("exit=0\n")
         new = {m["dest"] for m in plan["models"]} - {m["dest"] for m in before["models"]}
         assert new, "a 12 GB GPU gets other model variants than a 24 GB one"
         sizes = pod_shell(sandbox, pod, "stat -c '%s %n' " + " ".join(sorted(new)))
