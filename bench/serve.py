@@ -40,9 +40,8 @@ from podforge.core.auth import private_port
 from podforge.core.config import Settings
 from podforge.core.gpu import PROBE_COMMAND, parse_probe
 from podforge.core.plan import build_plan
-from podforge.core.services import boot_fetch
 from podforge.core.timeline import Timeline
-from sandbox.control import ssh_argv
+from sandbox.control import boot_models_wait, ssh_argv
 from sandbox.pods import FAKE_NVIDIA_SMI, GPU_PROFILES
 from sandbox.settings import SANDBOX_FEATURES
 
@@ -228,9 +227,7 @@ def boot(state: dict[str, Any], pod: dict[str, Any], cap: int, model_bytes: int,
     subprocess.run([*ssh, START], check=True)
     subprocess.run([*ssh, SUPERVISORD_UP], check=True, timeout=600)
     supervisord = time.monotonic() - began
-    settings = Settings()
-    models_in_command = f"{settings.tools_dir}/bin/podforge job wait {boot_fetch(settings)}"
-    models = subprocess.Popen([*ssh, f"{models_in_command} > /dev/null"])
+    models = subprocess.Popen([*ssh, f"{boot_models_wait()} > /dev/null"])
     first_answer = models_in = None
     while first_answer is None or models_in is None:
         now = time.monotonic() - began

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from podforge.core.config import Settings
+from podforge.core.services import boot_fetch
 from sandbox.pods import Pod, is_alive, is_mounted, launch, reap, start_pod, stop_pod, wait_for_ssh
 from sandbox.repos import build_repos
 from sandbox.rootfs import ensure_rootfs
@@ -319,6 +321,13 @@ def _start_git(base: Path, logs: Path) -> dict[str, Any]:
             for name, repo in repos.items()
         },
     }
+
+
+def boot_models_wait() -> str:
+    """The command awaiting the model fetch a pod's boot phase (start.sh) started, through
+    the link start.sh follows too; exits with the fetch's code."""
+    settings = Settings()
+    return f"{settings.tools_dir}/bin/podforge job wait {boot_fetch(settings)}"
 
 
 def ssh_argv(state: dict[str, Any], pod: dict[str, Any]) -> list[str]:

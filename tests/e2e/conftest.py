@@ -126,13 +126,3 @@ def comfyui_answers(address: str, port: int) -> bool:
             return answer.status == 200
     except (OSError, urllib.error.URLError):
         return False
-
-
-def boot_models_wait() -> str:
-    """The command awaiting the model fetch a boot phase (start.sh) started: start.sh follows
-    it through this link too."""
-    from podforge.core.config import Settings  # noqa: PLC0415
-    from podforge.core.services import boot_fetch  # noqa: PLC0415
-
-    settings = Settings()
-    return f"{settings.tools_dir}/bin/podforge job wait {boot_fetch(settings)}"

@@ -18,13 +18,13 @@ import pytest
 
 from conftest import wait_for
 from e2e.conftest import (
-    boot_models_wait,
     changed_operations,
     comfyui_answers,
     control_hub,
     pod_shell,
 )
 from sandbox import control, image
+from sandbox.control import boot_models_wait
 
 pytestmark = pytest.mark.e2e
 

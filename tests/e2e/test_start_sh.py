@@ -10,7 +10,8 @@ import shlex
 
 import pytest
 
-from e2e.conftest import boot_models_wait, changed_operations, pod_shell
+from e2e.conftest import changed_operations, pod_shell
+from sandbox.control import boot_models_wait
 from sandbox.converge import converge
 from sandbox.pods import GPU_PROFILES
 
