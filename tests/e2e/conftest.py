@@ -27,10 +27,16 @@ HUB_TOKEN = "hf_sandbox_e2e_token"
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def sandbox(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     if os.geteuid() != 0:
         pytest.skip("the sandbox needs root (namespaces, mounts)")
     from sandbox import control
+
+    # A session of podless tests alone (bin/test runs them as one, beside the others) gets
+    # the hub, S3 and git without the GPU pods it would never converge.
+    needs_pods = any(not item.get_closest_marker("podless") for item in request.session.items)
 
     # A SIGTERM (CI timeout, kill) unwinds through the finally below instead of
     # leaving pods, the hub, S3 and git running.
@@ -40,7 +46,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     os.environ["PODFORGE_SANDBOX_DIR"] = str(base)
     try:
         state = control.up(
-            GPUS, base, first_address=FIRST_ADDRESS, hub_token=HUB_TOKEN, gated=[GATED_REPO]
+            GPUS if needs_pods else [],
+            base,
+            first_address=FIRST_ADDRESS,
+            hub_token=HUB_TOKEN,
+            gated=[GATED_REPO],
         )
         yield state
     finally:

@@ -30,7 +30,7 @@ def _tries(attempts: int) -> Backoff:
     return Backoff(attempts=attempts, first_delay_s=0.01)
 
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.podless]
 
 BIG = ("Kijai/WanVideo_comfy", "SteadyDancer/Wan21_I2V_SteadyDancer_fp16.safetensors")
 BIG_SIZE = 48 * 2**20

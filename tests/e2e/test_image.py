@@ -26,7 +26,7 @@ from e2e.conftest import (
 from sandbox import control, image
 from sandbox.control import boot_models_wait
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.podless]
 
 TAG = "localhost/podforge-e2e"
 # The session's pods listen on .40-.42.

@@ -10,7 +10,7 @@ import pytest
 from sandbox import control
 from sandbox.pods import is_alive
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.podless]
 
 
 def _processes_for(base: Path) -> list[int]:

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from e2e.conftest import GATED_REPO, HUB_TOKEN
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.podless]
 
 REPO = "yzd-v/DWPose"
 FILE = "dw-ll_ucoco_384.onnx"
