@@ -29,7 +29,7 @@ from sandbox.control import boot_models_wait
 pytestmark = [pytest.mark.e2e, pytest.mark.podless]
 
 TAG = "localhost/podforge-e2e"
-# The session's pods listen on .40-.42.
+# The pod-converging e2e session's pods listen on .40-.42 (bin/test runs it beside this one).
 IMAGE_POD_ADDRESSES = {"rtx-4080-super": 43, "h100": 44}
 # What the image phase installed: a boot must leave these deploys unchanged.
 IMAGE_DEPLOYS = ("System packages", "Pod tools", "ComfyUI", "Python environment")
