@@ -75,7 +75,9 @@ def test_start_sh_boots_a_prepared_pod_with_zero_changes(prepared, sandbox):
 def test_a_pod_whose_gpu_changed_boots_with_its_new_flags_models_and_stack(prepared, sandbox):
     # The RTX 4080 SUPER's pod stays an RTX 5090 after this test, as consistent a pod as the
     # others: turning it back would sync and byte-compile torch 2.5 once more (~50 s of CI).
-    # The tests after this one do not depend on this pod's GPU.
+    # The session's record still says rtx-4080-super: the modules after this one
+    # (test_templates, test_workflows) do not choose pods by GPU; one that does
+    # (test_openmmlab, test_software) must run before it.
     pod = next(p for p in sandbox["pods"] if p["gpu"] == "rtx-4080-super")
     before = json.loads(pod_shell(sandbox, pod, "cat /opt/podforge/plan.json"))
     swap_gpu(sandbox, pod, "rtx-5090")
