@@ -12,8 +12,8 @@ passed: serving), the bytes-only time (all the bytes at the cap) and the ratio, 
 timeline, and the same steps one after another (the order before the fetch ran in the
 background: each step's own seconds, the fetch's at its transfer time), as the "before".
 
-``--warm-stack`` keeps the sandbox's warm uv cache instead (the stack hardlinked, nothing
-downloaded for it: only the models cross the link).
+``--warm-stack`` keeps the sandbox's warm uv cache instead (the stack hardlinked with its
+bytecode, nothing downloaded or compiled for it: only the models cross the link).
 
 ``--boot``: the boot phase instead, as start.sh runs it in a container of the image
 (docs/image.md), where the stack is in and only the models download: the pod is deployed
