@@ -98,6 +98,9 @@ def _commit_repo(
     )
     # What lets `git fetch --depth 1 origin <sha>` work, as it does against GitHub.
     _git(bare, "config", "uploadpack.allowAnySHA1InWant", "true")
+    # One pack, as a hosted repository keeps: each pod's fetch then reuses its compressed
+    # objects rather than compressing the local clone's loose ones again.
+    _git(bare, "repack", "-q", "-a", "-d")
     shutil.rmtree(work)
     return repo
 

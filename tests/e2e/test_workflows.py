@@ -14,7 +14,7 @@ from e2e.conftest import pod_shell
 from podforge.core.config import Settings
 from podforge.workflows import checks, fitting
 from podforge.workflows.graph import read_nodes
-from sandbox.converge import converge, converge_pods
+from sandbox.converge import converge_pods
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def pod(sandbox):
     pod = sandbox["pods"][2]
     yield pod
     # Back to the session's defaults: SteadyDancer off, its workflow gone.
-    back = converge()[pod["address"]]
+    back = converge_pods({pod["name"]: {}}, workdir=Path(sandbox["base"]))[pod["address"]]
     assert not back.failed, back.errors
     assert pod_shell(sandbox, pod, f"test -e {FITTED}; echo $?") == "1\n"
 
